@@ -1,0 +1,1 @@
+"""The jobsup front process: HTTP API, job table, scheduling, child lifecycle, storage."""

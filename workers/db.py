@@ -1,0 +1,107 @@
+"""One small synchronous interface over SQLite and PostgreSQL.
+
+SQL is written once with ``?`` placeholders and portable types; the
+PostgreSQL side rewrites the placeholders. Children open their own
+connection; the front process runs these calls off its event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or stayed locked; the caller may retry."""
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///data/x.db`` -> ``data/x.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    return url.removeprefix("sqlite:///")
+
+
+def dialect_of(url: str) -> str:
+    if url.startswith("sqlite:"):
+        return "sqlite"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    raise ValueError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got {url!r}")
+
+
+class Database:
+    """A connection with ``?`` placeholders everywhere and explicit transactions."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; returns the number of rows it changed."""
+        cur = self.conn.execute(self._sql(sql), params)
+        return int(cur.rowcount)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            with self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self.conn.executemany(sql, rows)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(self._sql(sql), params).fetchall())
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row = self.conn.execute(self._sql(sql), params).fetchone()
+        return tuple(row) if row is not None else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        if self.dialect == "postgresql":
+            with self.conn.transaction():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect_sqlite(path: str) -> sqlite3.Connection:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,  # autocommit; transactions are explicit
+        check_same_thread=False,
+        timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def connect(url: str) -> Database:
+    dialect = dialect_of(url)
+    if dialect == "sqlite":
+        return Database(connect_sqlite(sqlite_path(url)), dialect)
+    import psycopg
+
+    return Database(psycopg.connect(url, autocommit=True), dialect)
