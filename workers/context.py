@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
 from workers import protocol
 
 
-class JobCancelled(BaseException):  # noqa: N818 - named like asyncio.CancelledError
+class JobCancelled(BaseException):
     """Raised inside a job at a cancel point, or by SIGTERM while it runs.
 
     A ``BaseException`` so that a job's ``except Exception`` cannot swallow it.
@@ -50,6 +52,8 @@ class JobContext:
         self._channel = channel
         self._cancel = cancel
         self.last_partial: Any = None
+        self._shield = 0
+        self._deferred = False
 
     @property
     def cancelled(self) -> bool:
@@ -63,6 +67,32 @@ class JobContext:
         """Wait ``seconds``, waking at once (with ``JobCancelled``) on cancel."""
         if self._cancel.wait(max(0.0, seconds)):
             raise JobCancelled
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A section that SIGTERM does not cut in half.
+
+        Use it around a side effect and its bookkeeping (remove members, then
+        record the removal). A SIGTERM that arrives inside is raised as
+        ``JobCancelled`` when the section ends; SIGKILL still applies to a
+        section that never ends.
+        """
+        self._shield += 1
+        try:
+            yield
+        finally:
+            self._shield -= 1
+        if self._shield == 0 and self._deferred:
+            self._deferred = False
+            raise JobCancelled
+
+    def interrupt(self) -> None:
+        """Called by the child's SIGTERM handler while the job runs."""
+        self._cancel.set()
+        if self._shield:
+            self._deferred = True
+            return
+        raise JobCancelled
 
     def progress(
         self,

@@ -11,39 +11,43 @@ from typing import Any
 import msgspec
 
 
-class Started(msgspec.Struct, tag="started"):
+class _Frame(msgspec.Struct, tag_field="kind", array_like=True):
+    """Encoded as a compact array whose first item is the message's tag."""
+
+
+class Started(_Frame, tag="started"):
     pid: int
     at: float
 
 
-class Progress(msgspec.Struct, tag="progress"):
+class Progress(_Frame, tag="progress"):
     processed: int | None = None
     total: int | None = None
     message: str | None = None
     phase: str | None = None
 
 
-class Partial(msgspec.Struct, tag="partial"):
+class Partial(_Frame, tag="partial"):
     result: Any
 
 
-class Log(msgspec.Struct, tag="log"):
+class Log(_Frame, tag="log"):
     level: str
     message: str
 
 
-class Done(msgspec.Struct, tag="done"):
+class Done(_Frame, tag="done"):
     result: Any
 
 
-class Cancelled(msgspec.Struct, tag="cancelled"):
+class Cancelled(_Frame, tag="cancelled"):
     """The job saw its cancel request and stopped; ``result`` is what it did."""
 
     result: Any
     by_signal: bool = False
 
 
-class Failed(msgspec.Struct, tag="failed"):
+class Failed(_Frame, tag="failed"):
     type: str
     message: str
     traceback: str

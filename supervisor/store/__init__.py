@@ -1,0 +1,122 @@
+"""Storage for the front process: the job table and the workers' data.
+
+``Store.call(fn, *args)`` runs ``fn(db, *args)`` off the event loop, on a
+database thread with its own connection. Writes go through one writer
+thread, in the order they were made, so the database follows the in-memory
+table's order of changes; reads use a small fixed pool (the writer itself
+for SQLite, which allows one writer anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from supervisor.store import jobs
+from supervisor.store.migrations import migrate
+from workers import directory
+from workers.db import Database, connect, dialect_of
+
+log = logging.getLogger("jobsup.store")
+T = TypeVar("T")
+
+COMPONENTS = {"jobs": jobs.MIGRATIONS, "directory": directory.MIGRATIONS}
+POSTGRES_THREADS = 4
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        return "locked" in text or "busy" in text or "unable to open" in text
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = dialect_of(url)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="jobsup-db-write")
+        self._readers = (
+            self._writer
+            if self.dialect == "sqlite"
+            else ThreadPoolExecutor(POSTGRES_THREADS, thread_name_prefix="jobsup-db-read")
+        )
+        self._local = threading.local()
+        self._connections: list[Database] = []
+        self.available = True
+
+    def _db(self) -> Database:
+        db: Database | None = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.url)
+            self._local.db = db
+            self._connections.append(db)
+        return db
+
+    def _drop_connection(self) -> None:
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            self._connections.remove(db)
+            with contextlib.suppress(Exception):
+                db.close()
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], retry_for: float) -> T:
+        deadline = time.monotonic() + retry_for
+        delay = 0.05
+        while True:
+            try:
+                result = fn(self._db(), *args)
+                self.available = True
+                return result
+            except Exception as exc:
+                if not _is_unavailable(exc) or time.monotonic() >= deadline:
+                    raise
+                self.available = False
+                log.warning("database unavailable (%s); retrying", exc)
+                if self.dialect == "postgresql":
+                    self._drop_connection()
+                time.sleep(delay)  # on a database thread, never the event loop
+                delay = min(delay * 2, 1.0)
+
+    async def call(
+        self, fn: Callable[..., T], *args: Any, write: bool = False, retry_for: float = 0.0
+    ) -> T:
+        """Run ``fn(db, *args)`` on a database thread.
+
+        ``write`` puts it in the ordered write queue. ``retry_for`` seconds of
+        retries when the database is unavailable: state writes wait for it to
+        come back; reads fail fast.
+        """
+        loop = asyncio.get_running_loop()
+        executor = self._writer if write else self._readers
+        return await loop.run_in_executor(executor, self._run, fn, args, retry_for)
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations (blocking; for startup and ``jobsup migrate``)."""
+        db = connect(self.url)
+        try:
+            return migrate(db, COMPONENTS)
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        def close_all() -> None:
+            for db in list(self._connections):
+                db.close()
+            self._connections.clear()
+
+        for executor in {self._readers, self._writer}:
+            executor.submit(close_all).result()
+            executor.shutdown(wait=True)

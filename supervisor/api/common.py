@@ -1,0 +1,61 @@
+"""Request parsing and response encoding shared by the route modules."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from supervisor.errors import ApiError, from_validation
+
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+_encoder = msgspec.json.Encoder()
+
+
+async def read_json(request: Request) -> bytes:
+    """The body of a JSON request, refusing other content types and oversized bodies."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
+    if not body:
+        raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
+    return bytes(body)
+
+
+def decode(body: bytes, type_: type[T]) -> T:
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        raise from_validation(exc) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from None
+
+
+async def parse(request: Request, type_: type[T]) -> T:
+    return decode(await read_json(request), type_)
+
+
+def json(value: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status_code=status, media_type="application/json")
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_field", f"{name} must be an integer", name) from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_field", f"{name} must be between {low} and {high}", name)
+    return value

@@ -1,0 +1,93 @@
+"""/admin/jobs: start, status, cancel, list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from supervisor.api.common import json, query_int, read_json
+from supervisor.errors import ApiError
+from supervisor.service import JobService
+from supervisor.state import JobStatus
+from supervisor.store.jobs import JobFilter
+
+MAX_LIST_LIMIT = 1000
+
+
+def _service(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs
+    return service
+
+
+async def start(request: Request) -> Response:
+    job = await _service(request).submit(await read_json(request))
+    return json({"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}, 202)
+
+
+async def status(request: Request) -> Response:
+    return json(await _service(request).get(request.path_params["job_id"]))
+
+
+async def cancel(request: Request) -> Response:
+    job = await _service(request).cancel(request.path_params["job_id"])
+    code = 202 if job.status is JobStatus.CANCELLING else 200
+    return json({"jobId": job.id, "status": job.status}, code)
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "invalid_field", f"{name} must be an ISO 8601 time", name) from None
+    if value.tzinfo is None:
+        raise ApiError(400, "invalid_field", f"{name} needs a time zone (e.g. Z)", name)
+    return value
+
+
+def _filter(request: Request) -> JobFilter:
+    params = request.query_params
+    unknown = set(params) - {
+        "status",
+        "type",
+        "groupWaId",
+        "limit",
+        "before",
+        "createdAfter",
+        "createdBefore",
+    }
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
+    raw_status = params.get("status")
+    try:
+        job_status = JobStatus(raw_status) if raw_status is not None else None
+    except ValueError:
+        allowed = ", ".join(s.value for s in JobStatus)
+        raise ApiError(400, "invalid_field", f"status must be one of {allowed}", "status") from None
+    return JobFilter(
+        status=job_status,
+        type=params.get("type"),
+        group_wa_id=params.get("groupWaId"),
+        before=params.get("before"),
+        created_after=_time(request, "createdAfter"),
+        created_before=_time(request, "createdBefore"),
+        limit=query_int(request, "limit", 50, 1, MAX_LIST_LIMIT),
+    )
+
+
+async def list_jobs(request: Request) -> Response:
+    return json(await _service(request).list(_filter(request)))
+
+
+routes = [
+    Route("/admin/jobs/start", start, methods=["POST"]),
+    Route("/admin/jobs/{job_id}/status", status, methods=["GET"]),
+    Route("/admin/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    Route("/admin/jobs", list_jobs, methods=["GET"]),
+]

@@ -1,0 +1,64 @@
+"""The ``jobsup`` command: serve, demo, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from supervisor.settings import Settings, SettingsError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    changes = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None):
+        changes["port"] = args.port
+    return dataclasses.replace(settings, **changes)
+
+
+def serve(settings: Settings) -> None:
+    from supervisor.app import create_app
+    from supervisor.server import make_server
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    make_server(create_app(settings), settings).run()
+
+
+def migrate(settings: Settings) -> None:
+    from supervisor.store import Store
+
+    applied = Store(settings.database_url).migrate()
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="jobsup", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the HTTP server"),
+        ("demo", "serve with a sample group and run a dry-run removal"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--host", help="interface to listen on (JOBSUP_HOST)")
+        sub.add_argument("--port", type=int, help="port (PORT)")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"jobsup: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "demo":
+        from supervisor.demo import run_demo
+
+        raise SystemExit(run_demo(settings))
+    else:
+        migrate(settings)

@@ -1,0 +1,183 @@
+"""Child processes: the forkserver that makes them, and one wrapper per job.
+
+``JobProcess`` owns a job's process, its cancel pipe and its progress pipe,
+and offers start, cancel, terminate, kill and reap. Nothing else in the code
+base sends signals to jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import struct
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext
+from typing import Any
+
+from workers.entry import ChildSpec, child_main
+
+# A frame larger than this is a protocol error (a job sending huge results
+# should store them and send a reference).
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+READ_CHUNK = 256 * 1024
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def forkserver_context(job_modules: tuple[str, ...]) -> ForkServerContext:
+    """A forkserver context whose server has the job code imported already.
+
+    Preloading ``__main__`` matters on Python 3.11: otherwise every child
+    re-imports the main module's imports before running its job.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    preload = ["__main__", "workers.forkserver_init", "workers.entry", "workers.removal"]
+    ctx.set_forkserver_preload([*preload, *job_modules])
+    return ctx
+
+
+def ensure_forkserver(ctx: ForkServerContext) -> None:
+    """Start the forkserver now rather than on the first job (blocking: ~0.1-1 s)."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    del ctx
+
+
+class FrameReader:
+    """Splits a non-blocking pipe's bytes into ``Connection.send_bytes`` frames."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = bytearray()
+        self.eof = False
+
+    def read(self, budget: int = READ_CHUNK) -> list[bytes]:
+        """Read what is there (up to ``budget`` bytes) and return complete frames."""
+        while budget > 0 and not self.eof:
+            try:
+                chunk = os.read(self.fd, min(budget, READ_CHUNK))
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.eof = True
+                break
+            self._buf += chunk
+            budget -= len(chunk)
+        return self._frames()
+
+    def _frames(self) -> list[bytes]:
+        frames: list[bytes] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= 4:
+            (size,) = struct.unpack_from("!i", buf, pos)
+            header = 4
+            if size == -1:  # send_bytes' header for frames over 2 GiB
+                raise ProtocolError("frame too large")
+            if size < 0 or size > MAX_FRAME_BYTES:
+                raise ProtocolError(f"bad frame size {size}")
+            if len(buf) - pos - header < size:
+                break
+            frames.append(bytes(buf[pos + header : pos + header + size]))
+            pos += header + size
+        del buf[:pos]
+        return frames
+
+
+class JobProcess:
+    def __init__(self, ctx: ForkServerContext, spec: ChildSpec) -> None:
+        self._ctx = ctx
+        self.spec = spec
+        self._process: Any = None
+        self._cancel_w: Connection | None = None
+        self._progress_r: Connection | None = None
+        self.reader: FrameReader | None = None
+        self.exitcode: int | None = None
+
+    def start(self) -> None:
+        cancel_r, cancel_w = self._ctx.Pipe(duplex=False)
+        progress_r, progress_w = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(
+            target=child_main,
+            args=(self.spec, cancel_r, progress_w),
+            name=f"jobsup-{self.spec.job_id}",
+        )
+        try:
+            process.start()
+        finally:
+            # The parent keeps only its own ends: EOF on the progress pipe then
+            # means the child is gone, and on the cancel pipe that we are.
+            cancel_r.close()
+            progress_w.close()
+        os.set_blocking(cancel_w.fileno(), False)
+        os.set_blocking(progress_r.fileno(), False)
+        self._process = process
+        self._cancel_w = cancel_w
+        self._progress_r = progress_r
+        self.reader = FrameReader(progress_r.fileno())
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def sentinel(self) -> int:
+        return int(self._process.sentinel)
+
+    @property
+    def progress_fd(self) -> int:
+        assert self._progress_r is not None
+        return self._progress_r.fileno()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next cancel point. Never blocks."""
+        if self._cancel_w is None:
+            return
+        # Full pipe: already asked. Broken pipe: the child is gone.
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self._cancel_w.fileno(), b"c")
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        pid = self.pid
+        if pid is None or self.exitcode is not None:
+            return  # never signal a reaped pid: it may belong to someone else now
+        try:
+            os.killpg(pid, sig)  # the job and anything it spawned
+        except ProcessLookupError:
+            # The child has not made its own group yet, or has exited.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def reap(self) -> int | None:
+        """The exit code once the sentinel is readable (negative: killed by that signal)."""
+        if self.exitcode is None:
+            self._process.join(0)
+            self.exitcode = self._process.exitcode
+        return self.exitcode
+
+    def kill_group_leftovers(self) -> None:
+        """Kill what the job spawned and left running in its process group."""
+        pid = self.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for conn in (self._cancel_w, self._progress_r):
+            if conn is not None:
+                conn.close()
+        self._cancel_w = self._progress_r = None
+        if self._process is not None and self.exitcode is not None:
+            self._process.close()

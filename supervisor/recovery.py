@@ -1,0 +1,53 @@
+"""What happens at start to jobs a previous run of the supervisor left live.
+
+Pending jobs run. Jobs that were running lost their child with the process
+that supervised it: an idempotent type is re-queued, any other fails with
+reason ``interrupted``; a job that was being cancelled ends ``cancelled``.
+What they had done (partial result, removal history) is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from supervisor.job import CancelInfo, Job, now
+from supervisor.state import JobStatus
+from workers import registry
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: JobStatus
+    changes: dict[str, Any]
+
+
+def decide(job: Job, previous_owner: str | None) -> Decision | None:
+    """The recovery move for one live job, or None when it stays as it is (pending)."""
+    if job.status is JobStatus.PENDING:
+        return None
+    where = f" (instance {previous_owner})" if previous_owner else ""
+    if job.status is JobStatus.CANCELLING:
+        cancel = job.cancel or CancelInfo(requested_at=now(), reason="user")
+        return Decision(
+            JobStatus.CANCELLED,
+            {
+                "cancel": msgspec.structs.replace(cancel, mode="interrupted", exited_at=now()),
+                "completed_at": now(),
+                "pid": None,
+            },
+        )
+    try:
+        idempotent = registry.get(job.type).idempotent
+    except KeyError:
+        idempotent = False
+    if idempotent:
+        return Decision(JobStatus.PENDING, {"pid": None, "started_at": None, "owner": None})
+    error = {
+        "reason": "interrupted",
+        "type": "Interrupted",
+        "message": f"the supervisor{where} stopped while the job ran",
+    }
+    return Decision(JobStatus.FAILED, {"error": error, "completed_at": now(), "pid": None})

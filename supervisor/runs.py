@@ -1,0 +1,178 @@
+"""One running job: its child's messages, its cancel escalation, its end.
+
+A ``Run`` joins a ``JobProcess`` to the table. The event loop watches the
+child's progress pipe and its sentinel together (``add_reader`` on both), so
+a child that crashes is seen at once, never by a timer, and no thread is
+spent per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from supervisor.job import CancelInfo, now
+from supervisor.launcher import JobProcess, ProtocolError
+from supervisor.settings import Settings
+from supervisor.state import CancelMode, Escalation, JobStatus, Outcome, classify_exit
+from supervisor.table import JobTable
+from workers import protocol
+
+log = logging.getLogger("jobsup.run")
+LOG_TAIL = 50
+
+
+class Run:
+    def __init__(
+        self,
+        job_id: str,
+        process: JobProcess,
+        table: JobTable,
+        settings: Settings,
+        on_exit: Callable[[Run], None],
+    ) -> None:
+        self.job_id = job_id
+        self.process = process
+        self._table = table
+        self._settings = settings
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        self.final: protocol.Message | None = None
+        self.partial: Any = None
+        self.escalation: Escalation | None = None
+        self.log_tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = False
+        self.exited = asyncio.Event()
+
+    def attach(self) -> None:
+        """Called once the child exists: watch its pipe and its sentinel."""
+        self._started = True
+        self._loop.add_reader(self.process.progress_fd, self._on_readable)
+        self._loop.add_reader(self.process.sentinel, self._on_sentinel)
+        if self.escalation is not None:  # cancelled while it was being started
+            self._escalate_to(Escalation.EVENT)
+
+    # -- messages from the child ---------------------------------------------
+
+    def _on_readable(self) -> None:
+        assert self.process.reader is not None
+        try:
+            frames = self.process.reader.read()
+            for frame in frames:
+                self._handle(protocol.decoder.decode(frame))
+        except (ProtocolError, msgspec.DecodeError) as exc:
+            log.error("job %s sent a bad frame (%s); killing it", self.job_id, exc)
+            self._loop.remove_reader(self.process.progress_fd)
+            self.final = protocol.Failed("ProtocolError", str(exc), "")
+            self.process.kill()
+            return
+        if self.process.reader.eof:
+            self._loop.remove_reader(self.process.progress_fd)
+
+    def _handle(self, message: protocol.Message) -> None:
+        job = self._table.get(self.job_id)
+        if job is None:
+            return
+        match message:
+            case protocol.Progress(processed, total, text, phase):
+                self._table.merge_progress(job, processed, total, text, phase)
+            case protocol.Partial(result):
+                self.partial = result
+                self._table.update(job, result=result)
+            case protocol.Started(pid, at):
+                started = datetime.fromtimestamp(at, UTC)
+                if job.status is JobStatus.PENDING:
+                    self._table.move(job, JobStatus.RUNNING, pid=pid, started_at=started)
+                else:  # cancelling already: keep the state, stamp the start
+                    self._table.update(job, pid=pid, started_at=started)
+            case protocol.Log(level, text):
+                self.log_tail.append(f"{level}: {text}")
+                log.info("job %s: %s", self.job_id, text)
+            case protocol.Done() | protocol.Cancelled() | protocol.Failed():
+                self.final = message
+
+    # -- cancellation ----------------------------------------------------------
+
+    def request_cancel(self, reason: str) -> None:
+        job = self._table.get(self.job_id)
+        if self.escalation is not None or job is None:
+            return
+        self.escalation = Escalation.EVENT
+        info = CancelInfo(requested_at=now(), reason=reason)
+        self._table.move(job, JobStatus.CANCELLING, cancel=info)
+        if self._started:
+            self._escalate_to(Escalation.EVENT)
+
+    def _escalate_to(self, step: Escalation) -> None:
+        if self.process.exitcode is not None:
+            return
+        self.escalation = step
+        if step is Escalation.EVENT:
+            self.process.cancel()
+            self._timer = self._loop.call_later(
+                self._settings.cancel_grace_s, self._escalate_to, Escalation.TERMINATE
+            )
+        elif step is Escalation.TERMINATE:
+            log.warning("job %s still running after the grace period: SIGTERM", self.job_id)
+            self.process.terminate()
+            self._timer = self._loop.call_later(
+                self._settings.kill_after_s, self._escalate_to, Escalation.KILL
+            )
+        else:
+            log.warning("job %s ignored SIGTERM: SIGKILL", self.job_id)
+            self.process.kill()
+
+    def kill_now(self) -> None:
+        """Last step of a shutdown: no more grace."""
+        if self.escalation is None:
+            self.request_cancel("shutdown")
+        self._escalate_to(Escalation.KILL)
+
+    # -- the end -----------------------------------------------------------------
+
+    def _on_sentinel(self) -> None:
+        self._loop.remove_reader(self.process.sentinel)
+        self._on_readable()  # what the child wrote before exiting is all there
+        self._loop.remove_reader(self.process.progress_fd)
+        exitcode = self.process.reap()
+        assert exitcode is not None
+        self.process.kill_group_leftovers()
+        if self._timer is not None:
+            self._timer.cancel()
+        outcome = classify_exit(exitcode, self.final, self.escalation, self.partial)
+        self._finish(outcome, exitcode)
+        self.process.close()
+        self.exited.set()
+        self._on_exit(self)
+
+    def _finish(self, outcome: Outcome, exitcode: int) -> None:
+        job = self._table.get(self.job_id)
+        if job is None:
+            return
+        changes: dict[str, Any] = {"completed_at": now(), "pid": None}
+        if outcome.result is not None or job.result is None:
+            changes["result"] = outcome.result
+        changes["error"] = outcome.error
+        if job.cancel is not None:
+            # No mode when it completed or failed before the cancel took hold.
+            mode = outcome.cancel_mode
+            changes["cancel"] = msgspec.structs.replace(
+                job.cancel, mode=mode.value if mode else None, exited_at=now()
+            )
+        elif outcome.status is JobStatus.CANCELLED:
+            # SIGTERM from outside (a platform stopping the box): a cancel too.
+            changes["cancel"] = CancelInfo(
+                requested_at=now(),
+                reason="signal",
+                mode=(outcome.cancel_mode or CancelMode.TERMINATED).value,
+                exited_at=now(),
+            )
+        log.info("job %s %s (exit %s)", self.job_id, outcome.status, exitcode)
+        self._table.move(job, outcome.status, **changes)

@@ -1,0 +1,98 @@
+"""Everything the front process runs besides HTTP: store, table, scheduler, loops.
+
+``Runtime.start`` is the lifespan's startup, ``Runtime.stop`` its shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from supervisor import recovery
+from supervisor.launcher import ensure_forkserver, forkserver_context
+from supervisor.scheduler import Scheduler
+from supervisor.service import JobService
+from supervisor.settings import Settings
+from supervisor.state import JobStatus
+from supervisor.store import Store
+from supervisor.store import jobs as sql
+from supervisor.table import JobTable
+from workers import registry
+
+log = logging.getLogger("jobsup")
+
+
+class Runtime:
+    def __init__(
+        self, settings: Settings, store: Store, table: JobTable, scheduler: Scheduler
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.table = table
+        self.scheduler = scheduler
+        self.service = JobService(table, scheduler, settings)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        loop = asyncio.get_running_loop()
+        registry.load(settings.job_modules)
+        store = Store(settings.database_url)
+        applied = await loop.run_in_executor(None, store.migrate)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        ctx = forkserver_context(settings.job_modules)
+        await loop.run_in_executor(None, ensure_forkserver, ctx)
+        table = JobTable(store)
+        runtime = cls(settings, store, table, Scheduler(table, ctx, settings))
+        await runtime.recover()
+        runtime._every(settings.progress_flush_s, table.flush)
+        runtime._every(settings.cleanup_interval_s, runtime.sweep)
+        return runtime
+
+    async def recover(self) -> None:
+        live = await self.store.call(sql.live_jobs)
+        writes = []
+        for job, key in live:
+            decision = recovery.decide(job, job.owner)
+            self.table.adopt(job, key)
+            if decision is not None:
+                log.warning("job %s was %s at start: now %s", job.id, job.status, decision.status)
+                writes.append(self.table.move(job, decision.status, **decision.changes))
+        await asyncio.gather(*writes)
+        for job, _key in live:
+            if job.status is JobStatus.PENDING:
+                self.scheduler.enqueue(job)
+
+    async def sweep(self) -> None:
+        dropped = self.table.sweep(self.settings.job_ttl_s)
+        cutoff_ms = int((time.time() - self.settings.retention_days * 86400) * 1000)
+        pruned = await self.store.call(sql.prune, cutoff_ms, write=True)
+        if dropped or pruned:
+            log.info(
+                "swept %d finished jobs from memory, pruned %d from the store", dropped, pruned
+            )
+
+    def _every(self, interval: float, fn: Callable[[], Awaitable[None]]) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await fn()
+                except Exception:
+                    log.exception("background %s failed", fn.__name__)
+
+        self._tasks.append(asyncio.ensure_future(loop()))
+
+    async def stop(self) -> None:
+        log.info("shutting down: cancelling %d running jobs", len(self.scheduler.runs))
+        await self.scheduler.shutdown(self.settings.shutdown_grace_s)
+        await self.table.drain()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)

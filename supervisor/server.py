@@ -1,0 +1,40 @@
+"""The uvicorn server that runs jobsup.
+
+uvicorn owns SIGINT/SIGTERM in the front process and shuts down through the
+lifespan (where running jobs are cancelled). After a graceful shutdown it
+re-raises the signal, so the process would end "killed by SIGTERM", which
+platforms report as a crash; jobsup exits 0 instead once everything is saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+
+from supervisor.settings import Settings
+
+
+class Server(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()  # handled: do not re-raise
+
+
+def make_server(app: Starlette, settings: Settings, log_level: str | None = None) -> Server:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level or settings.log_level,
+        access_log=settings.access_log,
+        # Open streams must not hold a shutdown hostage: jobs get their own grace.
+        timeout_graceful_shutdown=5,
+    )
+    return Server(config)

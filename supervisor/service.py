@@ -1,0 +1,124 @@
+"""The job domain as the API sees it: submit, cancel, read, list.
+
+Validation happens here, before anything is written: the body decodes into
+the job type's config (naming the bad field), the type's own check runs
+against the database (unknown group -> 404), and only then is the job
+inserted, so a rejected request leaves no record behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from supervisor.api.common import decode
+from supervisor.errors import ApiError
+from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.scheduler import QueueFull, Scheduler
+from supervisor.settings import Settings
+from supervisor.state import TERMINAL, JobStatus
+from supervisor.store import jobs as sql
+from supervisor.table import JobTable, KeyConflict
+from workers import registry
+from workers.db import Database
+from workers.registry import ConfigRejected, JobType
+
+
+class _TypeOnly(msgspec.Struct):
+    type: str
+
+
+def _run_check(db: Database, job_type: JobType, config: Any) -> None:
+    assert job_type.check is not None
+    job_type.check(config, db)
+
+
+class JobService:
+    def __init__(self, table: JobTable, scheduler: Scheduler, settings: Settings) -> None:
+        self.table = table
+        self.scheduler = scheduler
+        self.settings = settings
+
+    def _job_type(self, body: bytes) -> JobType:
+        name = decode(body, _TypeOnly).type
+        try:
+            return registry.get(name)
+        except KeyError:
+            known = ", ".join(registry.names())
+            raise ApiError(
+                400, "invalid_field", f"type: unknown job type {name!r} (known: {known})", "type"
+            ) from None
+
+    def _check_policy(self, config: Any) -> None:
+        delay = getattr(config, "delay_ms", None)
+        if isinstance(delay, int) and delay < self.settings.min_delay_ms:
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"delayMs: must be at least {self.settings.min_delay_ms} ms between batches "
+                "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
+                "delayMs",
+            )
+
+    async def submit(self, body: bytes) -> Job:
+        job_type = self._job_type(body)
+        config = decode(body, job_type.config)
+        self._check_policy(config)
+        if job_type.check is not None:
+            try:
+                await self.table.store.call(_run_check, job_type, config)
+            except ConfigRejected as exc:
+                code = "not_found" if exc.status == 404 else "invalid_field"
+                raise ApiError(exc.status, code, exc.message, exc.field) from None
+        if not self.scheduler.accepting:
+            raise ApiError(503, "shutting_down", "the server is shutting down; retry elsewhere")
+        try:
+            self.scheduler.check_room()
+        except QueueFull:
+            raise ApiError(429, "queue_full", "too many pending jobs; retry later") from None
+        job = Job(
+            id=new_job_id(),
+            type=job_type.name,
+            status=JobStatus.PENDING,
+            config=msgspec.Raw(msgspec.json.encode(config)),
+            progress=Progress(),
+            created_at=now(),
+        )
+        key = job_type.exclusive_key(config) if job_type.exclusive_key else None
+        try:
+            await self.table.add(job, key, getattr(config, "group_wa_id", None))
+        except KeyConflict as exc:
+            holder = f" ({exc.holder})" if exc.holder else ""
+            raise ApiError(
+                409,
+                "conflict",
+                f"another job{holder} is already pending or running for "
+                f"{exc.key}; cancel it or wait for it to finish",
+            ) from None
+        self.scheduler.enqueue(job)
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.table.fetch(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+        return job
+
+    async def cancel(self, job_id: str, reason: str = "user") -> Job:
+        """Request a cancel and wait briefly for the job to stop; returns its state."""
+        job = await self.get(job_id)
+        if job.status in TERMINAL:
+            raise ApiError(
+                400,
+                "not_cancellable",
+                f"job {job_id} is already {job.status} and cannot be cancelled",
+            )
+        if self.table.get(job_id) is None:
+            raise ApiError(409, "not_owned", f"job {job_id} is not live on this instance")
+        await self.scheduler.cancel(job, reason)
+        await self.table.wait(job_id, self.settings.cancel_wait_s)
+        return job
+
+    async def list(self, f: sql.JobFilter) -> list[Job]:
+        return await self.table.list(f)

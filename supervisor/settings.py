@@ -1,0 +1,119 @@
+"""Every setting jobsup reads, from the environment, in one place.
+
+Variables are ``JOBSUP_*`` plus ``PORT`` and ``DATABASE_URL``. Tests build
+``Settings`` directly instead of touching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = DEFAULT_DATABASE_URL
+    max_concurrent_jobs: int = 4
+    # Jobs waiting for a slot on this instance; beyond it, starts get 429.
+    max_pending_jobs: int = 10_000
+    # Cancel escalation: Event, then SIGTERM after cancel_grace_s, then SIGKILL
+    # after a further kill_after_s.
+    cancel_grace_s: float = 5.0
+    kill_after_s: float = 5.0
+    # How long POST /cancel waits for the job to stop before answering 202.
+    cancel_wait_s: float = 2.0
+    job_ttl_s: float = 3600.0
+    cleanup_interval_s: float = 600.0
+    min_delay_ms: int = 10_000
+    job_modules: tuple[str, ...] = ()
+    shutdown_grace_s: float = 25.0
+    retention_days: float = 30.0
+    progress_flush_s: float = 0.25
+    log_level: str = "info"
+    access_log: bool = False
+    instance_id: str = field(default_factory=_instance_id)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = _env_name(f.name)
+            if name in env and env[name] != "":
+                values[f.name] = _parse(name, env[name], _PARSERS[f.name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = (
+            "max_concurrent_jobs",
+            "max_pending_jobs",
+            "job_ttl_s",
+            "cleanup_interval_s",
+            "progress_flush_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{_env_name(name)} must be positive")
+        non_negative = (
+            "cancel_grace_s",
+            "kill_after_s",
+            "cancel_wait_s",
+            "min_delay_ms",
+            "shutdown_grace_s",
+            "retention_days",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{_env_name(name)} must not be negative")
+        if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
+
+
+def _env_name(field_name: str) -> str:
+    if field_name in ("port", "database_url"):
+        return field_name.upper()
+    return "JOBSUP_" + field_name.upper()
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _modules(value: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in value.split(",") if m.strip())
+
+
+_SCALARS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _bool}
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    f.name: _SCALARS.get(str(f.type), _modules) for f in fields(Settings)
+}
+
+
+def _parse(name: str, raw: str, parser: Callable[[str], Any]) -> Any:
+    try:
+        return parser(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not valid: {exc}") from None

@@ -1,0 +1,130 @@
+"""Job states, the legal moves between them, and how a child's exit reads."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from workers import protocol
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+S = JobStatus
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.PENDING: frozenset({S.RUNNING, S.CANCELLED, S.FAILED}),
+    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.PENDING}),
+    S.CANCELLING: frozenset({S.CANCELLED, S.COMPLETED, S.FAILED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.FAILED: frozenset(),
+}
+# RUNNING -> PENDING is the re-queue of an idempotent job whose instance died.
+
+TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.FAILED})
+LIVE = frozenset({S.PENDING, S.RUNNING, S.CANCELLING})
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def check_transition(old: JobStatus, new: JobStatus) -> None:
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"{old} -> {new}")
+
+
+class CancelMode(StrEnum):
+    COOPERATIVE = "cooperative"  # the job stopped at a cancel point
+    TERMINATED = "terminated"  # SIGTERM turned into JobCancelled, or killed the child
+    KILLED = "killed"  # SIGKILL
+
+
+class Escalation(StrEnum):
+    """How far the supervisor went to stop a job."""
+
+    EVENT = "event"
+    TERMINATE = "terminate"
+    KILL = "kill"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: JobStatus
+    result: Any = None
+    error: dict[str, Any] | None = None
+    cancel_mode: CancelMode | None = None
+
+
+def describe_exit(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (perhaps out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"child killed by {name}{hint}"
+    return f"child exited with code {exitcode}"
+
+
+def _crash(exitcode: int) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "reason": "crashed",
+        "type": "ChildDied",
+        "message": describe_exit(exitcode) + " without reporting a result",
+        "exitCode": exitcode if exitcode >= 0 else None,
+        "signal": (
+            signal.Signals(-exitcode).name if exitcode < 0 and _is_signal(-exitcode) else None
+        ),
+    }
+    return error
+
+
+def _is_signal(number: int) -> bool:
+    try:
+        signal.Signals(number)
+    except ValueError:
+        return False
+    return True
+
+
+def classify_exit(
+    exitcode: int,
+    last: protocol.Message | None,
+    escalation: Escalation | None,
+    partial: Any = None,
+) -> Outcome:
+    """Turn how a child ended into the job's final state.
+
+    ``last`` is the child's final report (Done, Cancelled or Failed) if it
+    sent one; ``escalation`` is how far a cancel request went, None if none
+    was made; ``partial`` is the last partial result received.
+    """
+    if isinstance(last, protocol.Done):
+        return Outcome(S.COMPLETED, result=last.result)
+    if isinstance(last, protocol.Cancelled):
+        mode = CancelMode.TERMINATED if last.by_signal else CancelMode.COOPERATIVE
+        return Outcome(S.CANCELLED, result=last.result, cancel_mode=mode)
+    if isinstance(last, protocol.Failed):
+        error = {
+            "reason": "exception",
+            "type": last.type,
+            "message": last.message,
+            "traceback": last.traceback,
+        }
+        return Outcome(S.FAILED, result=partial, error=error)
+    if escalation is Escalation.KILL and exitcode == -signal.SIGKILL:
+        return Outcome(S.CANCELLED, result=partial, cancel_mode=CancelMode.KILLED)
+    if escalation is not None and exitcode == -signal.SIGTERM:
+        return Outcome(S.CANCELLED, result=partial, cancel_mode=CancelMode.TERMINATED)
+    return Outcome(S.FAILED, result=partial, error=_crash(exitcode))

@@ -1,0 +1,215 @@
+"""The job table's SQL: schema, row mapping, and the queries the API needs.
+
+Plain synchronous functions over ``workers.db.Database``; the async ``Store``
+runs them off the event loop.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from supervisor.job import CancelInfo, Job, Progress
+from supervisor.state import TERMINAL, JobStatus
+from workers.db import Database
+
+MIGRATIONS = [
+    (
+        1,
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            config TEXT NOT NULL,
+            progress TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            cancel TEXT,
+            pid INTEGER,
+            created_at BIGINT NOT NULL,
+            started_at BIGINT,
+            completed_at BIGINT,
+            updated_at BIGINT NOT NULL,
+            owner TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            exclusive_key TEXT,
+            group_wa_id TEXT
+        );
+        CREATE UNIQUE INDEX jobs_live_key ON jobs (exclusive_key);
+        CREATE INDEX jobs_created ON jobs (created_at, id);
+        CREATE INDEX jobs_status_created ON jobs (status, created_at, id);
+        CREATE INDEX jobs_type_created ON jobs (type, created_at, id);
+        CREATE INDEX jobs_group_created ON jobs (group_wa_id, created_at, id);
+        CREATE INDEX jobs_completed ON jobs (completed_at)
+        """,
+    ),
+]
+# jobs_live_key is unique over non-NULL keys only (NULLs never collide in
+# SQLite or PostgreSQL): a key is set while a job is live and cleared when it
+# ends, so the database itself refuses two live jobs on one group.
+
+COLUMNS = (
+    "id, type, status, config, progress, result, error, cancel, pid,"
+    " created_at, started_at, completed_at, owner, attempts"
+)
+
+_json = msgspec.json.Encoder()
+_cancel_decoder = msgspec.json.Decoder(CancelInfo)
+_progress_decoder = msgspec.json.Decoder(Progress)
+
+
+def to_ms(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def from_ms(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else _json.encode(value).decode()
+
+
+def row_to_job(row: tuple[Any, ...]) -> Job:
+    (
+        id_,
+        type_,
+        status,
+        config,
+        progress,
+        result,
+        error,
+        cancel,
+        pid,
+        created,
+        started,
+        completed,
+        owner,
+        attempts,
+    ) = row
+    return Job(
+        id=id_,
+        type=type_,
+        status=JobStatus(status),
+        config=msgspec.Raw(config.encode()),
+        progress=_progress_decoder.decode(progress),
+        created_at=from_ms(created),  # type: ignore[arg-type]
+        result=None if result is None else msgspec.json.decode(result),
+        error=None if error is None else msgspec.json.decode(error),
+        cancel=None if cancel is None else _cancel_decoder.decode(cancel),
+        pid=pid,
+        started_at=from_ms(started),
+        completed_at=from_ms(completed),
+        owner=owner,
+        attempts=attempts,
+    )
+
+
+def _values(job: Job) -> tuple[Any, ...]:
+    return (
+        job.status.value,
+        _dump(job.progress),
+        _dump(job.result),
+        _dump(job.error),
+        _dump(job.cancel),
+        job.pid,
+        to_ms(job.started_at),
+        to_ms(job.completed_at),
+        job.owner,
+        job.attempts,
+    )
+
+
+def insert_job(db: Database, job: Job, key: str | None, group: str | None, now_ms: int) -> None:
+    db.execute(
+        "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
+        " completed_at, owner, attempts, id, type, config, created_at, updated_at,"
+        " exclusive_key, group_wa_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            *_values(job),
+            job.id,
+            job.type,
+            bytes(job.config).decode(),
+            to_ms(job.created_at),
+            now_ms,
+            key,
+            group,
+        ),
+    )
+
+
+def update_job(db: Database, job: Job, now_ms: int) -> None:
+    """Write the job's state; a terminal job releases its exclusive key."""
+    release = " , exclusive_key = NULL" if job.status in TERMINAL else ""
+    db.execute(
+        "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
+        " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
+        f"{release} WHERE id = ?",
+        (*_values(job), now_ms, job.id),
+    )
+
+
+def update_progress(db: Database, jobs: list[Job], now_ms: int) -> None:
+    db.executemany(
+        "UPDATE jobs SET progress = ?, result = ?, updated_at = ? WHERE id = ?",
+        [(_dump(j.progress), _dump(j.result), now_ms, j.id) for j in jobs],
+    )
+
+
+def get_job(db: Database, job_id: str) -> Job | None:
+    row = db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+    return None if row is None else row_to_job(row)
+
+
+class JobFilter(msgspec.Struct, kw_only=True):
+    status: JobStatus | None = None
+    type: str | None = None
+    group_wa_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    before: str | None = None  # cursor: a job id; only older jobs are listed
+    limit: int = 50
+
+
+def list_jobs(db: Database, f: JobFilter) -> list[Job]:
+    """Newest first. Each filter maps onto an index led by that column."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("status", f.status), ("type", f.type), ("group_wa_id", f.group_wa_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(str(value))
+    if f.created_after is not None:
+        where.append("created_at >= ?")
+        params.append(to_ms(f.created_after))
+    if f.created_before is not None:
+        where.append("created_at < ?")
+        params.append(to_ms(f.created_before))
+    if f.before is not None:
+        cursor = db.one("SELECT created_at FROM jobs WHERE id = ?", (f.before,))
+        if cursor is not None:
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [cursor[0], cursor[0], f.before]
+    sql = f"SELECT {COLUMNS} FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    return [row_to_job(r) for r in db.query(sql, (*params, f.limit))]
+
+
+def live_jobs(db: Database) -> list[tuple[Job, str | None]]:
+    """Every live job with its exclusive key, oldest first."""
+    rows = db.query(
+        f"SELECT {COLUMNS}, exclusive_key FROM jobs"
+        " WHERE status IN ('pending', 'running', 'cancelling') ORDER BY created_at, id"
+    )
+    return [(row_to_job(r[:-1]), r[-1]) for r in rows]
+
+
+def prune(db: Database, cutoff_ms: int) -> int:
+    return db.execute(
+        "DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ?", (cutoff_ms,)
+    )

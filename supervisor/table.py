@@ -1,0 +1,233 @@
+"""The job table: authoritative in memory for live jobs, written through to the store.
+
+State changes apply in memory at once (so the loop's view is always current
+and transitions are checked in order) and are written to the store through
+its ordered writer; callers that answer a client await that write. Progress
+and partial results are coalesced: the flusher writes each dirty job at most
+once per ``progress_flush_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from supervisor.job import Job, Progress
+from supervisor.state import TERMINAL, JobStatus, check_transition
+from supervisor.store import Store
+from supervisor.store import jobs as sql
+
+log = logging.getLogger("jobsup.table")
+
+# A state write keeps retrying this long while the database is unavailable.
+STATE_WRITE_RETRY_S = 3600.0
+
+Listener = Callable[[Job], None]
+
+
+class KeyConflict(Exception):
+    """Another live job holds the same exclusive key."""
+
+    def __init__(self, key: str, holder: str | None) -> None:
+        super().__init__(key)
+        self.key = key
+        self.holder = holder
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class JobTable:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._jobs: dict[str, Job] = {}
+        self._keys: dict[str, str] = {}  # exclusive key -> live job id
+        self._key_of: dict[str, str] = {}  # live job id -> exclusive key
+        self._dirty: set[str] = set()
+        self._changed = asyncio.Event()
+        self._writes: set[asyncio.Future[Any]] = set()
+        self.listeners: list[Listener] = []
+
+    # -- reads -------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def fetch(self, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = await self.store.call(sql.get_job, job_id)
+        return job
+
+    async def list(self, f: sql.JobFilter) -> list[Job]:
+        stored = await self.store.call(sql.list_jobs, f)
+        # Live jobs' coalesced progress is fresher in memory.
+        return [self._jobs.get(j.id, j) for j in stored]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def live(self) -> list[Job]:
+        return [j for j in self._jobs.values() if j.status not in TERMINAL]
+
+    def holder_of(self, key: str) -> str | None:
+        return self._keys.get(key)
+
+    # -- writes ------------------------------------------------------------
+
+    async def add(self, job: Job, key: str | None, group: str | None) -> None:
+        """Insert a new job; in the store before this returns."""
+        if key is not None and key in self._keys:
+            raise KeyConflict(key, self._keys[key])
+        if key is not None:  # claim it now: a concurrent add must not pass
+            self._keys[key] = job.id
+        try:
+            await self.store.call(
+                sql.insert_job, job, key, group, now_ms(), write=True, retry_for=5.0
+            )
+        except Exception as exc:
+            if key is not None:
+                del self._keys[key]
+            if _is_unique_violation(exc) and key is not None:
+                raise KeyConflict(key, None) from None  # held on another instance
+            raise
+        if key is not None:
+            self._key_of[job.id] = key
+        self.adopt(job)
+
+    def adopt(self, job: Job, key: str | None = None) -> None:
+        """Keep a job (new, or loaded from the store) in memory."""
+        self._jobs[job.id] = job
+        if key is not None:
+            self._keys[key] = job.id
+            self._key_of[job.id] = key
+        self._publish(job)
+
+    def move(self, job: Job, status: JobStatus, **changes: Any) -> Awaitable[None]:
+        """Change a job's status (and fields) now; returns its store write."""
+        check_transition(job.status, status)
+        job.status = status
+        for name, value in changes.items():
+            setattr(job, name, value)
+        if status in TERMINAL:
+            key = self._key_of.pop(job.id, None)
+            if key is not None and self._keys.get(key) == job.id:
+                del self._keys[key]
+        self._dirty.discard(job.id)
+        self._publish(job)
+        return self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
+
+    def update(self, job: Job, **changes: Any) -> None:
+        """Change progress or result; written by the next flush."""
+        for name, value in changes.items():
+            setattr(job, name, value)
+        self._dirty.add(job.id)
+        self._publish(job)
+
+    def merge_progress(
+        self,
+        job: Job,
+        processed: int | None,
+        total: int | None,
+        message: str | None,
+        phase: str | None,
+    ) -> None:
+        old = job.progress
+        self.update(
+            job,
+            progress=Progress(
+                processed=old.processed if processed is None else processed,
+                total=old.total if total is None else total,
+                message=old.message if message is None else message,
+                phase=old.phase if phase is None else phase,
+            ),
+        )
+
+    async def flush(self) -> None:
+        if not self._dirty:
+            return
+        batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
+        self._dirty.clear()
+        await self._write(sql.update_progress, batch, now_ms())
+
+    def _write(self, fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
+        future = asyncio.ensure_future(
+            self.store.call(fn, *args, write=True, retry_for=STATE_WRITE_RETRY_S)
+        )
+        self._writes.add(future)
+        future.add_done_callback(self._write_done)
+        return future
+
+    def _write_done(self, future: asyncio.Future[Any]) -> None:
+        self._writes.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("job write failed", exc_info=future.exception())
+
+    async def drain(self) -> None:
+        """Wait for every write made so far (shutdown, tests)."""
+        await self.flush()
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+    # -- waiting and events ------------------------------------------------
+
+    def _publish(self, job: Job) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        for listener in self.listeners:
+            listener(job)
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float,
+        until: Callable[[Job], bool] = lambda j: j.status in TERMINAL,
+    ) -> Job | None:
+        """Wait for a job in memory to satisfy ``until``; returns it, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self._jobs.get(job_id)
+            if job is not None and until(job):
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return None
+
+    # -- forgetting ----------------------------------------------------------
+
+    def sweep(self, ttl_s: float, now: float | None = None) -> int:
+        """Drop finished jobs older than the TTL from memory; the store keeps them."""
+        cutoff = (time.time() if now is None else now) - ttl_s
+        old = [
+            j.id
+            for j in self._jobs.values()
+            if j.status in TERMINAL
+            and j.completed_at is not None
+            and j.completed_at.timestamp() < cutoff
+            and j.id not in self._dirty
+        ]
+        for job_id in old:
+            del self._jobs[job_id]
+        return len(old)
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    try:
+        import psycopg.errors
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.errors.UniqueViolation)

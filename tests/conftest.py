@@ -1,0 +1,168 @@
+"""Fixtures that run the real server in a subprocess, on a fresh database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# Test settings: short delays and grace periods so escalation is quick.
+FAST = {
+    "JOBSUP_MIN_DELAY_MS": "0",
+    "JOBSUP_CANCEL_GRACE_S": "0.5",
+    "JOBSUP_KILL_AFTER_S": "0.5",
+    "JOBSUP_CANCEL_WAIT_S": "3",
+    "JOBSUP_JOB_MODULES": "tests.jobs",
+    "JOBSUP_LOG_LEVEL": "info",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+class Server:
+    """A jobsup server in a subprocess, as a Procfile platform would run it."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: list[str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **FAST, "PORT": str(self.port), **env}
+        self.log_path = log_path
+        self.command = command or [sys.executable, "-m", "supervisor", "serve"]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self) -> Server:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self._healthy, timeout=30)
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return self.client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 40) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    # -- API helpers ---------------------------------------------------------
+
+    def start_job(self, body: dict[str, Any]) -> str:
+        response = self.client.post("/admin/jobs/start", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["jobId"])
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/admin/jobs/{job_id}/status")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 15) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.status(job_id)
+            return job if job["status"] in statuses else None
+
+        return dict(wait_until(reached, timeout))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobsup.db'}"
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(start: bool = True, command: list[str] | None = None, **env: str) -> Server:
+        env.setdefault("DATABASE_URL", sqlite_url)
+        server = Server(env, tmp_path / f"server-{len(servers)}.log", command)
+        servers.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in servers:
+        if server.process is not None:
+            server.stop()
+        server.client.close()
+        # Shown by pytest only when the test failed.
+        print(f"--- {server.log_path.name} ---\n{server.log()}")
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"jobsup_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

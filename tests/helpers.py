@@ -1,0 +1,51 @@
+"""Test data: groups with members of known activity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+DAY_MS = 24 * 3600 * 1000
+WINDOW_MS = 30 * DAY_MS
+
+
+def iso_days_ago(days: float) -> str:
+    return (datetime.now(UTC) - timedelta(days=days)).isoformat()
+
+
+def group_body(inactive: int, active: int = 2, admins_inactive: int = 1) -> dict[str, Any]:
+    """Members named in-N (inactive 90 days), ac-N (active today), ad-N (inactive admins)."""
+    members = [
+        {
+            "whatsappId": f"in-{i:03d}",
+            "joinedAt": iso_days_ago(200),
+            "lastActiveAt": iso_days_ago(90),
+        }
+        for i in range(inactive)
+    ]
+    members += [
+        {
+            "whatsappId": f"ac-{i:03d}",
+            "joinedAt": iso_days_ago(200),
+            "lastActiveAt": iso_days_ago(0),
+        }
+        for i in range(active)
+    ]
+    members += [
+        {"whatsappId": f"ad-{i:03d}", "isAdmin": True, "joinedAt": iso_days_ago(200)}
+        for i in range(admins_inactive)
+    ]
+    return {"name": "test group", "members": members}
+
+
+def removal(group: str, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "type": "removal_workflow",
+        "groupWaId": group,
+        "batchSize": 2,
+        "delayMs": 0,
+        "dryRun": False,
+        "inactivityWindowMs": WINDOW_MS,
+    }
+    body.update(overrides)
+    return body

@@ -1,0 +1,80 @@
+"""Job types for the tests, loaded by test servers through JOBSUP_JOB_MODULES=tests.jobs."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from typing import Any, Literal
+
+from workers.context import JobContext
+from workers.registry import JobConfig, job_type
+
+
+class QuickConfig(JobConfig, tag="quick"):
+    value: int = 0
+
+
+@job_type(QuickConfig)
+def quick(ctx: JobContext, config: QuickConfig) -> dict[str, Any]:
+    return {"value": config.value}
+
+
+class SleepyConfig(JobConfig, tag="sleepy"):
+    """Cooperative: a step, a partial result, then a cancellable sleep."""
+
+    steps: int = 3
+    step_ms: int = 50
+    key: str | None = None
+
+
+@job_type(SleepyConfig, exclusive_key=lambda c: c.key)
+def sleepy(ctx: JobContext, config: SleepyConfig) -> dict[str, Any]:
+    for step in range(config.steps):
+        ctx.checkpoint()
+        ctx.partial({"steps": step})
+        ctx.progress(processed=step, total=config.steps, phase="sleeping")
+        ctx.sleep(config.step_ms / 1000)
+    return {"steps": config.steps}
+
+
+class StubbornConfig(JobConfig, tag="stubborn"):
+    """Never reaches a cancel point; optionally ignores SIGTERM and spawns a grandchild."""
+
+    seconds: float = 60
+    ignore_term: bool = False
+    spawn_child: bool = False
+
+
+@job_type(StubbornConfig)
+def stubborn(ctx: JobContext, config: StubbornConfig) -> dict[str, Any]:
+    if config.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    partial: dict[str, Any] = {"started": True}
+    if config.spawn_child:
+        child = subprocess.Popen(["sleep", "600"])
+        partial["grandchildPid"] = child.pid
+    ctx.partial(partial)
+    ctx.progress(message="stuck inside a batch")
+    deadline = time.monotonic() + config.seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)  # deliberately not ctx.sleep: this job ignores the Event
+    return {"finished": True}
+
+
+class CrashConfig(JobConfig, tag="crash"):
+    how: Literal["exception", "exit", "segfault", "sigkill"] = "exception"
+
+
+@job_type(CrashConfig)
+def crash(ctx: JobContext, config: CrashConfig) -> None:
+    ctx.partial({"before": "crash"})
+    if config.how == "exception":
+        raise RuntimeError("the job broke")
+    if config.how == "exit":
+        os._exit(7)
+    if config.how == "segfault":
+        ctypes.string_at(0)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,161 @@
+"""Children, cancellation and admission, with real processes and signals."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, wait_until
+from tests.helpers import group_body, removal
+
+
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead for our purposes
+        return f.read().split(") ")[1][0] != "Z"
+
+
+def test_cancel_between_batches_is_immediate(server: Server) -> None:
+    server.client.put("/admin/groups/g1", json=group_body(inactive=3))
+    job_id = server.start_job(removal("g1", batchSize=1, delayMs=60_000))
+
+    def removed_one() -> bool:
+        result = server.status(job_id)["result"]
+        return bool(result and result["removedWhatsappIds"])
+
+    wait_until(removed_one)
+    response = server.client.post(f"/admin/jobs/{job_id}/cancel")
+    assert response.status_code == 200
+    assert response.json() == {"jobId": job_id, "status": "cancelled"}
+    job = server.status(job_id)
+    assert job["cancel"]["mode"] == "cooperative"
+    assert job["cancel"]["reason"] == "user"
+    # Stopped while waiting out a 60 s delay: well under a second.
+    assert _seconds(job["cancel"]["requestedAt"], job["cancel"]["exitedAt"]) < 1.0
+    # What it did before the cancel is kept, in the result and in the history.
+    assert job["result"]["removedWhatsappIds"] == ["in-000"]
+    history = server.client.get("/admin/groups/g1/removals").json()
+    assert [r["whatsappId"] for r in history] == ["in-000"]
+    assert server.client.get("/admin/groups/g1").json()["queuedCount"] == 2
+
+
+def test_cancel_pending_never_starts_a_child(make_server: Any) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1")
+    blocker = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 60_000})
+    server.wait_status(blocker, "running")
+    waiting = server.start_job({"type": "quick"})
+    assert server.status(waiting)["status"] == "pending"
+    response = server.client.post(f"/admin/jobs/{waiting}/cancel")
+    assert response.json() == {"jobId": waiting, "status": "cancelled"}
+    server.client.post(f"/admin/jobs/{blocker}/cancel")
+    job = server.status(waiting)
+    assert job["startedAt"] is None
+    assert job["pid"] is None
+    assert job["cancel"]["mode"] is None
+    listed = server.client.get("/admin/jobs?status=running").json()
+    assert listed == []
+
+
+def test_stuck_job_is_terminated_and_keeps_its_partial(server: Server) -> None:
+    job_id = server.start_job({"type": "stubborn"})
+    wait_until(lambda: server.status(job_id)["result"])
+    response = server.client.post(f"/admin/jobs/{job_id}/cancel")
+    assert response.status_code in (200, 202)
+    job = server.wait_status(job_id, "cancelled")
+    assert job["cancel"]["mode"] == "terminated"
+    assert job["result"] == {"started": True}
+
+
+def test_job_ignoring_sigterm_is_killed_with_its_grandchild(server: Server) -> None:
+    job_id = server.start_job({"type": "stubborn", "ignoreTerm": True, "spawnChild": True})
+    result = wait_until(lambda: server.status(job_id)["result"])
+    grandchild = result["grandchildPid"]
+    pid = server.status(job_id)["pid"]
+    assert _alive(grandchild)
+    server.client.post(f"/admin/jobs/{job_id}/cancel")
+    job = server.wait_status(job_id, "cancelled")
+    assert job["cancel"]["mode"] == "killed"
+    wait_until(lambda: not _alive(grandchild) and not _alive(pid), timeout=5)
+
+
+def test_cancel_a_finished_job_is_400(server: Server) -> None:
+    job_id = server.start_job({"type": "quick"})
+    server.wait_status(job_id, "completed")
+    response = server.client.post(f"/admin/jobs/{job_id}/cancel")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "not_cancellable"
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("exception", "RuntimeError"),
+        ("exit", "exited with code 7"),
+        ("segfault", "SIGSEGV"),
+        ("sigkill", "SIGKILL"),
+    ],
+)
+def test_crashing_child_fails_the_job_and_not_the_server(
+    server: Server, how: str, expected: str
+) -> None:
+    job_id = server.start_job({"type": "crash", "how": how})
+    job = server.wait_status(job_id, "failed")
+    error = job["error"]
+    assert expected in (error["type"] + " " + error["message"])
+    assert job["result"] == {"before": "crash"}
+    if how == "exception":
+        assert "the job broke" in error["traceback"]
+    # The server carries on.
+    assert server.wait_status(server.start_job({"type": "quick"}), "completed")
+
+
+def test_concurrency_limit_and_arrival_order(make_server: Any) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="2")
+    ids = [server.start_job({"type": "sleepy", "steps": 2, "stepMs": 150}) for _ in range(5)]
+    seen_running = 0
+
+    def all_done() -> bool:
+        nonlocal seen_running
+        running = server.client.get("/admin/jobs?status=running").json()
+        seen_running = max(seen_running, len(running))
+        assert len(running) <= 2
+        return all(server.status(i)["status"] == "completed" for i in ids)
+
+    wait_until(all_done, timeout=30)
+    assert seen_running == 2
+    starts = [server.status(i)["startedAt"] for i in ids]
+    assert starts == sorted(starts)
+
+
+def test_finished_jobs_leave_memory_after_the_ttl(make_server: Any) -> None:
+    server = make_server(JOBSUP_JOB_TTL_S="0.3", JOBSUP_CLEANUP_INTERVAL_S="0.1")
+    job_id = server.start_job({"type": "quick", "value": 5})
+    server.wait_status(job_id, "completed")
+    wait_until(lambda: server.client.get("/healthz").json()["jobsInMemory"] == 0)
+    job = server.status(job_id)  # still readable, from the database
+    assert job["status"] == "completed"
+    assert job["result"] == {"value": 5}
+
+
+def test_dry_run_changes_nothing_and_names_each_member_once(server: Server) -> None:
+    server.client.put("/admin/groups/g1", json=group_body(inactive=5))
+    before = server.client.get("/admin/groups/g1/members?includeRemoved=true").json()
+    job_id = server.start_job(removal("g1", dryRun=True, batchSize=2, delayMs=60_000))
+    job = server.wait_status(job_id, "completed")
+    result = job["result"]
+    assert result["wouldRemoveWhatsappIds"] == [f"in-{i:03d}" for i in range(5)]
+    assert result["removedWhatsappIds"] == []
+    after = server.client.get("/admin/groups/g1/members?includeRemoved=true").json()
+    assert after == before
+    assert server.client.get("/admin/groups/g1/removals").json() == []
+    assert server.client.get("/admin/groups/g1").json()["queuedCount"] == 0

@@ -1,0 +1,53 @@
+"""The Procfile's lines, run as a platform runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ROOT
+
+
+def _line(kind: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{kind}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {kind}: line in the Procfile")
+
+
+# The platform has the package installed; here, this interpreter's scripts are.
+PATH = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+
+
+def test_web_line_serves_on_port(make_server: Any) -> None:
+    server = make_server(
+        start=False, command=["sh", "-c", _line("web")], JOBSUP_JOB_MODULES="", PATH=PATH
+    )
+    server.start()
+    assert server.client.get("/healthz").json()["status"] == "ok"
+    assert server.stop() == 0
+
+
+def test_release_line_migrates(sqlite_url: str) -> None:
+    env = {"DATABASE_URL": sqlite_url, "PATH": PATH}
+    first = subprocess.run(
+        ["sh", "-c", _line("release")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "applied" in first.stdout
+    second = subprocess.run(
+        ["sh", "-c", _line("release")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "up to date" in second.stdout

@@ -1,0 +1,636 @@
+"""The removal domain: directory, queue, gateways and the two removal job types.
+
+Jobs run in-process over a real JobContext and pipe, against a fresh SQLite
+file and (marked ``postgres``) a PostgreSQL database made for this module.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from multiprocessing import Pipe
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+from psycopg import sql
+
+from supervisor.store.migrations import migrate
+from workers import directory, protocol, registry
+from workers.context import Channel, JobCancelled, JobContext
+from workers.db import Database, connect
+from workers.directory import GroupIn, MemberIn, current_ms, from_ms
+from workers.directory import queue as removal_queue
+from workers.gateways import gateway_for
+from workers.gateways.local import LocalGateway
+from workers.registry import ConfigRejected
+from workers.removal import (
+    RemovalQueueConfig,
+    RemovalWorkflowConfig,
+    check_group,
+    removal_queue_job,
+    removal_workflow,
+    run_workflow,
+)
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DAY = timedelta(days=1)
+DAY_MS = 86_400_000
+WINDOW_MS = 30 * DAY_MS
+GROUP = "120363000000000001@g.us"
+TABLES = ("wa_groups", "wa_members", "wa_whitelist", "removal_queue", "removal_history")
+
+
+# --- fixtures ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_pg_url() -> Iterator[str]:
+    name = f"jobsup_test_removal_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        db = connect(url)
+        try:
+            migrate(db, {"directory": directory.MIGRATIONS})
+        finally:
+            db.close()
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobsup.db'}"
+        db = connect(url)
+        try:
+            migrate(db, {"directory": directory.MIGRATIONS})
+        finally:
+            db.close()
+        return url
+    url = str(request.getfixturevalue("module_pg_url"))
+    db = connect(url)
+    try:  # one database per module: start each test from empty tables
+        with db.transaction():
+            for table in reversed(TABLES):
+                db.execute(f"DELETE FROM {table}")
+    finally:
+        db.close()
+    return url
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[Database]:
+    db = connect(url)
+    yield db
+    db.close()
+
+
+class RecordingContext(JobContext):
+    """A real JobContext whose sleeps are recorded rather than waited, so tests never sleep.
+
+    A sleep still honours the cancel Event, as the real one does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        super().sleep(0)
+
+
+CancelWhen = Callable[[dict[str, Any]], bool]
+
+
+class CancellingChannel(Channel):
+    """Sets the cancel Event, as an operator would, once a partial result satisfies ``when``."""
+
+    def __init__(self, conn: Any, cancel: threading.Event, when: CancelWhen) -> None:
+        super().__init__(conn, threading.Event())
+        self._cancel = cancel
+        self._when = when
+
+    def send(self, message: protocol.Message) -> None:
+        super().send(message)
+        if isinstance(message, protocol.Partial) and self._when(message.result):
+            self._cancel.set()
+
+
+class Job:
+    """One job's context over a real pipe, and the messages it sent."""
+
+    def __init__(self, url: str, job_id: str, cancel_when: CancelWhen | None = None) -> None:
+        self.reader, self.writer = Pipe(duplex=False)
+        self.cancel = threading.Event()
+        channel = (
+            Channel(self.writer, threading.Event())
+            if cancel_when is None
+            else CancellingChannel(self.writer, self.cancel, cancel_when)
+        )
+        self.ctx = RecordingContext(job_id, url, channel, self.cancel)
+        self._received: list[protocol.Message] = []
+
+    def messages(self) -> list[protocol.Message]:
+        # Drained after the run: these tests send far less than a pipe buffers.
+        while self.reader.poll():
+            self._received.append(protocol.decoder.decode(self.reader.recv_bytes()))
+        return self._received
+
+    def progress(self, phase: str) -> list[protocol.Progress]:
+        return [m for m in self.messages() if isinstance(m, protocol.Progress) and m.phase == phase]
+
+    def partials(self) -> list[dict[str, Any]]:
+        return [m.result for m in self.messages() if isinstance(m, protocol.Partial)]
+
+    def logs(self) -> list[str]:
+        return [m.message for m in self.messages() if isinstance(m, protocol.Log)]
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+@pytest.fixture
+def make_job(url: str) -> Iterator[Any]:
+    jobs: list[Job] = []
+
+    def make(job_id: str = "job-1", cancel_when: CancelWhen | None = None) -> Job:
+        jobs.append(Job(url, job_id, cancel_when))
+        return jobs[-1]
+
+    yield make
+    for job in jobs:
+        job.close()
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def member(
+    whatsapp_id: str,
+    *,
+    idle_days: float | None = None,
+    joined_days: float = 400,
+    admin: bool = False,
+) -> MemberIn:
+    """A member who joined ``joined_days`` ago and was last active ``idle_days`` ago."""
+    now = datetime.now(UTC)
+    return MemberIn(
+        whatsapp_id=whatsapp_id,
+        is_admin=admin,
+        joined_at=now - joined_days * DAY,
+        last_active_at=None if idle_days is None else now - idle_days * DAY,
+    )
+
+
+def put_group(db: Database, members: list[MemberIn], name: str = "Garden") -> None:
+    directory.upsert_group(db, GROUP, GroupIn(name=name, members=members), current_ms())
+
+
+def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    return {t: sorted(db.query(f"SELECT * FROM {t}"), key=repr) for t in TABLES}
+
+
+def history(db: Database) -> list[tuple[str, str, str | None, str | None]]:
+    rows = db.query(
+        "SELECT whatsapp_id, outcome, reason, job_id FROM removal_history WHERE group_wa_id = ?",
+        (GROUP,),
+    )
+    return sorted(rows)
+
+
+def queued_ids(db: Database) -> list[str]:
+    return [e.whatsapp_id for e in removal_queue.read_queue(db, GROUP)]
+
+
+def current_ids(db: Database) -> list[str]:
+    return [m.whatsapp_id for m in directory.list_members(db, GROUP)]
+
+
+def workflow(
+    batch_size: int = 2, delay_ms: int = 0, dry_run: bool = False
+) -> RemovalWorkflowConfig:
+    return RemovalWorkflowConfig(
+        group_wa_id=GROUP,
+        batch_size=batch_size,
+        delay_ms=delay_ms,
+        dry_run=dry_run,
+        inactivity_window_ms=WINDOW_MS,
+    )
+
+
+def queue_job(batch_size: int = 2, delay_ms: int = 0, dry_run: bool = False) -> RemovalQueueConfig:
+    return RemovalQueueConfig(
+        group_wa_id=GROUP, batch_size=batch_size, delay_ms=delay_ms, dry_run=dry_run
+    )
+
+
+INACTIVE = [f"idle-{i}" for i in range(1, 6)]
+
+
+def garden(db: Database) -> None:
+    """Five inactive members, and an inactive admin, an inactive whitelisted one, an active one."""
+    put_group(
+        db,
+        [member(wid, idle_days=100) for wid in INACTIVE]
+        + [
+            member("admin", idle_days=100, admin=True),
+            member("friend", idle_days=100),
+            member("talker", idle_days=1),
+        ],
+    )
+    directory.set_whitelist(db, GROUP, ["friend"])
+
+
+# --- directory -----------------------------------------------------------------
+
+
+def test_inactivity_rule(db: Database) -> None:
+    now_ms = current_ms()
+    edge = now_ms - WINDOW_MS
+    joined = from_ms(now_ms - 400 * DAY_MS)
+    put_group(
+        db,
+        [
+            member("admin", idle_days=100, admin=True),
+            member("friend", idle_days=100),
+            member("never-old", joined_days=100),
+            member("never-new", joined_days=5),
+            member("idle", idle_days=100),
+            member("recent", idle_days=1),
+            MemberIn(whatsapp_id="on-edge", joined_at=joined, last_active_at=from_ms(edge)),
+            MemberIn(whatsapp_id="past-edge", joined_at=joined, last_active_at=from_ms(edge - 1)),
+        ],
+    )
+    directory.set_whitelist(db, GROUP, ["friend"])
+
+    summary = directory.group_summary(db, GROUP, WINDOW_MS, now_ms)
+    assert summary is not None
+    assert summary.inactive_count == 3
+    with db.transaction():
+        queued = removal_queue.queue_inactive(db, GROUP, WINDOW_MS, now_ms, "job-q")
+    assert queued == 3
+    assert queued_ids(db) == ["idle", "never-old", "past-edge"]
+    assert directory.is_inactive(edge - 1, WINDOW_MS, now_ms)
+    assert not directory.is_inactive(edge, WINDOW_MS, now_ms)
+
+
+def test_put_group_upserts_members(db: Database) -> None:
+    first = directory.upsert_group(
+        db,
+        GROUP,
+        GroupIn(name="Garden", members=[member("x"), member("y", idle_days=3), member("z")]),
+        1_000,
+    )
+    assert (first.name, first.member_count, first.inactive_count) == ("Garden", 3, None)
+
+    second = directory.upsert_group(
+        db,
+        GROUP,
+        GroupIn(name="Orchard", members=[member("y"), member("w", admin=True)]),
+        2_000,
+        window_ms=WINDOW_MS,
+    )
+    assert (second.name, second.member_count, second.admin_count) == ("Orchard", 2, 1)
+    assert (second.created_at, second.updated_at) == (from_ms(1_000), from_ms(2_000))
+    assert second.inactive_count == 0  # y keeps the activity the second listing omitted
+    assert current_ids(db) == ["w", "y"]
+    everyone = {m.whatsapp_id: m for m in directory.list_members(db, GROUP, include_removed=True)}
+    assert [everyone[w].removed_at for w in ("x", "z")] == [from_ms(2_000)] * 2
+    assert everyone["y"].last_active_at is not None
+
+    directory.upsert_group(db, GROUP, GroupIn(name="Orchard", members=[member("x")]), 3_000)
+    assert current_ids(db) == ["x"]  # re-listed: back, the others gone
+    assert history(db) == []  # leaving is not a removal
+
+    with pytest.raises(ValueError, match="duplicate whatsappId 'v'"):
+        directory.upsert_group(
+            db, GROUP, GroupIn(name="Dup", members=[member("v"), member("v")]), 4_000
+        )
+    unchanged = directory.group_summary(db, GROUP, WINDOW_MS, 4_000)
+    assert unchanged is not None
+    assert unchanged.name == "Orchard"
+    assert current_ids(db) == ["x"]
+
+
+def test_public_shapes_encode_camel_case_and_iso_times(db: Database) -> None:
+    put_group(db, [member("x", idle_days=100)])
+    summary = msgspec.json.decode(
+        msgspec.json.encode(directory.group_summary(db, GROUP, WINDOW_MS, current_ms()))
+    )
+    assert summary["groupWaId"] == GROUP
+    assert (summary["memberCount"], summary["inactiveCount"], summary["removedCount"]) == (1, 1, 0)
+    assert summary["createdAt"].endswith("Z")
+    [view] = msgspec.json.decode(msgspec.json.encode(directory.list_members(db, GROUP)))
+    assert set(view) == {
+        "whatsappId", "isAdmin", "joinedAt", "lastActiveAt", "removedAt", "whitelisted", "queued",
+    }  # fmt: skip
+
+
+def test_member_in_rejects_bad_input() -> None:
+    def decode(body: dict[str, Any]) -> MemberIn:
+        return msgspec.json.decode(msgspec.json.encode(body), type=MemberIn)
+
+    ok = decode({"whatsappId": "x", "joinedAt": "2024-01-01T00:00:00Z"})
+    assert (ok.is_admin, ok.last_active_at) == (False, None)
+    with pytest.raises(msgspec.ValidationError, match="whatsappId"):
+        decode({"whatsappId": "", "joinedAt": "2024-01-01T00:00:00Z"})
+    with pytest.raises(msgspec.ValidationError, match="joinedAt"):
+        decode({"whatsappId": "x", "joinedAt": "2024-01-01T00:00:00"})  # no timezone
+    with pytest.raises(msgspec.ValidationError, match="nickname"):
+        decode({"whatsappId": "x", "joinedAt": "2024-01-01T00:00:00Z", "nickname": "x"})
+
+
+def test_whitelist_and_history_reads(db: Database) -> None:
+    with pytest.raises(directory.UnknownGroup):
+        directory.set_whitelist(db, GROUP, ["a"])
+    put_group(db, [member("a"), member("b")])
+    assert directory.set_whitelist(db, GROUP, ["b", "a", "b"]) == ["a", "b"]
+    assert directory.set_whitelist(db, GROUP, ["c"]) == ["c"]
+    assert [m.whitelisted for m in directory.list_members(db, GROUP)] == [False, False]
+
+    for at, (wid, job) in enumerate([("a", "j1"), ("b", "j2"), ("c", "j2")]):
+        removal_queue.record_batch(
+            db, GROUP, removed={wid: "inactive"}, failed={}, skipped=[], job_id=job, now_ms=at
+        )
+    assert [r.whatsapp_id for r in directory.removal_history(db, GROUP)] == ["c", "b", "a"]
+    assert [r.whatsapp_id for r in directory.removal_history(db, GROUP, limit=1)] == ["c"]
+    assert [r.whatsapp_id for r in directory.removal_history(db, GROUP, job_id="j1")] == ["a"]
+    assert directory.removal_history(db, "other") == []
+
+
+def test_local_gateway_removes_current_members_only(db: Database) -> None:
+    put_group(db, [member("a"), member("b")])
+    gateway = gateway_for(db, GROUP)
+    assert isinstance(gateway, LocalGateway)
+    assert gateway.fetch_members(GROUP) is None
+    assert gateway.remove(GROUP, ["a", "ghost"]) == {"a": None, "ghost": "not a member"}
+    assert gateway.remove(GROUP, ["a"]) == {"a": "not a member"}
+    assert current_ids(db) == ["b"]
+
+
+# --- job types -----------------------------------------------------------------
+
+
+def test_check_rejects_unknown_group_with_404(db: Database) -> None:
+    with pytest.raises(ConfigRejected) as info:
+        check_group(workflow(), db)
+    assert (info.value.field, info.value.status) == ("groupWaId", 404)
+    assert GROUP in info.value.message
+    put_group(db, [member("a")])
+    check_group(workflow(), db)
+    check_group(queue_job(), db)
+
+
+def test_job_types_are_registered() -> None:
+    for name, config in (("removal_workflow", workflow()), ("removal_queue", queue_job())):
+        job_type = registry.get(name)
+        assert job_type.idempotent
+        assert job_type.exclusive_key is not None
+        assert job_type.exclusive_key(config) == f"group:{GROUP}"
+        assert job_type.check is check_group
+    assert registry.get("removal_workflow").run is removal_workflow
+    assert registry.get("removal_queue").run is removal_queue_job
+
+
+VALID = {
+    "type": "removal_workflow",
+    "groupWaId": GROUP,
+    "batchSize": 5,
+    "delayMs": 0,
+    "dryRun": True,
+    "inactivityWindowMs": WINDOW_MS,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"batchSize": None}, "batchSize"),
+        ({"batchSize": 0}, "batchSize"),
+        ({"delayMs": -1}, "delayMs"),
+        ({"groupWaId": ""}, "groupWaId"),
+        ({"inactivityWindowMs": 0}, "inactivityWindowMs"),
+        ({"dryRun": None}, "dryRun"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_config_decoding_names_the_bad_field(change: dict[str, Any], field: str) -> None:
+    body = {**VALID, **change}
+    body = {k: v for k, v in body.items() if v is not None}  # None: leave the field out
+    with pytest.raises(msgspec.ValidationError, match=field):
+        msgspec.json.decode(msgspec.json.encode(body), type=RemovalWorkflowConfig)
+
+
+def test_config_decoding_accepts_both_types() -> None:
+    configs = RemovalWorkflowConfig | RemovalQueueConfig
+    decoded = msgspec.json.decode(msgspec.json.encode(VALID), type=configs)
+    assert decoded == workflow(batch_size=5, dry_run=True)
+    body = {k: v for k, v in VALID.items() if k != "inactivityWindowMs"} | {"type": "removal_queue"}
+    assert msgspec.json.decode(msgspec.json.encode(body), type=configs) == queue_job(5, 0, True)
+    with pytest.raises(msgspec.ValidationError, match="inactivityWindowMs"):
+        msgspec.json.decode(msgspec.json.encode(VALID | body | {"inactivityWindowMs": 1}),
+                            type=RemovalQueueConfig)  # fmt: skip
+
+
+def test_workflow_removes_in_batches_and_records_history(db: Database, make_job: Any) -> None:
+    garden(db)
+    job = make_job("job-7")
+    result = removal_workflow(job.ctx, workflow(batch_size=2, delay_ms=1_500))
+
+    assert result == {
+        "groupWaId": GROUP,
+        "dryRun": False,
+        "queued": 5,
+        "removedWhatsappIds": INACTIVE,
+        "failed": [],
+        "skippedWhatsappIds": [],
+        "wouldRemoveWhatsappIds": [],
+    }
+    assert job.ctx.last_partial == result
+    assert job.ctx.sleeps == [1.5, 1.5]  # between the three batches, not after the last
+    assert history(db) == [(wid, "SUCCESS", "inactive for 100 days", "job-7") for wid in INACTIVE]
+    assert queued_ids(db) == []
+    assert current_ids(db) == ["admin", "friend", "talker"]
+    assert [m.message for m in job.progress("sync")] == [
+        "fetching members",
+        "queued 5 inactive members",
+    ]
+    assert [(m.processed, m.total) for m in job.progress("removal")] == [
+        (0, 5), (2, 5), (4, 5), (5, 5),
+    ]  # fmt: skip
+    assert [len(p["removedWhatsappIds"]) for p in job.partials()] == [0, 0, 2, 4, 5]
+    summary = directory.group_summary(db, GROUP, WINDOW_MS, current_ms())
+    assert summary is not None
+    assert (summary.member_count, summary.queued_count, summary.removed_count) == (3, 0, 5)
+    assert summary.inactive_count == 0
+    [record, *_] = directory.removal_history(db, GROUP, job_id="job-7")
+    assert (record.outcome, record.job_id) == ("SUCCESS", "job-7")
+
+
+def test_removal_queue_checks_each_member_again(db: Database, make_job: Any) -> None:
+    garden(db)
+    with db.transaction():
+        removal_queue.queue_inactive(db, GROUP, WINDOW_MS, current_ms(), "job-sync")
+    # Between queueing and removal: idle-1 became an admin, idle-2 was
+    # whitelisted, idle-3 spoke (inside the 30 days it was queued with), idle-4 left.
+    put_group(
+        db,
+        [
+            member("idle-1", idle_days=100, admin=True),
+            member("idle-2", idle_days=100),
+            member("idle-3", idle_days=20),
+            member("idle-5", idle_days=100),
+            member("friend", idle_days=100),
+        ],
+    )
+    directory.set_whitelist(db, GROUP, ["friend", "idle-2"])
+    job = make_job("job-8")
+    result = removal_queue_job(job.ctx, queue_job(batch_size=2))
+
+    assert result["removedWhatsappIds"] == ["idle-5"]
+    assert result["skippedWhatsappIds"] == ["idle-1", "idle-2", "idle-3", "idle-4"]
+    assert result["queued"] == 0
+    assert history(db) == [("idle-5", "SUCCESS", "inactive for 100 days", "job-8")]
+    assert queued_ids(db) == []
+    assert job.logs() == [
+        "skipped idle-1: admin",
+        "skipped idle-2: whitelisted",
+        "skipped idle-3: active again",
+        "skipped idle-4: not a member",
+    ]
+
+
+class FlakyGateway(LocalGateway):
+    """The local gateway, except that idle-2 is refused and idle-4 gets no answer."""
+
+    def remove(self, group_wa_id: str, whatsapp_ids: list[str]) -> dict[str, str | None]:
+        answers = super().remove(
+            group_wa_id, [w for w in whatsapp_ids if w not in ("idle-2", "idle-4")]
+        )
+        if "idle-2" in whatsapp_ids:
+            answers["idle-2"] = "rate limited"
+        return answers
+
+
+def test_gateway_failures_are_recorded_and_dequeued(db: Database, make_job: Any) -> None:
+    garden(db)
+    job = make_job("job-f")
+    result = run_workflow(job.ctx, db, FlakyGateway(db), workflow(batch_size=3))
+
+    assert result["removedWhatsappIds"] == ["idle-1", "idle-3", "idle-5"]
+    assert result["failed"] == [
+        {"whatsappId": "idle-2", "reason": "rate limited"},
+        {"whatsappId": "idle-4", "reason": "no answer from the gateway"},
+    ]
+    assert history(db) == [
+        ("idle-1", "SUCCESS", "inactive for 100 days", "job-f"),
+        ("idle-2", "FAILURE", "rate limited", "job-f"),
+        ("idle-3", "SUCCESS", "inactive for 100 days", "job-f"),
+        ("idle-4", "FAILURE", "no answer from the gateway", "job-f"),
+        ("idle-5", "SUCCESS", "inactive for 100 days", "job-f"),
+    ]
+    assert queued_ids(db) == []
+    assert current_ids(db) == ["admin", "friend", "idle-2", "idle-4", "talker"]
+
+
+def queue_earlier(db: Database, *whatsapp_ids: str) -> None:
+    """Queue these as an earlier sync would have, one hour apart, oldest first."""
+    start = current_ms() - len(whatsapp_ids) * 3_600_000
+    db.executemany(
+        "INSERT INTO removal_queue (group_wa_id, whatsapp_id, queued_at, window_ms, job_id)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            (GROUP, wid, start + i * 3_600_000, WINDOW_MS, "job-old")
+            for i, wid in enumerate(whatsapp_ids)
+        ],
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 100])
+def test_dry_run_changes_nothing_and_lists_each_member_once(
+    db: Database, make_job: Any, batch_size: int
+) -> None:
+    garden(db)
+    queue_earlier(db, "idle-4", "friend")  # friend was whitelisted since: would be skipped
+    before = snapshot(db)
+    job = make_job("job-dry")
+    result = removal_workflow(job.ctx, workflow(batch_size, delay_ms=60_000, dry_run=True))
+
+    assert snapshot(db) == before
+    assert result == {
+        "groupWaId": GROUP,
+        "dryRun": True,
+        "queued": 0,
+        "removedWhatsappIds": [],
+        "failed": [],
+        "skippedWhatsappIds": ["friend"],
+        # the queue in order, then the newly inactive by whatsappId
+        "wouldRemoveWhatsappIds": ["idle-4", "idle-1", "idle-2", "idle-3", "idle-5"],
+    }
+    assert job.ctx.sleeps == []  # nothing is sent, so there is no rate limit to respect
+    assert [m.message for m in job.progress("sync")][-1] == "4 inactive members would be queued"
+    steps = [(m.processed, m.total) for m in job.progress("removal")]
+    assert steps == [(min(n * batch_size, 6), 6) for n in range(-(-6 // batch_size) + 1)]
+
+
+def test_dry_run_of_the_queue_changes_nothing(db: Database, make_job: Any) -> None:
+    garden(db)
+    queue_earlier(db, "idle-4", "friend", "idle-2")
+    before = snapshot(db)
+    result = removal_queue_job(make_job().ctx, queue_job(batch_size=1, dry_run=True))
+    assert snapshot(db) == before
+    assert result["wouldRemoveWhatsappIds"] == ["idle-4", "idle-2"]
+    assert result["skippedWhatsappIds"] == ["friend"]
+
+
+@pytest.mark.parametrize("kind", ["workflow", "queue"])
+def test_cancel_before_the_first_batch(db: Database, make_job: Any, kind: str) -> None:
+    garden(db)
+    queue_earlier(db, "idle-1")
+    before = snapshot(db)
+    job = make_job("job-c")
+    job.cancel.set()
+    run, config = (
+        (removal_workflow, workflow()) if kind == "workflow" else (removal_queue_job, queue_job())
+    )
+    with pytest.raises(JobCancelled):
+        run(job.ctx, config)
+    assert job.ctx.last_partial["removedWhatsappIds"] == []
+    assert snapshot(db) == before
+
+
+def test_cancel_between_batches_keeps_what_was_done(db: Database, make_job: Any) -> None:
+    garden(db)
+    job = make_job("job-c", cancel_when=lambda r: len(r["removedWhatsappIds"]) >= 2)
+    with pytest.raises(JobCancelled):
+        removal_workflow(job.ctx, workflow(batch_size=2, delay_ms=60_000))
+
+    assert job.ctx.sleeps == [60.0]  # the wait before the second batch woke on the cancel
+    done = job.ctx.last_partial["removedWhatsappIds"]
+    assert done == ["idle-1", "idle-2"]
+    assert history(db) == [(wid, "SUCCESS", "inactive for 100 days", "job-c") for wid in done]
+    assert queued_ids(db) == ["idle-3", "idle-4", "idle-5"]
+
+    resumed = removal_queue_job(make_job("job-r").ctx, queue_job(batch_size=10))
+    assert resumed["removedWhatsappIds"] == ["idle-3", "idle-4", "idle-5"]
+    assert len(history(db)) == 5
+
+
+def test_cancel_during_a_dry_run(db: Database, make_job: Any) -> None:
+    garden(db)
+    before = snapshot(db)
+    job = make_job("job-c", cancel_when=lambda r: len(r["wouldRemoveWhatsappIds"]) >= 2)
+    with pytest.raises(JobCancelled):
+        removal_workflow(job.ctx, workflow(batch_size=2, dry_run=True))
+    assert job.ctx.last_partial["wouldRemoveWhatsappIds"] == ["idle-1", "idle-2"]
+    assert snapshot(db) == before

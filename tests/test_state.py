@@ -1,0 +1,62 @@
+"""The state machine and the exit protocol, as pure functions."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from supervisor.state import (
+    TERMINAL,
+    TRANSITIONS,
+    Escalation,
+    IllegalTransition,
+    JobStatus,
+    check_transition,
+    classify_exit,
+)
+from workers import protocol
+
+
+def test_no_move_leaves_a_terminal_state() -> None:
+    for status in TERMINAL:
+        assert TRANSITIONS[status] == frozenset()
+        for target in JobStatus:
+            with pytest.raises(IllegalTransition):
+                check_transition(status, target)
+
+
+def test_pending_cannot_complete_without_running() -> None:
+    with pytest.raises(IllegalTransition):
+        check_transition(JobStatus.PENDING, JobStatus.COMPLETED)
+    check_transition(JobStatus.PENDING, JobStatus.RUNNING)
+
+
+def test_reported_results_win_over_exit_codes() -> None:
+    done = classify_exit(0, protocol.Done({"n": 1}), Escalation.EVENT)
+    assert done.status is JobStatus.COMPLETED  # finished before the cancel took hold
+    assert done.result == {"n": 1}
+    cancelled = classify_exit(3, protocol.Cancelled({"n": 0}, by_signal=True), Escalation.TERMINATE)
+    assert cancelled.status is JobStatus.CANCELLED
+    assert cancelled.cancel_mode == "terminated"
+    failed = classify_exit(1, protocol.Failed("ValueError", "bad", "tb"), None, partial={"n": 2})
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None
+    assert failed.error["type"] == "ValueError"
+    assert failed.result == {"n": 2}
+
+
+def test_silent_deaths() -> None:
+    killed = classify_exit(-signal.SIGKILL, None, Escalation.KILL)
+    assert killed.status is JobStatus.CANCELLED
+    assert killed.cancel_mode == "killed"
+    oom = classify_exit(-signal.SIGKILL, None, None)
+    assert oom.status is JobStatus.FAILED
+    assert oom.error is not None
+    assert "SIGKILL" in oom.error["message"]
+    assert "out of memory" in oom.error["message"]
+    assert oom.error["signal"] == "SIGKILL"
+    code = classify_exit(7, None, None)
+    assert code.error is not None
+    assert code.error["exitCode"] == 7
+    assert "code 7" in code.error["message"]

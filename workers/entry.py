@@ -1,0 +1,114 @@
+"""A job child's main: signals, the cancel watch, run, report, exit code.
+
+Runs in a process forked from the forkserver. The parent holds the write end
+of ``cancel_conn``: one byte on it is a cancel request, and EOF means the
+parent is gone (crashed or killed), which the child treats the same way
+before exiting on its own, so no job outlives its supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import Any
+
+import msgspec
+
+from workers import protocol, registry
+from workers.context import Channel, JobCancelled, JobContext
+
+# After the parent disappears: how long the job gets to stop at a cancel
+# point or through SIGTERM before the child exits regardless.
+ORPHAN_EXIT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    job_id: str
+    job_type: str
+    config_json: bytes
+    database_url: str
+    job_modules: tuple[str, ...] = ()
+
+
+class _SignalState:
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.ctx: JobContext | None = None
+        self.in_job = False
+        self.raised = False
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        # SIGTERM is the second step of cancellation. Recording alone would
+        # leave a job stuck inside a batch stuck, so this handler, alone in
+        # the code base, raises: once, only while the job's code runs, and
+        # not inside a shielded section (the context defers it to its end).
+        self.cancel.set()
+        if self.in_job and not self.raised and self.ctx is not None:
+            self.raised = True
+            self.ctx.interrupt()
+
+
+def _watch_parent(cancel_conn: Connection, cancel: threading.Event) -> None:
+    fd = cancel_conn.fileno()
+    while True:
+        wait([cancel_conn])
+        try:
+            data = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        cancel.set()
+        if data:
+            continue  # a cancel request; keep watching for the parent's death
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_EXIT_S)
+        os._exit(protocol.EXIT_ORPHANED)
+
+
+def child_main(spec: ChildSpec, cancel_conn: Connection, progress_conn: Connection) -> None:
+    # Own process group: the supervisor stops the job's whole tree with
+    # killpg, and signals meant for the front process's group miss the job.
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cancel = threading.Event()
+    state = _SignalState(cancel)
+    signal.signal(signal.SIGTERM, state.on_sigterm)
+    threading.Thread(
+        target=_watch_parent, args=(cancel_conn, cancel), name="jobsup-parent-watch", daemon=True
+    ).start()
+    channel = Channel(progress_conn, cancel)
+    ctx = JobContext(spec.job_id, spec.database_url, channel, cancel)
+    state.ctx = ctx
+    code, message = _run(spec, ctx, state)
+    channel.send(message)
+    progress_conn.close()
+    sys.exit(code)
+
+
+def _run(spec: ChildSpec, ctx: JobContext, state: _SignalState) -> tuple[int, protocol.Message]:
+    try:
+        registry.load(spec.job_modules)  # already imported by the forkserver: cheap
+        job = registry.get(spec.job_type)
+        config = msgspec.json.decode(spec.config_json, type=job.config)
+        ctx._channel.send(protocol.Started(os.getpid(), time.time()))
+        state.in_job = True
+        ctx.checkpoint()
+        result: Any = job.run(ctx, config)
+        state.in_job = False
+        protocol.encoder.encode(result)  # fail here, as the job's error, if it cannot travel
+        return protocol.EXIT_OK, protocol.Done(result)
+    except JobCancelled:
+        state.in_job = False
+        return protocol.EXIT_CANCELLED, protocol.Cancelled(ctx.last_partial, state.raised)
+    except Exception as exc:
+        state.in_job = False
+        return protocol.EXIT_FAILED, protocol.Failed(
+            type(exc).__qualname__, str(exc), traceback.format_exc()
+        )

@@ -1,0 +1,217 @@
+"""The removal job types: removal_workflow (sync, then removal) and removal_queue.
+
+Removal walks a snapshot of the queue in batches of ``batchSize``, ``delayMs``
+apart (WhatsApp rate limits), checking each member again just before it is
+removed. Each batch is dequeued and written to the history in one transaction,
+so a job stopped at any point leaves a queue that a new job can pick up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import msgspec
+
+from workers.context import JobContext
+from workers.db import Database, connect
+from workers.directory import current_ms, group_exists, queue
+from workers.directory.queue import Plan, QueueEntry
+from workers.gateways import Gateway, gateway_for
+from workers.registry import ConfigRejected, JobConfig, job_type
+
+DAY_MS = 86_400_000
+NO_ANSWER = "no answer from the gateway"
+
+
+class RemovalQueueConfig(JobConfig, tag="removal_queue"):
+    group_wa_id: Annotated[str, msgspec.Meta(min_length=1)]
+    batch_size: Annotated[int, msgspec.Meta(gt=0)]
+    delay_ms: Annotated[int, msgspec.Meta(ge=0)]
+    dry_run: bool
+
+
+class RemovalWorkflowConfig(RemovalQueueConfig, tag="removal_workflow"):
+    inactivity_window_ms: Annotated[int, msgspec.Meta(gt=0)]
+
+
+class Failure(msgspec.Struct, rename="camel"):
+    whatsapp_id: str
+    reason: str
+
+
+class RemovalResult(msgspec.Struct, rename="camel"):
+    """The job's result, and its partial result after every batch."""
+
+    group_wa_id: str
+    dry_run: bool
+    queued: int = 0  # queued by this job's sync (always 0 in a dry run)
+    removed_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
+    failed: list[Failure] = msgspec.field(default_factory=list)
+    skipped_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
+    would_remove_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+
+# Runs one batch: decides, acts, and records what happened into the result.
+Step = Callable[[Sequence[QueueEntry]], None]
+
+
+def group_key(config: RemovalQueueConfig) -> str:
+    return f"group:{config.group_wa_id}"
+
+
+def check_group(config: RemovalQueueConfig, db: Database) -> None:
+    if not group_exists(db, config.group_wa_id):
+        raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
+
+
+@job_type(RemovalWorkflowConfig, idempotent=True, exclusive_key=group_key, check=check_group)
+def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
+    db = connect(ctx.database_url)
+    try:
+        return run_workflow(ctx, db, gateway_for(db, config.group_wa_id), config)
+    finally:
+        db.close()
+
+
+@job_type(RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group)
+def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
+    db = connect(ctx.database_url)
+    try:
+        return run_queue(ctx, db, gateway_for(db, config.group_wa_id), config)
+    finally:
+        db.close()
+
+
+def run_workflow(
+    ctx: JobContext, db: Database, gateway: Gateway, config: RemovalWorkflowConfig
+) -> dict[str, Any]:
+    result = _begin(ctx, config)
+    group, window = config.group_wa_id, config.inactivity_window_ms
+    ctx.progress(message="fetching members", phase="sync")
+    fetched = gateway.fetch_members(group)
+    if config.dry_run:
+        plan = queue.preview(
+            db, group, current_ms(), fetched=fetched, window_ms=window, job_id=ctx.job_id
+        )
+        ctx.progress(message=f"{plan.queued} inactive members would be queued", phase="sync")
+        return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
+    result.queued = queue.sync(db, group, fetched, window, current_ms(), ctx.job_id)
+    ctx.partial(result.as_dict())
+    ctx.progress(message=f"queued {result.queued} inactive members", phase="sync")
+    return _remove_queued(ctx, db, gateway, config, result)
+
+
+def run_queue(
+    ctx: JobContext, db: Database, gateway: Gateway, config: RemovalQueueConfig
+) -> dict[str, Any]:
+    result = _begin(ctx, config)
+    if config.dry_run:
+        plan = queue.preview(db, config.group_wa_id, current_ms())
+        return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
+    return _remove_queued(ctx, db, gateway, config, result)
+
+
+def _begin(ctx: JobContext, config: RemovalQueueConfig) -> RemovalResult:
+    result = RemovalResult(config.group_wa_id, config.dry_run)
+    # Even a job cancelled before doing anything shows the shape of its result.
+    ctx.partial(result.as_dict())
+    ctx.checkpoint()
+    return result
+
+
+def _remove_queued(
+    ctx: JobContext,
+    db: Database,
+    gateway: Gateway,
+    config: RemovalQueueConfig,
+    result: RemovalResult,
+) -> dict[str, Any]:
+    entries = queue.read_queue(db, config.group_wa_id)
+    step = _live_step(ctx, db, gateway, result)
+    return _walk(ctx, entries, step, result, config.batch_size, config.delay_ms / 1000)
+
+
+def _walk(
+    ctx: JobContext,
+    entries: list[QueueEntry],
+    step: Step,
+    result: RemovalResult,
+    batch_size: int,
+    delay_s: float,
+) -> dict[str, Any]:
+    """Run ``step`` over ``entries`` in batches: cancel points, progress, partials.
+
+    The batches are cut from a snapshot taken once, so no batch is ever read
+    twice, whether or not the steps change the queue.
+    """
+    total = len(entries)
+    batches = [entries[i : i + batch_size] for i in range(0, total, batch_size)]
+    ctx.progress(processed=0, total=total, message=f"{total} queued", phase="removal")
+    for number, batch in enumerate(batches, start=1):
+        if number > 1 and delay_s > 0:
+            ctx.sleep(delay_s)
+        ctx.checkpoint()
+        # Removing and recording a batch is one unit: a SIGTERM waits for it.
+        with ctx.shielded():
+            step(batch)
+            ctx.partial(result.as_dict())
+        ctx.progress(
+            processed=min(number * batch_size, total),
+            total=total,
+            message=f"batch {number}/{len(batches)}: {_tally(result)}",
+            phase="removal",
+        )
+    return result.as_dict()
+
+
+def _tally(result: RemovalResult) -> str:
+    skipped = f"{len(result.skipped_whatsapp_ids)} skipped"
+    if result.dry_run:
+        return f"{len(result.would_remove_whatsapp_ids)} would be removed, {skipped}"
+    return f"{len(result.removed_whatsapp_ids)} removed, {len(result.failed)} failed, {skipped}"
+
+
+def _dry_step(plan: Plan, result: RemovalResult) -> Step:
+    def step(batch: Sequence[QueueEntry]) -> None:
+        verdicts = plan.verdicts.only(batch)
+        result.would_remove_whatsapp_ids.extend(verdicts.removable)
+        result.skipped_whatsapp_ids.extend(verdicts.skipped)
+
+    return step
+
+
+def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalResult) -> Step:
+    group = result.group_wa_id
+
+    def step(batch: Sequence[QueueEntry]) -> None:
+        verdicts = queue.revalidate(db, group, batch, current_ms())
+        for wid, why in verdicts.skipped.items():
+            ctx.log(f"skipped {wid}: {why}")
+        answers = gateway.remove(group, list(verdicts.removable)) if verdicts.removable else {}
+        removed: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        for wid, inactive_ms in verdicts.removable.items():
+            reason = answers.get(wid, NO_ANSWER)
+            if reason is None:
+                removed[wid] = f"inactive for {inactive_ms // DAY_MS} days"
+            else:
+                failed[wid] = reason
+        queue.record_batch(
+            db,
+            group,
+            removed=removed,
+            failed=failed,
+            skipped=list(verdicts.skipped),
+            job_id=ctx.job_id,
+            now_ms=current_ms(),
+        )
+        result.removed_whatsapp_ids.extend(removed)
+        result.failed.extend(Failure(wid, reason) for wid, reason in failed.items())
+        result.skipped_whatsapp_ids.extend(verdicts.skipped)
+
+    return step
