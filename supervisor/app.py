@@ -25,7 +25,6 @@ async def healthz(request: Request) -> Response:
             "status": "ok",
             "instance": runtime.settings.instance_id,
             "runningJobs": len(runtime.scheduler.runs),
-            "pendingJobs": runtime.scheduler.pending_count,
             "jobsInMemory": len(runtime.table),
             "databaseAvailable": runtime.store.available,
         }

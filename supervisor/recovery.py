@@ -1,9 +1,10 @@
-"""What happens at start to jobs a previous run of the supervisor left live.
+"""What becomes of the live jobs of an instance that died (crash, SIGKILL, lost host).
 
-Pending jobs run. Jobs that were running lost their child with the process
-that supervised it: an idempotent type is re-queued, any other fails with
-reason ``interrupted``; a job that was being cancelled ends ``cancelled``.
-What they had done (partial result, removal history) is kept.
+Its pending jobs go back to the queue for any instance. Jobs that were
+running lost their child with the process that supervised it: an idempotent
+type is re-queued, any other fails with reason ``interrupted``; a job that
+was being cancelled ends ``cancelled``. What they had done (partial result,
+removal history) is kept.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ class Decision:
     changes: dict[str, Any]
 
 
-def decide(job: Job, previous_owner: str | None) -> Decision | None:
-    """The recovery move for one live job, or None when it stays as it is (pending)."""
+def decide(job: Job, previous_owner: str | None) -> Decision:
+    """The recovery move for one live job of a dead instance."""
     if job.status is JobStatus.PENDING:
-        return None
+        return Decision(JobStatus.PENDING, {"owner": None})
     where = f" (instance {previous_owner})" if previous_owner else ""
     if job.status is JobStatus.CANCELLING:
         cancel = job.cancel or CancelInfo(requested_at=now(), reason="user")
@@ -51,3 +52,9 @@ def decide(job: Job, previous_owner: str | None) -> Decision | None:
         "message": f"the supervisor{where} stopped while the job ran",
     }
     return Decision(JobStatus.FAILED, {"error": error, "completed_at": now(), "pid": None})
+
+
+def rescued(job: Job) -> Job:
+    """The job as it should be written after its instance died."""
+    decision = decide(job, job.owner)
+    return msgspec.structs.replace(job, status=decision.status, **decision.changes)

@@ -11,12 +11,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from supervisor import recovery
+from supervisor.cluster import Cluster
 from supervisor.launcher import ensure_forkserver, forkserver_context
 from supervisor.scheduler import Scheduler
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.state import JobStatus
 from supervisor.store import Store
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
@@ -34,6 +33,7 @@ class Runtime:
         self.table = table
         self.scheduler = scheduler
         self.service = JobService(table, scheduler, settings)
+        self.cluster = Cluster(settings, store, scheduler)
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -48,24 +48,21 @@ class Runtime:
         await loop.run_in_executor(None, ensure_forkserver, ctx)
         table = JobTable(store)
         runtime = cls(settings, store, table, Scheduler(table, ctx, settings))
-        await runtime.recover()
+        await runtime.cluster.join()
+        runtime.scheduler.wake()
         runtime._every(settings.progress_flush_s, table.flush)
         runtime._every(settings.cleanup_interval_s, runtime.sweep)
+        runtime._every(settings.heartbeat_s, runtime.cluster.beat)
+        runtime._every(settings.poll_s, runtime.poll)
+        if store.dialect == "postgresql":
+            runtime._tasks.append(asyncio.ensure_future(runtime.cluster.listen()))
+        log.info("instance %s ready on %s", settings.instance_id, store.dialect)
         return runtime
 
-    async def recover(self) -> None:
-        live = await self.store.call(sql.live_jobs)
-        writes = []
-        for job, key in live:
-            decision = recovery.decide(job, job.owner)
-            self.table.adopt(job, key)
-            if decision is not None:
-                log.warning("job %s was %s at start: now %s", job.id, job.status, decision.status)
-                writes.append(self.table.move(job, decision.status, **decision.changes))
-        await asyncio.gather(*writes)
-        for job, _key in live:
-            if job.status is JobStatus.PENDING:
-                self.scheduler.enqueue(job)
+    async def poll(self) -> None:
+        """The fallback for missed NOTIFYs: new pending jobs, remote cancel requests."""
+        self.scheduler.wake()
+        await self.cluster.poll_cancel_requests()
 
     async def sweep(self) -> None:
         dropped = self.table.sweep(self.settings.job_ttl_s)
@@ -89,10 +86,11 @@ class Runtime:
 
     async def stop(self) -> None:
         log.info("shutting down: cancelling %d running jobs", len(self.scheduler.runs))
-        await self.scheduler.shutdown(self.settings.shutdown_grace_s)
-        await self.table.drain()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.scheduler.shutdown(self.settings.shutdown_grace_s)
+        await self.table.drain()
+        await self.cluster.leave()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)

@@ -1,83 +1,95 @@
-"""Admission and lifecycle: pending jobs start in arrival order as slots free up.
+"""Admission and lifecycle: this instance claims pending jobs as slots free up.
 
-The scheduler owns the running ``Run`` objects and the launcher thread that
-asks the forkserver for children (a blocking exchange of a few milliseconds,
-kept off the event loop).
+Pending jobs wait in the database, unowned, in arrival order. When this
+instance has a free slot it claims the oldest (``claim_jobs``; on PostgreSQL
+with ``SKIP LOCKED``, so instances never take the same job) and starts a
+child for each. The scheduler owns the running ``Run`` objects and the
+launcher thread that asks the forkserver for children (a blocking exchange
+of a few milliseconds, kept off the event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.context import ForkServerContext
+
+import msgspec
 
 from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess
 from supervisor.runs import Run
 from supervisor.settings import Settings
 from supervisor.state import TERMINAL, JobStatus
-from supervisor.table import JobTable
+from supervisor.store import jobs as sql
+from supervisor.table import JobTable, now_ms
 from workers.entry import ChildSpec
 
 log = logging.getLogger("jobsup.scheduler")
 
 
-class QueueFull(Exception):
-    pass
-
-
 class Scheduler:
     def __init__(self, table: JobTable, ctx: ForkServerContext, settings: Settings) -> None:
         self._table = table
+        self._store = table.store
         self._ctx = ctx
         self._settings = settings
-        self._pending: deque[str] = deque()
         self.runs: dict[str, Run] = {}
         self.accepting = True
         self._launcher = ThreadPoolExecutor(1, thread_name_prefix="jobsup-launch")
         self._idle = asyncio.Event()
         self._idle.set()
-        self._starting: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._claiming = False
+        self._claim_again = False
 
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def check_room(self) -> None:
-        if len(self._pending) >= self._settings.max_pending_jobs:
-            raise QueueFull
+    # -- admission -------------------------------------------------------------
 
-    def enqueue(self, job: Job) -> None:
-        self._pending.append(job.id)
-        self.admit()
+    def wake(self) -> None:
+        """Claim pending jobs for the free slots, now or right after the current claim."""
+        if self._claiming:
+            self._claim_again = True
+        elif self.accepting:
+            self._claiming = True
+            self._spawn(self._claim())
 
-    def admit(self) -> None:
-        while (
-            self.accepting and self._pending and len(self.runs) < self._settings.max_concurrent_jobs
-        ):
-            job = self._table.get(self._pending.popleft())
-            if job is not None and job.status is JobStatus.PENDING:
-                self._launch(job)
+    async def _claim(self) -> None:
+        try:
+            while self.accepting:
+                self._claim_again = False
+                free = self._settings.max_concurrent_jobs - len(self.runs)
+                if free <= 0:
+                    break
+                claimed = await self._store.call(
+                    sql.claim_jobs, self._settings.instance_id, free, now_ms(), write=True
+                )
+                for job, _key in claimed:
+                    self._table.adopt(job)
+                    self._launch(job)
+                if len(claimed) < free and not self._claim_again:
+                    break
+        except Exception:
+            log.exception("claiming pending jobs failed; the next poll retries")
+        finally:
+            self._claiming = False
 
     def _launch(self, job: Job) -> None:
         spec = ChildSpec(
-            job.id,
-            job.type,
-            bytes(job.config),
-            self._settings.database_url,
+            job.id, job.type, bytes(job.config), self._settings.database_url,
             self._settings.job_modules,
         )
         run = Run(job.id, JobProcess(self._ctx, spec), self._table, self._settings, self._exited)
         self.runs[job.id] = run
         self._idle.clear()
-        self._table.update(job, owner=self._settings.instance_id, attempts=job.attempts + 1)
-        starting = asyncio.ensure_future(self._start(run))
-        self._starting.add(starting)
-        starting.add_done_callback(self._starting.discard)
+        self._table.update(job, attempts=job.attempts + 1)
+        self._spawn(self._start(run))
 
     async def _start(self, run: Run) -> None:
         loop = asyncio.get_running_loop()
@@ -97,22 +109,35 @@ class Scheduler:
         self.runs.pop(run.job_id, None)
         if not self.runs:
             self._idle.set()
-        self.admit()
+        self.wake()
 
-    async def cancel(self, job: Job, reason: str = "user") -> None:
-        """Cancel a live job: at once if pending, by escalation if running."""
-        run = self.runs.get(job.id)
+    # -- cancellation --------------------------------------------------------------
+
+    async def cancel_local(self, job_id: str, reason: str) -> bool:
+        """Cancel a job this instance owns; False if it is not one of ours."""
+        run = self.runs.get(job_id)
         if run is not None:
             run.request_cancel(reason)
-            return
-        if job.status is JobStatus.PENDING:
-            with contextlib.suppress(ValueError):
-                self._pending.remove(job.id)
-            info = CancelInfo(requested_at=now(), reason=reason, exited_at=None)
-            await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
+            return True
+        job = self._table.get(job_id)
+        if job is None or job.status is not JobStatus.PENDING:
+            return False
+        info = CancelInfo(requested_at=now(), reason=reason)
+        await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
+        return True
+
+    async def cancel_unclaimed(self, job: Job, reason: str) -> bool:
+        """Cancel a pending job nobody has claimed; False if someone has meanwhile."""
+        cancelled = msgspec.structs.replace(
+            job, status=JobStatus.CANCELLED, completed_at=now(),
+            cancel=CancelInfo(requested_at=now(), reason=reason),
+        )
+        return await self._store.call(sql.cancel_unclaimed, cancelled, now_ms(), write=True)
+
+    # -- shutdown ------------------------------------------------------------------
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stop admitting, cancel running jobs, escalate at the deadline, wait for all."""
+        """Stop claiming, cancel running jobs, escalate at the deadline, wait for all."""
         self.accepting = False
         for run in list(self.runs.values()):
             run.request_cancel("shutdown")

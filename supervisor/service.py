@@ -8,6 +8,8 @@ inserted, so a rejected request leaves no record behind.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -15,14 +17,17 @@ import msgspec
 from supervisor.api.common import decode
 from supervisor.errors import ApiError
 from supervisor.job import Job, Progress, new_job_id, now
-from supervisor.scheduler import QueueFull, Scheduler
+from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store import jobs as sql
-from supervisor.table import JobTable, KeyConflict
+from supervisor.table import JobTable, KeyConflict, now_ms
 from workers import registry
 from workers.db import Database
 from workers.registry import ConfigRejected, JobType
+
+# How often a cancel made here looks for the owning instance's answer.
+REMOTE_POLL_S = 0.05
 
 
 class _TypeOnly(msgspec.Struct):
@@ -73,10 +78,6 @@ class JobService:
                 raise ApiError(exc.status, code, exc.message, exc.field) from None
         if not self.scheduler.accepting:
             raise ApiError(503, "shutting_down", "the server is shutting down; retry elsewhere")
-        try:
-            self.scheduler.check_room()
-        except QueueFull:
-            raise ApiError(429, "queue_full", "too many pending jobs; retry later") from None
         job = Job(
             id=new_job_id(),
             type=job_type.name,
@@ -86,17 +87,20 @@ class JobService:
             created_at=now(),
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
+        group = getattr(config, "group_wa_id", None)
         try:
-            await self.table.add(job, key, getattr(config, "group_wa_id", None))
+            await self.table.add(job, key, group, self.settings.max_pending_jobs)
         except KeyConflict as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
             raise ApiError(
-                409,
-                "conflict",
-                f"another job{holder} is already pending or running for "
-                f"{exc.key}; cancel it or wait for it to finish",
+                409, "conflict",
+                f"another job{holder} is already pending or running for {exc.key}; "
+                "cancel it or wait for it to finish",
             ) from None
-        self.scheduler.enqueue(job)
+        except sql.QueueFull:
+            raise ApiError(429, "queue_full", "too many pending jobs; retry later") from None
+        self.scheduler.wake()
+        await self.table.store.call(sql.notify_pending, write=True)
         return job
 
     async def get(self, job_id: str) -> Job:
@@ -106,19 +110,41 @@ class JobService:
         return job
 
     async def cancel(self, job_id: str, reason: str = "user") -> Job:
-        """Request a cancel and wait briefly for the job to stop; returns its state."""
+        """Cancel a live job wherever it runs; waits briefly for it to stop.
+
+        Returns the job as it then is: terminal, or still stopping.
+        """
         job = await self.get(job_id)
-        if job.status in TERMINAL:
-            raise ApiError(
-                400,
-                "not_cancellable",
-                f"job {job_id} is already {job.status} and cannot be cancelled",
-            )
-        if self.table.get(job_id) is None:
-            raise ApiError(409, "not_owned", f"job {job_id} is not live on this instance")
-        await self.scheduler.cancel(job, reason)
-        await self.table.wait(job_id, self.settings.cancel_wait_s)
+        for _ in range(3):  # a pending job may be claimed while we look at it
+            if job.status in TERMINAL:
+                raise ApiError(
+                    400, "not_cancellable",
+                    f"job {job_id} is already {job.status} and cannot be cancelled",
+                )
+            if await self.scheduler.cancel_local(job_id, reason):
+                await self.table.wait(job_id, self.settings.cancel_wait_s)
+                await self.table.persisted(job_id)
+                return self.table.get(job_id) or job
+            if job.status is JobStatus.PENDING and job.owner is None:
+                if await self.scheduler.cancel_unclaimed(job, reason):
+                    return await self.get(job_id)
+            elif job.owner is not None:
+                request = {"requestedAt": now().isoformat(), "reason": reason}
+                await self.table.store.call(
+                    sql.request_cancel, job_id, request, now_ms(), write=True
+                )
+                return await self._wait_in_store(job_id)
+            job = await self.get(job_id)
         return job
+
+    async def _wait_in_store(self, job_id: str) -> Job:
+        """Wait, with a deadline, for another instance to stop the job."""
+        deadline = time.monotonic() + self.settings.cancel_wait_s
+        while True:
+            job = await self.get(job_id)
+            if job.status in TERMINAL or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(REMOTE_POLL_S)
 
     async def list(self, f: sql.JobFilter) -> list[Job]:
         return await self.table.list(f)

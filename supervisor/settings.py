@@ -45,6 +45,12 @@ class Settings:
     shutdown_grace_s: float = 25.0
     retention_days: float = 30.0
     progress_flush_s: float = 0.25
+    # Many instances: heartbeat period, and silence after which an instance
+    # is declared dead and its jobs rescued; how often to look for pending
+    # jobs and cross-instance cancel requests when no NOTIFY arrives.
+    heartbeat_s: float = 2.0
+    node_timeout_s: float = 15.0
+    poll_s: float = 1.0
     log_level: str = "info"
     access_log: bool = False
     instance_id: str = field(default_factory=_instance_id)

@@ -47,11 +47,10 @@ class JobTable:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._jobs: dict[str, Job] = {}
-        self._keys: dict[str, str] = {}  # exclusive key -> live job id
-        self._key_of: dict[str, str] = {}  # live job id -> exclusive key
         self._dirty: set[str] = set()
         self._changed = asyncio.Event()
         self._writes: set[asyncio.Future[Any]] = set()
+        self._last_write: dict[str, asyncio.Future[None]] = {}
         self.listeners: list[Listener] = []
 
     # -- reads -------------------------------------------------------------
@@ -76,37 +75,29 @@ class JobTable:
     def live(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.status not in TERMINAL]
 
-    def holder_of(self, key: str) -> str | None:
-        return self._keys.get(key)
-
     # -- writes ------------------------------------------------------------
 
-    async def add(self, job: Job, key: str | None, group: str | None) -> None:
-        """Insert a new job; in the store before this returns."""
-        if key is not None and key in self._keys:
-            raise KeyConflict(key, self._keys[key])
-        if key is not None:  # claim it now: a concurrent add must not pass
-            self._keys[key] = job.id
+    async def add(self, job: Job, key: str | None, group: str | None, max_pending: int) -> None:
+        """Insert a new pending job; in the store before this returns.
+
+        Raises ``KeyConflict`` when a live job holds the same exclusive key
+        (checked in the insert's transaction, and by a unique index across
+        instances), ``sql.QueueFull`` past ``max_pending`` pending jobs.
+        """
         try:
             await self.store.call(
-                sql.insert_job, job, key, group, now_ms(), write=True, retry_for=5.0
+                sql.insert_job, job, key, group, now_ms(), max_pending, write=True, retry_for=5.0
             )
+        except sql.KeyTaken as exc:
+            raise KeyConflict(exc.key, exc.holder) from None
         except Exception as exc:
-            if key is not None:
-                del self._keys[key]
-            if _is_unique_violation(exc) and key is not None:
-                raise KeyConflict(key, None) from None  # held on another instance
+            if key is not None and _is_unique_violation(exc):
+                raise KeyConflict(key, None) from None  # a race with another instance
             raise
-        if key is not None:
-            self._key_of[job.id] = key
-        self.adopt(job)
 
-    def adopt(self, job: Job, key: str | None = None) -> None:
-        """Keep a job (new, or loaded from the store) in memory."""
+    def adopt(self, job: Job) -> None:
+        """Keep a job this instance has claimed in memory."""
         self._jobs[job.id] = job
-        if key is not None:
-            self._keys[key] = job.id
-            self._key_of[job.id] = key
         self._publish(job)
 
     def move(self, job: Job, status: JobStatus, **changes: Any) -> Awaitable[None]:
@@ -115,13 +106,22 @@ class JobTable:
         job.status = status
         for name, value in changes.items():
             setattr(job, name, value)
-        if status in TERMINAL:
-            key = self._key_of.pop(job.id, None)
-            if key is not None and self._keys.get(key) == job.id:
-                del self._keys[key]
         self._dirty.discard(job.id)
         self._publish(job)
-        return self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
+        write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
+        self._last_write[job.id] = write
+        write.add_done_callback(lambda _: self._forget_write(job.id, write))
+        return write
+
+    def _forget_write(self, job_id: str, write: asyncio.Future[None]) -> None:
+        if self._last_write.get(job_id) is write:
+            del self._last_write[job_id]
+
+    async def persisted(self, job_id: str) -> None:
+        """Wait until the job's latest state change is in the store."""
+        write = self._last_write.get(job_id)
+        if write is not None:
+            await asyncio.shield(write)
 
     def update(self, job: Job, **changes: Any) -> None:
         """Change progress or result; written by the next flush."""

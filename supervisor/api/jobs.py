@@ -11,7 +11,7 @@ from starlette.routing import Route
 from supervisor.api.common import json, query_int, read_json
 from supervisor.errors import ApiError
 from supervisor.service import JobService
-from supervisor.state import JobStatus
+from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter
 
 MAX_LIST_LIMIT = 1000
@@ -33,8 +33,9 @@ async def status(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     job = await _service(request).cancel(request.path_params["job_id"])
-    code = 202 if job.status is JobStatus.CANCELLING else 200
-    return json({"jobId": job.id, "status": job.status}, code)
+    if job.status in TERMINAL:  # cancelled, or it completed or failed first
+        return json({"jobId": job.id, "status": job.status})
+    return json({"jobId": job.id, "status": JobStatus.CANCELLING}, 202)
 
 
 def _time(request: Request, name: str) -> datetime | None:

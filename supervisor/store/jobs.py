@@ -46,7 +46,26 @@ MIGRATIONS = [
         CREATE INDEX jobs_completed ON jobs (completed_at)
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE jobs ADD COLUMN cancel_request TEXT;
+        CREATE INDEX jobs_claimable ON jobs (created_at, id)
+            WHERE status = 'pending' AND owner IS NULL;
+        CREATE INDEX jobs_owner_live ON jobs (owner)
+            WHERE status IN ('pending', 'running', 'cancelling');
+        CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at BIGINT NOT NULL,
+            heartbeat_at BIGINT NOT NULL
+        )
+        """,
+    ),
 ]
+# Claiming reads jobs_claimable in arrival order; an instance's own live jobs
+# (cancel requests, rescue of a dead instance) come from jobs_owner_live.
 # jobs_live_key is unique over non-NULL keys only (NULLs never collide in
 # SQLite or PostgreSQL): a key is set while a job is live and cleared when it
 # ends, so the database itself refuses two live jobs on one group.
@@ -123,7 +142,33 @@ def _values(job: Job) -> tuple[Any, ...]:
     )
 
 
-def insert_job(db: Database, job: Job, key: str | None, group: str | None, now_ms: int) -> None:
+class QueueFull(Exception):
+    pass
+
+
+class KeyTaken(Exception):
+    def __init__(self, key: str, holder: str | None) -> None:
+        super().__init__(key)
+        self.key = key
+        self.holder = holder
+
+
+def insert_job(
+    db: Database, job: Job, key: str | None, group: str | None, now_ms: int, max_pending: int
+) -> None:
+    """Insert a pending, unclaimed job, unless the queue is full or its key is taken."""
+    with db.transaction():
+        (pending,) = db.one("SELECT count(*) FROM jobs WHERE status = 'pending'") or (0,)
+        if pending >= max_pending:
+            raise QueueFull
+        if key is not None:
+            holder = db.one("SELECT id FROM jobs WHERE exclusive_key = ?", (key,))
+            if holder is not None:
+                raise KeyTaken(key, holder[0])
+        _insert(db, job, key, group, now_ms)
+
+
+def _insert(db: Database, job: Job, key: str | None, group: str | None, now_ms: int) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
         " completed_at, owner, attempts, id, type, config, created_at, updated_at,"
@@ -150,6 +195,62 @@ def update_job(db: Database, job: Job, now_ms: int) -> None:
         f"{release} WHERE id = ?",
         (*_values(job), now_ms, job.id),
     )
+
+
+def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, str | None]]:
+    """Take up to ``limit`` unclaimed pending jobs, oldest first, for ``owner``.
+
+    On PostgreSQL, ``SKIP LOCKED`` lets instances claim side by side without
+    waiting on each other or taking the same job twice; SQLite has one writer.
+    """
+    lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
+    rows = db.query(
+        "UPDATE jobs SET owner = ?, updated_at = ? WHERE id IN ("
+        " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
+        f" ORDER BY created_at, id LIMIT ?{lock})"
+        f" RETURNING {COLUMNS}, exclusive_key",
+        (owner, now_ms, limit),
+    )
+    claimed = [(row_to_job(r[:-1]), r[-1]) for r in rows]
+    claimed.sort(key=lambda pair: (pair[0].created_at, pair[0].id))
+    return claimed
+
+
+def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
+    """Cancel a pending job no instance has claimed; False if one has meanwhile."""
+    changed = db.execute(
+        "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
+        " exclusive_key = NULL WHERE id = ? AND status = 'pending' AND owner IS NULL",
+        (job.status.value, _dump(job.cancel), to_ms(job.completed_at), now_ms, job.id),
+    )
+    return changed == 1
+
+
+def request_cancel(db: Database, job_id: str, request: dict[str, Any], now_ms: int) -> bool:
+    """Leave a cancel request for the instance that owns the job, and wake it."""
+    changed = db.execute(
+        "UPDATE jobs SET cancel_request = ?, updated_at = ? WHERE id = ?"
+        " AND status IN ('pending', 'running', 'cancelling')",
+        (_dump(request), now_ms, job_id),
+    )
+    if changed and db.dialect == "postgresql":
+        db.execute("SELECT pg_notify('jobsup_cancel', ?)", (job_id,))
+    return changed == 1
+
+
+def cancel_requests(db: Database, owner: str) -> list[tuple[str, str]]:
+    """(job id, reason) of this owner's live jobs that another instance asked to cancel."""
+    rows = db.query(
+        "SELECT id, cancel_request FROM jobs WHERE owner = ?"
+        " AND status IN ('pending', 'running', 'cancelling') AND cancel_request IS NOT NULL",
+        (owner,),
+    )
+    return [(r[0], msgspec.json.decode(r[1]).get("reason", "user")) for r in rows]
+
+
+def notify_pending(db: Database) -> None:
+    if db.dialect == "postgresql":
+        db.execute("SELECT pg_notify('jobsup_pending', '')")
 
 
 def update_progress(db: Database, jobs: list[Job], now_ms: int) -> None:
@@ -200,13 +301,26 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
     return [row_to_job(r) for r in db.query(sql, (*params, f.limit))]
 
 
-def live_jobs(db: Database) -> list[tuple[Job, str | None]]:
-    """Every live job with its exclusive key, oldest first."""
+def orphaned_jobs(db: Database) -> list[Job]:
+    """Live jobs owned by an instance that is no longer registered."""
     rows = db.query(
-        f"SELECT {COLUMNS}, exclusive_key FROM jobs"
-        " WHERE status IN ('pending', 'running', 'cancelling') ORDER BY created_at, id"
+        f"SELECT {COLUMNS} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
+        " AND owner IS NOT NULL AND owner NOT IN (SELECT id FROM instances)"
+        " ORDER BY created_at, id"
     )
-    return [(row_to_job(r[:-1]), r[-1]) for r in rows]
+    return [row_to_job(r) for r in rows]
+
+
+def rescue_job(db: Database, old: Job, new: Job, now_ms: int) -> bool:
+    """Write ``new`` over a dead instance's job, unless another rescuer did first."""
+    release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
+    changed = db.execute(
+        "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
+        " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
+        f"{release} WHERE id = ? AND owner = ? AND status = ?",
+        (*_values(new), now_ms, new.id, old.owner, old.status.value),
+    )
+    return changed == 1
 
 
 def prune(db: Database, cutoff_ms: int) -> int:

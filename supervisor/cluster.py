@@ -1,0 +1,101 @@
+"""This instance among others on one database: heartbeats, rescue, cancel requests.
+
+With SQLite there is one instance, and these loops cost a query a second.
+With PostgreSQL, any number of instances share the job table: each claims
+pending jobs for itself (``Scheduler``), heartbeats here, rescues the jobs
+of instances that stopped heartbeating, and hears cancel requests made on
+other instances through LISTEN/NOTIFY, with polling as the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+from supervisor import recovery
+from supervisor.scheduler import Scheduler
+from supervisor.settings import Settings
+from supervisor.store import Store, instances
+from supervisor.store import jobs as sql
+
+log = logging.getLogger("jobsup.cluster")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Cluster:
+    def __init__(self, settings: Settings, store: Store, scheduler: Scheduler) -> None:
+        self.settings = settings
+        self.store = store
+        self.scheduler = scheduler
+        self.me = settings.instance_id
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    async def join(self) -> None:
+        await self.store.call(
+            instances.register, self.me, self.host, self.pid, _now_ms(), write=True, retry_for=30
+        )
+        await self.rescue()
+
+    async def leave(self) -> None:
+        await self.store.call(instances.unregister, self.me, write=True, retry_for=5)
+
+    async def beat(self) -> None:
+        known = await self.store.call(
+            instances.heartbeat, self.me, self.host, self.pid, _now_ms(), write=True
+        )
+        if not known:
+            log.error("this instance (%s) had been declared dead by another; re-registered",
+                      self.me)
+        await self.rescue()
+
+    async def rescue(self) -> None:
+        timeout_ms = int(self.settings.node_timeout_s * 1000)
+        dead = await self.store.call(
+            instances.remove_dead, self.me, self.host, _now_ms(), timeout_ms, write=True
+        )
+        for instance_id in dead:
+            log.warning("instance %s is gone; rescuing its jobs", instance_id)
+        orphans = await self.store.call(sql.orphaned_jobs)
+        requeued = False
+        for job in orphans:
+            new = recovery.rescued(job)
+            if await self.store.call(sql.rescue_job, job, new, _now_ms(), write=True):
+                log.warning("job %s of %s: %s -> %s", job.id, job.owner, job.status, new.status)
+                requeued = requeued or new.owner is None
+        if requeued:
+            await self.store.call(sql.notify_pending, write=True)
+            self.scheduler.wake()
+
+    async def poll_cancel_requests(self) -> None:
+        for job_id, reason in await self.store.call(sql.cancel_requests, self.me):
+            await self.scheduler.cancel_local(job_id, reason)
+
+    async def listen(self) -> None:
+        """LISTEN for cancel requests and new jobs (PostgreSQL only); reconnects."""
+        import psycopg
+
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.settings.database_url, autocommit=True
+                ) as conn:
+                    await conn.execute("LISTEN jobsup_cancel")
+                    await conn.execute("LISTEN jobsup_pending")
+                    delay = 0.5
+                    async for note in conn.notifies():
+                        if note.channel == "jobsup_cancel":
+                            await self.scheduler.cancel_local(note.payload, "user")
+                        else:
+                            self.scheduler.wake()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("LISTEN connection lost (%s); polling until it is back", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
