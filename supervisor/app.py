@@ -16,6 +16,7 @@ from supervisor.api.common import json
 from supervisor.errors import ApiError, error_response, handle_api_error, handle_unexpected
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
+from workers.db import DatabaseUnavailable
 
 
 async def healthz(request: Request) -> Response:
@@ -38,6 +39,10 @@ async def readyz(request: Request) -> Response:
     if not runtime.store.available:
         return error_response(503, "database_unavailable", "the database is unavailable")
     return json({"status": "ready"})
+
+
+async def handle_unavailable(request: Request, exc: Exception) -> Response:
+    return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
 
 
 async def handle_http(request: Request, exc: Exception) -> Response:
@@ -70,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http,
+            DatabaseUnavailable: handle_unavailable,
             Exception: handle_unexpected,
         },
         lifespan=lifespan,

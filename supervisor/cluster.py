@@ -20,6 +20,7 @@ from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
 from supervisor.store import Store, instances
 from supervisor.store import jobs as sql
+from workers.db import DatabaseUnavailable
 
 log = logging.getLogger("jobsup.cluster")
 
@@ -44,15 +45,20 @@ class Cluster:
         await self.rescue()
 
     async def leave(self) -> None:
-        await self.store.call(instances.unregister, self.me, write=True, retry_for=5)
+        """Unregister, so others need not wait out the timeout; best effort."""
+        try:
+            await self.store.call(instances.unregister, self.me, write=True, retry_for=5)
+        except DatabaseUnavailable:
+            log.warning("could not unregister %s; others will time it out", self.me)
 
     async def beat(self) -> None:
         known = await self.store.call(
             instances.heartbeat, self.me, self.host, self.pid, _now_ms(), write=True
         )
         if not known:
-            log.error("this instance (%s) had been declared dead by another; re-registered",
-                      self.me)
+            log.error(
+                "this instance (%s) had been declared dead by another; re-registered", self.me
+            )
         await self.rescue()
 
     async def rescue(self) -> None:

@@ -82,7 +82,10 @@ class Scheduler:
 
     def _launch(self, job: Job) -> None:
         spec = ChildSpec(
-            job.id, job.type, bytes(job.config), self._settings.database_url,
+            job.id,
+            job.type,
+            bytes(job.config),
+            self._settings.database_url,
             self._settings.job_modules,
         )
         run = Run(job.id, JobProcess(self._ctx, spec), self._table, self._settings, self._exited)
@@ -129,7 +132,9 @@ class Scheduler:
     async def cancel_unclaimed(self, job: Job, reason: str) -> bool:
         """Cancel a pending job nobody has claimed; False if someone has meanwhile."""
         cancelled = msgspec.structs.replace(
-            job, status=JobStatus.CANCELLED, completed_at=now(),
+            job,
+            status=JobStatus.CANCELLED,
+            completed_at=now(),
             cancel=CancelInfo(requested_at=now(), reason=reason),
         )
         return await self._store.call(sql.cancel_unclaimed, cancelled, now_ms(), write=True)

@@ -93,7 +93,8 @@ class JobService:
         except KeyConflict as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
             raise ApiError(
-                409, "conflict",
+                409,
+                "conflict",
                 f"another job{holder} is already pending or running for {exc.key}; "
                 "cancel it or wait for it to finish",
             ) from None
@@ -118,7 +119,8 @@ class JobService:
         for _ in range(3):  # a pending job may be claimed while we look at it
             if job.status in TERMINAL:
                 raise ApiError(
-                    400, "not_cancellable",
+                    400,
+                    "not_cancellable",
                     f"job {job_id} is already {job.status} and cannot be cancelled",
                 )
             if await self.scheduler.cancel_local(job_id, reason):

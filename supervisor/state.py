@@ -22,13 +22,14 @@ class JobStatus(StrEnum):
 S = JobStatus
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    S.PENDING: frozenset({S.RUNNING, S.CANCELLED, S.FAILED}),
+    S.PENDING: frozenset({S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED}),
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.PENDING}),
     S.CANCELLING: frozenset({S.CANCELLED, S.COMPLETED, S.FAILED}),
     S.COMPLETED: frozenset(),
     S.CANCELLED: frozenset(),
     S.FAILED: frozenset(),
 }
+# PENDING -> CANCELLING: cancelled while its child was being started.
 # RUNNING -> PENDING is the re-queue of an idempotent job whose instance died.
 
 TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.FAILED})

@@ -78,3 +78,22 @@ def crash(ctx: JobContext, config: CrashConfig) -> None:
     if config.how == "segfault":
         ctypes.string_at(0)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordConfig(JobConfig, tag="record"):
+    """Writes one row per execution, to prove each job runs exactly once."""
+
+    step_ms: int = 30
+
+
+@job_type(RecordConfig)
+def record(ctx: JobContext, config: RecordConfig) -> dict[str, Any]:
+    from workers.db import connect
+
+    db = connect(ctx.database_url)
+    try:
+        db.execute("INSERT INTO executions (job_id, pid) VALUES (?, ?)", (ctx.job_id, os.getpid()))
+    finally:
+        db.close()
+    ctx.sleep(config.step_ms / 1000)
+    return {"pid": os.getpid()}

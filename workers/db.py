@@ -84,24 +84,25 @@ class Database:
         self.conn.close()
 
 
-def connect_sqlite(path: str) -> sqlite3.Connection:
+def connect_sqlite(path: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
         path,
         isolation_level=None,  # autocommit; transactions are explicit
         check_same_thread=False,
-        timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        timeout=busy_timeout_ms / 1000,
     )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     return conn
 
 
-def connect(url: str) -> Database:
+def connect(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Database:
+    """Open ``url``. ``busy_timeout_ms``: how long SQLite waits on a lock before failing."""
     dialect = dialect_of(url)
     if dialect == "sqlite":
-        return Database(connect_sqlite(sqlite_path(url)), dialect)
+        return Database(connect_sqlite(sqlite_path(url), busy_timeout_ms), dialect)
     import psycopg
 
-    return Database(psycopg.connect(url, autocommit=True), dialect)
+    return Database(psycopg.connect(url, autocommit=True, connect_timeout=5), dialect)

@@ -83,7 +83,13 @@ def _filter(request: Request) -> JobFilter:
 
 
 async def list_jobs(request: Request) -> Response:
-    return json(await _service(request).list(_filter(request)))
+    """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page."""
+    f = _filter(request)
+    jobs = await _service(request).list(f)
+    response = json(jobs)
+    if len(jobs) == f.limit:
+        response.headers["X-Next-Before"] = jobs[-1].id
+    return response
 
 
 routes = [

@@ -22,13 +22,16 @@ from typing import Any, TypeVar
 from supervisor.store import jobs
 from supervisor.store.migrations import migrate
 from workers import directory
-from workers.db import Database, connect, dialect_of
+from workers.db import Database, DatabaseUnavailable, connect, dialect_of
 
 log = logging.getLogger("jobsup.store")
 T = TypeVar("T")
 
 COMPONENTS = {"jobs": jobs.MIGRATIONS, "directory": directory.MIGRATIONS}
 POSTGRES_THREADS = 4
+# The front process waits briefly on a SQLite lock, then retries on its own
+# terms, so that a long lock shows in /readyz instead of hanging silently.
+FRONT_BUSY_TIMEOUT_MS = 1000
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -59,7 +62,7 @@ class Store:
     def _db(self) -> Database:
         db: Database | None = getattr(self._local, "db", None)
         if db is None:
-            db = connect(self.url)
+            db = connect(self.url, FRONT_BUSY_TIMEOUT_MS)
             self._local.db = db
             self._connections.append(db)
         return db
@@ -75,20 +78,27 @@ class Store:
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], retry_for: float) -> T:
         deadline = time.monotonic() + retry_for
         delay = 0.05
+        fresh = getattr(self._local, "db", None) is None
         while True:
             try:
                 result = fn(self._db(), *args)
                 self.available = True
                 return result
             except Exception as exc:
-                if not _is_unavailable(exc) or time.monotonic() >= deadline:
+                if not _is_unavailable(exc):
                     raise
+                self._drop_connection()
+                if not fresh:  # a pooled connection went stale: one more try at once
+                    fresh = True
+                    continue
+                if time.monotonic() >= deadline:
+                    self.available = False
+                    raise DatabaseUnavailable(str(exc)) from exc
                 self.available = False
                 log.warning("database unavailable (%s); retrying", exc)
-                if self.dialect == "postgresql":
-                    self._drop_connection()
                 time.sleep(delay)  # on a database thread, never the event loop
                 delay = min(delay * 2, 1.0)
+                fresh = True
 
     async def call(
         self, fn: Callable[..., T], *args: Any, write: bool = False, retry_for: float = 0.0

@@ -43,9 +43,7 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
-def remove_dead(
-    db: Database, me: str, host: str, now_ms: int, timeout_ms: int
-) -> list[str]:
+def remove_dead(db: Database, me: str, host: str, now_ms: int, timeout_ms: int) -> list[str]:
     """Unregister dead instances; returns their ids (each is removed by one rescuer)."""
     rows = db.query("SELECT id, host, pid, heartbeat_at FROM instances WHERE id <> ?", (me,))
     dead: list[str] = []

@@ -1,0 +1,157 @@
+"""Nothing lost: crashes, restarts, shutdowns and an unavailable database (SQLite)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+
+from tests.conftest import Server, wait_until
+from tests.helpers import group_body, removal
+from tests.test_lifecycle import _alive
+from workers.db import sqlite_path
+
+
+def stored(url: str, job_id: str) -> dict[str, Any]:
+    """The job's row as the database has it (not the server's memory)."""
+    with sqlite3.connect(sqlite_path(url)) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert row is not None, f"job {job_id} is not in the database"
+    return dict(row)
+
+
+def test_sigkill_then_restart(make_server: Any, sqlite_url: str) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="2")
+    server.client.put("/admin/groups/g1", json=group_body(inactive=3))
+    idempotent = server.start_job(removal("g1", batchSize=1, delayMs=60_000))
+    plain = server.start_job({"type": "sleepy", "steps": 2, "stepMs": 60_000})
+    waiting = server.start_job({"type": "quick", "value": 1})
+    pids = [server.wait_status(j, "running")["pid"] for j in (idempotent, plain)]
+    wait_until(lambda: stored(sqlite_url, plain)["result"] is not None)
+    wait_until(lambda: "in-000" in (stored(sqlite_url, idempotent)["result"] or ""))
+
+    server.kill()  # SIGKILL: no shutdown code runs
+    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=2.5)
+
+    server.start()
+    failed = server.status(plain)
+    assert failed["status"] == "failed"
+    assert failed["error"]["reason"] == "interrupted"
+    assert failed["result"] == {"steps": 0}  # what it had done is kept
+    again = server.wait_status(idempotent, "running")  # removal jobs are re-queued
+    assert again["attempts"] == 2
+    assert server.wait_status(waiting, "completed")["result"] == {"value": 1}
+    removed = [r["whatsappId"] for r in server.client.get("/admin/groups/g1/removals").json()]
+    assert "in-000" in removed
+    assert len(removed) == len(set(removed))  # nobody removed twice
+    server.client.post(f"/admin/jobs/{idempotent}/cancel")
+
+
+def _sigterm_with_running_and_pending(make_server: Any, sqlite_url: str, group: bool) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1")
+    running = server.start_job({"type": "sleepy", "steps": 3, "stepMs": 60_000})
+    pending = server.start_job({"type": "quick", "value": 2})
+    pid = server.wait_status(running, "running")["pid"]
+    assert server.process is not None
+    if group:  # what Heroku does: the whole group, twice
+        os.killpg(server.process.pid, signal.SIGTERM)
+        os.killpg(server.process.pid, signal.SIGTERM)
+    else:
+        server.signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    assert not _alive(pid)
+    row = stored(sqlite_url, running)
+    assert row["status"] == "cancelled"
+    assert '"reason":"shutdown"' in row["cancel"]
+    assert '"mode":"cooperative"' in row["cancel"]
+    assert row["result"] == '{"steps":0}'
+    assert stored(sqlite_url, pending)["status"] == "pending"
+    server.start()
+    assert server.wait_status(pending, "completed")["result"] == {"value": 2}
+
+
+def test_sigterm_cancels_running_and_keeps_pending(make_server: Any, sqlite_url: str) -> None:
+    _sigterm_with_running_and_pending(make_server, sqlite_url, group=False)
+
+
+def test_sigterm_to_the_process_group_twice(make_server: Any, sqlite_url: str) -> None:
+    _sigterm_with_running_and_pending(make_server, sqlite_url, group=True)
+
+
+def test_chaos_sigkill_right_after_accepting(make_server: Any, sqlite_url: str) -> None:
+    rng = random.Random(20261129)
+    server = make_server()
+    accepted: list[str] = []
+    for _ in range(50):
+        body = rng.choice([{"type": "quick"}, {"type": "sleepy", "steps": 2, "stepMs": 80}])
+        accepted.append(server.start_job(body))
+        time.sleep(rng.uniform(0, 0.2))  # the chaos: a random moment after the 202
+        server.kill()
+        server.start()
+        instance = server.client.get("/healthz").json()["instance"]
+        for job_id in accepted:
+            row = stored(sqlite_url, job_id)
+            live_here = row["status"] in ("running", "cancelling") and row["owner"] == instance
+            assert row["status"] in ("pending", "completed", "cancelled", "failed") or live_here
+    for job_id in accepted:
+        assert server.wait_status(job_id, "completed", "failed")
+
+
+def test_locked_database_is_reported_and_the_write_lands(server: Server, sqlite_url: str) -> None:
+    job_id = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 300})
+    server.wait_status(job_id, "running")
+    locker = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        wait_until(lambda: server.client.get("/readyz").status_code == 503, timeout=15)
+        assert server.client.get("/readyz").json()["error"]["code"] == "database_unavailable"
+        assert server.status(job_id)["status"] == "completed"  # from memory, meanwhile
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    wait_until(lambda: server.client.get("/readyz").status_code == 200, timeout=15)
+    wait_until(lambda: stored(sqlite_url, job_id)["status"] == "completed", timeout=15)
+
+
+def test_cancel_racing_completion(make_server: Any) -> None:
+    rng = random.Random(7)
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="4")
+    finals: dict[str, str] = {}
+    for _ in range(200):
+        job_id = server.start_job({"type": "sleepy", "steps": 1, "stepMs": rng.randint(0, 15)})
+        time.sleep(rng.uniform(0, 0.03))  # cancel at a random point of the job's life
+        response = server.client.post(f"/admin/jobs/{job_id}/cancel")
+        assert response.status_code in (200, 202, 400), response.text
+        finals[job_id] = server.wait_status(job_id, "completed", "cancelled")["status"]
+    assert set(finals.values()) <= {"completed", "cancelled"}
+    for job_id, status in finals.items():  # and it never changes afterwards
+        assert server.status(job_id)["status"] == status
+
+
+def test_list_pages_and_filters(server: Server) -> None:
+    server.client.put("/admin/groups/g1", json=group_body(inactive=1))
+    removal_id = server.start_job(removal("g1", dryRun=True))
+    ids = [server.start_job({"type": "quick", "value": i}) for i in range(5)]
+    for job_id in [removal_id, *ids]:
+        server.wait_status(job_id, "completed")
+    first = server.client.get("/admin/jobs?limit=2")
+    assert [j["id"] for j in first.json()] == [ids[4], ids[3]]
+    second = server.client.get(f"/admin/jobs?limit=2&before={first.headers['x-next-before']}")
+    assert [j["id"] for j in second.json()] == [ids[2], ids[1]]
+    by_group = server.client.get("/admin/jobs?groupWaId=g1").json()
+    assert [j["id"] for j in by_group] == [removal_id]
+    created = server.status(ids[2])["createdAt"]
+    window = httpx.QueryParams({"createdAfter": created})
+    assert len(server.client.get(f"/admin/jobs?{window}").json()) == 3
+    window = httpx.QueryParams({"createdBefore": created})
+    assert [j["id"] for j in server.client.get(f"/admin/jobs?{window}").json()] == [
+        ids[1],
+        ids[0],
+        removal_id,
+    ]
