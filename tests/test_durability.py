@@ -155,3 +155,27 @@ def test_list_pages_and_filters(server: Server) -> None:
         ids[0],
         removal_id,
     ]
+
+
+def test_shutdown_escalates_on_a_job_that_ignores_cancel(make_server: Any, sqlite_url: str) -> None:
+    server = make_server(
+        JOBSUP_SHUTDOWN_GRACE_S="1", JOBSUP_CANCEL_GRACE_S="30", JOBSUP_KILL_AFTER_S="30"
+    )
+    job_id = server.start_job({"type": "stubborn", "ignoreTerm": True})
+    pid = server.wait_status(job_id, "running")["pid"]
+    assert server.process is not None
+    server.signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    assert not _alive(pid)
+    row = stored(sqlite_url, job_id)
+    assert row["status"] == "cancelled"
+    assert '"mode":"killed"' in row["cancel"]
+
+
+def test_finished_jobs_are_pruned_after_the_retention(make_server: Any) -> None:
+    server = make_server(
+        JOBSUP_RETENTION_DAYS="0.00001", JOBSUP_JOB_TTL_S="0.1", JOBSUP_CLEANUP_INTERVAL_S="0.2"
+    )
+    job_id = server.start_job({"type": "quick"})
+    server.wait_status(job_id, "completed")
+    wait_until(lambda: server.client.get(f"/admin/jobs/{job_id}/status").status_code == 404)
