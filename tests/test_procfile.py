@@ -32,22 +32,12 @@ def test_web_line_serves_on_port(make_server: Any) -> None:
 
 
 def test_release_line_migrates(sqlite_url: str) -> None:
-    env = {"DATABASE_URL": sqlite_url, "PATH": PATH}
-    first = subprocess.run(
-        ["sh", "-c", _line("release")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "applied" in first.stdout
-    second = subprocess.run(
-        ["sh", "-c", _line("release")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "up to date" in second.stdout
+    def release() -> str:
+        env = {"DATABASE_URL": sqlite_url, "PATH": PATH}
+        command = ["sh", "-c", _line("release")]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "applied" in release()
+    assert "up to date" in release()
