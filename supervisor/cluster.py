@@ -39,6 +39,10 @@ class Cluster:
         self.pid = os.getpid()
 
     async def join(self) -> None:
+        # A fixed JOBSUP_INSTANCE_ID may come back after a crash: what that
+        # earlier life left is rescued like any dead instance's jobs.
+        await self.store.call(instances.unregister, self.me, write=True, retry_for=30)
+        await self.rescue()
         await self.store.call(
             instances.register, self.me, self.host, self.pid, _now_ms(), write=True, retry_for=30
         )
@@ -98,7 +102,8 @@ class Cluster:
                     delay = 0.5
                     async for note in conn.notifies():
                         if note.channel == "jobsup_cancel":
-                            await self.scheduler.cancel_local(note.payload, "user")
+                            job_id, _, reason = note.payload.partition(" ")
+                            await self.scheduler.cancel_local(job_id, reason or "user")
                         else:
                             self.scheduler.wake()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

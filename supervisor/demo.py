@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
+import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,6 +98,13 @@ async def _main(settings: Settings) -> int:
     from supervisor.app import create_app
     from supervisor.server import make_server
 
+    if not _port_free(settings.host, settings.port):
+        print(
+            f"jobsup demo: port {settings.port} on {settings.host} is in use; "
+            "set PORT to another one",
+            file=sys.stderr,
+        )
+        return 1
     server = make_server(create_app(settings), settings, log_level="warning")
     serving = asyncio.ensure_future(server.serve())
     while not server.started:
@@ -108,6 +117,15 @@ async def _main(settings: Settings) -> int:
     finally:
         server.should_exit = True
         await serving
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def run_demo(settings: Settings) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from supervisor.job import CancelInfo, Job, now
-from supervisor.state import JobStatus
+from supervisor.state import CancelMode, JobStatus
 from workers import registry
 
 
@@ -35,7 +35,9 @@ def decide(job: Job, previous_owner: str | None) -> Decision:
         return Decision(
             JobStatus.CANCELLED,
             {
-                "cancel": msgspec.structs.replace(cancel, mode="interrupted", exited_at=now()),
+                "cancel": msgspec.structs.replace(
+                    cancel, mode=CancelMode.INTERRUPTED.value, exited_at=now()
+                ),
                 "completed_at": now(),
                 "pid": None,
             },

@@ -126,7 +126,7 @@ class Run:
                 self._settings.kill_after_s, self._escalate_to, Escalation.KILL
             )
         else:
-            log.warning("job %s ignored SIGTERM: SIGKILL", self.job_id)
+            log.warning("job %s still running: SIGKILL", self.job_id)
             self.process.kill()
 
     def kill_now(self) -> None:

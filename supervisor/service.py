@@ -24,7 +24,7 @@ from supervisor.store import jobs as sql
 from supervisor.table import JobTable, KeyConflict, now_ms
 from workers import registry
 from workers.db import Database
-from workers.registry import ConfigRejected, JobType
+from workers.registry import ConfigRejected, JobType, Policy
 
 # How often a cancel made here looks for the owning instance's answer.
 REMOTE_POLL_S = 0.05
@@ -34,9 +34,9 @@ class _TypeOnly(msgspec.Struct):
     type: str
 
 
-def _run_check(db: Database, job_type: JobType, config: Any) -> None:
+def _run_check(db: Database, job_type: JobType, config: Any, policy: Policy) -> None:
     assert job_type.check is not None
-    job_type.check(config, db)
+    job_type.check(config, db, policy)
 
 
 class JobService:
@@ -44,6 +44,7 @@ class JobService:
         self.table = table
         self.scheduler = scheduler
         self.settings = settings
+        self.policy = Policy(min_delay_ms=settings.min_delay_ms)
 
     def _job_type(self, body: bytes) -> JobType:
         name = decode(body, _TypeOnly).type
@@ -55,24 +56,12 @@ class JobService:
                 400, "invalid_field", f"type: unknown job type {name!r} (known: {known})", "type"
             ) from None
 
-    def _check_policy(self, config: Any) -> None:
-        delay = getattr(config, "delay_ms", None)
-        if isinstance(delay, int) and delay < self.settings.min_delay_ms:
-            raise ApiError(
-                400,
-                "invalid_field",
-                f"delayMs: must be at least {self.settings.min_delay_ms} ms between batches "
-                "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
-                "delayMs",
-            )
-
     async def submit(self, body: bytes) -> Job:
         job_type = self._job_type(body)
         config = decode(body, job_type.config)
-        self._check_policy(config)
         if job_type.check is not None:
             try:
-                await self.table.store.call(_run_check, job_type, config)
+                await self.table.store.call(_run_check, job_type, config, self.policy)
             except ConfigRejected as exc:
                 code = "not_found" if exc.status == 404 else "invalid_field"
                 raise ApiError(exc.status, code, exc.message, exc.field) from None

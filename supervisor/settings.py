@@ -16,6 +16,9 @@ from typing import Any
 DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
 class SettingsError(ValueError):
     pass
 
@@ -30,7 +33,7 @@ class Settings:
     port: int = 8000
     database_url: str = DEFAULT_DATABASE_URL
     max_concurrent_jobs: int = 4
-    # Jobs waiting for a slot on this instance; beyond it, starts get 429.
+    # Jobs waiting for a slot, across all instances; beyond it, starts get 429.
     max_pending_jobs: int = 10_000
     # Cancel escalation: Event, then SIGTERM after cancel_grace_s, then SIGKILL
     # after a further kill_after_s.
@@ -89,6 +92,13 @@ class Settings:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_env_name(name)} must not be negative")
+        if self.node_timeout_s < 2 * self.heartbeat_s:
+            raise SettingsError(
+                "JOBSUP_NODE_TIMEOUT_S must be at least twice JOBSUP_HEARTBEAT_S, or live "
+                "instances would be declared dead"
+            )
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
 

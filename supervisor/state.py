@@ -49,6 +49,7 @@ class CancelMode(StrEnum):
     COOPERATIVE = "cooperative"  # the job stopped at a cancel point
     TERMINATED = "terminated"  # SIGTERM turned into JobCancelled, or killed the child
     KILLED = "killed"  # SIGKILL
+    INTERRUPTED = "interrupted"  # its supervisor died while it was being cancelled
 
 
 class Escalation(StrEnum):

@@ -179,3 +179,21 @@ def test_finished_jobs_are_pruned_after_the_retention(make_server: Any) -> None:
     job_id = server.start_job({"type": "quick"})
     server.wait_status(job_id, "completed")
     wait_until(lambda: server.client.get(f"/admin/jobs/{job_id}/status").status_code == 404)
+
+
+def test_orphaned_job_takes_its_grandchildren_down(make_server: Any) -> None:
+    server = make_server()
+    job_id = server.start_job({"type": "stubborn", "spawnChild": True})
+    grandchild = wait_until(lambda: server.status(job_id)["result"])["grandchildPid"]
+    pid = server.status(job_id)["pid"]
+    server.kill()
+    wait_until(lambda: not _alive(pid) and not _alive(grandchild), timeout=2.5)
+
+
+def test_a_fixed_instance_id_survives_a_crash(make_server: Any) -> None:
+    server = make_server(JOBSUP_INSTANCE_ID="web.1")
+    job_id = server.start_job({"type": "sleepy", "steps": 2, "stepMs": 60_000})
+    server.wait_status(job_id, "running")
+    server.kill()
+    server.start()
+    assert server.status(job_id)["status"] == "failed"

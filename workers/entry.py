@@ -67,9 +67,17 @@ def _watch_parent(cancel_conn: Connection, cancel: threading.Event) -> None:
         cancel.set()
         if data:
             continue  # a cancel request; keep watching for the parent's death
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(ORPHAN_EXIT_S)
-        os._exit(protocol.EXIT_ORPHANED)
+        _orphaned()
+
+
+def _orphaned() -> None:
+    """The supervisor is gone: stop the job and all it spawned, and exit."""
+    # The job leads its own process group: SIGTERM reaches the job (which
+    # turns it into JobCancelled) and anything it spawned.
+    os.killpg(0, signal.SIGTERM)
+    time.sleep(ORPHAN_EXIT_S)
+    # Whatever is left, this process included (the exit code has no reader).
+    os.killpg(0, signal.SIGKILL)
 
 
 def child_main(spec: ChildSpec, cancel_conn: Connection, progress_conn: Connection) -> None:
@@ -89,7 +97,17 @@ def child_main(spec: ChildSpec, cancel_conn: Connection, progress_conn: Connecti
     code, message = _run(spec, ctx, state)
     channel.send(message)
     progress_conn.close()
+    if not _parent_alive(cancel_conn):
+        _orphaned()  # the job ended on its own, but its spawn must not outlive it
     sys.exit(code)
+
+
+def _parent_alive(cancel_conn: Connection) -> bool:
+    # EOF on the cancel pipe (readable, nothing to read) means the parent died.
+    try:
+        return not (cancel_conn.poll(0) and os.read(cancel_conn.fileno(), 64) == b"")
+    except OSError:
+        return False
 
 
 def _run(spec: ChildSpec, ctx: JobContext, state: _SignalState) -> tuple[int, protocol.Message]:

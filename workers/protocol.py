@@ -63,4 +63,3 @@ decoder = msgspec.msgpack.Decoder(Message)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
-EXIT_ORPHANED = 4

@@ -47,6 +47,17 @@ RunFunction = Callable[[JobContext, Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """Deployment limits a job type's check enforces; the supervisor fills it from settings."""
+
+    # Floor for the pause between batches of calls to a rate-limited service.
+    min_delay_ms: int = 0
+
+
+CheckFunction = Callable[[Any, Database, Policy], None]
+
+
+@dataclass(frozen=True, slots=True)
 class JobType:
     name: str
     config: type[JobConfig]
@@ -56,7 +67,7 @@ class JobType:
     # Jobs with the same key never run (or wait) at the same time.
     exclusive_key: Callable[[Any], str | None] | None = None
     # Runs in the front process before a job is accepted; raises ConfigRejected.
-    check: Callable[[Any, Database], None] | None = None
+    check: CheckFunction | None = None
 
 
 _types: dict[str, JobType] = {}
@@ -67,7 +78,7 @@ def job_type(
     *,
     idempotent: bool = False,
     exclusive_key: Callable[[Any], str | None] | None = None,
-    check: Callable[[Any, Database], None] | None = None,
+    check: CheckFunction | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     name = config.__struct_config__.tag
     if not isinstance(name, str):

@@ -18,7 +18,7 @@ from workers.db import Database, connect
 from workers.directory import current_ms, group_exists, queue
 from workers.directory.queue import Plan, QueueEntry
 from workers.gateways import Gateway, gateway_for
-from workers.registry import ConfigRejected, JobConfig, job_type
+from workers.registry import ConfigRejected, JobConfig, Policy, job_type
 
 DAY_MS = 86_400_000
 NO_ANSWER = "no answer from the gateway"
@@ -64,7 +64,21 @@ def group_key(config: RemovalQueueConfig) -> str:
     return f"group:{config.group_wa_id}"
 
 
-def check_group(config: RemovalQueueConfig, db: Database) -> None:
+NO_POLICY = Policy()
+
+
+def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_POLICY) -> None:
+    """Refuse a removal that would break WhatsApp's rate limits or has no group.
+
+    The delay floor holds for dry runs too (they do not wait), so that a dry
+    run's config is one the real run will accept.
+    """
+    if config.delay_ms < policy.min_delay_ms:
+        raise ConfigRejected(
+            "delayMs",
+            f"delayMs: must be at least {policy.min_delay_ms} ms between batches "
+            "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
+        )
     if not group_exists(db, config.group_wa_id):
         raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
 

@@ -12,7 +12,7 @@ from supervisor.api.common import json, query_int, read_json
 from supervisor.errors import ApiError
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
-from supervisor.store.jobs import JobFilter
+from supervisor.store.jobs import JobFilter, UnknownCursor
 
 MAX_LIST_LIMIT = 1000
 
@@ -85,10 +85,13 @@ def _filter(request: Request) -> JobFilter:
 async def list_jobs(request: Request) -> Response:
     """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page."""
     f = _filter(request)
-    jobs = await _service(request).list(f)
-    response = json(jobs)
-    if len(jobs) == f.limit:
-        response.headers["X-Next-Before"] = jobs[-1].id
+    try:
+        jobs = await _service(request).list(f)
+    except UnknownCursor:
+        raise ApiError(400, "invalid_field", "before: no job with that id", "before") from None
+    response = json(jobs[: f.limit])
+    if len(jobs) > f.limit:
+        response.headers["X-Next-Before"] = jobs[f.limit - 1].id
     return response
 
 

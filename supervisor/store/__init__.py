@@ -1,10 +1,10 @@
 """Storage for the front process: the job table and the workers' data.
 
 ``Store.call(fn, *args)`` runs ``fn(db, *args)`` off the event loop, on a
-database thread with its own connection. Writes go through one writer
-thread, in the order they were made, so the database follows the in-memory
-table's order of changes; reads use a small fixed pool (the writer itself
-for SQLite, which allows one writer anyway).
+database thread with its own connection: a fixed pool of threads and
+connections. Writes go through one writer thread, in the order they were
+made, so the database follows the in-memory table's order of changes; reads
+use a few reader threads.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 COMPONENTS = {"jobs": jobs.MIGRATIONS, "directory": directory.MIGRATIONS}
 POSTGRES_THREADS = 4
+SQLITE_READERS = 2
 # The front process waits briefly on a SQLite lock, then retries on its own
 # terms, so that a long lock shows in /readyz instead of hanging silently.
 FRONT_BUSY_TIMEOUT_MS = 1000
@@ -50,11 +51,9 @@ class Store:
         self.url = url
         self.dialect = dialect_of(url)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="jobsup-db-write")
-        self._readers = (
-            self._writer
-            if self.dialect == "sqlite"
-            else ThreadPoolExecutor(POSTGRES_THREADS, thread_name_prefix="jobsup-db-read")
-        )
+        # SQLite in WAL mode reads beside a writer, even one waiting on a lock.
+        readers = SQLITE_READERS if self.dialect == "sqlite" else POSTGRES_THREADS
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="jobsup-db-read")
         self._local = threading.local()
         self._connections: list[Database] = []
         self.available = True
@@ -127,6 +126,6 @@ class Store:
                 db.close()
             self._connections.clear()
 
-        for executor in {self._readers, self._writer}:
+        for executor in (self._readers, self._writer):
             executor.submit(close_all).result()
             executor.shutdown(wait=True)

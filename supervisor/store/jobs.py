@@ -234,7 +234,8 @@ def request_cancel(db: Database, job_id: str, request: dict[str, Any], now_ms: i
         (_dump(request), now_ms, job_id),
     )
     if changed and db.dialect == "postgresql":
-        db.execute("SELECT pg_notify('jobsup_cancel', ?)", (job_id,))
+        payload = f"{job_id} {request.get('reason', 'user')}"
+        db.execute("SELECT pg_notify('jobsup_cancel', ?)", (payload,))
     return changed == 1
 
 
@@ -275,8 +276,15 @@ class JobFilter(msgspec.Struct, kw_only=True):
     limit: int = 50
 
 
+class UnknownCursor(Exception):
+    pass
+
+
 def list_jobs(db: Database, f: JobFilter) -> list[Job]:
-    """Newest first. Each filter maps onto an index led by that column."""
+    """Newest first, up to ``f.limit + 1`` jobs (the extra one: there is more).
+
+    Each filter maps onto an index led by that column.
+    """
     where: list[str] = []
     params: list[Any] = []
     for column, value in (("status", f.status), ("type", f.type), ("group_wa_id", f.group_wa_id)):
@@ -291,14 +299,16 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
         params.append(to_ms(f.created_before))
     if f.before is not None:
         cursor = db.one("SELECT created_at FROM jobs WHERE id = ?", (f.before,))
-        if cursor is not None:
-            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params += [cursor[0], cursor[0], f.before]
+        if cursor is None:
+            raise UnknownCursor(f.before)
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [cursor[0], cursor[0], f.before]
     sql = f"SELECT {COLUMNS} FROM jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-    return [row_to_job(r) for r in db.query(sql, (*params, f.limit))]
+    # One row more than asked tells whether there is a next page.
+    return [row_to_job(r) for r in db.query(sql, (*params, f.limit + 1))]
 
 
 def orphaned_jobs(db: Database) -> list[Job]:
