@@ -17,7 +17,7 @@ import time
 
 from supervisor import recovery
 from supervisor.scheduler import Scheduler
-from supervisor.settings import Settings
+from supervisor.settings import Settings, SettingsError
 from supervisor.store import Store, instances
 from supervisor.store import jobs as sql
 from workers.db import DatabaseUnavailable
@@ -40,7 +40,15 @@ class Cluster:
 
     async def join(self) -> None:
         # A fixed JOBSUP_INSTANCE_ID may come back after a crash: what that
-        # earlier life left is rescued like any dead instance's jobs.
+        # earlier life left is rescued like any dead instance's jobs. But two
+        # live processes must never share one id.
+        timeout_ms = int(self.settings.node_timeout_s * 1000)
+        if await self.store.call(
+            instances.in_use, self.me, self.host, _now_ms(), timeout_ms, retry_for=30
+        ):
+            raise SettingsError(
+                f"JOBSUP_INSTANCE_ID={self.me} is in use by a live instance; ids must be unique"
+            )
         await self.store.call(instances.unregister, self.me, write=True, retry_for=30)
         await self.rescue()
         await self.store.call(

@@ -20,8 +20,12 @@ from supervisor.store import Store
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
+from workers.db import DatabaseUnavailable
 
 log = logging.getLogger("jobsup")
+
+# After the jobs have stopped, the least time given to writing their final states.
+FINAL_WRITES_S = 3.0
 
 
 class Runtime:
@@ -79,6 +83,8 @@ class Runtime:
                 await asyncio.sleep(interval)
                 try:
                     await fn()
+                except DatabaseUnavailable as exc:
+                    log.warning("background %s: database unavailable (%s)", fn.__name__, exc)
                 except Exception:
                     log.exception("background %s failed", fn.__name__)
 
@@ -90,7 +96,13 @@ class Runtime:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
         await self.scheduler.shutdown(self.settings.shutdown_grace_s)
-        await self.table.drain()
-        await self.cluster.leave()
+        left = await self.table.drain(max(FINAL_WRITES_S, deadline - time.monotonic()))
+        if left:
+            # The database is down: the next start finds these jobs live and
+            # rescues them like any crashed instance's.
+            log.error("database unavailable at shutdown: %d state writes not saved", left)
+        else:
+            await self.cluster.leave()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)

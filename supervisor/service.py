@@ -23,7 +23,7 @@ from supervisor.state import TERMINAL, JobStatus
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable, KeyConflict, now_ms
 from workers import registry
-from workers.db import Database
+from workers.db import Database, DatabaseUnavailable
 from workers.registry import ConfigRejected, JobType, Policy
 
 # How often a cancel made here looks for the owning instance's answer.
@@ -67,6 +67,8 @@ class JobService:
                 raise ApiError(exc.status, code, exc.message, exc.field) from None
         if not self.scheduler.accepting:
             raise ApiError(503, "shutting_down", "the server is shutting down; retry elsewhere")
+        if not self.table.store.available:
+            raise DatabaseUnavailable("the database is not taking writes")
         job = Job(
             id=new_job_id(),
             type=job_type.name,

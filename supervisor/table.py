@@ -86,7 +86,15 @@ class JobTable:
         """
         try:
             await self.store.call(
-                sql.insert_job, job, key, group, now_ms(), max_pending, write=True, retry_for=5.0
+                sql.insert_job,
+                job,
+                key,
+                group,
+                now_ms(),
+                max_pending,
+                write=True,
+                retry_for=5.0,
+                queue_timeout=5.0,
             )
         except sql.KeyTaken as exc:
             raise KeyConflict(exc.key, exc.holder) from None
@@ -150,11 +158,16 @@ class JobTable:
         )
 
     async def flush(self) -> None:
+        write = self._start_flush()
+        if write is not None:
+            await write
+
+    def _start_flush(self) -> asyncio.Future[None] | None:
         if not self._dirty:
-            return
+            return None
         batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
         self._dirty.clear()
-        await self._write(sql.update_progress, batch, now_ms())
+        return self._write(sql.update_progress, batch, now_ms())
 
     def _write(self, fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
         future = asyncio.ensure_future(
@@ -169,11 +182,13 @@ class JobTable:
         if not future.cancelled() and future.exception() is not None:
             log.error("job write failed", exc_info=future.exception())
 
-    async def drain(self) -> None:
-        """Wait for every write made so far (shutdown, tests)."""
-        await self.flush()
-        while self._writes:
-            await asyncio.gather(*list(self._writes), return_exceptions=True)
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for every write made so far; returns how many are left."""
+        self._start_flush()
+        if not self._writes:
+            return 0
+        _, left = await asyncio.wait(list(self._writes), timeout=timeout)
+        return len(left)
 
     # -- waiting and events ------------------------------------------------
 

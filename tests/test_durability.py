@@ -112,11 +112,48 @@ def test_locked_database_is_reported_and_the_write_lands(server: Server, sqlite_
         wait_until(lambda: server.client.get("/readyz").status_code == 503, timeout=15)
         assert server.client.get("/readyz").json()["error"]["code"] == "database_unavailable"
         assert server.status(job_id)["status"] == "completed"  # from memory, meanwhile
+        assert server.client.get("/admin/jobs").status_code == 200  # reads still work
+        assert server.client.get("/readyz").status_code == 503  # and do not hide the outage
+        refused = server.client.post("/admin/jobs/start", json={"type": "quick"})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "database_unavailable"
     finally:
         locker.execute("ROLLBACK")
         locker.close()
     wait_until(lambda: server.client.get("/readyz").status_code == 200, timeout=15)
     wait_until(lambda: stored(sqlite_url, job_id)["status"] == "completed", timeout=15)
+    assert [j["id"] for j in server.client.get("/admin/jobs").json()] == [job_id]
+
+
+def test_shutdown_keeps_its_deadline_while_the_database_is_locked(
+    make_server: Any, sqlite_url: str
+) -> None:
+    server = make_server(JOBSUP_SHUTDOWN_GRACE_S="1")
+    job_id = server.start_job({"type": "sleepy", "steps": 3, "stepMs": 60_000})
+    server.wait_status(job_id, "running")
+    locker = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        assert server.process is not None
+        server.signal(signal.SIGTERM)
+        assert server.process.wait(20) == 0  # not held until the lock goes
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert stored(sqlite_url, job_id)["status"] == "running"  # its end was not saved...
+    server.start()
+    assert server.status(job_id)["status"] == "failed"  # ...so the next start rescues it
+
+
+def test_two_live_processes_cannot_share_an_instance_id(make_server: Any) -> None:
+    make_server(JOBSUP_INSTANCE_ID="web.1")
+    second = make_server(start=False, JOBSUP_INSTANCE_ID="web.1")
+    try:
+        second.start()
+    except AssertionError as exc:
+        assert "in use by a live instance" in str(exc)
+    else:
+        raise AssertionError("the second web.1 started")
 
 
 def test_cancel_racing_completion(make_server: Any) -> None:

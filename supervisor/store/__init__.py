@@ -57,6 +57,7 @@ class Store:
         self._local = threading.local()
         self._connections: list[Database] = []
         self.available = True
+        self._closing = False
 
     def _db(self) -> Database:
         db: Database | None = getattr(self._local, "db", None)
@@ -74,15 +75,13 @@ class Store:
             with contextlib.suppress(Exception):
                 db.close()
 
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], retry_for: float) -> T:
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], retry_for: float, write: bool) -> T:
         deadline = time.monotonic() + retry_for
         delay = 0.05
         fresh = getattr(self._local, "db", None) is None
         while True:
             try:
                 result = fn(self._db(), *args)
-                self.available = True
-                return result
             except Exception as exc:
                 if not _is_unavailable(exc):
                     raise
@@ -90,27 +89,42 @@ class Store:
                 if not fresh:  # a pooled connection went stale: one more try at once
                     fresh = True
                     continue
-                if time.monotonic() >= deadline:
+                if write:  # readiness follows writes: reads may work while writes cannot
                     self.available = False
+                if time.monotonic() >= deadline or self._closing:
                     raise DatabaseUnavailable(str(exc)) from exc
-                self.available = False
                 log.warning("database unavailable (%s); retrying", exc)
                 time.sleep(delay)  # on a database thread, never the event loop
                 delay = min(delay * 2, 1.0)
-                fresh = True
+                continue
+            if write:
+                self.available = True
+            return result
 
     async def call(
-        self, fn: Callable[..., T], *args: Any, write: bool = False, retry_for: float = 0.0
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool = False,
+        retry_for: float = 0.0,
+        queue_timeout: float | None = None,
     ) -> T:
         """Run ``fn(db, *args)`` on a database thread.
 
-        ``write`` puts it in the ordered write queue. ``retry_for`` seconds of
-        retries when the database is unavailable: state writes wait for it to
-        come back; reads fail fast.
+        ``write`` puts it in the ordered write queue. ``retry_for``: seconds of
+        retries when the database is unavailable (state writes wait for it to
+        come back; reads fail fast). ``queue_timeout``: give up, with
+        ``DatabaseUnavailable`` and nothing done, if the call has not started
+        by then (it waits behind writes that are retrying).
         """
-        loop = asyncio.get_running_loop()
         executor = self._writer if write else self._readers
-        return await loop.run_in_executor(executor, self._run, fn, args, retry_for)
+        future = executor.submit(self._run, fn, args, retry_for, write)
+        if queue_timeout is None:
+            return await asyncio.wrap_future(future)
+        done, _ = await asyncio.wait([asyncio.wrap_future(future)], timeout=queue_timeout)
+        if not done and future.cancel():
+            raise DatabaseUnavailable("the database is not taking writes; nothing was written")
+        return await asyncio.wrap_future(future)  # started: its own retry_for bounds it
 
     def migrate(self) -> list[str]:
         """Apply pending migrations (blocking; for startup and ``jobsup migrate``)."""
@@ -121,11 +135,14 @@ class Store:
             db.close()
 
     def close(self) -> None:
+        """Stop retrying, drop what has not started, close every connection."""
+        self._closing = True
+
         def close_all() -> None:
             for db in list(self._connections):
                 db.close()
             self._connections.clear()
 
         for executor in (self._readers, self._writer):
-            executor.submit(close_all).result()
-            executor.shutdown(wait=True)
+            executor.shutdown(wait=True, cancel_futures=True)
+        close_all()

@@ -43,13 +43,22 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
+def _dead(their_host: str, pid: int, beat: int, host: str, now_ms: int, timeout_ms: int) -> bool:
+    return beat < now_ms - timeout_ms or (their_host == host and _process_gone(pid))
+
+
+def in_use(db: Database, instance_id: str, host: str, now_ms: int, timeout_ms: int) -> bool:
+    """Whether a live instance already runs under this id (two processes, one name)."""
+    row = db.one("SELECT host, pid, heartbeat_at FROM instances WHERE id = ?", (instance_id,))
+    return row is not None and not _dead(row[0], row[1], row[2], host, now_ms, timeout_ms)
+
+
 def remove_dead(db: Database, me: str, host: str, now_ms: int, timeout_ms: int) -> list[str]:
     """Unregister dead instances; returns their ids (each is removed by one rescuer)."""
     rows = db.query("SELECT id, host, pid, heartbeat_at FROM instances WHERE id <> ?", (me,))
     dead: list[str] = []
     for instance_id, their_host, pid, beat in rows:
-        stale = beat < now_ms - timeout_ms
-        if stale or (their_host == host and _process_gone(pid)):
+        if _dead(their_host, pid, beat, host, now_ms, timeout_ms):
             removed = db.execute(
                 "DELETE FROM instances WHERE id = ? AND heartbeat_at = ?", (instance_id, beat)
             )
