@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Server, wait_until
 from tests.helpers import group_body, removal
@@ -148,12 +149,8 @@ def test_shutdown_keeps_its_deadline_while_the_database_is_locked(
 def test_two_live_processes_cannot_share_an_instance_id(make_server: Any) -> None:
     make_server(JOBSUP_INSTANCE_ID="web.1")
     second = make_server(start=False, JOBSUP_INSTANCE_ID="web.1")
-    try:
+    with pytest.raises(AssertionError, match="in use by a live instance"):
         second.start()
-    except AssertionError as exc:
-        assert "in use by a live instance" in str(exc)
-    else:
-        raise AssertionError("the second web.1 started")
 
 
 def test_cancel_racing_completion(make_server: Any) -> None:

@@ -1,0 +1,1 @@
+"""jobsup's benchmark suite: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,40 @@
+"""The figures of the suite, in the order they run, with the resources each needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.figures import api, bulk, latency, throughput
+from bench.session import Session
+from bench.stats import Row
+
+LATENCY_NEEDS = frozenset({"jobsup", "forkserver", "rq", "celery"})
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    run: Callable[[Session], list[Row]]
+    needs: frozenset[str]
+
+
+FIGURES = (
+    Figure("start", latency.start, LATENCY_NEEDS),
+    Figure("cancel", latency.cancel, LATENCY_NEEDS),
+    Figure("throughput", throughput.throughput, frozenset({"jobsup", "rq"})),
+    Figure("api", api.api, frozenset({"jobsup-api", "bare"})),
+    Figure("progress", api.progress, frozenset({"jobsup-api", "bare", "forkserver"})),
+    Figure("memory", bulk.memory, frozenset({"jobsup-bulk", "forkserver"})),
+    Figure("scale", bulk.scale, frozenset({"jobsup-bulk", "jobsup-order"})),
+)
+NAMES = tuple(f.name for f in FIGURES)
+
+
+def select(names: list[str] | None) -> list[Figure]:
+    if not names:
+        return list(FIGURES)
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown figure {', '.join(unknown)} (known: {', '.join(NAMES)})")
+    return [f for f in FIGURES if f.name in names]

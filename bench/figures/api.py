@@ -1,0 +1,155 @@
+"""The API under load, and progress messages through the pipe into the table.
+
+api: GET status with 50 connections, idle and while 4 jobs each send 1,000
+progress messages a second, against a bare Starlette route on the same
+uvicorn stack. progress: one child sending progress as fast as it can,
+against a raw ``Connection.send_bytes`` loop; then the same API load while
+such a child floods, to see whether the API holds meanwhile.
+
+Each comparison runs in rounds (idle, bare, busy, idle, ...) and keeps the
+median of each figure, so one disturbed round on a shared machine does not
+decide the result.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+from bench import load
+from bench.servers import JobsupServer, timestamp
+from bench.session import Session
+from bench.stats import Row, Summary, Target
+
+CHATTY_JOBS = 4
+CHATTY_RATE = 1000
+
+
+def _finished_job(server: JobsupServer) -> str:
+    job_id = server.submit({"type": "bench_noop"})
+    server.wait_status(job_id, ("completed",))
+    return job_id
+
+
+def _status_url(server: JobsupServer, job_id: str) -> str:
+    return f"{server.url}/admin/jobs/{job_id}/status"
+
+
+def _running(server: JobsupServer, body: dict[str, object], count: int) -> list[str]:
+    ids = [server.submit(body) for _ in range(count)]
+    for job_id in ids:
+        server.wait_status(job_id, ("running",))
+    return ids
+
+
+def _median(results: list[load.LoadResult]) -> tuple[float, Summary]:
+    """The median rate and the median of each latency percentile over the rounds."""
+
+    def mid(pick: Callable[[Summary], float | None]) -> float:
+        return statistics.median(float(pick(r.latency_ms) or 0) for r in results)
+
+    rate = statistics.median(r.rate for r in results)
+    n = sum(r.requests for r in results)
+    return rate, Summary(mid(lambda s: s.p50), mid(lambda s: s.p95), mid(lambda s: s.p99), n)
+
+
+def _raw(results: list[load.LoadResult]) -> list[dict[str, object]]:
+    return [
+        {
+            "requests": r.requests,
+            "seconds": r.seconds,
+            "errors": r.errors,
+            "rate": r.rate,
+            "latency_ms": r.latency_ms.__dict__,
+            "tool": r.tool,
+        }
+        for r in results
+    ]
+
+
+def _rows(label: str, note: str, runs: dict[str, list[load.LoadResult]]) -> list[Row]:
+    busy_rate, busy = _median(runs["busy"])
+    bare_rate, _ = _median(runs["bare"])
+    _, idle = _median(runs["idle"])
+    extra = {name: _raw(results) for name, results in runs.items()}
+    return [
+        Row(
+            f"api req/s, {label}",
+            "req/s",
+            Summary.single(busy_rate),
+            "bare route",
+            Summary.single(bare_rate),
+            Target(">=", 0.7),
+            note,
+            extra=extra,
+        ),
+        Row(
+            f"api latency, {label}", "ms", busy, "jobsup idle", idle, Target("<=", 2), metric="p99"
+        ),
+    ]
+
+
+def api(session: Session) -> list[Row]:
+    server = session.jobsup("jobsup-api")
+    bare_url = f"{session.bare_server().url}/bare"
+    seconds, rounds = session.count(3, 2), session.count(5, 1)
+    idle_url = _status_url(server, _finished_job(server))
+    chatty = {"type": "bench_chatty", "rate": CHATTY_RATE, "seconds": seconds + 30}
+    runs: dict[str, list[load.LoadResult]] = {"idle": [], "bare": [], "busy": []}
+    sent = 0.0
+    for _ in range(rounds):
+        runs["idle"].append(load.generate(idle_url, seconds))
+        runs["bare"].append(load.generate(bare_url, seconds))
+        ids = _running(server, chatty, CHATTY_JOBS)
+        before = sum(server.status(i)["progress"]["processed"] for i in ids)
+        runs["busy"].append(load.generate(_status_url(server, ids[0]), seconds))
+        sent += sum(server.status(i)["progress"]["processed"] for i in ids) - before
+        for job_id in ids:
+            server.cancel(job_id)
+    rate = sent / sum(r.seconds for r in runs["busy"])
+    note = f"{rate:,.0f} progress msg/s meanwhile, {runs['busy'][0].tool}"
+    return _rows(f"{CHATTY_JOBS} jobs x {CHATTY_RATE:,} msg/s", note, runs)
+
+
+def _flood(server: JobsupServer, seconds: float) -> float:
+    """Progress messages a second one flooding child got into the table."""
+    job_id = server.submit({"type": "bench_flood", "seconds": seconds})
+    job = server.wait_status(job_id, ("completed",), timeout=seconds + 60)
+    elapsed = timestamp(job["completedAt"]) - timestamp(job["startedAt"])
+    return float(job["result"]["sent"] / elapsed)
+
+
+def progress(session: Session) -> list[Row]:
+    server = session.jobsup("jobsup-api")
+    forkserver = session.forkserver()
+    count, seconds = session.count(300_000, 30_000), session.count(2, 1)
+    raw: list[float] = []
+    ours: list[float] = []
+    for _ in range(session.count(3, 1)):
+        raw.append(forkserver.pipe_rate(count))
+        ours.append(_flood(server, seconds))
+    extra = {"jobsup_msg_per_s": ours, "raw_msg_per_s": raw}
+    row = Row(
+        "progress into the table",
+        "msg/s",
+        Summary.single(statistics.median(ours)),
+        "raw send_bytes",
+        Summary.single(statistics.median(raw)),
+        Target(">=", 0.5),
+        extra=extra,
+    )
+    return [row, *_api_during_flood(session, server)]
+
+
+def _api_during_flood(session: Session, server: JobsupServer) -> list[Row]:
+    seconds = session.count(4, 2)
+    runs = {
+        "idle": [load.generate(_status_url(server, _finished_job(server)), seconds)],
+        "bare": [load.generate(f"{session.bare_server().url}/bare", seconds)],
+    }
+    (job_id,) = _running(server, {"type": "bench_flood", "seconds": seconds + 1}, 1)
+    runs["busy"] = [load.generate(_status_url(server, job_id), seconds)]
+    job = server.wait_status(job_id, ("completed",), timeout=seconds + 60)
+    elapsed = timestamp(job["completedAt"]) - timestamp(job["startedAt"])
+    note = f"{job['result']['sent'] / elapsed:,.0f} msg/s meanwhile, {runs['busy'][0].tool}"
+    return _rows("1 job flooding", note, runs)

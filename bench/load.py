@@ -1,0 +1,96 @@
+"""A bounded HTTP load generator: ``wrk`` when installed, else an asyncio httpx client.
+
+Closed loop: ``connections`` clients each send the next request as soon as
+the previous answer arrives, for ``seconds``. The generator shares the
+machine's cores with the server, so both servers of a comparison are loaded
+by the same generator in the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.stats import Summary, percentile
+
+_WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    errors: int
+    latency_ms: Summary
+    tool: str
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def generate(url: str, seconds: int, connections: int = 50) -> LoadResult:
+    """Load ``url`` for ``seconds`` (whole seconds: wrk takes no fractions)."""
+    if shutil.which("wrk"):
+        return _wrk(url, seconds, connections)
+    return asyncio.run(_httpx(url, seconds, connections))
+
+
+def _wrk(url: str, seconds: int, connections: int) -> LoadResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "report.lua"
+        script.write_text(_WRK_REPORT)
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+        done = subprocess.run(
+            [*command, "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH "))
+    requests, duration_us, errors, p50, p95, p99 = (int(v) for v in line.split()[1:])
+    latency = Summary(p50 / 1000, p95 / 1000, p99 / 1000, requests)
+    return LoadResult(requests, duration_us / 1e6, errors, latency, "wrk")
+
+
+async def _httpx(url: str, seconds: int, connections: int) -> LoadResult:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def one_connection() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                before = time.perf_counter()
+                try:
+                    response = await client.get(url)
+                    if response.status_code != 200:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - before)
+
+        await asyncio.gather(*(one_connection() for _ in range(connections)))
+        elapsed = time.perf_counter() - start
+    ms = [v * 1000 for v in latencies]
+    latency = Summary(percentile(ms, 50), percentile(ms, 95), percentile(ms, 99), len(ms))
+    return LoadResult(len(latencies), elapsed, errors, latency, "httpx")
