@@ -16,9 +16,24 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_last_id_ms = 0
+_id_seq = 0
+
+
 def new_job_id() -> str:
-    """Opaque to clients; time-ordered, so ids sort like creation times."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+    """Opaque to clients; time-ordered, so ids sort like creation times.
+
+    Within one millisecond a per-process sequence keeps the order in which
+    jobs were submitted (the claim order breaks ties on the id).
+    """
+    global _last_id_ms, _id_seq
+    ms = int(time.time() * 1000)
+    if ms <= _last_id_ms:
+        ms, _id_seq = _last_id_ms, _id_seq + 1
+    else:
+        _id_seq = 0
+    _last_id_ms = ms
+    return f"{ms:012x}{_id_seq:04x}{secrets.token_hex(4)}"
 
 
 class Progress(msgspec.Struct, rename="camel"):

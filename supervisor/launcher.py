@@ -109,6 +109,10 @@ class JobProcess:
         )
         try:
             process.start()
+            # multiprocessing polls every child it knows of when it starts
+            # the next one, reading exit codes off their sentinels from this
+            # launcher thread: a race with the event loop, which reaps them.
+            multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
         finally:
             # The parent keeps only its own ends: EOF on the progress pipe then
             # means the child is gone, and on the cancel pipe that we are.

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from supervisor.job import CancelInfo, now
+from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess, ProtocolError
 from supervisor.settings import Settings
 from supervisor.state import CancelMode, Escalation, JobStatus, Outcome, classify_exit
@@ -26,6 +26,44 @@ from workers import protocol
 
 log = logging.getLogger("jobsup.run")
 LOG_TAIL = 50
+# Bytes of frames read per turn of the event loop (about 3,000 progress frames).
+READ_BUDGET = 64 * 1024
+
+
+class _Merged:
+    """Progress and partial frames of one read, folded into their net effect."""
+
+    __slots__ = ("partial", "progress")
+
+    def __init__(self) -> None:
+        self.progress: list[int | str | None] | None = None
+        self.partial: protocol.Partial | None = None
+
+    def take(self, message: protocol.Message) -> bool:
+        if isinstance(message, protocol.Progress):
+            fields = [message.processed, message.total, message.message, message.phase]
+            if self.progress is None:
+                self.progress = fields
+            else:  # later values win, field by field, as applying each in turn would
+                self.progress = [
+                    new if new is not None else old
+                    for new, old in zip(fields, self.progress, strict=True)
+                ]
+            return True
+        if isinstance(message, protocol.Partial):
+            self.partial = message
+            return True
+        return False
+
+    def apply(self, run: Run, job: Job | None) -> None:
+        if job is not None and self.progress is not None:
+            run._table.merge_progress(job, *self.progress)  # type: ignore[arg-type]
+        if self.partial is not None:
+            run.partial = self.partial.result
+            if job is not None:
+                run._table.update(job, result=self.partial.result)
+        self.progress = None
+        self.partial = None
 
 
 class Run:
@@ -62,30 +100,39 @@ class Run:
     # -- messages from the child ---------------------------------------------
 
     def _on_readable(self) -> None:
+        self._consume(READ_BUDGET)
+
+    def _consume(self, budget: int) -> None:
+        """Read up to ``budget`` bytes of frames; the rest waits for the next turn.
+
+        A child flooding progress gets one bounded slice of the loop per
+        turn, and a slice's progress and partial frames are merged into one
+        table update: the API stays responsive whatever the job sends.
+        """
         assert self.process.reader is not None
+        job = self._table.get(self.job_id)
+        merged = _Merged()
         try:
-            frames = self.process.reader.read()
-            for frame in frames:
-                self._handle(protocol.decoder.decode(frame))
+            for frame in self.process.reader.read(budget):
+                message = protocol.decoder.decode(frame)
+                if not merged.take(message):
+                    merged.apply(self, job)
+                    self._handle(message, job)
         except (ProtocolError, msgspec.DecodeError) as exc:
             log.error("job %s sent a bad frame (%s); killing it", self.job_id, exc)
             self._loop.remove_reader(self.process.progress_fd)
             self.final = protocol.Failed("ProtocolError", str(exc), "")
             self.process.kill()
             return
+        finally:
+            merged.apply(self, job)
         if self.process.reader.eof:
             self._loop.remove_reader(self.process.progress_fd)
 
-    def _handle(self, message: protocol.Message) -> None:
-        job = self._table.get(self.job_id)
+    def _handle(self, message: protocol.Message, job: Job | None) -> None:
         if job is None:
             return
         match message:
-            case protocol.Progress(processed, total, text, phase):
-                self._table.merge_progress(job, processed, total, text, phase)
-            case protocol.Partial(result):
-                self.partial = result
-                self._table.update(job, result=result)
             case protocol.Started(pid, at):
                 started = datetime.fromtimestamp(at, UTC)
                 if job.status is JobStatus.PENDING:
@@ -138,11 +185,12 @@ class Run:
     # -- the end -----------------------------------------------------------------
 
     def _on_sentinel(self) -> None:
-        self._loop.remove_reader(self.process.sentinel)
-        self._on_readable()  # what the child wrote before exiting is all there
-        self._loop.remove_reader(self.process.progress_fd)
         exitcode = self.process.reap()
-        assert exitcode is not None
+        if exitcode is None:
+            return  # woken without an exit status: keep watching
+        self._loop.remove_reader(self.process.sentinel)
+        self._consume(budget=1 << 62)  # what the child wrote before exiting is all there
+        self._loop.remove_reader(self.process.progress_fd)
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()

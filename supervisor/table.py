@@ -49,6 +49,7 @@ class JobTable:
         self._jobs: dict[str, Job] = {}
         self._dirty: set[str] = set()
         self._changed = asyncio.Event()
+        self._waiting = 0  # wait() calls in progress; no waiter, no wake-up to make
         self._writes: set[asyncio.Future[Any]] = set()
         self._last_write: dict[str, asyncio.Future[None]] = {}
         self.listeners: list[Listener] = []
@@ -193,8 +194,9 @@ class JobTable:
     # -- waiting and events ------------------------------------------------
 
     def _publish(self, job: Job) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        if self._waiting:
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
         for listener in self.listeners:
             listener(job)
 
@@ -213,10 +215,13 @@ class JobTable:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
+            self._waiting += 1
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except TimeoutError:
                 return None
+            finally:
+                self._waiting -= 1
 
     # -- forgetting ----------------------------------------------------------
 
