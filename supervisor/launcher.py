@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import struct
@@ -16,7 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
-from workers.entry import ChildSpec, child_main
+from workers.entry import ChildSpec, child_main, spec_encoder
 
 # A frame larger than this is a protocol error (a job sending huge results
 # should store them and send a reference).
@@ -90,22 +91,26 @@ class FrameReader:
 
 
 class JobProcess:
-    def __init__(self, ctx: ForkServerContext, spec: ChildSpec) -> None:
+    """A job's child: started unassigned (a spare), then given one job."""
+
+    def __init__(self, ctx: ForkServerContext, nice: int = 0) -> None:
         self._ctx = ctx
-        self.spec = spec
+        self._nice = nice
+        self.spec: ChildSpec | None = None
         self._process: Any = None
+        self._spec_w: Connection | None = None
         self._cancel_w: Connection | None = None
         self._progress_r: Connection | None = None
         self.reader: FrameReader | None = None
         self.exitcode: int | None = None
 
     def start(self) -> None:
+        """Fork the child (blocking, a few ms: the launcher thread calls this)."""
+        spec_r, spec_w = self._ctx.Pipe(duplex=False)
         cancel_r, cancel_w = self._ctx.Pipe(duplex=False)
         progress_r, progress_w = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=child_main,
-            args=(self.spec, cancel_r, progress_w),
-            name=f"jobsup-{self.spec.job_id}",
+            target=child_main, args=(spec_r, cancel_r, progress_w, self._nice), name="jobsup-job"
         )
         try:
             process.start()
@@ -116,14 +121,41 @@ class JobProcess:
         finally:
             # The parent keeps only its own ends: EOF on the progress pipe then
             # means the child is gone, and on the cancel pipe that we are.
-            cancel_r.close()
-            progress_w.close()
+            for end in (spec_r, cancel_r, progress_w):
+                end.close()
         os.set_blocking(cancel_w.fileno(), False)
         os.set_blocking(progress_r.fileno(), False)
         self._process = process
+        self._spec_w = spec_w
         self._cancel_w = cancel_w
         self._progress_r = progress_r
         self.reader = FrameReader(progress_r.fileno())
+
+    @property
+    def usable(self) -> bool:
+        """Started, not yet given a job, and still alive."""
+        return (
+            self._spec_w is not None
+            and self.spec is None
+            and not multiprocessing.connection.wait([self.sentinel], 0)
+        )
+
+    def assign(self, spec: ChildSpec) -> None:
+        """Give the waiting child its job. A spec fits the empty pipe: no wait."""
+        assert self._spec_w is not None
+        self.spec = spec
+        # Broken pipe: it died meanwhile, and its sentinel tells the run how.
+        with contextlib.suppress(BrokenPipeError):
+            self._spec_w.send_bytes(spec_encoder.encode(spec))
+        self._spec_w.close()
+        self._spec_w = None
+
+    def discard(self) -> None:
+        """Let a spare go: EOF on its spec pipe makes it exit."""
+        if self._spec_w is not None:
+            self._spec_w.close()
+            self._spec_w = None
+        self.close()
 
     @property
     def pid(self) -> int | None:
@@ -179,9 +211,9 @@ class JobProcess:
             os.killpg(pid, signal.SIGKILL)
 
     def close(self) -> None:
-        for conn in (self._cancel_w, self._progress_r):
+        for conn in (self._spec_w, self._cancel_w, self._progress_r):
             if conn is not None:
                 conn.close()
-        self._cancel_w = self._progress_r = None
+        self._spec_w = self._cancel_w = self._progress_r = None
         if self._process is not None and self.exitcode is not None:
             self._process.close()

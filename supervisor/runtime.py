@@ -54,6 +54,7 @@ class Runtime:
         runtime = cls(settings, store, table, Scheduler(table, ctx, settings))
         await runtime.cluster.join()
         runtime.scheduler.wake()
+        runtime.scheduler.refill()
         runtime._every(settings.progress_flush_s, table.flush)
         runtime._every(settings.cleanup_interval_s, runtime.sweep)
         runtime._every(settings.heartbeat_s, runtime.cluster.beat)

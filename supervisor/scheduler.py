@@ -44,6 +44,8 @@ class Scheduler:
         self._tasks: set[asyncio.Future[None]] = set()
         self._claiming = False
         self._claim_again = False
+        self._spare: JobProcess | None = None
+        self._spare_starting = False
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -88,16 +90,54 @@ class Scheduler:
             self._settings.database_url,
             self._settings.job_modules,
         )
-        run = Run(job.id, JobProcess(self._ctx, spec), self._table, self._settings, self._exited)
+        spare = self._take_spare()
+        process = spare or JobProcess(self._ctx, self._settings.child_nice)
+        run = Run(job.id, process, self._table, self._settings, self._exited)
         self.runs[job.id] = run
         self._idle.clear()
         self._table.update(job, attempts=job.attempts + 1)
-        self._spawn(self._start(run))
+        if spare is not None:
+            spare.assign(spec)
+            run.attach()
+        else:
+            self._spawn(self._start(run, spec))
+        self.refill()
 
-    async def _start(self, run: Run) -> None:
+    # -- the spare child ----------------------------------------------------------
+
+    def _take_spare(self) -> JobProcess | None:
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare.usable:
+            spare.discard()  # it died waiting (OOM killer, a stray signal)
+            return None
+        return spare
+
+    def refill(self) -> None:
+        """Fork the next spare child in the background, so the next job need not wait."""
+        wanted = self._settings.spare_child and self.accepting and self._spare is None
+        if wanted and not self._spare_starting:
+            self._spare_starting = True
+            self._spawn(self._fork_spare())
+
+    async def _fork_spare(self) -> None:
+        process = JobProcess(self._ctx, self._settings.child_nice)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._launcher, process.start)
+        except Exception:
+            log.exception("could not fork a spare child")
+            return
+        finally:
+            self._spare_starting = False
+        if self.accepting and self._spare is None:
+            self._spare = process
+        else:
+            process.discard()
+
+    async def _start(self, run: Run, spec: ChildSpec) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._launcher, run.process.start)
+            run.process.assign(spec)
         except Exception as exc:
             log.exception("could not start job %s", run.job_id)
             job = self._table.get(run.job_id)
@@ -144,6 +184,9 @@ class Scheduler:
     async def shutdown(self, grace_s: float) -> None:
         """Stop claiming, cancel running jobs, escalate at the deadline, wait for all."""
         self.accepting = False
+        if self._spare is not None:
+            self._spare.discard()
+            self._spare = None
         for run in list(self.runs.values()):
             run.request_cancel("shutdown")
         deadline = time.monotonic() + grace_s

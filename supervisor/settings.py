@@ -54,6 +54,10 @@ class Settings:
     heartbeat_s: float = 2.0
     node_timeout_s: float = 15.0
     poll_s: float = 1.0
+    # Keep one child forked and waiting, so a job starts without a fork.
+    spare_child: bool = True
+    # Jobs run at this nice level, below the API when both want the CPU.
+    child_nice: int = 10
     log_level: str = "info"
     access_log: bool = False
     instance_id: str = field(default_factory=_instance_id)

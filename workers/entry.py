@@ -1,9 +1,15 @@
 """A job child's main: signals, the cancel watch, run, report, exit code.
 
-Runs in a process forked from the forkserver. The parent holds the write end
-of ``cancel_conn``: one byte on it is a cancel request, and EOF means the
-parent is gone (crashed or killed), which the child treats the same way
-before exiting on its own, so no job outlives its supervisor.
+Runs in a process forked from the forkserver. A child is started before it
+has a job: it prepares (own process group, signals, the parent watch, its
+nice level), then waits for its ``ChildSpec`` on ``spec_conn``. The
+supervisor keeps one such spare ready, so a job starts without waiting for
+a fork; each child still runs exactly one job.
+
+The parent holds the write end of ``cancel_conn``: one byte on it is a
+cancel request, and EOF means the parent is gone (crashed or killed), which
+the child treats the same way before exiting on its own, so no job outlives
+its supervisor.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
@@ -29,13 +34,16 @@ from workers.context import Channel, JobCancelled, JobContext
 ORPHAN_EXIT_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
+class ChildSpec(msgspec.Struct, array_like=True, frozen=True):
     job_id: str
     job_type: str
     config_json: bytes
     database_url: str
     job_modules: tuple[str, ...] = ()
+
+
+spec_encoder = msgspec.msgpack.Encoder()
+_spec_decoder = msgspec.msgpack.Decoder(ChildSpec)
 
 
 class _SignalState:
@@ -80,17 +88,26 @@ def _orphaned() -> None:
     os.killpg(0, signal.SIGKILL)
 
 
-def child_main(spec: ChildSpec, cancel_conn: Connection, progress_conn: Connection) -> None:
+def child_main(
+    spec_conn: Connection, cancel_conn: Connection, progress_conn: Connection, nice: int = 0
+) -> None:
     # Own process group: the supervisor stops the job's whole tree with
     # killpg, and signals meant for the front process's group miss the job.
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        os.nice(nice)  # jobs yield the CPU to the API when both want it
     cancel = threading.Event()
     state = _SignalState(cancel)
     signal.signal(signal.SIGTERM, state.on_sigterm)
     threading.Thread(
         target=_watch_parent, args=(cancel_conn, cancel), name="jobsup-parent-watch", daemon=True
     ).start()
+    try:
+        spec = _spec_decoder.decode(spec_conn.recv_bytes())
+    except EOFError:
+        os._exit(0)  # a spare nobody needed, or its supervisor is gone
+    spec_conn.close()
     channel = Channel(progress_conn, cancel)
     ctx = JobContext(spec.job_id, spec.database_url, channel, cancel)
     state.ctx = ctx
