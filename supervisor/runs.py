@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,6 +26,18 @@ from supervisor.table import JobTable
 from workers import protocol
 
 log = logging.getLogger("jobsup.run")
+
+
+def _pidfd_open(pid: int | None) -> int | None:
+    """A descriptor readable once ``pid`` terminates (Linux 5.3+), else None."""
+    if pid is None or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None  # gone already, or an old kernel: the sentinel alone will do
+
+
 LOG_TAIL = 50
 # Bytes of frames read per turn of the event loop (about 3,000 progress frames).
 READ_BUDGET = 64 * 1024
@@ -87,6 +100,8 @@ class Run:
         self.log_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
+        self._ended = False
+        self._pidfd: int | None = None
         self.exited = asyncio.Event()
 
     def attach(self) -> None:
@@ -94,6 +109,9 @@ class Run:
         self._started = True
         self._loop.add_reader(self.process.progress_fd, self._on_readable)
         self._loop.add_reader(self.process.sentinel, self._on_sentinel)
+        self._pidfd = _pidfd_open(self.process.pid)
+        if self._pidfd is not None:
+            self._loop.add_reader(self._pidfd, self._on_pidfd)
         if self.escalation is not None:  # cancelled while it was being started
             self._escalate_to(Escalation.EVENT)
 
@@ -153,7 +171,9 @@ class Run:
             return
         self.escalation = Escalation.EVENT
         info = CancelInfo(requested_at=now(), reason=reason)
-        self._table.move(job, JobStatus.CANCELLING, cancel=info)
+        # Usually cancelled within milliseconds: the final state's write
+        # carries this one too, and a 202 persists it first.
+        self._table.move_soon(job, JobStatus.CANCELLING, cancel=info)
         if self._started:
             self._escalate_to(Escalation.EVENT)
 
@@ -184,23 +204,48 @@ class Run:
 
     # -- the end -----------------------------------------------------------------
 
+    def _on_pidfd(self) -> None:
+        """The child has terminated; its parent, the forkserver, has yet to reap it.
+
+        When it said how it ended, that is all the job's final state needs,
+        so the job ends now; the exit code follows on the sentinel.
+        """
+        self._close_pidfd()
+        self._consume(budget=1 << 62)  # what it wrote before exiting is all there
+        if self.final is not None and not self._ended:
+            self._end(None)
+
     def _on_sentinel(self) -> None:
         exitcode = self.process.reap()
         if exitcode is None:
             return  # woken without an exit status: keep watching
         self._loop.remove_reader(self.process.sentinel)
-        self._consume(budget=1 << 62)  # what the child wrote before exiting is all there
+        self._close_pidfd()
+        self._consume(budget=1 << 62)
         self._loop.remove_reader(self.process.progress_fd)
+        if not self._ended:
+            self._end(exitcode)
+        elif exitcode != 0 and not isinstance(self.final, protocol.Done):
+            log.info("job %s's child exited with %s", self.job_id, exitcode)
+        self.process.close()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _end(self, exitcode: int | None) -> None:
+        self._ended = True
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()
         outcome = classify_exit(exitcode, self.final, self.escalation, self.partial)
         self._finish(outcome, exitcode)
-        self.process.close()
         self.exited.set()
         self._on_exit(self)
 
-    def _finish(self, outcome: Outcome, exitcode: int) -> None:
+    def _finish(self, outcome: Outcome, exitcode: int | None) -> None:
         job = self._table.get(self.job_id)
         if job is None:
             return

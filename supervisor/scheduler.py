@@ -29,6 +29,8 @@ from workers.entry import ChildSpec
 
 log = logging.getLogger("jobsup.scheduler")
 
+SPARE_REFILL_DELAY_S = 0.1
+
 
 class Scheduler:
     def __init__(self, table: JobTable, ctx: ForkServerContext, settings: Settings) -> None:
@@ -45,6 +47,7 @@ class Scheduler:
         self._claiming = False
         self._claim_again = False
         self._spare: JobProcess | None = None
+        self._reserved = 0  # slots held by submits that may claim their job
         self._spare_starting = False
 
     def _spawn(self, coro: object) -> None:
@@ -62,11 +65,30 @@ class Scheduler:
             self._claiming = True
             self._spawn(self._claim())
 
+    def reserve_slot(self) -> bool:
+        """Hold a free slot for a job being submitted here, which may take it at once."""
+        if not self.accepting or self._free() <= 0:
+            return False
+        self._reserved += 1
+        return True
+
+    def release_slot(self, reserved: bool) -> None:
+        if reserved:
+            self._reserved -= 1
+
+    def run_claimed(self, job: Job) -> None:
+        """Start a job this instance claimed when it was submitted."""
+        self._table.adopt(job)
+        self._launch(job)
+
+    def _free(self) -> int:
+        return self._settings.max_concurrent_jobs - len(self.runs) - self._reserved
+
     async def _claim(self) -> None:
         try:
             while self.accepting:
                 self._claim_again = False
-                free = self._settings.max_concurrent_jobs - len(self.runs)
+                free = self._free()
                 if free <= 0:
                     break
                 claimed = await self._store.call(
@@ -101,7 +123,9 @@ class Scheduler:
             run.attach()
         else:
             self._spawn(self._start(run, spec))
-        self.refill()
+        # Not at once: the fork would compete for the CPU with the job that
+        # just started (and with a quick cancel of it).
+        asyncio.get_running_loop().call_later(SPARE_REFILL_DELAY_S, self.refill)
 
     # -- the spare child ----------------------------------------------------------
 

@@ -79,8 +79,15 @@ class JobService:
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
         group = getattr(config, "group_wa_id", None)
+        slot = self.scheduler.reserve_slot()
         try:
-            await self.table.add(job, key, group, self.settings.max_pending_jobs)
+            claimed = await self.table.add(
+                job,
+                key,
+                group,
+                self.settings.max_pending_jobs,
+                self.settings.instance_id if slot else None,
+            )
         except KeyConflict as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
             raise ApiError(
@@ -91,8 +98,14 @@ class JobService:
             ) from None
         except sql.QueueFull:
             raise ApiError(429, "queue_full", "too many pending jobs; retry later") from None
-        self.scheduler.wake()
-        await self.table.store.call(sql.notify_pending, write=True)
+        finally:
+            self.scheduler.release_slot(slot)
+        if claimed:
+            self.scheduler.run_claimed(job)
+        else:
+            self.scheduler.wake()
+            if self.table.store.dialect == "postgresql":
+                await self.table.store.call(sql.notify_pending, write=True)
         return job
 
     async def get(self, job_id: str) -> Job:
@@ -116,8 +129,11 @@ class JobService:
                 )
             if await self.scheduler.cancel_local(job_id, reason):
                 await self.table.wait(job_id, self.settings.cancel_wait_s)
+                live = self.table.get(job_id) or job
+                if live.status not in TERMINAL:
+                    await self.table.persist(live)  # a 202 "cancelling" is on record
                 await self.table.persisted(job_id)
-                return self.table.get(job_id) or job
+                return live
             if job.status is JobStatus.PENDING and job.owner is None:
                 if await self.scheduler.cancel_unclaimed(job, reason):
                     return await self.get(job_id)

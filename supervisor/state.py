@@ -101,7 +101,7 @@ def _is_signal(number: int) -> bool:
 
 
 def classify_exit(
-    exitcode: int,
+    exitcode: int | None,
     last: protocol.Message | None,
     escalation: Escalation | None,
     partial: Any = None,
@@ -109,8 +109,9 @@ def classify_exit(
     """Turn how a child ended into the job's final state.
 
     ``last`` is the child's final report (Done, Cancelled or Failed) if it
-    sent one; ``escalation`` is how far a cancel request went, None if none
-    was made; ``partial`` is the last partial result received.
+    sent one, and then ``exitcode`` may be None (not read yet);
+    ``escalation`` is how far a cancel request went, None if none was made;
+    ``partial`` is the last partial result received.
     """
     if isinstance(last, protocol.Done):
         return Outcome(S.COMPLETED, result=last.result)
@@ -125,6 +126,7 @@ def classify_exit(
             "traceback": last.traceback,
         }
         return Outcome(S.FAILED, result=partial, error=error)
+    assert exitcode is not None, "a silent child is classified by its exit code"
     if escalation is Escalation.KILL and exitcode == -signal.SIGKILL:
         return Outcome(S.CANCELLED, result=partial, cancel_mode=CancelMode.KILLED)
     if escalation is not None and exitcode == -signal.SIGTERM:

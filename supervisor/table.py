@@ -47,7 +47,8 @@ class JobTable:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._jobs: dict[str, Job] = {}
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # progress or result to write
+        self._state_dirty: set[str] = set()  # a state changed by move_soon to write
         self._changed = asyncio.Event()
         self._waiting = 0  # wait() calls in progress; no waiter, no wake-up to make
         self._writes: set[asyncio.Future[Any]] = set()
@@ -78,21 +79,31 @@ class JobTable:
 
     # -- writes ------------------------------------------------------------
 
-    async def add(self, job: Job, key: str | None, group: str | None, max_pending: int) -> None:
+    async def add(
+        self,
+        job: Job,
+        key: str | None,
+        group: str | None,
+        max_pending: int,
+        claim_for: str | None = None,
+    ) -> bool:
         """Insert a new pending job; in the store before this returns.
+
+        Returns whether ``claim_for`` claimed it at once (``sql.insert_job``).
 
         Raises ``KeyConflict`` when a live job holds the same exclusive key
         (checked in the insert's transaction, and by a unique index across
         instances), ``sql.QueueFull`` past ``max_pending`` pending jobs.
         """
         try:
-            await self.store.call(
+            return await self.store.call(
                 sql.insert_job,
                 job,
                 key,
                 group,
                 now_ms(),
                 max_pending,
+                claim_for,
                 write=True,
                 retry_for=5.0,
                 queue_timeout=5.0,
@@ -111,12 +122,30 @@ class JobTable:
 
     def move(self, job: Job, status: JobStatus, **changes: Any) -> Awaitable[None]:
         """Change a job's status (and fields) now; returns its store write."""
+        self._apply(job, status, changes)
+        return self.persist(job)
+
+    def move_soon(self, job: Job, status: JobStatus, **changes: Any) -> None:
+        """Change a job's status now, and write it with the next flush.
+
+        For a passing state that a final one usually follows within
+        milliseconds (``cancelling``): whoever answers a client for it calls
+        ``persist`` first.
+        """
+        self._apply(job, status, changes)
+        self._state_dirty.add(job.id)
+
+    def _apply(self, job: Job, status: JobStatus, changes: dict[str, Any]) -> None:
         check_transition(job.status, status)
         job.status = status
         for name, value in changes.items():
             setattr(job, name, value)
-        self._dirty.discard(job.id)
         self._publish(job)
+
+    def persist(self, job: Job) -> Awaitable[None]:
+        """Write the job's whole state now (ordered after every earlier write)."""
+        self._dirty.discard(job.id)
+        self._state_dirty.discard(job.id)
         write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
         self._last_write[job.id] = write
         write.add_done_callback(lambda _: self._forget_write(job.id, write))
@@ -164,6 +193,10 @@ class JobTable:
             await write
 
     def _start_flush(self) -> asyncio.Future[None] | None:
+        for job_id in list(self._state_dirty):
+            if job_id in self._jobs:
+                self.persist(self._jobs[job_id])
+        self._state_dirty.clear()
         if not self._dirty:
             return None
         batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
