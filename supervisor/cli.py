@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
+from pathlib import Path
 
 from supervisor.settings import Settings, SettingsError
 
@@ -37,6 +39,16 @@ def migrate(settings: Settings) -> None:
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
+def bench(args: list[str]) -> None:
+    """Run the benchmark suite of a source checkout (``python -m bench``)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__main__.py").exists():
+        print("jobsup bench: the suite comes with a source checkout (bench/)", file=sys.stderr)
+        raise SystemExit(2)
+    os.chdir(root)
+    os.execv(sys.executable, [sys.executable, "-m", "bench", *args])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="jobsup", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,7 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--host", help="interface to listen on (JOBSUP_HOST)")
         sub.add_argument("--port", type=int, help="port (PORT)")
     commands.add_parser("migrate", help="apply database migrations and exit")
-    args = parser.parse_args(argv)
+    commands.add_parser("bench", help="run the benchmark suite (python -m bench; --help)")
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        bench(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = _settings(args)
     except SettingsError as exc:

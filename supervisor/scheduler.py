@@ -78,6 +78,7 @@ class Scheduler:
 
     def run_claimed(self, job: Job) -> None:
         """Start a job this instance claimed when it was submitted."""
+        job.owner = self._settings.instance_id  # one shared string, not one per job
         self._table.adopt(job)
         self._launch(job)
 
@@ -95,6 +96,7 @@ class Scheduler:
                     sql.claim_jobs, self._settings.instance_id, free, now_ms(), write=True
                 )
                 for job, _key in claimed:
+                    job.owner = self._settings.instance_id  # shared, not one per job
                     self._table.adopt(job)
                     self._launch(job)
                 if len(claimed) < free and not self._claim_again:

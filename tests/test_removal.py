@@ -102,6 +102,7 @@ class RecordingContext(JobContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sleeps: list[float] = []
+        self.progress_interval_s = 0  # every report is sent: these tests read them all
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
 from workers import protocol
+
+# Progress calls closer together than this are merged before they are sent.
+PROGRESS_INTERVAL_S = 0.02
 
 
 class JobCancelled(BaseException):
@@ -52,6 +56,9 @@ class JobContext:
         self._channel = channel
         self._cancel = cancel
         self.last_partial: Any = None
+        self._pending: list[Any] | None = None  # progress not sent yet
+        self.progress_interval_s = PROGRESS_INTERVAL_S
+        self._sent_at = 0.0
         self._shield = 0
         self._deferred = False
 
@@ -60,11 +67,15 @@ class JobContext:
         return self._cancel.is_set()
 
     def checkpoint(self) -> None:
+        due = time.monotonic() - self._sent_at >= self.progress_interval_s
+        if self._pending is not None and due:
+            self.flush()
         if self._cancel.is_set():
             raise JobCancelled
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds``, waking at once (with ``JobCancelled``) on cancel."""
+        self.flush()
         if self._cancel.wait(max(0.0, seconds)):
             raise JobCancelled
 
@@ -101,12 +112,36 @@ class JobContext:
         message: str | None = None,
         phase: str | None = None,
     ) -> None:
-        self._channel.send(protocol.Progress(processed, total, message, phase))
+        """Report progress; fields left None keep their last value.
+
+        Progress is state, not a stream of events: calls closer together than
+        ``PROGRESS_INTERVAL_S`` are merged here and the latest value is sent
+        (at the next call past the interval, or at the next checkpoint,
+        sleep, partial, log or the job's end), so a job may report as often
+        as it likes without costing the supervisor a message each time.
+        """
+        fields = [processed, total, message, phase]
+        if self._pending is None:
+            self._pending = fields
+        else:
+            merged = zip(fields, self._pending, strict=True)
+            self._pending = [new if new is not None else old for new, old in merged]
+        if time.monotonic() - self._sent_at >= self.progress_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the progress merged so far, if any."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._sent_at = time.monotonic()
+            self._channel.send(protocol.Progress(*pending))
 
     def partial(self, result: Any) -> None:
         """Record what the job has done so far; kept even if it is cancelled."""
+        self.flush()
         self.last_partial = result
         self._channel.send(protocol.Partial(result))
 
     def log(self, message: str, level: str = "info") -> None:
+        self.flush()
         self._channel.send(protocol.Log(level, message))

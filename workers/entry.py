@@ -112,6 +112,7 @@ def child_main(
     ctx = JobContext(spec.job_id, spec.database_url, channel, cancel)
     state.ctx = ctx
     code, message = _run(spec, ctx, state)
+    ctx.flush()
     channel.send(message)
     progress_conn.close()
     if not _parent_alive(cancel_conn):

@@ -6,6 +6,7 @@ runs them off the event loop.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,7 +112,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
     ) = row
     return Job(
         id=id_,
-        type=type_,
+        type=sys.intern(type_),  # a few job types, shared by every job in memory
         status=JobStatus(status),
         config=msgspec.Raw(config.encode()),
         progress=_progress_decoder.decode(progress),
