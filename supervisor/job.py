@@ -36,7 +36,9 @@ def new_job_id() -> str:
     return f"{ms:012x}{_id_seq:04x}{secrets.token_hex(4)}"
 
 
-class Progress(msgspec.Struct, rename="camel"):
+# gc=False: jobs hold no reference cycles, so the collector need not track
+# (or keep a header for) each of the thousands kept in memory.
+class Progress(msgspec.Struct, rename="camel", gc=False):
     processed: int = 0
     total: int | None = None
     message: str | None = None
@@ -50,7 +52,7 @@ class CancelInfo(msgspec.Struct, rename="camel"):
     exited_at: datetime | None = None
 
 
-class Job(msgspec.Struct, rename="camel"):
+class Job(msgspec.Struct, rename="camel", gc=False):
     id: str
     type: str
     status: JobStatus
