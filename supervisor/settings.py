@@ -101,6 +101,8 @@ class Settings:
                 "JOBSUP_NODE_TIMEOUT_S must be at least twice JOBSUP_HEARTBEAT_S, or live "
                 "instances would be declared dead"
             )
+        if not 0 <= self.child_nice <= 19:
+            raise SettingsError("JOBSUP_CHILD_NICE must be 0 to 19: jobs never outrank the API")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):

@@ -1,0 +1,34 @@
+"""Settings come from the environment, read once, and bad values name their variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor.settings import Settings, SettingsError
+
+
+def test_defaults_and_overrides() -> None:
+    settings = Settings.from_env({"PORT": "9000", "JOBSUP_JOB_MODULES": "a.jobs, b.jobs"})
+    assert settings.port == 9000
+    assert settings.job_modules == ("a.jobs", "b.jobs")
+    assert settings.database_url == "sqlite:///./data/jobsup.db"
+    assert settings.max_concurrent_jobs == 4
+    assert settings.min_delay_ms == 10_000
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"JOBSUP_MAX_CONCURRENT_JOBS": "many"}, "JOBSUP_MAX_CONCURRENT_JOBS"),
+        ({"JOBSUP_MAX_CONCURRENT_JOBS": "0"}, "JOBSUP_MAX_CONCURRENT_JOBS"),
+        ({"JOBSUP_CANCEL_GRACE_S": "-1"}, "JOBSUP_CANCEL_GRACE_S"),
+        ({"JOBSUP_ACCESS_LOG": "maybe"}, "JOBSUP_ACCESS_LOG"),
+        ({"JOBSUP_CHILD_NICE": "-5"}, "JOBSUP_CHILD_NICE"),
+        ({"JOBSUP_LOG_LEVEL": "trace"}, "JOBSUP_LOG_LEVEL"),
+        ({"JOBSUP_HEARTBEAT_S": "10", "JOBSUP_NODE_TIMEOUT_S": "15"}, "JOBSUP_NODE_TIMEOUT_S"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+    ],
+)
+def test_bad_values_name_their_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
