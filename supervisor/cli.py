@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--host", help="interface to listen on (JOBSUP_HOST)")
         sub.add_argument("--port", type=int, help="port (PORT)")
     commands.add_parser("migrate", help="apply database migrations and exit")
-    commands.add_parser("bench", help="run the benchmark suite (python -m bench; --help)")
+    # add_help=False: --help goes through to the suite's own options.
+    commands.add_parser("bench", add_help=False, help="run the benchmark suite (python -m bench)")
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":
         bench(extra)

@@ -3,7 +3,9 @@
 uvicorn owns SIGINT/SIGTERM in the front process and shuts down through the
 lifespan (where running jobs are cancelled). After a graceful shutdown it
 re-raises the signal, so the process would end "killed by SIGTERM", which
-platforms report as a crash; jobsup exits 0 instead once everything is saved.
+platforms report as a crash; jobsup exits 0 instead once its shutdown is
+done (final states saved, or given up at the grace deadline if the database
+is down: the next start rescues those jobs).
 """
 
 from __future__ import annotations

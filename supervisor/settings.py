@@ -81,6 +81,9 @@ class Settings:
             "job_ttl_s",
             "cleanup_interval_s",
             "progress_flush_s",
+            "heartbeat_s",
+            "node_timeout_s",
+            "poll_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -24,6 +24,8 @@ def test_defaults_and_overrides() -> None:
         ({"JOBSUP_CANCEL_GRACE_S": "-1"}, "JOBSUP_CANCEL_GRACE_S"),
         ({"JOBSUP_ACCESS_LOG": "maybe"}, "JOBSUP_ACCESS_LOG"),
         ({"JOBSUP_CHILD_NICE": "-5"}, "JOBSUP_CHILD_NICE"),
+        ({"JOBSUP_POLL_S": "0"}, "JOBSUP_POLL_S"),
+        ({"JOBSUP_HEARTBEAT_S": "-1"}, "JOBSUP_HEARTBEAT_S"),
         ({"JOBSUP_LOG_LEVEL": "trace"}, "JOBSUP_LOG_LEVEL"),
         ({"JOBSUP_HEARTBEAT_S": "10", "JOBSUP_NODE_TIMEOUT_S": "15"}, "JOBSUP_NODE_TIMEOUT_S"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
