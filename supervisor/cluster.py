@@ -18,7 +18,7 @@ import time
 from supervisor import recovery
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings, SettingsError
-from supervisor.store import Store, instances
+from supervisor.store import Store, instances, is_unique_violation
 from supervisor.store import jobs as sql
 from workers.db import DatabaseUnavailable
 
@@ -43,18 +43,26 @@ class Cluster:
         # earlier life left is rescued like any dead instance's jobs. But two
         # live processes must never share one id.
         timeout_ms = int(self.settings.node_timeout_s * 1000)
-        if await self.store.call(
-            instances.in_use, self.me, self.host, _now_ms(), timeout_ms, retry_for=30
-        ):
+        try:
+            taken = await self.store.call(
+                instances.take_id,
+                self.me,
+                self.host,
+                self.pid,
+                _now_ms(),
+                timeout_ms,
+                write=True,
+                retry_for=30,
+            )
+        except Exception as exc:
+            if not is_unique_violation(exc):
+                raise
+            taken = False  # another process registered it in the same instant
+        if not taken:
             raise SettingsError(
                 f"JOBSUP_INSTANCE_ID={self.me} is in use by a live instance; ids must be unique"
             )
-        await self.store.call(instances.unregister, self.me, write=True, retry_for=30)
-        await self.rescue()
-        await self.store.call(
-            instances.register, self.me, self.host, self.pid, _now_ms(), write=True, retry_for=30
-        )
-        await self.rescue()
+        await self.rescue(earlier_self=True)
 
     async def leave(self) -> None:
         """Unregister, so others need not wait out the timeout; best effort."""
@@ -73,14 +81,15 @@ class Cluster:
             )
         await self.rescue()
 
-    async def rescue(self) -> None:
+    async def rescue(self, earlier_self: bool = False) -> None:
+        """Rescue the live jobs of dead instances (and, at start, of our own earlier life)."""
         timeout_ms = int(self.settings.node_timeout_s * 1000)
         dead = await self.store.call(
             instances.remove_dead, self.me, self.host, _now_ms(), timeout_ms, write=True
         )
         for instance_id in dead:
             log.warning("instance %s is gone; rescuing its jobs", instance_id)
-        orphans = await self.store.call(sql.orphaned_jobs)
+        orphans = await self.store.call(sql.orphaned_jobs, self.me if earlier_self else None)
         requeued = False
         for job in orphans:
             new = recovery.rescued(job)

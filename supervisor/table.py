@@ -19,7 +19,7 @@ import msgspec
 
 from supervisor.job import Job, Progress
 from supervisor.state import TERMINAL, JobStatus, check_transition
-from supervisor.store import Store
+from supervisor.store import Store, is_unique_violation
 from supervisor.store import jobs as sql
 
 log = logging.getLogger("jobsup.table")
@@ -111,7 +111,7 @@ class JobTable:
         except sql.KeyTaken as exc:
             raise KeyConflict(exc.key, exc.holder) from None
         except Exception as exc:
-            if key is not None and _is_unique_violation(exc):
+            if key is not None and is_unique_violation(exc):
                 raise KeyConflict(key, None) from None  # a race with another instance
             raise
 
@@ -272,15 +272,3 @@ class JobTable:
         for job_id in old:
             del self._jobs[job_id]
         return len(old)
-
-
-def _is_unique_violation(exc: BaseException) -> bool:
-    import sqlite3
-
-    if isinstance(exc, sqlite3.IntegrityError):
-        return True
-    try:
-        import psycopg.errors
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, psycopg.errors.UniqueViolation)

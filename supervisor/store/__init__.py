@@ -46,6 +46,16 @@ def _is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+def is_unique_violation(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    try:
+        import psycopg.errors
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.errors.UniqueViolation)
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url

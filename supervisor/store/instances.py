@@ -47,10 +47,24 @@ def _dead(their_host: str, pid: int, beat: int, host: str, now_ms: int, timeout_
     return beat < now_ms - timeout_ms or (their_host == host and _process_gone(pid))
 
 
-def in_use(db: Database, instance_id: str, host: str, now_ms: int, timeout_ms: int) -> bool:
-    """Whether a live instance already runs under this id (two processes, one name)."""
-    row = db.one("SELECT host, pid, heartbeat_at FROM instances WHERE id = ?", (instance_id,))
-    return row is not None and not _dead(row[0], row[1], row[2], host, now_ms, timeout_ms)
+def take_id(
+    db: Database, instance_id: str, host: str, pid: int, now_ms: int, timeout_ms: int
+) -> bool:
+    """Register under ``instance_id`` unless a live instance holds it; atomic.
+
+    A dead holder (an earlier life of a fixed JOBSUP_INSTANCE_ID) is replaced;
+    its jobs are then rescued by the caller.
+    """
+    lock = " FOR UPDATE" if db.dialect == "postgresql" else ""
+    with db.transaction():
+        row = db.one(
+            f"SELECT host, pid, heartbeat_at FROM instances WHERE id = ?{lock}", (instance_id,)
+        )
+        if row is not None and not _dead(row[0], row[1], row[2], host, now_ms, timeout_ms):
+            return False
+        db.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
+        register(db, instance_id, host, pid, now_ms)
+    return True
 
 
 def remove_dead(db: Database, me: str, host: str, now_ms: int, timeout_ms: int) -> list[str]:

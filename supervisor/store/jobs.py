@@ -328,12 +328,17 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
     return [row_to_job(r) for r in db.query(sql, (*params, f.limit + 1))]
 
 
-def orphaned_jobs(db: Database) -> list[Job]:
-    """Live jobs owned by an instance that is no longer registered."""
+def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
+    """Live jobs owned by an instance that is no longer registered.
+
+    ``earlier_self``: an instance id just taken over from a dead process; its
+    jobs are that process's, not the new one's.
+    """
     rows = db.query(
         f"SELECT {COLUMNS} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
-        " AND owner IS NOT NULL AND owner NOT IN (SELECT id FROM instances)"
-        " ORDER BY created_at, id"
+        " AND owner IS NOT NULL AND (owner NOT IN (SELECT id FROM instances) OR owner = ?)"
+        " ORDER BY created_at, id",
+        (earlier_self,),
     )
     return [row_to_job(r) for r in rows]
 
