@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.client import Client
+from supervisor import testing
+from supervisor.testing import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def poll(condition: Callable[[], T | None], timeout: float, interval: float = 0.002) -> T:
-    """Call ``condition`` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not reached within {timeout} s")
-        time.sleep(interval)
+    """``supervisor.testing.wait_until``, polling fast: these waits are timed."""
+    return wait_until(condition, timeout, interval)
 
 
 def timestamp(iso: str) -> float:
@@ -60,55 +44,27 @@ def uss_bytes(pid: int) -> int:
     return total
 
 
-class ServerProcess:
-    """A server command in its own session, logging to a file, stopped with SIGTERM."""
+class ServerProcess(testing.ServerProcess):
+    """A server command in its own session, asked with the bench's lean client."""
 
     def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = command
-        self.env = {**os.environ, "PORT": str(self.port), **env}
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(command, env, log_path, cwd=ROOT)
         self.client = Client("127.0.0.1", self.port)
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
     def start(self, health_path: str = "/healthz") -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.spawn()
         poll(lambda: self._answers(health_path), timeout=30, interval=0.05)
 
     def _answers(self, path: str) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n{tail}")
+        self.check_running()
         try:
             return self.client.get(path).status == 200
         except OSError:
             return False
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 30) -> int | None:
         self.client.close()
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        return super().stop(timeout)
 
 
 class JobsupServer(ServerProcess):

@@ -37,6 +37,7 @@ class Cluster:
         self.me = settings.instance_id
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.listening = asyncio.Event()  # LISTEN is in place (PostgreSQL)
 
     async def join(self) -> None:
         # A fixed JOBSUP_INSTANCE_ID may come back after a crash: what that
@@ -116,6 +117,7 @@ class Cluster:
                 ) as conn:
                     await conn.execute("LISTEN jobsup_cancel")
                     await conn.execute("LISTEN jobsup_pending")
+                    self.listening.set()
                     delay = 0.5
                     async for note in conn.notifies():
                         if note.channel == "jobsup_cancel":
@@ -124,6 +126,7 @@ class Cluster:
                         else:
                             self.scheduler.wake()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.listening.clear()
                 log.warning("LISTEN connection lost (%s); polling until it is back", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -26,6 +26,8 @@ log = logging.getLogger("jobsup")
 
 # After the jobs have stopped, the least time given to writing their final states.
 FINAL_WRITES_S = 3.0
+# How long startup waits for LISTEN before serving anyway (polling covers it).
+LISTEN_READY_S = 5.0
 
 
 class Runtime:
@@ -61,6 +63,10 @@ class Runtime:
         runtime._every(settings.poll_s, runtime.poll)
         if store.dialect == "postgresql":
             runtime._tasks.append(asyncio.ensure_future(runtime.cluster.listen()))
+            # Ready means listening: a cancel sent from another instance right
+            # after this one starts must not wait for the polling fallback.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.cluster.listening.wait(), LISTEN_READY_S)
         log.info("instance %s ready on %s", settings.instance_id, store.dialect)
         return runtime
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +11,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+
+from supervisor import testing
+from supervisor.testing import free_port
+
+__all__ = ["ROOT", "Server", "free_port", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -31,82 +31,35 @@ FAST = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+    try:
+        return testing.wait_until(condition, timeout, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
-class Server:
+class Server(testing.ServerProcess):
     """A jobsup server in a subprocess, as a Procfile platform would run it."""
 
     def __init__(
         self, env: dict[str, str], log_path: Path, command: list[str] | None = None
     ) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, **FAST, "PORT": str(self.port), **env}
-        self.log_path = log_path
-        self.command = command or [sys.executable, "-m", "supervisor", "serve"]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
+        command = command or [sys.executable, "-m", "supervisor", "serve"]
+        super().__init__(command, {**FAST, **env}, log_path, cwd=ROOT)
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def start(self) -> Server:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.spawn()
         wait_until(self._healthy, timeout=30)
         return self
 
     def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+        self.check_running()
         try:
             return self.client.get("/healthz").status_code == 200
         except httpx.TransportError:
             return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def stop(self, timeout: float = 40) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
 
     # -- API helpers ---------------------------------------------------------
 
@@ -145,8 +98,7 @@ def make_server(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., Serve
 
     yield make
     for server in servers:
-        if server.process is not None:
-            server.stop()
+        server.stop()
         server.client.close()
         # Shown by pytest only when the test failed.
         print(f"--- {server.log_path.name} ---\n{server.log()}")

@@ -149,7 +149,7 @@ def test_shutdown_keeps_its_deadline_while_the_database_is_locked(
 def test_two_live_processes_cannot_share_an_instance_id(make_server: Any) -> None:
     make_server(JOBSUP_INSTANCE_ID="web.1")
     second = make_server(start=False, JOBSUP_INSTANCE_ID="web.1")
-    with pytest.raises(AssertionError, match="in use by a live instance"):
+    with pytest.raises(RuntimeError, match="in use by a live instance"):
         second.start()
 
 
