@@ -112,8 +112,8 @@ class Run:
         self._pidfd = _pidfd_open(self.process.pid)
         if self._pidfd is not None:
             self._loop.add_reader(self._pidfd, self._on_pidfd)
-        if self.escalation is not None:  # cancelled while it was being started
-            self._escalate_to(Escalation.EVENT)
+        if self.escalation is not None:  # cancelled (or killed) while it was being started
+            self._escalate_to(self.escalation)
 
     # -- messages from the child ---------------------------------------------
 
@@ -180,6 +180,9 @@ class Run:
     def _escalate_to(self, step: Escalation) -> None:
         if self.process.exitcode is not None:
             return
+        if self._timer is not None:  # a later step replaces the pending one
+            self._timer.cancel()
+            self._timer = None
         self.escalation = step
         if step is Escalation.EVENT:
             self.process.cancel()

@@ -48,6 +48,7 @@ class Scheduler:
         self._claim_again = False
         self._spare: JobProcess | None = None
         self._reserved = 0  # slots held by submits that may claim their job
+        self._claiming_slots = 0  # slots held by a claim in flight
         self._spare_starting = False
 
     def _spawn(self, coro: object) -> None:
@@ -83,7 +84,8 @@ class Scheduler:
         self._launch(job)
 
     def _free(self) -> int:
-        return self._settings.max_concurrent_jobs - len(self.runs) - self._reserved
+        taken = len(self.runs) + self._reserved + self._claiming_slots
+        return self._settings.max_concurrent_jobs - taken
 
     async def _claim(self) -> None:
         try:
@@ -92,9 +94,17 @@ class Scheduler:
                 free = self._free()
                 if free <= 0:
                     break
-                claimed = await self._store.call(
-                    sql.claim_jobs, self._settings.instance_id, free, now_ms(), write=True
-                )
+                self._claiming_slots = free  # held while the claim is in flight
+                try:
+                    claimed = await self._store.call(
+                        sql.claim_jobs, self._settings.instance_id, free, now_ms(), write=True
+                    )
+                finally:
+                    self._claiming_slots = 0
+                if not self.accepting:  # shutdown began meanwhile: give them back
+                    ids = [job.id for job, _key in claimed]
+                    await self._store.call(sql.unclaim, ids, self._settings.instance_id, write=True)
+                    break
                 for job, _key in claimed:
                     job.owner = self._settings.instance_id  # shared, not one per job
                     self._table.adopt(job)

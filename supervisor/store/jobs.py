@@ -233,6 +233,14 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
     return claimed
 
 
+def unclaim(db: Database, job_ids: list[str], owner: str) -> None:
+    """Give claimed jobs that never started back to the queue."""
+    db.executemany(
+        "UPDATE jobs SET owner = NULL WHERE id = ? AND owner = ? AND status = 'pending'",
+        [(job_id, owner) for job_id in job_ids],
+    )
+
+
 def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
     """Cancel a pending job no instance has claimed; False if one has meanwhile."""
     changed = db.execute(
