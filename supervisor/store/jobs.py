@@ -170,6 +170,10 @@ def insert_job(
     whether it did.
     """
     with db.transaction():
+        stored = db.one("SELECT owner FROM jobs WHERE id = ?", (job.id,))
+        if stored is not None:  # a retry after a commit whose answer was lost
+            job.owner = stored[0]
+            return claim_for is not None and stored[0] == claim_for
         (pending,) = db.one("SELECT count(*) FROM jobs WHERE status = 'pending'") or (0,)
         if pending >= max_pending:
             raise QueueFull
