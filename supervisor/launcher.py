@@ -41,12 +41,11 @@ def forkserver_context(job_modules: tuple[str, ...]) -> ForkServerContext:
     return ctx
 
 
-def ensure_forkserver(ctx: ForkServerContext) -> None:
+def ensure_forkserver() -> None:
     """Start the forkserver now rather than on the first job (blocking: ~0.1-1 s)."""
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
-    del ctx
 
 
 class FrameReader:

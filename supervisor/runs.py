@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +37,6 @@ def _pidfd_open(pid: int | None) -> int | None:
         return None  # gone already, or an old kernel: the sentinel alone will do
 
 
-LOG_TAIL = 50
 # Bytes of frames read per turn of the event loop (about 3,000 progress frames).
 READ_BUDGET = 64 * 1024
 
@@ -71,10 +69,8 @@ class _Merged:
     def apply(self, run: Run, job: Job | None) -> None:
         if job is not None and self.progress is not None:
             run._table.merge_progress(job, *self.progress)  # type: ignore[arg-type]
-        if self.partial is not None:
-            run.partial = self.partial.result
-            if job is not None:
-                run._table.update(job, result=self.partial.result)
+        if job is not None and self.partial is not None:
+            run._table.update(job, result=self.partial.result)
         self.progress = None
         self.partial = None
 
@@ -95,14 +91,11 @@ class Run:
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
         self.final: protocol.Message | None = None
-        self.partial: Any = None
         self.escalation: Escalation | None = None
-        self.log_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
         self._ended = False
         self._pidfd: int | None = None
-        self.exited = asyncio.Event()
 
     def attach(self) -> None:
         """Called once the child exists: watch its pipe and its sentinel."""
@@ -157,8 +150,7 @@ class Run:
                     self._table.move(job, JobStatus.RUNNING, pid=pid, started_at=started)
                 else:  # cancelling already: keep the state, stamp the start
                     self._table.update(job, pid=pid, started_at=started)
-            case protocol.Log(level, text):
-                self.log_tail.append(f"{level}: {text}")
+            case protocol.Log(_level, text):
                 log.info("job %s: %s", self.job_id, text)
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
                 self.final = message
@@ -243,9 +235,10 @@ class Run:
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()
-        outcome = classify_exit(exitcode, self.final, self.escalation, self.partial)
+        job = self._table.get(self.job_id)
+        partial = job.result if job is not None else None  # the last partial result
+        outcome = classify_exit(exitcode, self.final, self.escalation, partial)
         self._finish(outcome, exitcode)
-        self.exited.set()
         self._on_exit(self)
 
     def _finish(self, outcome: Outcome, exitcode: int | None) -> None:

@@ -51,7 +51,7 @@ class Runtime:
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         ctx = forkserver_context(settings.job_modules)
-        await loop.run_in_executor(None, ensure_forkserver, ctx)
+        await loop.run_in_executor(None, ensure_forkserver)
         table = JobTable(store)
         runtime = cls(settings, store, table, Scheduler(table, ctx, settings))
         await runtime.cluster.join()

@@ -27,8 +27,6 @@ log = logging.getLogger("jobsup.table")
 # A state write keeps retrying this long while the database is unavailable.
 STATE_WRITE_RETRY_S = 3600.0
 
-Listener = Callable[[Job], None]
-
 
 class KeyConflict(Exception):
     """Another live job holds the same exclusive key."""
@@ -53,7 +51,6 @@ class JobTable:
         self._waiting = 0  # wait() calls in progress; no waiter, no wake-up to make
         self._writes: set[asyncio.Future[Any]] = set()
         self._last_write: dict[str, asyncio.Future[None]] = {}
-        self.listeners: list[Listener] = []
 
     # -- reads -------------------------------------------------------------
 
@@ -73,9 +70,6 @@ class JobTable:
 
     def __len__(self) -> int:
         return len(self._jobs)
-
-    def live(self) -> list[Job]:
-        return [j for j in self._jobs.values() if j.status not in TERMINAL]
 
     # -- writes ------------------------------------------------------------
 
@@ -227,11 +221,10 @@ class JobTable:
     # -- waiting and events ------------------------------------------------
 
     def _publish(self, job: Job) -> None:
+        """Wake whoever waits on a change (no one waiting: nothing to do)."""
         if self._waiting:
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
-        for listener in self.listeners:
-            listener(job)
 
     async def wait(
         self,

@@ -85,18 +85,19 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
 
 @job_type(RemovalWorkflowConfig, idempotent=True, exclusive_key=group_key, check=check_group)
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
-    db = connect(ctx.database_url)
-    try:
-        return run_workflow(ctx, db, gateway_for(db, config.group_wa_id), config)
-    finally:
-        db.close()
+    return _against_directory(ctx, config, run_workflow)
 
 
 @job_type(RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group)
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
+    return _against_directory(ctx, config, run_queue)
+
+
+def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) -> Any:
+    """Run a removal with its own connection and the group's gateway."""
     db = connect(ctx.database_url)
     try:
-        return run_queue(ctx, db, gateway_for(db, config.group_wa_id), config)
+        return run(ctx, db, gateway_for(db, config.group_wa_id), config)
     finally:
         db.close()
 
