@@ -18,8 +18,7 @@ import time
 from supervisor import recovery
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings, SettingsError
-from supervisor.store import Store, instances, is_unique_violation
-from supervisor.store import jobs as sql
+from supervisor.store import Store, claims, instances, is_unique_violation
 from workers.db import DatabaseUnavailable
 
 log = logging.getLogger("jobsup.cluster")
@@ -90,19 +89,19 @@ class Cluster:
         )
         for instance_id in dead:
             log.warning("instance %s is gone; rescuing its jobs", instance_id)
-        orphans = await self.store.call(sql.orphaned_jobs, self.me if earlier_self else None)
+        orphans = await self.store.call(claims.orphaned_jobs, self.me if earlier_self else None)
         requeued = False
         for job in orphans:
             new = recovery.rescued(job)
-            if await self.store.call(sql.rescue_job, job, new, _now_ms(), write=True):
+            if await self.store.call(claims.rescue_job, job, new, _now_ms(), write=True):
                 log.warning("job %s of %s: %s -> %s", job.id, job.owner, job.status, new.status)
                 requeued = requeued or new.owner is None
         if requeued:
-            await self.store.call(sql.notify_pending, write=True)
+            await self.store.call(claims.notify_pending, write=True)
             self.scheduler.wake()
 
     async def poll_cancel_requests(self) -> None:
-        for job_id, reason in await self.store.call(sql.cancel_requests, self.me):
+        for job_id, reason in await self.store.call(claims.cancel_requests, self.me):
             await self.scheduler.cancel_local(job_id, reason)
 
     async def listen(self) -> None:

@@ -23,7 +23,7 @@ from supervisor.launcher import JobProcess
 from supervisor.runs import Run
 from supervisor.settings import Settings
 from supervisor.state import TERMINAL, JobStatus
-from supervisor.store import jobs as sql
+from supervisor.store import claims
 from supervisor.table import JobTable, now_ms
 from workers.entry import ChildSpec
 
@@ -97,13 +97,15 @@ class Scheduler:
                 self._claiming_slots = free  # held while the claim is in flight
                 try:
                     claimed = await self._store.call(
-                        sql.claim_jobs, self._settings.instance_id, free, now_ms(), write=True
+                        claims.claim_jobs, self._settings.instance_id, free, now_ms(), write=True
                     )
                 finally:
                     self._claiming_slots = 0
                 if not self.accepting:  # shutdown began meanwhile: give them back
                     ids = [job.id for job, _key in claimed]
-                    await self._store.call(sql.unclaim, ids, self._settings.instance_id, write=True)
+                    await self._store.call(
+                        claims.unclaim, ids, self._settings.instance_id, write=True
+                    )
                     break
                 for job, _key in claimed:
                     job.owner = self._settings.instance_id  # shared, not one per job
@@ -213,7 +215,7 @@ class Scheduler:
             completed_at=now(),
             cancel=CancelInfo(requested_at=now(), reason=reason),
         )
-        return await self._store.call(sql.cancel_unclaimed, cancelled, now_ms(), write=True)
+        return await self._store.call(claims.cancel_unclaimed, cancelled, now_ms(), write=True)
 
     # -- shutdown ------------------------------------------------------------------
 

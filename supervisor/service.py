@@ -20,6 +20,7 @@ from supervisor.job import Job, Progress, new_job_id, now
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
 from supervisor.state import TERMINAL, JobStatus
+from supervisor.store import claims
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable, KeyConflict, now_ms
 from workers import registry
@@ -105,7 +106,7 @@ class JobService:
         else:
             self.scheduler.wake()
             if self.table.store.dialect == "postgresql":
-                await self.table.store.call(sql.notify_pending, write=True)
+                await self.table.store.call(claims.notify_pending, write=True)
         return job
 
     async def get(self, job_id: str) -> Job:
@@ -140,7 +141,7 @@ class JobService:
             elif job.owner is not None:
                 request = {"requestedAt": now().isoformat(), "reason": reason}
                 await self.table.store.call(
-                    sql.request_cancel, job_id, request, now_ms(), write=True
+                    claims.request_cancel, job_id, request, now_ms(), write=True
                 )
                 return await self._wait_in_store(job_id)
             job = await self.get(job_id)

@@ -89,7 +89,8 @@ def from_ms(value: int | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
 
 
-def _dump(value: Any) -> str | None:
+def to_json(value: Any) -> str | None:
+    """A JSON column's text; None stays NULL."""
     return None if value is None else _json.encode(value).decode()
 
 
@@ -128,13 +129,14 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
     )
 
 
-def _values(job: Job) -> tuple[Any, ...]:
+def state_values(job: Job) -> tuple[Any, ...]:
+    """The columns a state change writes, in the order the UPDATEs list them."""
     return (
         job.status.value,
-        _dump(job.progress),
-        _dump(job.result),
-        _dump(job.error),
-        _dump(job.cancel),
+        to_json(job.progress),
+        to_json(job.result),
+        to_json(job.error),
+        to_json(job.cancel),
         job.pid,
         to_ms(job.started_at),
         to_ms(job.completed_at),
@@ -195,7 +197,7 @@ def _insert(db: Database, job: Job, key: str | None, group: str | None, now_ms: 
         " completed_at, owner, attempts, id, type, config, created_at, updated_at,"
         " exclusive_key, group_wa_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            *_values(job),
+            *state_values(job),
             job.id,
             job.type,
             bytes(job.config).decode(),
@@ -214,79 +216,14 @@ def update_job(db: Database, job: Job, now_ms: int) -> None:
         "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
         " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
         f"{release} WHERE id = ?",
-        (*_values(job), now_ms, job.id),
+        (*state_values(job), now_ms, job.id),
     )
-
-
-def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, str | None]]:
-    """Take up to ``limit`` unclaimed pending jobs, oldest first, for ``owner``.
-
-    On PostgreSQL, ``SKIP LOCKED`` lets instances claim side by side without
-    waiting on each other or taking the same job twice; SQLite has one writer.
-    """
-    lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
-    rows = db.query(
-        "UPDATE jobs SET owner = ?, updated_at = ? WHERE id IN ("
-        " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
-        f" ORDER BY created_at, id LIMIT ?{lock})"
-        f" RETURNING {COLUMNS}, exclusive_key",
-        (owner, now_ms, limit),
-    )
-    claimed = [(row_to_job(r[:-1]), r[-1]) for r in rows]
-    claimed.sort(key=lambda pair: (pair[0].created_at, pair[0].id))
-    return claimed
-
-
-def unclaim(db: Database, job_ids: list[str], owner: str) -> None:
-    """Give claimed jobs that never started back to the queue."""
-    db.executemany(
-        "UPDATE jobs SET owner = NULL WHERE id = ? AND owner = ? AND status = 'pending'",
-        [(job_id, owner) for job_id in job_ids],
-    )
-
-
-def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
-    """Cancel a pending job no instance has claimed; False if one has meanwhile."""
-    changed = db.execute(
-        "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
-        " exclusive_key = NULL WHERE id = ? AND status = 'pending' AND owner IS NULL",
-        (job.status.value, _dump(job.cancel), to_ms(job.completed_at), now_ms, job.id),
-    )
-    return changed == 1
-
-
-def request_cancel(db: Database, job_id: str, request: dict[str, Any], now_ms: int) -> bool:
-    """Leave a cancel request for the instance that owns the job, and wake it."""
-    changed = db.execute(
-        "UPDATE jobs SET cancel_request = ?, updated_at = ? WHERE id = ?"
-        " AND status IN ('pending', 'running', 'cancelling')",
-        (_dump(request), now_ms, job_id),
-    )
-    if changed and db.dialect == "postgresql":
-        payload = f"{job_id} {request.get('reason', 'user')}"
-        db.execute("SELECT pg_notify('jobsup_cancel', ?)", (payload,))
-    return changed == 1
-
-
-def cancel_requests(db: Database, owner: str) -> list[tuple[str, str]]:
-    """(job id, reason) of this owner's live jobs that another instance asked to cancel."""
-    rows = db.query(
-        "SELECT id, cancel_request FROM jobs WHERE owner = ?"
-        " AND status IN ('pending', 'running', 'cancelling') AND cancel_request IS NOT NULL",
-        (owner,),
-    )
-    return [(r[0], msgspec.json.decode(r[1]).get("reason", "user")) for r in rows]
-
-
-def notify_pending(db: Database) -> None:
-    if db.dialect == "postgresql":
-        db.execute("SELECT pg_notify('jobsup_pending', '')")
 
 
 def update_progress(db: Database, jobs: list[Job], now_ms: int) -> None:
     db.executemany(
         "UPDATE jobs SET progress = ?, result = ?, updated_at = ? WHERE id = ?",
-        [(_dump(j.progress), _dump(j.result), now_ms, j.id) for j in jobs],
+        [(to_json(j.progress), to_json(j.result), now_ms, j.id) for j in jobs],
     )
 
 
@@ -338,33 +275,6 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
     sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
     # One row more than asked tells whether there is a next page.
     return [row_to_job(r) for r in db.query(sql, (*params, f.limit + 1))]
-
-
-def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
-    """Live jobs owned by an instance that is no longer registered.
-
-    ``earlier_self``: an instance id just taken over from a dead process; its
-    jobs are that process's, not the new one's.
-    """
-    rows = db.query(
-        f"SELECT {COLUMNS} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
-        " AND owner IS NOT NULL AND (owner NOT IN (SELECT id FROM instances) OR owner = ?)"
-        " ORDER BY created_at, id",
-        (earlier_self,),
-    )
-    return [row_to_job(r) for r in rows]
-
-
-def rescue_job(db: Database, old: Job, new: Job, now_ms: int) -> bool:
-    """Write ``new`` over a dead instance's job, unless another rescuer did first."""
-    release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
-    changed = db.execute(
-        "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
-        " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
-        f"{release} WHERE id = ? AND owner = ? AND status = ?",
-        (*_values(new), now_ms, new.id, old.owner, old.status.value),
-    )
-    return changed == 1
 
 
 def prune(db: Database, cutoff_ms: int) -> int:

@@ -1,0 +1,109 @@
+"""Pending jobs shared by instances: claims, cancel requests, and rescue.
+
+The SQL of the job queue that several instances work from (claiming with
+``SKIP LOCKED``, cross-instance cancel requests with ``NOTIFY``) and of the
+rescue of a dead instance's jobs. ``jobs.py`` has the table and the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from supervisor.job import Job
+from supervisor.state import TERMINAL
+from supervisor.store.jobs import COLUMNS, row_to_job, state_values, to_json, to_ms
+from workers.db import Database
+
+
+def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, str | None]]:
+    """Take up to ``limit`` unclaimed pending jobs, oldest first, for ``owner``.
+
+    On PostgreSQL, ``SKIP LOCKED`` lets instances claim side by side without
+    waiting on each other or taking the same job twice; SQLite has one writer.
+    """
+    lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
+    rows = db.query(
+        "UPDATE jobs SET owner = ?, updated_at = ? WHERE id IN ("
+        " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
+        f" ORDER BY created_at, id LIMIT ?{lock})"
+        f" RETURNING {COLUMNS}, exclusive_key",
+        (owner, now_ms, limit),
+    )
+    claimed = [(row_to_job(r[:-1]), r[-1]) for r in rows]
+    claimed.sort(key=lambda pair: (pair[0].created_at, pair[0].id))
+    return claimed
+
+
+def unclaim(db: Database, job_ids: list[str], owner: str) -> None:
+    """Give claimed jobs that never started back to the queue."""
+    db.executemany(
+        "UPDATE jobs SET owner = NULL WHERE id = ? AND owner = ? AND status = 'pending'",
+        [(job_id, owner) for job_id in job_ids],
+    )
+
+
+def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
+    """Cancel a pending job no instance has claimed; False if one has meanwhile."""
+    changed = db.execute(
+        "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
+        " exclusive_key = NULL WHERE id = ? AND status = 'pending' AND owner IS NULL",
+        (job.status.value, to_json(job.cancel), to_ms(job.completed_at), now_ms, job.id),
+    )
+    return changed == 1
+
+
+def request_cancel(db: Database, job_id: str, request: dict[str, Any], now_ms: int) -> bool:
+    """Leave a cancel request for the instance that owns the job, and wake it."""
+    changed = db.execute(
+        "UPDATE jobs SET cancel_request = ?, updated_at = ? WHERE id = ?"
+        " AND status IN ('pending', 'running', 'cancelling')",
+        (to_json(request), now_ms, job_id),
+    )
+    if changed and db.dialect == "postgresql":
+        payload = f"{job_id} {request.get('reason', 'user')}"
+        db.execute("SELECT pg_notify('jobsup_cancel', ?)", (payload,))
+    return changed == 1
+
+
+def cancel_requests(db: Database, owner: str) -> list[tuple[str, str]]:
+    """(job id, reason) of this owner's live jobs that another instance asked to cancel."""
+    rows = db.query(
+        "SELECT id, cancel_request FROM jobs WHERE owner = ?"
+        " AND status IN ('pending', 'running', 'cancelling') AND cancel_request IS NOT NULL",
+        (owner,),
+    )
+    return [(r[0], msgspec.json.decode(r[1]).get("reason", "user")) for r in rows]
+
+
+def notify_pending(db: Database) -> None:
+    if db.dialect == "postgresql":
+        db.execute("SELECT pg_notify('jobsup_pending', '')")
+
+
+def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
+    """Live jobs owned by an instance that is no longer registered.
+
+    ``earlier_self``: an instance id just taken over from a dead process; its
+    jobs are that process's, not the new one's.
+    """
+    rows = db.query(
+        f"SELECT {COLUMNS} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
+        " AND owner IS NOT NULL AND (owner NOT IN (SELECT id FROM instances) OR owner = ?)"
+        " ORDER BY created_at, id",
+        (earlier_self,),
+    )
+    return [row_to_job(r) for r in rows]
+
+
+def rescue_job(db: Database, old: Job, new: Job, now_ms: int) -> bool:
+    """Write ``new`` over a dead instance's job, unless another rescuer did first."""
+    release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
+    changed = db.execute(
+        "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
+        " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
+        f"{release} WHERE id = ? AND owner = ? AND status = ?",
+        (*state_values(new), now_ms, new.id, old.owner, old.status.value),
+    )
+    return changed == 1
