@@ -76,15 +76,13 @@ class FrameReader:
         pos = 0
         while len(buf) - pos >= 4:
             (size,) = struct.unpack_from("!i", buf, pos)
-            header = 4
-            if size == -1:  # send_bytes' header for frames over 2 GiB
-                raise ProtocolError("frame too large")
+            # Negative: send_bytes' marker for frames over 2 GiB, or garbage.
             if size < 0 or size > MAX_FRAME_BYTES:
                 raise ProtocolError(f"bad frame size {size}")
-            if len(buf) - pos - header < size:
+            if len(buf) - pos - 4 < size:
                 break
-            frames.append(bytes(buf[pos + header : pos + header + size]))
-            pos += header + size
+            frames.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
         del buf[:pos]
         return frames
 
