@@ -64,14 +64,19 @@ class BareForkserver:
         reader.close()
         return float(at - before)
 
-    def cancel_latency(self) -> float:
-        """Seconds from ``Event.set()`` on a waiting child to its exit, joined."""
+    def _waiting_child(self) -> tuple[Any, Any, Connection]:
+        """A bare child blocked on its Event, once it has said it is waiting."""
         event = self.ctx.Event()
         reader, writer = self._pipe()
         process = self.ctx.Process(target=wait_for_event, args=(event, writer))
         process.start()
         writer.close()
         reader.recv_bytes()
+        return event, process, reader
+
+    def cancel_latency(self) -> float:
+        """Seconds from ``Event.set()`` on a waiting child to its exit, joined."""
+        event, process, reader = self._waiting_child()
         before = time.perf_counter()
         event.set()
         process.join()
@@ -97,12 +102,7 @@ class BareForkserver:
 
     def child_uss(self) -> int:
         """Private memory of a bare child waiting on its Event."""
-        event = self.ctx.Event()
-        reader, writer = self._pipe()
-        process = self.ctx.Process(target=wait_for_event, args=(event, writer))
-        process.start()
-        writer.close()
-        reader.recv_bytes()
+        event, process, reader = self._waiting_child()
         assert process.pid is not None
         uss = uss_bytes(process.pid)
         event.set()
