@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ class JobContext:
         self.last_partial: Any = None
         self._pending: list[Any] | None = None  # progress not sent yet
         self.progress_interval_s = PROGRESS_INTERVAL_S
-        self._sent_at = 0.0
+        self._sent_at = -math.inf  # the first progress goes at once
         self._shield = 0
         self._deferred = False
 
