@@ -33,10 +33,18 @@ def forkserver_context(job_modules: tuple[str, ...]) -> ForkServerContext:
     """A forkserver context whose server has the job code imported already.
 
     Preloading ``__main__`` matters on Python 3.11: otherwise every child
-    re-imports the main module's imports before running its job.
+    re-imports the main module's imports before running its job. So does
+    ``multiprocessing.popen_forkserver``: each child unpickles its Process
+    object, which imports it (and ``popen_fork``) unless the server has.
     """
     ctx = multiprocessing.get_context("forkserver")
-    preload = ["__main__", "workers.forkserver_init", "workers.entry", "workers.removal"]
+    preload = [
+        "__main__",
+        "multiprocessing.popen_forkserver",
+        "workers.forkserver_init",
+        "workers.entry",
+        "workers.removal",
+    ]
     ctx.set_forkserver_preload([*preload, *job_modules])
     return ctx
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
+import select
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from workers import protocol
 
 # Progress calls closer together than this are merged before they are sent.
 PROGRESS_INTERVAL_S = 0.02
+# poll() takes a C int of milliseconds; longer waits take several.
+MAX_POLL_MS = 2**31 - 1
 
 
 class JobCancelled(BaseException):
@@ -23,10 +27,62 @@ class JobCancelled(BaseException):
     """
 
 
+class CancelFlag(Protocol):
+    """What a context needs of its cancel flag (``threading.Event`` will do)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class CancelPipe:
+    """The cancel flag of a job's child, woken straight from the cancel pipe.
+
+    The supervisor writes a byte to the pipe to cancel, and closes it when it
+    dies; either makes the pipe readable. ``wait`` polls the pipe itself, so
+    a job sleeping between steps wakes as soon as the byte lands, without a
+    hop through another thread. The child's watch thread reads the pipe too
+    (it must notice the supervisor's death while the job is busy): when it
+    takes the byte first, ``set`` makes a private wake pipe readable, so a
+    sleeper that checked the flag just before can still not miss it.
+    """
+
+    def __init__(self, cancel_fd: int) -> None:
+        self._flag = threading.Event()
+        self._cancel_fd = cancel_fd
+        self._wake_r, self._wake_w = os.pipe()
+
+    def set(self) -> None:
+        if not self._flag.is_set():
+            self._flag.set()
+            os.write(self._wake_w, b"!")  # never drained: a cancel is for good
+
+    def is_set(self) -> bool:
+        return self._flag.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        poll = select.poll()  # one per call: a job's threads may all sleep at once
+        poll.register(self._cancel_fd, select.POLLIN)
+        poll.register(self._wake_r, select.POLLIN)
+        while not self._flag.is_set():
+            ms = MAX_POLL_MS
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                ms = min(ms, math.ceil(remaining * 1000))
+            if poll.poll(ms):  # a byte, the supervisor's death, or a set()
+                self._flag.set()
+        return True
+
+
 class Channel:
     """The child's end of the progress pipe."""
 
-    def __init__(self, conn: Connection, on_broken: threading.Event) -> None:
+    def __init__(self, conn: Connection, on_broken: CancelFlag) -> None:
         self._conn = conn
         self._on_broken = on_broken
 
@@ -50,7 +106,7 @@ class JobContext:
         job_id: str,
         database_url: str,
         channel: Channel,
-        cancel: threading.Event,
+        cancel: CancelFlag,
     ) -> None:
         self.job_id = job_id
         self.database_url = database_url

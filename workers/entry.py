@@ -14,7 +14,9 @@ its supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -27,7 +29,7 @@ from typing import Any
 import msgspec
 
 from workers import protocol, registry
-from workers.context import Channel, JobCancelled, JobContext
+from workers.context import CancelPipe, Channel, JobCancelled, JobContext
 
 # After the parent disappears: how long the job gets to stop at a cancel
 # point or through SIGTERM before the child exits regardless.
@@ -47,7 +49,7 @@ _spec_decoder = msgspec.msgpack.Decoder(ChildSpec)
 
 
 class _SignalState:
-    def __init__(self, cancel: threading.Event) -> None:
+    def __init__(self, cancel: CancelPipe) -> None:
         self.cancel = cancel
         self.ctx: JobContext | None = None
         self.in_job = False
@@ -64,13 +66,15 @@ class _SignalState:
             self.ctx.interrupt()
 
 
-def _watch_parent(cancel_conn: Connection, cancel: threading.Event) -> None:
+def _watch_parent(cancel_conn: Connection, cancel: CancelPipe) -> None:
+    # The only reader of the pipe: others poll it, and _parent_alive looks
+    # for POLLHUP, so a byte seen readable here is still here to read.
     fd = cancel_conn.fileno()
     while True:
         wait([cancel_conn])
         try:
             data = os.read(fd, 64)
-        except InterruptedError:
+        except (InterruptedError, BlockingIOError):
             continue
         cancel.set()
         if data:
@@ -97,7 +101,7 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice:
         os.nice(nice)  # jobs yield the CPU to the API when both want it
-    cancel = threading.Event()
+    cancel = CancelPipe(cancel_conn.fileno())
     state = _SignalState(cancel)
     signal.signal(signal.SIGTERM, state.on_sigterm)
     threading.Thread(
@@ -117,15 +121,36 @@ def child_main(
     progress_conn.close()
     if not _parent_alive(cancel_conn):
         _orphaned()  # the job ended on its own, but its spawn must not outlive it
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Exit now that the supervisor has the final message.
+
+    Straight to ``os._exit``, past multiprocessing's own exit steps: they
+    would join threads and processes the job left running, which the job's
+    end does not wait for (the supervisor kills its process group's
+    leftovers once the child is gone). Only buffered output is written first.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _parent_alive(cancel_conn: Connection) -> bool:
-    # EOF on the cancel pipe (readable, nothing to read) means the parent died.
+    """False once the parent has closed (by dying) its end of the cancel pipe.
+
+    Looks for POLLHUP rather than reading EOF: reading here would race the
+    watch thread for a cancel byte.
+    """
+    poll = select.poll()
+    poll.register(cancel_conn.fileno(), select.POLLIN)
     try:
-        return not (cancel_conn.poll(0) and os.read(cancel_conn.fileno(), 64) == b"")
+        events = poll.poll(0)
     except OSError:
         return False
+    return not any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events)
 
 
 def _run(spec: ChildSpec, ctx: JobContext, state: _SignalState) -> tuple[int, protocol.Message]:
