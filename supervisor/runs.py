@@ -94,8 +94,10 @@ class Run:
         self.escalation: Escalation | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
+        self._settled = False  # the job's final state is decided (and being written)
         self._ended = False
         self._pidfd: int | None = None
+        self.exited: asyncio.Future[None] = self._loop.create_future()  # set by on_exit
 
     def attach(self) -> None:
         """Called once the child exists: watch its pipe and its sentinel."""
@@ -139,6 +141,11 @@ class Run:
             merged.apply(self, job)
         if self.process.reader.eof:
             self._loop.remove_reader(self.process.progress_fd)
+        if self.final is not None and not self._settled:
+            # The child has said how it ended and is exiting: write the final
+            # state now, while the kernel tears the process down (about a
+            # millisecond); the slot stays taken until the child is gone.
+            self._settle(None)
 
     def _handle(self, message: protocol.Message, job: Job | None) -> None:
         if job is None:
@@ -159,7 +166,7 @@ class Run:
 
     def request_cancel(self, reason: str) -> None:
         job = self._table.get(self.job_id)
-        if self.escalation is not None or job is None:
+        if self.escalation is not None or self._settled or job is None:
             return
         self.escalation = Escalation.EVENT
         info = CancelInfo(requested_at=now(), reason=reason)
@@ -203,11 +210,11 @@ class Run:
         """The child has terminated; its parent, the forkserver, has yet to reap it.
 
         When it said how it ended, that is all the job's final state needs,
-        so the job ends now; the exit code follows on the sentinel.
+        so the run ends now; the exit code follows on the sentinel.
         """
         self._close_pidfd()
         self._consume(budget=1 << 62)  # what it wrote before exiting is all there
-        if self.final is not None and not self._ended:
+        if self._settled and not self._ended:
             self._end(None)
 
     def _on_sentinel(self) -> None:
@@ -231,15 +238,21 @@ class Run:
             self._pidfd = None
 
     def _end(self, exitcode: int | None) -> None:
+        """The child is gone: free its slot."""
         self._ended = True
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()
+        if not self._settled:  # it died without saying how it ended
+            self._settle(exitcode)
+        self._on_exit(self)
+
+    def _settle(self, exitcode: int | None) -> None:
+        self._settled = True
         job = self._table.get(self.job_id)
         partial = job.result if job is not None else None  # the last partial result
         outcome = classify_exit(exitcode, self.final, self.escalation, partial)
         self._finish(outcome, exitcode)
-        self._on_exit(self)
 
     def _finish(self, outcome: Outcome, exitcode: int | None) -> None:
         job = self._table.get(self.job_id)

@@ -11,6 +11,7 @@ of a few milliseconds, kept off the event loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -188,6 +189,8 @@ class Scheduler:
 
     def _exited(self, run: Run) -> None:
         self.runs.pop(run.job_id, None)
+        if not run.exited.done():
+            run.exited.set_result(None)
         if not self.runs:
             self._idle.set()
         self.wake()
@@ -206,6 +209,13 @@ class Scheduler:
         info = CancelInfo(requested_at=now(), reason=reason)
         await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
         return True
+
+    async def exited(self, job_id: str, deadline: float) -> None:
+        """Wait, until ``deadline`` (monotonic) at most, for the job's child to be gone."""
+        run = self.runs.get(job_id)
+        if run is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(run.exited), deadline - time.monotonic())
 
     async def cancel_unclaimed(self, job: Job, reason: str) -> bool:
         """Cancel a pending job nobody has claimed; False if someone has meanwhile."""

@@ -129,7 +129,11 @@ class JobService:
                     f"job {job_id} is already {job.status} and cannot be cancelled",
                 )
             if await self.scheduler.cancel_local(job_id, reason):
+                deadline = time.monotonic() + self.settings.cancel_wait_s
                 await self.table.wait(job_id, self.settings.cancel_wait_s)
+                # Its final state is written while its child exits: "cancelled"
+                # is answered once both are done.
+                await self.scheduler.exited(job_id, deadline)
                 live = self.table.get(job_id) or job
                 if live.status not in TERMINAL:
                     await self.table.persist(live)  # a 202 "cancelling" is on record

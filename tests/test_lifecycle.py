@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -48,6 +49,23 @@ def test_cancel_between_batches_is_immediate(server: Server) -> None:
     history = server.client.get("/admin/groups/g1/removals").json()
     assert [r["whatsappId"] for r in history] == ["in-000"]
     assert server.client.get("/admin/groups/g1").json()["queuedCount"] == 2
+
+
+def _pid(server: Server, job_id: str) -> int | None:
+    pid: int | None = server.status(job_id)["pid"]
+    return pid
+
+
+def test_a_cancel_is_answered_once_the_child_has_exited(server: Server) -> None:
+    # Cancels land a few milliseconds into a sleep, over and over: the child's
+    # main thread and its watch thread both wake on the cancel pipe, and each
+    # answer must still be "cancelled" with the child already gone.
+    for _ in range(40):
+        job_id = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 60_000})
+        pid = wait_until(partial(_pid, server, job_id), timeout=10, interval=0.002)
+        response = server.client.post(f"/admin/jobs/{job_id}/cancel")
+        assert response.json() == {"jobId": job_id, "status": "cancelled"}
+        assert not _alive(pid)
 
 
 def test_cancel_pending_never_starts_a_child(make_server: Any) -> None:
