@@ -7,11 +7,13 @@ import random
 import signal
 import sqlite3
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from supervisor.store.jobs import to_ms
 from tests.conftest import Server, wait_until
 from tests.helpers import group_body, removal
 from tests.test_lifecycle import _alive
@@ -168,6 +170,10 @@ def test_cancel_racing_completion(make_server: Any) -> None:
         assert server.status(job_id)["status"] == status
 
 
+def _ms(iso: str) -> int | None:
+    return to_ms(datetime.fromisoformat(iso.replace("Z", "+00:00")))  # as the store keeps it
+
+
 def test_list_pages_and_filters(server: Server) -> None:
     server.client.put("/admin/groups/g1", json=group_body(inactive=1))
     removal_id = server.start_job(removal("g1", dryRun=True))
@@ -180,15 +186,20 @@ def test_list_pages_and_filters(server: Server) -> None:
     assert [j["id"] for j in second.json()] == [ids[2], ids[1]]
     by_group = server.client.get("/admin/jobs?groupWaId=g1").json()
     assert [j["id"] for j in by_group] == [removal_id]
+    # Jobs submitted back to back can share a millisecond, and the time
+    # filters compare milliseconds (what the store keeps): the expected
+    # windows come from the stored times, not from the submission order.
+    created_ms = {i: _ms(server.status(i)["createdAt"]) for i in [removal_id, *ids]}
     created = server.status(ids[2])["createdAt"]
+    newest_first = [removal_id, *ids][::-1]
     window = httpx.QueryParams({"createdAfter": created})
-    assert len(server.client.get(f"/admin/jobs?{window}").json()) == 3
+    after = [j["id"] for j in server.client.get(f"/admin/jobs?{window}").json()]
+    assert after == [i for i in newest_first if created_ms[i] >= created_ms[ids[2]]]
+    assert ids[2] in after
     window = httpx.QueryParams({"createdBefore": created})
-    assert [j["id"] for j in server.client.get(f"/admin/jobs?{window}").json()] == [
-        ids[1],
-        ids[0],
-        removal_id,
-    ]
+    before = [j["id"] for j in server.client.get(f"/admin/jobs?{window}").json()]
+    assert before == [i for i in newest_first if created_ms[i] < created_ms[ids[2]]]
+    assert ids[2] not in before
 
 
 def test_shutdown_escalates_on_a_job_that_ignores_cancel(make_server: Any, sqlite_url: str) -> None:
