@@ -133,7 +133,8 @@ def test_shutdown_keeps_its_deadline_while_the_database_is_locked(
 ) -> None:
     server = make_server(JOBSUP_SHUTDOWN_GRACE_S="1")
     job_id = server.start_job({"type": "sleepy", "steps": 3, "stepMs": 60_000})
-    server.wait_status(job_id, "running")
+    # 'running' is in the store, not only in memory, before the lock is taken.
+    wait_until(lambda: stored(sqlite_url, job_id)["status"] == "running", timeout=10)
     locker = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     try:
