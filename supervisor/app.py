@@ -25,7 +25,7 @@ async def healthz(request: Request) -> Response:
         {
             "status": "ok",
             "instance": runtime.settings.instance_id,
-            "runningJobs": len(runtime.scheduler.runs),
+            "runningJobs": runtime.scheduler.running(),
             "jobsInMemory": len(runtime.table),
             "databaseAvailable": runtime.store.available,
         }

@@ -82,19 +82,21 @@ class Run:
         process: JobProcess,
         table: JobTable,
         settings: Settings,
+        on_settled: Callable[[Run], None],
         on_exit: Callable[[Run], None],
     ) -> None:
         self.job_id = job_id
         self.process = process
         self._table = table
         self._settings = settings
+        self._on_settled = on_settled
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
         self.final: protocol.Message | None = None
         self.escalation: Escalation | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
-        self._settled = False  # the job's final state is decided (and being written)
+        self.settled = False  # the job's final state is decided (and being written)
         self._ended = False
         self._pidfd: int | None = None
         self.exited: asyncio.Future[None] = self._loop.create_future()  # set by on_exit
@@ -141,11 +143,15 @@ class Run:
             merged.apply(self, job)
         if self.process.reader.eof:
             self._loop.remove_reader(self.process.progress_fd)
-        if self.final is not None and not self._settled:
-            # The child has said how it ended and is exiting: write the final
-            # state now, while the kernel tears the process down (about a
-            # millisecond); the slot stays taken until the child is gone.
+        if self.final is not None and not self.settled:
+            # The child has said how it ended and is in os._exit: write the
+            # final state, and let the next job have the slot, while the
+            # kernel tears the process down (about a millisecond).
             self._settle(None)
+            if self._timer is None:  # a cancel's escalation covers it already
+                self._timer = self._loop.call_later(
+                    self._settings.kill_after_s, self._kill_straggler
+                )
 
     def _handle(self, message: protocol.Message, job: Job | None) -> None:
         if job is None:
@@ -166,7 +172,7 @@ class Run:
 
     def request_cancel(self, reason: str) -> None:
         job = self._table.get(self.job_id)
-        if self.escalation is not None or self._settled or job is None:
+        if self.escalation is not None or self.settled or job is None:
             return
         self.escalation = Escalation.EVENT
         info = CancelInfo(requested_at=now(), reason=reason)
@@ -198,6 +204,13 @@ class Run:
             log.warning("job %s still running: SIGKILL", self.job_id)
             self.process.kill()
 
+    def _kill_straggler(self) -> None:
+        """The child said it ended but has not exited (it holds no slot now)."""
+        self._timer = None
+        if self.process.exitcode is None:
+            log.warning("job %s's child is still there after its end: SIGKILL", self.job_id)
+            self.process.kill()
+
     def kill_now(self) -> None:
         """Last step of a shutdown: no more grace."""
         if self.escalation is None:
@@ -214,7 +227,7 @@ class Run:
         """
         self._close_pidfd()
         self._consume(budget=1 << 62)  # what it wrote before exiting is all there
-        if self._settled and not self._ended:
+        if self.settled and not self._ended:
             self._end(None)
 
     def _on_sentinel(self) -> None:
@@ -238,21 +251,22 @@ class Run:
             self._pidfd = None
 
     def _end(self, exitcode: int | None) -> None:
-        """The child is gone: free its slot."""
+        """The child is gone: kill what it left in its group, forget the run."""
         self._ended = True
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()
-        if not self._settled:  # it died without saying how it ended
+        if not self.settled:  # it died without saying how it ended
             self._settle(exitcode)
         self._on_exit(self)
 
     def _settle(self, exitcode: int | None) -> None:
-        self._settled = True
+        self.settled = True
         job = self._table.get(self.job_id)
         partial = job.result if job is not None else None  # the last partial result
         outcome = classify_exit(exitcode, self.final, self.escalation, partial)
         self._finish(outcome, exitcode)
+        self._on_settled(self)
 
     def _finish(self, outcome: Outcome, exitcode: int | None) -> None:
         job = self._table.get(self.job_id)

@@ -84,8 +84,12 @@ class Scheduler:
         self._table.adopt(job)
         self._launch(job)
 
+    def running(self) -> int:
+        """Jobs whose end is not yet known (a child still exiting is not counted)."""
+        return sum(1 for run in self.runs.values() if not run.settled)
+
     def _free(self) -> int:
-        taken = len(self.runs) + self._reserved + self._claiming_slots
+        taken = self.running() + self._reserved + self._claiming_slots
         return self._settings.max_concurrent_jobs - taken
 
     async def _claim(self) -> None:
@@ -129,7 +133,7 @@ class Scheduler:
         )
         spare = self._take_spare()
         process = spare or JobProcess(self._ctx, self._settings.child_nice)
-        run = Run(job.id, process, self._table, self._settings, self._exited)
+        run = Run(job.id, process, self._table, self._settings, self._settled, self._exited)
         self.runs[job.id] = run
         self._idle.clear()
         self._table.update(job, attempts=job.attempts + 1)
@@ -187,13 +191,17 @@ class Scheduler:
             return
         run.attach()
 
+    def _settled(self, run: Run) -> None:
+        self.wake()  # its slot is free
+
     def _exited(self, run: Run) -> None:
         self.runs.pop(run.job_id, None)
         if not run.exited.done():
             run.exited.set_result(None)
         if not self.runs:
             self._idle.set()
-        self.wake()
+        if not run.settled:  # never started: its slot is free only now
+            self.wake()
 
     # -- cancellation --------------------------------------------------------------
 

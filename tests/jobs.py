@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from typing import Any, Literal
 
@@ -62,6 +65,21 @@ def stubborn(ctx: JobContext, config: StubbornConfig) -> dict[str, Any]:
     while time.monotonic() < deadline:
         time.sleep(0.01)  # deliberately not ctx.sleep: this job ignores the Event
     return {"finished": True}
+
+
+class LingerConfig(JobConfig, tag="linger"):
+    """Returns at once, but its child then hangs writing its buffered output."""
+
+
+class _StuckOutput(io.StringIO):
+    def flush(self) -> None:
+        threading.Event().wait()  # as if stdout were a pipe nobody reads
+
+
+@job_type(LingerConfig)
+def linger(ctx: JobContext, config: LingerConfig) -> dict[str, Any]:
+    sys.stdout = _StuckOutput()
+    return {"pid": os.getpid()}
 
 
 class CrashConfig(JobConfig, tag="crash"):

@@ -107,6 +107,20 @@ def test_job_ignoring_sigterm_is_killed_with_its_grandchild(server: Server) -> N
     wait_until(lambda: not _alive(grandchild) and not _alive(pid), timeout=5)
 
 
+def test_a_child_that_hangs_after_its_end_frees_its_slot_and_is_killed(
+    make_server: Any,
+) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_KILL_AFTER_S="1")
+    job_id = server.start_job({"type": "linger"})
+    pid = server.wait_status(job_id, "completed")["result"]["pid"]  # its end is known
+    assert _alive(pid)
+    # The hanging child does not hold the only slot...
+    server.wait_status(server.start_job({"type": "quick", "value": 1}), "completed")
+    # ...and is killed once kill_after_s has passed.
+    wait_until(lambda: not _alive(pid), timeout=10)
+    assert "child is still there after its end: SIGKILL" in server.log()
+
+
 def test_cancel_a_finished_job_is_400(server: Server) -> None:
     job_id = server.start_job({"type": "quick"})
     server.wait_status(job_id, "completed")
