@@ -21,7 +21,7 @@ from psycopg import sql
 from supervisor.store.migrations import migrate
 from workers import directory, protocol, registry
 from workers.context import Channel, JobCancelled, JobContext
-from workers.db import Database, connect
+from workers.db import SQLITE_CACHE_KIB, Database, connect, connect_sqlite
 from workers.directory import GroupIn, MemberIn, current_ms, from_ms
 from workers.directory import queue as removal_queue
 from workers.gateways import gateway_for
@@ -635,3 +635,11 @@ def test_cancel_during_a_dry_run(db: Database, make_job: Any) -> None:
         removal_workflow(job.ctx, workflow(batch_size=2, dry_run=True))
     assert job.ctx.last_partial["wouldRemoveWhatsappIds"] == ["idle-1", "idle-2"]
     assert snapshot(db) == before
+
+
+def test_sqlite_connections_bound_their_page_cache(tmp_path: Any) -> None:
+    conn = connect_sqlite(str(tmp_path / "cache.db"))
+    try:
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] == -SQLITE_CACHE_KIB
+    finally:
+        conn.close()

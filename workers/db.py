@@ -15,6 +15,12 @@ from typing import Any
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
+# Page cache per connection. SQLite's default (2 MiB) filled up as the jobs
+# table grew and was most of the front process's growth with 10,000 jobs;
+# the hot pages (the newest jobs, the indexes) fit in this, and the rest
+# comes from the operating system's file cache.
+SQLITE_CACHE_KIB = 512
+
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached or stayed locked; the caller may retry."""
@@ -95,6 +101,7 @@ def connect_sqlite(path: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> 
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     return conn
 
 
