@@ -13,8 +13,12 @@ decide the result.
 
 from __future__ import annotations
 
+import os
 import statistics
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from bench import load
 from bench.servers import JobsupServer, timestamp
@@ -142,14 +146,49 @@ def progress(session: Session) -> list[Row]:
 
 
 def _api_during_flood(session: Session, server: JobsupServer) -> list[Row]:
-    seconds = session.count(4, 2)
-    runs = {
-        "idle": [load.generate(_status_url(server, _finished_job(server)), seconds)],
-        "bare": [load.generate(f"{session.bare_server().url}/bare", seconds)],
-    }
-    (job_id,) = _running(server, {"type": "bench_flood", "seconds": seconds + 1}, 1)
-    runs["busy"] = [load.generate(_status_url(server, job_id), seconds)]
-    job = server.wait_status(job_id, ("completed",), timeout=seconds + 60)
-    elapsed = timestamp(job["completedAt"]) - timestamp(job["startedAt"])
-    note = f"{job['result']['sent'] / elapsed:,.0f} msg/s meanwhile, {runs['busy'][0].tool}"
-    return _rows("1 job flooding", note, runs)
+    """The API rows again while one child floods; rounds and medians, as for chatty jobs.
+
+    A control row measures the bare route while a bare CPU burner runs (a
+    Python busy loop at the jobs' nice level): what any process keeping a
+    core busy costs the API on this machine, with no jobsup in the way.
+    """
+    seconds, rounds = session.count(3, 2), session.count(3, 1)
+    runs: dict[str, list[load.LoadResult]] = {"idle": [], "bare": [], "busy": [], "burner": []}
+    bare_url = f"{session.bare_server().url}/bare"
+    rates = []
+    for _ in range(rounds):
+        runs["idle"].append(load.generate(_status_url(server, _finished_job(server)), seconds))
+        runs["bare"].append(load.generate(bare_url, seconds))
+        with _cpu_burner():
+            runs["burner"].append(load.generate(bare_url, seconds))
+        (job_id,) = _running(server, {"type": "bench_flood", "seconds": seconds + 1}, 1)
+        runs["busy"].append(load.generate(_status_url(server, job_id), seconds))
+        job = server.wait_status(job_id, ("completed",), timeout=seconds + 60)
+        elapsed = timestamp(job["completedAt"]) - timestamp(job["startedAt"])
+        rates.append(job["result"]["sent"] / elapsed)
+    note = f"{statistics.median(rates):,.0f} msg/s meanwhile, {runs['busy'][0].tool}"
+    burner_rate, _ = _median(runs["burner"])
+    bare_rate, _ = _median(runs["bare"])
+    control = Row(
+        "api req/s, bare route + CPU burner",
+        "req/s",
+        Summary.single(burner_rate),
+        "bare route",
+        Summary.single(bare_rate),
+        None,
+        "a busy loop at the jobs' nice",
+    )
+    return [*_rows("1 job flooding", note, runs), control]
+
+
+@contextmanager
+def _cpu_burner() -> Iterator[None]:
+    nice = int(os.environ.get("JOBSUP_CHILD_NICE", "10"))
+    burner = subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.nice(nice)
+    )
+    try:
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
