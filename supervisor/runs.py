@@ -99,6 +99,7 @@ class Run:
         self.settled = False  # the job's final state is decided (and being written)
         self._ended = False
         self._pidfd: int | None = None
+        self._garbled = False  # it sent a bad frame
         self.exited: asyncio.Future[None] = self._loop.create_future()  # set by on_exit
 
     def attach(self) -> None:
@@ -125,6 +126,8 @@ class Run:
         table update: the API stays responsive whatever the job sends.
         """
         assert self.process.reader is not None
+        if self._garbled:
+            return
         job = self._table.get(self.job_id)
         merged = _Merged()
         try:
@@ -136,6 +139,7 @@ class Run:
         except (ProtocolError, msgspec.DecodeError) as exc:
             log.error("job %s sent a bad frame (%s); killing it", self.job_id, exc)
             self._loop.remove_reader(self.process.progress_fd)
+            self._garbled = True  # nothing more it sends is read
             self.final = protocol.Failed("ProtocolError", str(exc), "")
             self.process.kill()
             return
@@ -148,10 +152,11 @@ class Run:
             # final state, and let the next job have the slot, while the
             # kernel tears the process down (about a millisecond).
             self._settle(None)
-            if self._timer is None:  # a cancel's escalation covers it already
-                self._timer = self._loop.call_later(
-                    self._settings.kill_after_s, self._kill_straggler
-                )
+            # Its end is known: a pending escalation step is moot (a SIGTERM
+            # would no longer raise in it), and it has kill_after_s to be gone.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(self._settings.kill_after_s, self._kill_straggler)
 
     def _handle(self, message: protocol.Message, job: Job | None) -> None:
         if job is None:

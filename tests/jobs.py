@@ -68,7 +68,9 @@ def stubborn(ctx: JobContext, config: StubbornConfig) -> dict[str, Any]:
 
 
 class LingerConfig(JobConfig, tag="linger"):
-    """Returns at once, but its child then hangs writing its buffered output."""
+    """Ends (at once, or when cancelled during ``wait_ms``), then hangs writing its output."""
+
+    wait_ms: int = 0
 
 
 class _StuckOutput(io.StringIO):
@@ -79,6 +81,8 @@ class _StuckOutput(io.StringIO):
 @job_type(LingerConfig)
 def linger(ctx: JobContext, config: LingerConfig) -> dict[str, Any]:
     sys.stdout = _StuckOutput()
+    ctx.partial({"pid": os.getpid()})
+    ctx.sleep(config.wait_ms / 1000)
     return {"pid": os.getpid()}
 
 

@@ -59,7 +59,9 @@ def test_sleep_sends_pending_progress_and_wakes_on_cancel(ctx_and_inbox: tuple) 
 @pytest.fixture
 def cancel_pipe() -> Iterator[tuple[CancelPipe, int, int]]:
     read_end, write_end = os.pipe()
-    yield CancelPipe(read_end), read_end, write_end
+    flag = CancelPipe(read_end)
+    yield flag, read_end, write_end
+    flag.close()
     os.close(read_end)
     os.close(write_end)
 
@@ -92,6 +94,7 @@ def test_the_supervisor_closing_the_pipe_wakes_a_sleeper() -> None:
     closer = _later(lambda: os.close(write_end))
     assert flag.wait(30) is True
     closer.join()
+    flag.close()
     os.close(read_end)
 
 

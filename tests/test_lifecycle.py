@@ -121,6 +121,17 @@ def test_a_child_that_hangs_after_its_end_frees_its_slot_and_is_killed(
     assert "child is still there after its end: SIGKILL" in server.log()
 
 
+def test_a_cancelled_child_that_hangs_is_killed_after_kill_after_s(make_server: Any) -> None:
+    # Its cancel's escalation (SIGTERM after the 30 s grace) would no longer
+    # reach it: the job has ended, so only the straggler kill applies.
+    server = make_server(JOBSUP_CANCEL_GRACE_S="30", JOBSUP_KILL_AFTER_S="1")
+    job_id = server.start_job({"type": "linger", "waitMs": 60_000})
+    pid = wait_until(partial(_pid, server, job_id), timeout=10)
+    server.client.post(f"/admin/jobs/{job_id}/cancel")
+    assert server.wait_status(job_id, "cancelled")["result"] == {"pid": pid}
+    wait_until(lambda: not _alive(pid), timeout=10)
+
+
 def test_cancel_a_finished_job_is_400(server: Server) -> None:
     job_id = server.start_job({"type": "quick"})
     server.wait_status(job_id, "completed")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import select
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,33 +40,37 @@ class CancelPipe:
     """The cancel flag of a job's child, woken straight from the cancel pipe.
 
     The supervisor writes a byte to the pipe to cancel, and closes it when it
-    dies; either makes the pipe readable. ``wait`` polls the pipe itself, so
-    a job sleeping between steps wakes as soon as the byte lands, without a
-    hop through another thread. The child's watch thread reads the pipe too
-    (it must notice the supervisor's death while the job is busy): when it
-    takes the byte first, ``set`` makes a private wake pipe readable, so a
-    sleeper that checked the flag just before can still not miss it.
+    dies; either makes the pipe readable (this class never reads it).
+    ``wait`` polls the pipe itself, so a job sleeping between steps wakes as
+    soon as the byte lands, without a hop through another thread. The
+    child's watch thread reads the pipe (it must notice the supervisor's
+    death while the job is busy): when it takes the byte first, ``set``
+    makes a private wake pipe readable, so a sleeper that checked the flag
+    just before can still not miss it.
     """
 
     def __init__(self, cancel_fd: int) -> None:
-        self._flag = threading.Event()
+        # A plain bool, not a threading.Event: the SIGTERM handler sets it,
+        # and an Event's lock taken by the interrupted main thread would
+        # deadlock the handler. Assigning a bool is atomic and lock-free.
+        self._set = False
         self._cancel_fd = cancel_fd
         self._wake_r, self._wake_w = os.pipe()
 
     def set(self) -> None:
-        if not self._flag.is_set():
-            self._flag.set()
+        if not self._set:
+            self._set = True
             os.write(self._wake_w, b"!")  # never drained: a cancel is for good
 
     def is_set(self) -> bool:
-        return self._flag.is_set()
+        return self._set
 
     def wait(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         poll = select.poll()  # one per call: a job's threads may all sleep at once
         poll.register(self._cancel_fd, select.POLLIN)
         poll.register(self._wake_r, select.POLLIN)
-        while not self._flag.is_set():
+        while not self._set:
             ms = MAX_POLL_MS
             if deadline is not None:
                 remaining = deadline - time.monotonic()
@@ -75,8 +78,13 @@ class CancelPipe:
                     return False
                 ms = min(ms, math.ceil(remaining * 1000))
             if poll.poll(ms):  # a byte, the supervisor's death, or a set()
-                self._flag.set()
+                self._set = True
         return True
+
+    def close(self) -> None:
+        """Close the wake pipe (a child never needs to: it ends with its process)."""
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
 
 class Channel:
