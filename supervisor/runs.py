@@ -100,6 +100,7 @@ class Run:
         self._ended = False
         self._pidfd: int | None = None
         self._garbled = False  # it sent a bad frame
+        self._started_unsaved = False  # 'running' applied, its write not yet made
         self.exited: asyncio.Future[None] = self._loop.create_future()  # set by on_exit
 
     def attach(self) -> None:
@@ -147,6 +148,9 @@ class Run:
             merged.apply(self, job)
         if self.process.reader.eof:
             self._loop.remove_reader(self.process.progress_fd)
+        if self.final is None and self._started_unsaved and job is not None:
+            self._table.persist(job)  # 'running' is on record before the job's next read
+        self._started_unsaved = False
         if self.final is not None and not self.settled:
             # The child has said how it ended and is in os._exit: write the
             # final state, and let the next job have the slot, while the
@@ -165,7 +169,10 @@ class Run:
             case protocol.Started(pid, at):
                 started = datetime.fromtimestamp(at, UTC)
                 if job.status is JobStatus.PENDING:
-                    self._table.move(job, JobStatus.RUNNING, pid=pid, started_at=started)
+                    # Written at the end of this read, unless the job's end
+                    # came in the same read: its final write carries it all.
+                    self._table.move_soon(job, JobStatus.RUNNING, pid=pid, started_at=started)
+                    self._started_unsaved = True
                 else:  # cancelling already: keep the state, stamp the start
                     self._table.update(job, pid=pid, started_at=started)
             case protocol.Log(_level, text):
