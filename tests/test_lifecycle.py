@@ -23,8 +23,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead for our purposes
-        return f.read().split(") ")[1][0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie is dead for our purposes
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False  # reaped between the two looks
 
 
 def test_cancel_between_batches_is_immediate(server: Server) -> None:
