@@ -152,15 +152,7 @@ class Run:
             self._table.persist(job)  # 'running' is on record before the job's next read
         self._started_unsaved = False
         if self.final is not None and not self.settled:
-            # The child has said how it ended and is in os._exit: write the
-            # final state, and let the next job have the slot, while the
-            # kernel tears the process down (about a millisecond).
-            self._settle(None)
-            # Its end is known: a pending escalation step is moot (a SIGTERM
-            # would no longer raise in it), and it has kill_after_s to be gone.
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_later(self._settings.kill_after_s, self._kill_straggler)
+            self._settle_before_exit()
 
     def _handle(self, message: protocol.Message, job: Job | None) -> None:
         if job is None:
@@ -215,6 +207,19 @@ class Run:
         else:
             log.warning("job %s still running: SIGKILL", self.job_id)
             self.process.kill()
+
+    def _settle_before_exit(self) -> None:
+        """The child has said how it ended and is in os._exit.
+
+        Write the final state, and let the next job have the slot, while the
+        kernel tears the process down (about a millisecond). A pending
+        escalation step is moot now (a SIGTERM no longer raises in it): the
+        child gets kill_after_s to be gone.
+        """
+        self._settle(None)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(self._settings.kill_after_s, self._kill_straggler)
 
     def _kill_straggler(self) -> None:
         """The child said it ended but has not exited (it holds no slot now)."""

@@ -196,8 +196,7 @@ class Scheduler:
 
     def _exited(self, run: Run) -> None:
         self.runs.pop(run.job_id, None)
-        if not run.exited.done():
-            run.exited.set_result(None)
+        run.exited.set_result(None)
         if not self.runs:
             self._idle.set()
         if not run.settled:  # never started: its slot is free only now

@@ -74,7 +74,7 @@ def _watch_parent(cancel_conn: Connection, cancel: CancelPipe) -> None:
         wait([cancel_conn])
         try:
             data = os.read(fd, 64)
-        except (InterruptedError, BlockingIOError):
+        except InterruptedError:
             continue
         cancel.set()
         if data:

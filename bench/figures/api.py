@@ -24,6 +24,7 @@ from bench import load
 from bench.servers import JobsupServer, timestamp
 from bench.session import Session
 from bench.stats import Row, Summary, Target
+from supervisor.settings import Settings
 
 CHATTY_JOBS = 4
 CHATTY_RATE = 1000
@@ -183,7 +184,7 @@ def _api_during_flood(session: Session, server: JobsupServer) -> list[Row]:
 
 @contextmanager
 def _cpu_burner() -> Iterator[None]:
-    nice = int(os.environ.get("JOBSUP_CHILD_NICE", "10"))
+    nice = Settings.from_env().child_nice  # the bench's servers read the same environment
     burner = subprocess.Popen(
         [sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.nice(nice)
     )
