@@ -27,6 +27,8 @@ log = logging.getLogger("jobsup.table")
 
 # A state write keeps retrying this long while the database is unavailable.
 STATE_WRITE_RETRY_S = 3600.0
+# A read of a final state not yet stored waits this long for its write.
+SHOW_FINAL_WAIT_S = 1.0
 
 
 class KeyConflict(Exception):
@@ -63,6 +65,12 @@ class JobTable:
 
     async def fetch(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
+        if job is not None and job.status in TERMINAL and job_id in self._last_write:
+            # A final state is shown once stored: its write may yet be fenced
+            # off. A database that does not answer is not waited out.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.persisted(job_id), SHOW_FINAL_WAIT_S)
+            job = self._jobs.get(job_id)
         if job is None:
             job = await self.store.call(sql.get_job, job_id)
         return job
