@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Server, wait_until
 from tests.helpers import group_body, removal
-from workers.db import sqlite_path
+from workers.db import connect
 
 # Every running removal job removes one member, then sleeps a minute (cancellable).
 SLOW = {"batchSize": 1, "delayMs": 60_000}
@@ -59,9 +60,13 @@ def forked(server: Server) -> list[int]:
 
 
 def rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
-    with sqlite3.connect(sqlite_path(url)) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute(sql, params)]
+    db = connect(url)
+    try:
+        cursor = db.conn.execute(db._sql(sql), params)
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        db.close()
 
 
 def _removed(url: str, group: str) -> int:
@@ -95,9 +100,16 @@ def _assert_pending_untouched(url: str, pending: list[str]) -> None:
         assert _removed(url, group) == 0
 
 
-def test_sigterm_to_every_process_keeps_pending_jobs(make_server: Any, sqlite_url: str) -> None:
-    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="4")
-    running, pending = _six_removals(server, sqlite_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    return str(request.getfixturevalue("pg_url"))  # set up first: it outlives the server
+
+
+def test_sigterm_to_every_process_keeps_pending_jobs(url: str, make_server: Any) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="4", DATABASE_URL=url)
+    running, pending = _six_removals(server, url)
     everyone = session_pids(server.pid)
     signalled_at = int(time.time() * 1000)
     for pid in everyone:  # as a platform does: every process of the dyno at once
@@ -106,19 +118,19 @@ def test_sigterm_to_every_process_keeps_pending_jobs(make_server: Any, sqlite_ur
     assert server.process.wait(30) == 0
     wait_until(lambda: not session_pids(server.pid), timeout=5)
 
-    _assert_pending_untouched(sqlite_url, pending)
+    _assert_pending_untouched(url, pending)
     for i, job_id in enumerate(running):
-        (row,) = rows(sqlite_url, "SELECT * FROM jobs WHERE id = ?", job_id)
+        (row,) = rows(url, "SELECT * FROM jobs WHERE id = ?", job_id)
         assert row["status"] == "cancelled", row
         assert row["started_at"] < signalled_at
-        assert _removed(sqlite_url, f"g{i}") == 1  # nothing removed after the signal
-    started = rows(sqlite_url, "SELECT id FROM jobs WHERE started_at >= ?", signalled_at)
+        assert _removed(url, f"g{i}") == 1  # nothing removed after the signal
+    started = rows(url, "SELECT id FROM jobs WHERE started_at >= ?", signalled_at)
     assert started == []
 
     server.start()  # the next start runs what was pending
     for i, job_id in zip((4, 5), pending, strict=True):
         assert server.wait_status(job_id, "running")["attempts"] == 1
-        wait_until(lambda i=i: _removed(sqlite_url, f"g{i}") == 1)
+        wait_until(lambda i=i: _removed(url, f"g{i}") == 1)
 
 
 def test_sigterm_to_the_forkserver_stops_the_server(make_server: Any, sqlite_url: str) -> None:
