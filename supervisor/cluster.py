@@ -23,6 +23,10 @@ from workers.db import DatabaseUnavailable
 
 log = logging.getLogger("jobsup.cluster")
 
+# A pending job stored as ours but not held here this long after its claim
+# was never adopted (a claim retried after its commit landed): give it back.
+STRAY_AFTER_S = 10.0
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -76,6 +80,17 @@ class Cluster:
         if not known:
             await self._declared_dead()
         await self.rescue()
+        await self._give_back_strays()
+
+    async def _give_back_strays(self) -> None:
+        """Unclaim pending jobs stored as ours that this instance does not hold."""
+        held = frozenset(self.scheduler.held_ids())  # taken before the cutoff below
+        before = _now_ms() - int(STRAY_AFTER_S * 1000)
+        strays = await self.store.call(claims.give_back_strays, self.me, held, before, write=True)
+        if strays:
+            log.warning("gave back %d claimed jobs this instance never started", len(strays))
+            await self.store.call(claims.notify_pending, write=True)
+            self.scheduler.wake()
 
     async def _declared_dead(self) -> None:
         """Others declared this instance dead (it stalled): its jobs are theirs now.

@@ -125,6 +125,10 @@ class Scheduler:
         if jobs:
             await self._store.call(claims.unclaim, jobs, write=True, retry_for=5.0)
 
+    def held_ids(self) -> list[str]:
+        """Jobs this instance holds: in memory, or with a run (a child) here."""
+        return [*self._table.live_ids(), *self.runs]
+
     def running(self) -> int:
         """Jobs whose end is not yet known (a child still exiting is not counted)."""
         return sum(1 for run in self.runs.values() if not run.settled)
@@ -152,13 +156,13 @@ class Scheduler:
                 # Shutdown or a SIGTERM began meanwhile, or (rarely) the child of
                 # a lost earlier attempt is still being killed: give them back.
                 back = [j for j, _ in claimed if not self.admitting() or j.id in self.runs]
-                await self._unclaim(back)
-                if not self.admitting():
-                    break
                 for job, _key in claimed:
-                    if job not in back:
+                    if all(job is not b for b in back):
                         self._table.adopt(job)
                         self._launch(job)
+                if back:  # the next child exit or poll claims again
+                    await self._unclaim(back)
+                    break
                 if len(claimed) < free and not self._claim_again:
                     break
         except Exception:

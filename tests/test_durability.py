@@ -243,3 +243,22 @@ def test_a_fixed_instance_id_survives_a_crash(make_server: Any) -> None:
     server.kill()
     server.start()
     assert server.status(job_id)["status"] == "failed"
+
+
+def test_a_claim_never_adopted_goes_back_to_the_queue(make_server: Any, sqlite_url: str) -> None:
+    # As if a claim were retried after its first commit landed: the first
+    # claim's job is stored as this instance's, but it never heard of it.
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_HEARTBEAT_S="0.2")
+    instance = server.client.get("/healthz").json()["instance"]
+    busy = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 60_000})
+    server.wait_status(busy, "running")
+    stray = server.start_job({"type": "quick", "value": 5})
+    with sqlite3.connect(sqlite_path(sqlite_url)) as conn:
+        conn.execute(
+            "UPDATE jobs SET owner = ?, attempts = 1, updated_at = 0 WHERE id = ?",
+            (instance, stray),
+        )
+    wait_until(lambda: "gave back 1 claimed jobs this instance never started" in server.log())
+    server.client.post(f"/admin/jobs/{busy}/cancel")
+    done = server.wait_status(stray, "completed")
+    assert (done["owner"], done["attempts"], done["result"]) == (instance, 1, {"value": 5})

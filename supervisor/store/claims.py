@@ -56,14 +56,39 @@ def unclaim(db: Database, jobs: list[Job]) -> None:
     )
 
 
+def give_back_strays(db: Database, owner: str, held: frozenset[str], before_ms: int) -> list[str]:
+    """Unclaim ``owner``'s pending jobs that it does not hold, claimed before ``before_ms``.
+
+    A claim retried after its first commit landed (the answer lost with the
+    connection) claims a second set; the first is owned here but was never
+    adopted. Nothing runs it, so it goes back to the queue. Returns their ids.
+    """
+    rows = db.query(
+        "SELECT id, attempts FROM jobs WHERE owner = ? AND status = 'pending' AND updated_at < ?",
+        (owner, before_ms),
+    )
+    strays = [(job_id, attempts) for job_id, attempts in rows if job_id not in held]
+    db.executemany(
+        "UPDATE jobs SET owner = NULL, attempts = attempts - 1"
+        " WHERE id = ? AND owner = ? AND attempts = ? AND status = 'pending'",
+        [(job_id, owner, attempts) for job_id, attempts in strays],
+    )
+    return [job_id for job_id, _ in strays]
+
+
 def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
     """Cancel a pending job no instance has claimed; False if one has meanwhile."""
+    cancel = to_json(job.cancel)
     changed = db.execute(
         "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
         " exclusive_key = NULL WHERE id = ? AND status = 'pending' AND owner IS NULL",
-        (job.status.value, to_json(job.cancel), to_ms(job.completed_at), now_ms, job.id),
+        (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
     )
-    return changed == 1
+    if changed:
+        return True
+    # A retry after a commit whose answer was lost finds its own cancel.
+    row = db.one("SELECT status, cancel FROM jobs WHERE id = ?", (job.id,))
+    return row == (job.status.value, cancel)
 
 
 def request_cancel(db: Database, job_id: str, request: dict[str, Any], now_ms: int) -> bool:
