@@ -77,8 +77,13 @@ class JobTable:
 
     async def list(self, f: sql.JobFilter) -> list[Job]:
         stored = await self.store.call(sql.list_jobs, f)
-        # Live jobs' coalesced progress is fresher in memory.
-        return [self._jobs.get(j.id, j) for j in stored]
+        # Live jobs' coalesced progress is fresher in memory; a final state
+        # is shown once stored (its write may yet be fenced off).
+        return [self._jobs.get(j.id, j) if self._shown(j.id) else j for j in stored]
+
+    def _shown(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        return job is not None and (job.status not in TERMINAL or job_id not in self._last_write)
 
     def __len__(self) -> int:
         return len(self._jobs)
