@@ -2,7 +2,7 @@
 
 Faults, picked by a seeded random generator (the seed is printed; set
 JOBSUP_CHAOS_SEED to replay one): SIGSTOP of a front past the node timeout
-then SIGCONT, SIGKILL of fronts (restarted) and of job children, every
+then SIGCONT, SIGKILL and SIGTERM of fronts (restarted) and of job children, every
 database backend terminated, cancels and starts sent to random instances.
 Then every job must end, and ``tests.chaos_invariants`` must hold.
 """
@@ -109,10 +109,18 @@ class Chaos:
         server.kill()
         server.start()
 
-    def kill_child(self) -> None:
+    def term_front(self) -> None:
+        server = self.any_up()
+        server.stop()  # SIGTERM: a graceful stop
+        server.start()
+
+    def kill_child(self, sig: int = signal.SIGKILL) -> None:
         job = self.look()
         if job is not None and job["status"] == "running" and job["pid"] and _alive(job["pid"]):
-            os.kill(job["pid"], signal.SIGKILL)
+            os.kill(job["pid"], sig)
+
+    def term_child(self) -> None:
+        self.kill_child(signal.SIGTERM)
 
     def terminate_backends(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -128,7 +136,9 @@ class Chaos:
             (self.look, 2),
             (self.stall, 0.6),
             (self.kill_front, 0.3),
+            (self.term_front, 0.2),
             (self.kill_child, 0.6),
+            (self.term_child, 0.3),
             (self.terminate_backends, 0.3),
         ]
         action = self.rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
@@ -148,7 +158,12 @@ def _all_final(url: str, jobs: list[str]) -> bool:
 def test_chaos_keeps_the_invariants(fenced_db: str, make_server: Any) -> None:  # noqa: F811
     seed = int(os.environ.get("JOBSUP_CHAOS_SEED") or time.time_ns() % 1_000_000)
     print(f"chaos seed: {seed} (JOBSUP_CHAOS_SEED={seed} replays it)")
-    env = {**FENCE, "DATABASE_URL": fenced_db, "JOBSUP_MAX_CONCURRENT_JOBS": "3"}
+    env = {
+        **FENCE,
+        "DATABASE_URL": fenced_db,
+        "JOBSUP_MAX_CONCURRENT_JOBS": "3",
+        "JOBSUP_SIGTERM_HOLD_S": "1",
+    }
     servers = [make_server(**env)]
     install_audit(fenced_db)
     servers += [make_server(**env) for _ in range(2)]
