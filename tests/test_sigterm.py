@@ -126,6 +126,7 @@ def test_sigterm_to_every_process_keeps_pending_jobs(url: str, make_server: Any)
         assert _removed(url, f"g{i}") == 1  # nothing removed after the signal
     started = rows(url, "SELECT id FROM jobs WHERE started_at >= ?", signalled_at)
     assert started == []
+    assert "before it started" not in server.log()  # no child was even handed a job
 
     server.start()  # the next start runs what was pending
     for i, job_id in zip((4, 5), pending, strict=True):
@@ -147,7 +148,7 @@ def test_sigterm_to_the_forkserver_stops_the_server(make_server: Any, sqlite_url
 
 
 def test_sigterm_to_one_child_pauses_admissions(make_server: Any, sqlite_url: str) -> None:
-    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_SIGTERM_HOLD_S="3")
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_SIGTERM_HOLD_S="5")
     server.client.put("/admin/groups/g0", json=group_body(inactive=3))
     first = server.start_job(removal("g0", **SLOW))
     waiting = server.start_job({"type": "quick", "value": 7})
