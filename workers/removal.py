@@ -176,6 +176,7 @@ def _walk(
         if number > 1 and delay_s > 0:
             ctx.sleep(delay_s)
         ctx.checkpoint()
+        ctx.flush()  # a batch may take long: show where the job is while it runs
         # Removing and recording a batch is one unit: a SIGTERM waits for it.
         with ctx.shielded():
             step(batch)
