@@ -72,14 +72,24 @@ class Cluster:
             log.warning("could not unregister %s; others will time it out", self.me)
 
     async def beat(self) -> None:
-        known = await self.store.call(
-            instances.heartbeat, self.me, self.host, self.pid, _now_ms(), write=True
-        )
+        known = await self.store.call(instances.heartbeat, self.me, _now_ms(), write=True)
         if not known:
-            log.error(
-                "this instance (%s) had been declared dead by another; re-registered", self.me
-            )
+            await self._declared_dead()
         await self.rescue()
+
+    async def _declared_dead(self) -> None:
+        """Others declared this instance dead (it stalled): its jobs are theirs now.
+
+        Kill every local child at once and forget their jobs unwritten; hand
+        back what is still stored under this id (a rescuer may not have got
+        to it yet, and will not once this id is registered again); register.
+        """
+        log.error("this instance (%s) was declared dead by another; letting its jobs go", self.me)
+        self.scheduler.let_go_of_everything()
+        await self.rescue(earlier_self=True)
+        await self.store.call(
+            instances.register, self.me, self.host, self.pid, _now_ms(), write=True
+        )
 
     async def rescue(self, earlier_self: bool = False) -> None:
         """Rescue the live jobs of dead instances (and, at start, of our own earlier life)."""

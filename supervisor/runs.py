@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -101,6 +102,8 @@ class Run:
         self._pidfd: int | None = None
         self._garbled = False  # it sent a bad frame
         self._started_unsaved = False  # 'running' applied, its write not yet made
+        self.fenced = False  # another instance holds the job: kill, write nothing
+        self.signalled = False  # ended by a SIGTERM the supervisor did not send
         self.exited: asyncio.Future[None] = self._loop.create_future()  # set by on_exit
 
     def attach(self) -> None:
@@ -228,6 +231,22 @@ class Run:
             log.warning("job %s's child is still there after its end: SIGKILL", self.job_id)
             self.process.kill()
 
+    def fence(self) -> None:
+        """Another instance holds the job now: SIGKILL the child's group at once.
+
+        Nothing more is written for it (the table has let the job go).
+        """
+        if self.fenced:
+            return
+        self.fenced = True
+        log.error("job %s: another instance holds it now; killing its child here", self.job_id)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.escalation = Escalation.KILL  # attach() kills a child still being started
+        if self._started:
+            self.process.kill()
+
     def kill_now(self) -> None:
         """Last step of a shutdown: no more grace."""
         if self.escalation is None:
@@ -280,6 +299,16 @@ class Run:
     def _settle(self, exitcode: int | None) -> None:
         self.settled = True
         job = self._table.get(self.job_id)
+        # A child cancelled or killed by SIGTERM when nobody here asked: the
+        # platform is stopping every process (or someone signalled it by hand).
+        unasked = exitcode == -signal.SIGTERM or isinstance(self.final, protocol.Cancelled)
+        self.signalled = self.escalation is None and unasked
+        if self.signalled and job is not None and job.status is JobStatus.PENDING:
+            # Killed before it began the job: the job goes back to the queue.
+            log.warning("job %s's child got SIGTERM before it started; job re-queued", job.id)
+            self._table.release(job)
+            self._on_settled(self)
+            return
         partial = job.result if job is not None else None  # the last partial result
         outcome = classify_exit(exitcode, self.final, self.escalation, partial)
         self._finish(outcome, exitcode)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.context import ForkServerContext
@@ -51,6 +52,9 @@ class Scheduler:
         self._reserved = 0  # slots held by submits that may claim their job
         self._claiming_slots = 0  # slots held by a claim in flight
         self._spare_starting = False
+        self._held_until = 0.0  # monotonic: admissions paused until then
+        self._hold_timer: asyncio.TimerHandle | None = None
+        table.on_lost = self._lost
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -63,13 +67,43 @@ class Scheduler:
         """Claim pending jobs for the free slots, now or right after the current claim."""
         if self._claiming:
             self._claim_again = True
-        elif self.accepting:
+        elif self.admitting():
             self._claiming = True
             self._spawn(self._claim())
 
+    def admitting(self) -> bool:
+        """Whether this instance starts jobs now (not shutting down, not paused)."""
+        return self.accepting and time.monotonic() >= self._held_until
+
+    def stop_admissions(self) -> None:
+        """The front's own SIGTERM: start nothing more. Safe in a signal handler (a flag)."""
+        self.accepting = False
+
+    def hold_admissions(self, why: str) -> None:
+        """A SIGTERM reached one of our children unasked: the platform may be stopping us.
+
+        Start nothing for ``sigterm_hold_s``; the front's own SIGTERM, if it
+        comes, then stops admissions for good. If it does not (someone
+        signalled one child by hand), admissions resume on their own.
+        """
+        hold = self._settings.sigterm_hold_s
+        log.warning("%s: starting no job for %.0f s", why, hold)
+        self._held_until = max(self._held_until, time.monotonic() + hold)
+        self._drop_spare()  # forked before the signal, it may well have had it too
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        self._hold_timer = asyncio.get_running_loop().call_later(hold, self._hold_over)
+
+    def _hold_over(self) -> None:
+        self._hold_timer = None
+        if self.accepting:
+            log.info("no stop followed the SIGTERM: starting jobs again")
+            self.wake()
+            self.refill()
+
     def reserve_slot(self) -> bool:
         """Hold a free slot for a job being submitted here, which may take it at once."""
-        if not self.accepting or self._free() <= 0:
+        if not self.admitting() or self._free() <= 0:
             return False
         self._reserved += 1
         return True
@@ -81,8 +115,15 @@ class Scheduler:
     def run_claimed(self, job: Job) -> None:
         """Start a job this instance claimed when it was submitted."""
         job.owner = self._settings.instance_id  # one shared string, not one per job
+        if not self.admitting():  # a SIGTERM came during the insert: back to the queue
+            self._spawn(self._unclaim([job]))
+            return
         self._table.adopt(job)
         self._launch(job)
+
+    async def _unclaim(self, jobs: list[Job]) -> None:
+        if jobs:
+            await self._store.call(claims.unclaim, jobs, write=True, retry_for=5.0)
 
     def running(self) -> int:
         """Jobs whose end is not yet known (a child still exiting is not counted)."""
@@ -94,7 +135,7 @@ class Scheduler:
 
     async def _claim(self) -> None:
         try:
-            while self.accepting:
+            while self.admitting():
                 self._claim_again = False
                 free = self._free()
                 if free <= 0:
@@ -106,16 +147,18 @@ class Scheduler:
                     )
                 finally:
                     self._claiming_slots = 0
-                if not self.accepting:  # shutdown began meanwhile: give them back
-                    ids = [job.id for job, _key in claimed]
-                    await self._store.call(
-                        claims.unclaim, ids, self._settings.instance_id, write=True
-                    )
-                    break
                 for job, _key in claimed:
                     job.owner = self._settings.instance_id  # shared, not one per job
-                    self._table.adopt(job)
-                    self._launch(job)
+                # Shutdown or a SIGTERM began meanwhile, or (rarely) the child of
+                # a lost earlier attempt is still being killed: give them back.
+                back = [j for j, _ in claimed if not self.admitting() or j.id in self.runs]
+                await self._unclaim(back)
+                if not self.admitting():
+                    break
+                for job, _key in claimed:
+                    if job not in back:
+                        self._table.adopt(job)
+                        self._launch(job)
                 if len(claimed) < free and not self._claim_again:
                     break
         except Exception:
@@ -138,7 +181,6 @@ class Scheduler:
         run = Run(job.id, process, self._table, self._settings, self._settled, self._exited)
         self.runs[job.id] = run
         self._idle.clear()
-        self._table.update(job, attempts=job.attempts + 1)
         if spare is not None:
             spare.assign(spec)
             run.attach()
@@ -152,14 +194,34 @@ class Scheduler:
 
     def _take_spare(self) -> JobProcess | None:
         spare, self._spare = self._spare, None
-        if spare is not None and not spare.usable:
-            spare.discard()  # it died waiting (OOM killer, a stray signal)
-            return None
+        if spare is not None:
+            asyncio.get_running_loop().remove_reader(spare.sentinel)
+            if not spare.usable:
+                spare.discard()  # it died waiting (OOM killer, a stray signal)
+                return None
         return spare
+
+    def _drop_spare(self) -> None:
+        spare = self._take_spare()
+        if spare is not None:
+            spare.discard()
+
+    def _spare_died(self) -> None:
+        """The waiting spare exited. Killed by SIGTERM (its default there): a stop is coming."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        asyncio.get_running_loop().remove_reader(spare.sentinel)
+        code = spare.reap()
+        spare.discard()
+        if code == -signal.SIGTERM:
+            self.hold_admissions("the spare child got SIGTERM")
+        else:
+            log.warning("the spare child exited with %s", code)
 
     def refill(self) -> None:
         """Fork the next spare child in the background, so the next job need not wait."""
-        wanted = self._settings.spare_child and self.accepting and self._spare is None
+        wanted = self._settings.spare_child and self.admitting() and self._spare is None
         if wanted and not self._spare_starting:
             self._spare_starting = True
             self._spawn(self._fork_spare())
@@ -173,8 +235,9 @@ class Scheduler:
             return
         finally:
             self._spare_starting = False
-        if self.accepting and self._spare is None:
+        if self.admitting() and self._spare is None:
             self._spare = process
+            asyncio.get_running_loop().add_reader(process.sentinel, self._spare_died)
         else:
             process.discard()
 
@@ -182,6 +245,10 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._launcher, run.process.start)
+            if run.fenced:  # lost while it was being forked: it never gets the job
+                run.process.discard()
+                self._exited(run)
+                return
             run.process.assign(spec)
         except Exception as exc:
             log.exception("could not start job %s", run.job_id)
@@ -194,10 +261,13 @@ class Scheduler:
         run.attach()
 
     def _settled(self, run: Run) -> None:
+        if run.signalled:
+            self.hold_admissions(f"job {run.job_id}'s child got SIGTERM")
         self.wake()  # its slot is free
 
     def _exited(self, run: Run) -> None:
-        self.runs.pop(run.job_id, None)
+        if self.runs.get(run.job_id) is run:
+            del self.runs[run.job_id]
         run.exited.set_result(None)
         if not self.runs:
             self._idle.set()
@@ -209,10 +279,10 @@ class Scheduler:
     async def cancel_local(self, job_id: str, reason: str) -> bool:
         """Cancel a job this instance owns; False if it is not one of ours."""
         run = self.runs.get(job_id)
-        if run is not None:
+        job = self._table.get(job_id)
+        if run is not None and job is not None:
             run.request_cancel(reason)
             return True
-        job = self._table.get(job_id)
         if job is None or job.status is not JobStatus.PENDING:
             return False
         info = CancelInfo(requested_at=now(), reason=reason)
@@ -236,14 +306,32 @@ class Scheduler:
         )
         return await self._store.call(claims.cancel_unclaimed, cancelled, now_ms(), write=True)
 
+    # -- fencing -------------------------------------------------------------------
+
+    def _lost(self, job_id: str) -> None:
+        """A write found the job held by another run: this one's child must stop now."""
+        run = self.runs.get(job_id)
+        if run is not None:
+            run.fence()
+
+    def let_go_of_everything(self) -> None:
+        """Declared dead by the others: every live job here has been, or will be, rescued.
+
+        Kill every child at once and forget their jobs without writing them.
+        """
+        for run in list(self.runs.values()):
+            run.fence()
+        for job_id in self._table.live_ids():
+            self._table.forget(job_id)
+
     # -- shutdown ------------------------------------------------------------------
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop claiming, cancel running jobs, escalate at the deadline, wait for all."""
         self.accepting = False
-        if self._spare is not None:
-            self._spare.discard()
-            self._spare = None
+        self._drop_spare()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
         for run in list(self.runs.values()):
             run.request_cancel("shutdown")
         deadline = time.monotonic() + grace_s

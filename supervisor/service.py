@@ -134,11 +134,14 @@ class JobService:
                 # Its final state is written while its child exits: "cancelled"
                 # is answered once both are done.
                 await self.scheduler.exited(job_id, deadline)
-                live = self.table.get(job_id) or job
-                if live.status not in TERMINAL:
+                live = self.table.get(job_id)
+                if live is not None and live.status not in TERMINAL:
                     await self.table.persist(live)  # a 202 "cancelling" is on record
-                await self.table.persisted(job_id)
-                return live
+                if live is not None and await self.table.persisted(job_id):
+                    return live
+                # Fenced off: another instance holds the job now; ask it instead.
+                job = await self.get(job_id)
+                continue
             if job.status is JobStatus.PENDING and job.owner is None:
                 if await self.scheduler.cancel_unclaimed(job, reason):
                     return await self.get(job_id)

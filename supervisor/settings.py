@@ -54,6 +54,9 @@ class Settings:
     heartbeat_s: float = 2.0
     node_timeout_s: float = 15.0
     poll_s: float = 1.0
+    # After a SIGTERM reaches a child of ours unasked (a platform stopping
+    # every process, or a hand), start no job for this long.
+    sigterm_hold_s: float = 30.0
     # Keep one child forked and waiting, so a job starts without a fork.
     spare_child: bool = True
     # Jobs run at this nice level, below the API when both want the CPU.
@@ -95,6 +98,7 @@ class Settings:
             "min_delay_ms",
             "shutdown_grace_s",
             "retention_days",
+            "sigterm_hold_s",
         )
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -36,6 +36,26 @@ TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.FAILED})
 LIVE = frozenset({S.PENDING, S.RUNNING, S.CANCELLING})
 
 
+def _stored_before(new: JobStatus) -> frozenset[JobStatus]:
+    """The stored states a write of ``new`` may replace: those ``new`` is reachable from.
+
+    The in-memory table checks each move; the store may be a few moves
+    behind (a passing state written with the next flush, or skipped), so a
+    write may replace any state the moves could have passed through, but
+    never a final one.
+    """
+    found = {new} if new in LIVE else set()
+    frontier = {old for old in LIVE if new in TRANSITIONS[old]}
+    while frontier:
+        found |= frontier
+        frontier = {old for old in LIVE if TRANSITIONS[old] & frontier} - found
+    return frozenset(found)
+
+
+# The storage-side twin of TRANSITIONS: the states a front write may overwrite.
+STORED_BEFORE: dict[JobStatus, frozenset[JobStatus]] = {s: _stored_before(s) for s in JobStatus}
+
+
 class IllegalTransition(Exception):
     pass
 

@@ -10,6 +10,7 @@ once per ``progress_flush_s``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ import msgspec
 
 from supervisor.job import Job, Progress
 from supervisor.state import TERMINAL, JobStatus, check_transition
-from supervisor.store import Store, is_unique_violation
+from supervisor.store import Store, claims, is_unique_violation
 from supervisor.store import jobs as sql
 
 log = logging.getLogger("jobsup.table")
@@ -50,7 +51,10 @@ class JobTable:
         self._changed = asyncio.Event()
         self._waiting = 0  # wait() calls in progress; no waiter, no wake-up to make
         self._writes: set[asyncio.Future[Any]] = set()
-        self._last_write: dict[str, asyncio.Future[None]] = {}
+        self._last_write: dict[str, asyncio.Future[bool]] = {}
+        # Called on the loop with the id of a job whose write matched nothing:
+        # another instance holds it now. Set by the scheduler.
+        self.on_lost: Callable[[str], None] = lambda job_id: None
 
     # -- reads -------------------------------------------------------------
 
@@ -114,7 +118,7 @@ class JobTable:
         self._jobs[job.id] = job
         self._publish(job)
 
-    def move(self, job: Job, status: JobStatus, **changes: Any) -> Awaitable[None]:
+    def move(self, job: Job, status: JobStatus, **changes: Any) -> Awaitable[bool]:
         """Change a job's status (and fields) now; returns its store write."""
         self._apply(job, status, changes)
         return self.persist(job)
@@ -136,24 +140,57 @@ class JobTable:
             setattr(job, name, value)
         self._publish(job)
 
-    def persist(self, job: Job) -> Awaitable[None]:
-        """Write the job's whole state now (ordered after every earlier write)."""
+    def persist(self, job: Job) -> Awaitable[bool]:
+        """Write the job's whole state now (ordered after every earlier write).
+
+        The write is fenced (``sql.update_job``): it resolves to False, and
+        the job is let go (``on_lost``), when another instance holds it now.
+        """
         self._dirty.discard(job.id)
         self._state_dirty.discard(job.id)
         write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
+        write.add_done_callback(lambda _: self._state_written(job.id, write))
         self._last_write[job.id] = write
-        write.add_done_callback(lambda _: self._forget_write(job.id, write))
         return write
 
-    def _forget_write(self, job_id: str, write: asyncio.Future[None]) -> None:
+    def _state_written(self, job_id: str, write: asyncio.Future[bool]) -> None:
         if self._last_write.get(job_id) is write:
             del self._last_write[job_id]
+        if not write.cancelled() and write.exception() is None and write.result() is False:
+            self._lost(job_id)
 
-    async def persisted(self, job_id: str) -> None:
-        """Wait until the job's latest state change is in the store."""
+    async def persisted(self, job_id: str) -> bool:
+        """Wait until the job's latest state change is in the store.
+
+        False if this instance no longer holds the job (its write was fenced
+        off, or the job was let go before): the store has someone else's answer.
+        """
         write = self._last_write.get(job_id)
         if write is not None:
-            await asyncio.shield(write)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(write)
+        return job_id in self._jobs
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job from memory without writing it (another instance owns it now)."""
+        self._jobs.pop(job_id, None)
+        self._dirty.discard(job_id)
+        self._state_dirty.discard(job_id)
+        self._publish(None)
+
+    def live_ids(self) -> list[str]:
+        return [j.id for j in self._jobs.values() if j.status not in TERMINAL]
+
+    def release(self, job: Job) -> None:
+        """Give a claimed job whose child never began it back to the queue."""
+        self.forget(job.id)
+        self._write(claims.unclaim, [msgspec.structs.replace(job)])
+
+    def _lost(self, job_id: str) -> None:
+        if job_id in self._jobs:
+            log.error("job %s is held by another instance now; letting it go here", job_id)
+            self.forget(job_id)
+            self.on_lost(job_id)
 
     def update(self, job: Job, **changes: Any) -> None:
         """Change progress or result; written by the next flush."""
@@ -186,7 +223,7 @@ class JobTable:
         if write is not None:
             await write
 
-    def _start_flush(self) -> asyncio.Future[None] | None:
+    def _start_flush(self) -> asyncio.Future[Any] | None:
         for job_id in list(self._state_dirty):
             if job_id in self._jobs:
                 self.persist(self._jobs[job_id])
@@ -195,9 +232,16 @@ class JobTable:
             return None
         batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
         self._dirty.clear()
-        return self._write(sql.update_progress, batch, now_ms())
+        write = self._write(sql.update_progress, batch, now_ms())
+        write.add_done_callback(self._progress_written)
+        return write
 
-    def _write(self, fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
+    def _progress_written(self, write: asyncio.Future[list[str]]) -> None:
+        if not write.cancelled() and write.exception() is None:
+            for job_id in write.result():
+                self._lost(job_id)
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         future = asyncio.ensure_future(
             self.store.call(fn, *args, write=True, retry_for=STATE_WRITE_RETRY_S)
         )
@@ -220,7 +264,7 @@ class JobTable:
 
     # -- waiting and events ------------------------------------------------
 
-    def _publish(self, job: Job) -> None:
+    def _publish(self, job: Job | None) -> None:
         """Wake whoever waits on a change (no one waiting: nothing to do)."""
         if self._waiting:
             changed, self._changed = self._changed, asyncio.Event()
@@ -232,12 +276,19 @@ class JobTable:
         timeout: float,
         until: Callable[[Job], bool] = lambda j: j.status in TERMINAL,
     ) -> Job | None:
-        """Wait for a job in memory to satisfy ``until``; returns it, or None on timeout."""
+        """Wait for a job in memory to satisfy ``until``; returns it.
+
+        None on timeout, or as soon as the job leaves memory (let go to
+        another instance).
+        """
         deadline = time.monotonic() + timeout
+        held = job_id in self._jobs
         while True:
             job = self._jobs.get(job_id)
             if job is not None and until(job):
                 return job
+            if held and job is None:
+                return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None

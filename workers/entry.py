@@ -107,7 +107,10 @@ def child_main(
         os.nice(nice)  # jobs yield the CPU to the API when both want it
     cancel = CancelPipe(cancel_conn.fileno())
     state = _SignalState(cancel)
-    signal.signal(signal.SIGTERM, state.on_sigterm)
+    # A spare has no job to stop cleanly: SIGTERM simply ends it, and the
+    # front, seeing a spare (or a child that never began its job) die of it,
+    # starts no job. A spare must never take a job after a SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(
         target=_watch_parent, args=(cancel_conn, cancel), name="jobsup-parent-watch", daemon=True
     ).start()
@@ -115,6 +118,7 @@ def child_main(
         spec = _spec_decoder.decode(spec_conn.recv_bytes())
     except EOFError:
         os._exit(0)  # a spare nobody needed, or its supervisor is gone
+    signal.signal(signal.SIGTERM, state.on_sigterm)
     spec_conn.close()
     channel = Channel(progress_conn, cancel)
     ctx = JobContext(

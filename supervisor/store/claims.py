@@ -20,27 +20,39 @@ from workers.db import Database
 def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, str | None]]:
     """Take up to ``limit`` unclaimed pending jobs, oldest first, for ``owner``.
 
+    Each claim counts an attempt: ``(owner, attempts)`` is the run's fencing
+    token, stored before any child starts. A pending job someone asked to
+    cancel (while its earlier owner was stalled, say) ends cancelled instead.
     On PostgreSQL, ``SKIP LOCKED`` lets instances claim side by side without
     waiting on each other or taking the same job twice; SQLite has one writer.
     """
     lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
-    rows = db.query(
-        "UPDATE jobs SET owner = ?, updated_at = ? WHERE id IN ("
-        " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
-        f" ORDER BY created_at, id LIMIT ?{lock})"
-        f" RETURNING {COLUMNS}, exclusive_key",
-        (owner, now_ms, limit),
-    )
+    with db.transaction():
+        db.execute(
+            "UPDATE jobs SET status = 'cancelled', cancel = cancel_request, completed_at = ?,"
+            " updated_at = ?, pid = NULL, exclusive_key = NULL WHERE id IN ("
+            " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
+            f" AND cancel_request IS NOT NULL{lock})",
+            (now_ms, now_ms),
+        )
+        rows = db.query(
+            "UPDATE jobs SET owner = ?, attempts = attempts + 1, updated_at = ? WHERE id IN ("
+            " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
+            f" ORDER BY created_at, id LIMIT ?{lock})"
+            f" RETURNING {COLUMNS}, exclusive_key",
+            (owner, now_ms, limit),
+        )
     claimed = [(row_to_job(r[:-1]), r[-1]) for r in rows]
     claimed.sort(key=lambda pair: (pair[0].created_at, pair[0].id))
     return claimed
 
 
-def unclaim(db: Database, job_ids: list[str], owner: str) -> None:
-    """Give claimed jobs that never started back to the queue."""
+def unclaim(db: Database, jobs: list[Job]) -> None:
+    """Give claimed jobs that never started back to the queue, and their attempt."""
     db.executemany(
-        "UPDATE jobs SET owner = NULL WHERE id = ? AND owner = ? AND status = 'pending'",
-        [(job_id, owner) for job_id in job_ids],
+        "UPDATE jobs SET owner = NULL, attempts = attempts - 1"
+        " WHERE id = ? AND owner = ? AND attempts = ? AND status = 'pending'",
+        [(job.id, job.owner, job.attempts) for job in jobs],
     )
 
 

@@ -19,12 +19,15 @@ def register(db: Database, instance_id: str, host: str, pid: int, now_ms: int) -
     )
 
 
-def heartbeat(db: Database, instance_id: str, host: str, pid: int, now_ms: int) -> bool:
-    """Refresh this instance's heartbeat; False if others had declared it dead."""
-    if db.execute("UPDATE instances SET heartbeat_at = ? WHERE id = ?", (now_ms, instance_id)):
-        return True
-    register(db, instance_id, host, pid, now_ms)
-    return False
+def heartbeat(db: Database, instance_id: str, now_ms: int) -> bool:
+    """Refresh this instance's heartbeat; False if others had declared it dead.
+
+    Then its row is gone, and the caller lets its jobs go before registering again.
+    """
+    changed = db.execute(
+        "UPDATE instances SET heartbeat_at = ? WHERE id = ?", (now_ms, instance_id)
+    )
+    return changed == 1
 
 
 def unregister(db: Database, instance_id: str) -> None:

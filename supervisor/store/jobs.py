@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from supervisor.job import CancelInfo, Job, Progress
-from supervisor.state import TERMINAL, JobStatus
+from supervisor.state import STORED_BEFORE, TERMINAL, JobStatus
 from workers.db import Database
 
 MIGRATIONS = [
@@ -172,9 +172,9 @@ def insert_job(
     whether it did.
     """
     with db.transaction():
-        stored = db.one("SELECT owner FROM jobs WHERE id = ?", (job.id,))
+        stored = db.one("SELECT owner, attempts FROM jobs WHERE id = ?", (job.id,))
         if stored is not None:  # a retry after a commit whose answer was lost
-            job.owner = stored[0]
+            job.owner, job.attempts = stored
             return claim_for is not None and stored[0] == claim_for
         (pending,) = db.one("SELECT count(*) FROM jobs WHERE status = 'pending'") or (0,)
         if pending >= max_pending:
@@ -185,8 +185,9 @@ def insert_job(
                 raise KeyTaken(key, holder[0])
         waiting = db.one("SELECT 1 FROM jobs WHERE status = 'pending' AND owner IS NULL LIMIT 1")
         claimed = claim_for is not None and waiting is None
-        if claimed:
+        if claimed:  # the claim is the fencing token: (owner, attempts) of this run
             job.owner = claim_for
+            job.attempts += 1
         _insert(db, job, key, group, now_ms)
     return claimed
 
@@ -209,22 +210,53 @@ def _insert(db: Database, job: Job, key: str | None, group: str | None, now_ms: 
     )
 
 
-def update_job(db: Database, job: Job, now_ms: int) -> None:
-    """Write the job's state; a terminal job releases its exclusive key."""
+def _in(statuses: frozenset[JobStatus]) -> str:
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+# Each status's write condition: the stored state it may replace (never a final one).
+_MAY_REPLACE = {status: _in(before) for status, before in STORED_BEFORE.items()}
+_LIVE = _in(STORED_BEFORE[JobStatus.COMPLETED])
+
+
+def update_job(db: Database, job: Job, now_ms: int) -> bool:
+    """Write the job's state if this run still holds it; a terminal job releases its key.
+
+    Fenced: the row must still carry this run's ``owner`` and ``attempts``
+    and a state the new one can follow. False means it does not: another
+    instance rescued the job (or it ended) and this instance must let go.
+    """
     release = " , exclusive_key = NULL" if job.status in TERMINAL else ""
-    db.execute(
+    changed = db.execute(
         "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
         " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
-        f"{release} WHERE id = ?",
-        (*state_values(job), now_ms, job.id),
+        f"{release} WHERE id = ? AND owner = ? AND attempts = ?"
+        f" AND status IN {_MAY_REPLACE[job.status]}",
+        (*state_values(job), now_ms, job.id, job.owner, job.attempts),
     )
+    return changed == 1 or _already_written(db, job)
 
 
-def update_progress(db: Database, jobs: list[Job], now_ms: int) -> None:
-    db.executemany(
-        "UPDATE jobs SET progress = ?, result = ?, updated_at = ? WHERE id = ?",
-        [(to_json(j.progress), to_json(j.result), now_ms, j.id) for j in jobs],
-    )
+def _already_written(db: Database, job: Job) -> bool:
+    """A retry of a write whose commit landed finds its own final state, not a rival's."""
+    row = db.one("SELECT status, owner, attempts, completed_at FROM jobs WHERE id = ?", (job.id,))
+    mine = (job.status.value, job.owner, job.attempts, to_ms(job.completed_at))
+    return row is not None and row == mine
+
+
+def update_progress(db: Database, jobs: list[Job], now_ms: int) -> list[str]:
+    """Write live jobs' progress and results; returns the ids this instance no longer holds."""
+    lost: list[str] = []
+    with db.transaction():
+        for j in jobs:
+            changed = db.execute(
+                "UPDATE jobs SET progress = ?, result = ?, updated_at = ? WHERE id = ?"
+                f" AND owner = ? AND attempts = ? AND status IN {_LIVE}",
+                (to_json(j.progress), to_json(j.result), now_ms, j.id, j.owner, j.attempts),
+            )
+            if not changed:
+                lost.append(j.id)
+    return lost
 
 
 def get_job(db: Database, job_id: str) -> Job | None:

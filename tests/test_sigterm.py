@@ -1,0 +1,164 @@
+"""The platform's SIGTERM: to every process of the server at once, or to one of them.
+
+After a SIGTERM reaches any process of the server, no new job starts,
+pending jobs stay pending (unowned) for the next start, and the spare child
+never takes a job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Server, wait_until
+from tests.helpers import group_body, removal
+from workers.db import sqlite_path
+
+# Every running removal job removes one member, then sleeps a minute (cancellable).
+SLOW = {"batchSize": 1, "delayMs": 60_000}
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, session id) of a live process, None if it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text.rsplit(") ", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[1]), int(fields[3])
+
+
+def session_pids(leader: int) -> list[int]:
+    """Every live process of the session ``leader`` started (the server's, all of it)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[1] == leader:
+                pids.append(int(entry))
+    return pids
+
+
+def forkserver_pid(server: Server) -> int:
+    for pid in session_pids(server.pid):
+        if "forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            return pid
+    raise AssertionError("no forkserver in the server's session")
+
+
+def forked(server: Server) -> list[int]:
+    """The forkserver's children: job children and the spare."""
+    parent = forkserver_pid(server)
+    return [p for p in session_pids(server.pid) if (_stat(p) or (0, 0))[0] == parent]
+
+
+def rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    with sqlite3.connect(sqlite_path(url)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql, params)]
+
+
+def _removed(url: str, group: str) -> int:
+    found = rows(url, "SELECT count(*) AS n FROM removal_history WHERE group_wa_id = ?", group)
+    return int(found[0]["n"])
+
+
+def _six_removals(server: Server, url: str) -> tuple[list[str], list[str]]:
+    """6 groups, 6 removal jobs, 4 slots: 4 running (each past its first removal), 2 pending."""
+    jobs = []
+    for i in range(6):
+        server.client.put(f"/admin/groups/g{i}", json=group_body(inactive=3))
+        jobs.append(server.start_job(removal(f"g{i}", **SLOW)))
+    running, pending = jobs[:4], jobs[4:]
+    for i, job_id in enumerate(running):
+        server.wait_status(job_id, "running")
+        wait_until(lambda i=i: _removed(url, f"g{i}") == 1)
+    assert [server.status(j)["status"] for j in pending] == ["pending", "pending"]
+    wait_until(lambda: len(forked(server)) == 5)  # 4 job children and the spare
+    return running, pending
+
+
+def _assert_pending_untouched(url: str, pending: list[str]) -> None:
+    for job_id in pending:
+        (row,) = rows(url, "SELECT * FROM jobs WHERE id = ?", job_id)
+        assert row["status"] == "pending", row
+        assert row["owner"] is None, row
+        assert row["started_at"] is None, row
+        assert row["attempts"] == 0, row
+    for group in ("g4", "g5"):
+        assert _removed(url, group) == 0
+
+
+def test_sigterm_to_every_process_keeps_pending_jobs(make_server: Any, sqlite_url: str) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="4")
+    running, pending = _six_removals(server, sqlite_url)
+    everyone = session_pids(server.pid)
+    signalled_at = int(time.time() * 1000)
+    for pid in everyone:  # as a platform does: every process of the dyno at once
+        os.kill(pid, signal.SIGTERM)
+    assert server.process is not None
+    assert server.process.wait(30) == 0
+    wait_until(lambda: not session_pids(server.pid), timeout=5)
+
+    _assert_pending_untouched(sqlite_url, pending)
+    for i, job_id in enumerate(running):
+        (row,) = rows(sqlite_url, "SELECT * FROM jobs WHERE id = ?", job_id)
+        assert row["status"] == "cancelled", row
+        assert row["started_at"] < signalled_at
+        assert _removed(sqlite_url, f"g{i}") == 1  # nothing removed after the signal
+    started = rows(sqlite_url, "SELECT id FROM jobs WHERE started_at >= ?", signalled_at)
+    assert started == []
+
+    server.start()  # the next start runs what was pending
+    for i, job_id in zip((4, 5), pending, strict=True):
+        assert server.wait_status(job_id, "running")["attempts"] == 1
+        wait_until(lambda i=i: _removed(sqlite_url, f"g{i}") == 1)
+
+
+def test_sigterm_to_the_forkserver_stops_the_server(make_server: Any, sqlite_url: str) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="4")
+    running, pending = _six_removals(server, sqlite_url)
+    os.kill(forkserver_pid(server), signal.SIGTERM)
+    assert server.process is not None
+    assert server.process.wait(30) == 0  # passed on to the front: a graceful stop
+    _assert_pending_untouched(sqlite_url, pending)
+    for job_id in running:
+        (row,) = rows(sqlite_url, "SELECT status, cancel FROM jobs WHERE id = ?", job_id)
+        assert row["status"] == "cancelled"
+        assert '"reason":"shutdown"' in row["cancel"]
+
+
+def test_sigterm_to_one_child_pauses_admissions(make_server: Any, sqlite_url: str) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_SIGTERM_HOLD_S="3")
+    server.client.put("/admin/groups/g0", json=group_body(inactive=3))
+    first = server.start_job(removal("g0", **SLOW))
+    waiting = server.start_job({"type": "quick", "value": 7})
+    pid = server.wait_status(first, "running")["pid"]
+    os.kill(pid, signal.SIGTERM)  # by hand, to one job's child
+    ended = server.wait_status(first, "cancelled")
+    assert ended["cancel"]["reason"] == "signal"
+    # Its slot is free, but a SIGTERM may mean the platform is stopping us:
+    # the waiting job is not started at once.
+    wait_until(lambda: "child got SIGTERM: starting no job" in server.log())
+    assert server.status(waiting)["status"] == "pending"
+    assert server.client.get("/readyz").status_code == 200  # still serving
+    # No stop followed: admissions resume by themselves.
+    assert server.wait_status(waiting, "completed")["result"] == {"value": 7}
+
+
+def test_sigterm_to_the_spare_pauses_admissions(make_server: Any, sqlite_url: str) -> None:
+    server = make_server(JOBSUP_SIGTERM_HOLD_S="3")
+    (spare,) = wait_until(lambda: forked(server))
+    os.kill(spare, signal.SIGTERM)
+    wait_until(lambda: "the spare child got SIGTERM: starting no job" in server.log())
+    job_id = server.start_job({"type": "quick", "value": 1})
+    assert server.status(job_id)["status"] == "pending"
+    assert server.wait_status(job_id, "completed")["result"] == {"value": 1}
+    (row,) = rows(sqlite_url, "SELECT attempts FROM jobs WHERE id = ?", job_id)
+    assert row["attempts"] == 1
