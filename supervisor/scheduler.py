@@ -173,7 +173,7 @@ class Scheduler:
             bytes(job.config),
             self._settings.database_url,
             owner=job.owner or "",
-            attempt=job.attempts + 1,  # the attempt this launch starts
+            attempt=job.attempts,  # counted by the claim, stored before this child starts
             job_modules=self._settings.job_modules,
         )
         spare = self._take_spare()
