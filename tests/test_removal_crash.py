@@ -8,9 +8,12 @@ the next run, the database must satisfy the removal invariants
 (``tests.invariants``), and the group ends with every inactive member
 removed exactly once.
 
-On PostgreSQL the batch is held in its middle deterministically: another
-session locks ``removal_history``, so the batch waits at its history rows,
-after it has marked every member removed.
+The kill lands inside the batch deterministically. The SIGKILL tests load
+``tests.pause_gateway``: the first batch pauses right after marking its
+members removed, before it dequeues them and writes their history (where a
+removal used to be committed alone). The backend test (PostgreSQL) has
+another session lock ``removal_history``, so the batch waits at its history
+rows, after it has marked every member removed.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_large_removal(server: Server, job_type: str = "removal_workflow") -> tuple[str, int]:
+def start_large_removal(server: Server) -> tuple[str, int]:
     """Put the group and start one removal of all of it in one batch; (job id, child pid)."""
     response = server.client.put(f"/admin/groups/{GROUP}", json=group_body(inactive=INACTIVE))
     assert response.status_code == 200, response.text
