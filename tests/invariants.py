@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from workers.db import connect
+from workers.db import Database, connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ def assert_removal_invariants(database_url: str, groups: list[str] | None = None
     db = connect(database_url)
     try:
         where, params = _scope(groups)
+        _begin_snapshot(db)  # one consistent view, even while jobs are running
         members = db.query(
             f"SELECT group_wa_id, whatsapp_id, removed_at IS NULL FROM wa_members{where}", params
         )
@@ -50,6 +51,7 @@ def assert_removal_invariants(database_url: str, groups: list[str] | None = None
         )
         queued = db.query(f"SELECT group_wa_id, whatsapp_id FROM removal_queue{where}", params)
         intents = db.query(f"SELECT group_wa_id, whatsapp_id FROM removal_intents{where}", params)
+        db.execute("ROLLBACK")
     finally:
         db.close()
 
@@ -74,9 +76,20 @@ def assert_removal_invariants(database_url: str, groups: list[str] | None = None
     )
 
 
+def _begin_snapshot(db: Database) -> None:
+    # A read transaction: SQLite (WAL) reads one snapshot from its first
+    # read on; PostgreSQL needs REPEATABLE READ for the same.
+    if db.dialect == "postgresql":
+        db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    else:
+        db.execute("BEGIN")
+
+
 def _scope(groups: list[str] | None) -> tuple[str, tuple[str, ...]]:
     if groups is None:
         return "", ()
+    if not groups:
+        return " WHERE 1 = 0", ()
     return f" WHERE group_wa_id IN ({', '.join('?' * len(groups))})", tuple(groups)
 
 
