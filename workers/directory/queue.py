@@ -15,15 +15,13 @@ from typing import NamedTuple
 
 from workers.db import Database
 from workers.directory.members import (
+    IN_CHUNK,
     INACTIVE_MEMBER_SQL,
     is_inactive,
     mark_removed,
     put_members,
 )
 from workers.directory.shapes import MemberIn
-
-# Keeps ``IN (...)`` lists well under SQLite's bound-parameter limit.
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +118,8 @@ def _member_states(
     db: Database, group_wa_id: str, whatsapp_ids: list[str]
 ) -> dict[str, _MemberState]:
     states: dict[str, _MemberState] = {}
-    for start in range(0, len(whatsapp_ids), _IN_CHUNK):
-        chunk = whatsapp_ids[start : start + _IN_CHUNK]
+    for start in range(0, len(whatsapp_ids), IN_CHUNK):
+        chunk = whatsapp_ids[start : start + IN_CHUNK]
         rows = db.query(
             "SELECT m.whatsapp_id, m.removed_at IS NULL, m.is_admin,"
             " EXISTS (SELECT 1 FROM wa_whitelist w"
