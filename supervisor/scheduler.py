@@ -176,7 +176,9 @@ class Scheduler:
             job.type,
             bytes(job.config),
             self._settings.database_url,
-            self._settings.job_modules,
+            owner=job.owner or "",
+            attempt=job.attempts,  # counted by the claim, stored before this child starts
+            job_modules=self._settings.job_modules,
         )
         spare = self._take_spare()
         process = spare or JobProcess(self._ctx, self._settings.child_nice)

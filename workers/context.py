@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from workers import protocol
+from workers.fence import Fence
 
 # Progress calls closer together than this are merged before they are sent.
 PROGRESS_INTERVAL_S = 0.02
@@ -115,9 +116,16 @@ class JobContext:
         database_url: str,
         channel: Channel,
         cancel: CancelFlag,
+        *,
+        owner: str | None = None,
+        attempt: int = 0,
     ) -> None:
         self.job_id = job_id
         self.database_url = database_url
+        # The run's fencing token (workers.fence); a context made outside the
+        # supervisor (a script, a unit test) has no owner and so no fence.
+        self.owner = owner
+        self.attempt = attempt
         self._channel = channel
         self._cancel = cancel
         self.last_partial: Any = None
@@ -126,6 +134,13 @@ class JobContext:
         self._sent_at = -math.inf  # the first progress goes at once
         self._shield = 0
         self._deferred = False
+
+    @property
+    def fence(self) -> Fence | None:
+        """What a write that acts on the world checks first; None without an owner."""
+        if self.owner is None:
+            return None
+        return Fence(self.job_id, self.owner, self.attempt)
 
     @property
     def cancelled(self) -> bool:

@@ -41,6 +41,10 @@ class ChildSpec(msgspec.Struct, array_like=True, frozen=True):
     job_type: str
     config_json: bytes
     database_url: str
+    # The run's fencing token: the instance that claimed the job and the
+    # attempt number the claim stored (workers.fence).
+    owner: str
+    attempt: int
     job_modules: tuple[str, ...] = ()
 
 
@@ -117,7 +121,9 @@ def child_main(
     signal.signal(signal.SIGTERM, state.on_sigterm)
     spec_conn.close()
     channel = Channel(progress_conn, cancel)
-    ctx = JobContext(spec.job_id, spec.database_url, channel, cancel)
+    ctx = JobContext(
+        spec.job_id, spec.database_url, channel, cancel, owner=spec.owner, attempt=spec.attempt
+    )
     state.ctx = ctx
     code, message = _run(spec, ctx, state)
     ctx.flush()

@@ -2,8 +2,10 @@
 
 Removal walks a snapshot of the queue in batches of ``batchSize``, ``delayMs``
 apart (WhatsApp rate limits), checking each member again just before it is
-removed. Each batch is dequeued and written to the history in one transaction,
-so a job stopped at any point leaves a queue that a new job can pick up.
+removed. Each batch is removed, dequeued and written to the history as one
+fact (``workers.removal_steps``), so a job stopped at any point, even by
+SIGKILL, leaves a queue that a new job can pick up and a history that equals
+what was done.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ from workers.directory import current_ms, group_exists, queue
 from workers.directory.queue import Plan, QueueEntry
 from workers.gateways import Gateway, gateway_for
 from workers.registry import ConfigRejected, JobConfig, Policy, job_type
-
-DAY_MS = 86_400_000
-NO_ANSWER = "no answer from the gateway"
+from workers.removal_steps import Writer, remove_batch, settle_leftovers, sync
 
 
 class RemovalQueueConfig(JobConfig, tag="removal_queue"):
@@ -115,7 +115,7 @@ def run_workflow(
         )
         ctx.progress(message=f"{plan.queued} inactive members would be queued", phase="sync")
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
-    result.queued = queue.sync(db, group, fetched, window, current_ms(), ctx.job_id)
+    result.queued = sync(db, _writer(ctx), group, fetched, window)
     ctx.partial(result.as_dict())
     ctx.progress(message=f"queued {result.queued} inactive members", phase="sync")
     return _remove_queued(ctx, db, gateway, config, result)
@@ -128,7 +128,12 @@ def run_queue(
     if config.dry_run:
         plan = queue.preview(db, config.group_wa_id, current_ms())
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
+    settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
     return _remove_queued(ctx, db, gateway, config, result)
+
+
+def _writer(ctx: JobContext) -> Writer:
+    return Writer(ctx.job_id, ctx.attempt, ctx.fence)
 
 
 def _begin(ctx: JobContext, config: RemovalQueueConfig) -> RemovalResult:
@@ -171,6 +176,7 @@ def _walk(
         if number > 1 and delay_s > 0:
             ctx.sleep(delay_s)
         ctx.checkpoint()
+        ctx.flush()  # a batch may take long: show where the job is while it runs
         # Removing and recording a batch is one unit: a SIGTERM waits for it.
         with ctx.shielded():
             step(batch)
@@ -201,32 +207,14 @@ def _dry_step(plan: Plan, result: RemovalResult) -> Step:
 
 
 def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalResult) -> Step:
-    group = result.group_wa_id
+    group, writer = result.group_wa_id, _writer(ctx)
 
     def step(batch: Sequence[QueueEntry]) -> None:
-        verdicts = queue.revalidate(db, group, batch, current_ms())
-        for wid, why in verdicts.skipped.items():
+        outcome = remove_batch(db, gateway, writer, group, batch)
+        for wid, why in outcome.skipped.items():
             ctx.log(f"skipped {wid}: {why}")
-        answers = gateway.remove(group, list(verdicts.removable)) if verdicts.removable else {}
-        removed: dict[str, str] = {}
-        failed: dict[str, str] = {}
-        for wid, inactive_ms in verdicts.removable.items():
-            reason = answers.get(wid, NO_ANSWER)
-            if reason is None:
-                removed[wid] = f"inactive for {inactive_ms // DAY_MS} days"
-            else:
-                failed[wid] = reason
-        queue.record_batch(
-            db,
-            group,
-            removed=removed,
-            failed=failed,
-            skipped=list(verdicts.skipped),
-            job_id=ctx.job_id,
-            now_ms=current_ms(),
-        )
-        result.removed_whatsapp_ids.extend(removed)
-        result.failed.extend(Failure(wid, reason) for wid, reason in failed.items())
-        result.skipped_whatsapp_ids.extend(verdicts.skipped)
+        result.removed_whatsapp_ids.extend(outcome.removed)
+        result.failed.extend(Failure(wid, reason) for wid, reason in outcome.failed.items())
+        result.skipped_whatsapp_ids.extend(outcome.skipped)
 
     return step

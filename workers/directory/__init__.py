@@ -2,7 +2,7 @@
 
 It lives in the jobs database (component "directory" of the migrations). The
 front process uses what is exported here; the removal jobs also use
-``workers.directory.queue``.
+``workers.directory.queue`` and ``workers.directory.journal``.
 """
 
 from workers.directory.history import removal_history

@@ -29,6 +29,10 @@ INACTIVE_MEMBER_SQL = (
 )
 
 
+# Keeps ``IN (...)`` lists well under SQLite's bound-parameter limit.
+IN_CHUNK = 500
+
+
 class UnknownGroup(LookupError):
     """The group is not in the directory."""
 
@@ -116,15 +120,21 @@ def put_members(db: Database, group_wa_id: str, members: list[MemberIn], now_ms:
 def mark_removed(
     db: Database, group_wa_id: str, whatsapp_ids: Iterable[str], now_ms: int
 ) -> set[str]:
-    """Mark current members removed, in the caller's transaction; returns those marked."""
+    """Mark current members removed, in the caller's transaction; returns those marked.
+
+    A few statements per batch, not one per member: a batch of thousands is
+    one transaction, and on PostgreSQL each statement is a round trip.
+    """
+    ids = list(whatsapp_ids)
     marked: set[str] = set()
-    for wid in whatsapp_ids:
-        if db.execute(
-            "UPDATE wa_members SET removed_at = ?"
-            " WHERE group_wa_id = ? AND whatsapp_id = ? AND removed_at IS NULL",
-            (now_ms, group_wa_id, wid),
-        ):
-            marked.add(wid)
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        rows = db.query(
+            "UPDATE wa_members SET removed_at = ? WHERE group_wa_id = ? AND removed_at IS NULL"
+            f" AND whatsapp_id IN ({', '.join('?' * len(chunk))}) RETURNING whatsapp_id",
+            (now_ms, group_wa_id, *chunk),
+        )
+        marked.update(wid for (wid,) in rows)
     return marked
 
 

@@ -15,15 +15,13 @@ from typing import NamedTuple
 
 from workers.db import Database
 from workers.directory.members import (
+    IN_CHUNK,
     INACTIVE_MEMBER_SQL,
     is_inactive,
     mark_removed,
     put_members,
 )
 from workers.directory.shapes import MemberIn
-
-# Keeps ``IN (...)`` lists well under SQLite's bound-parameter limit.
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +96,11 @@ def sync(
     now_ms: int,
     job_id: str | None,
 ) -> int:
-    """Apply the gateway's member list (if any) and queue the inactive; returns how many queued."""
-    with db.transaction():
-        if fetched is not None:
-            put_members(db, group_wa_id, fetched, now_ms)
-        return queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
+    """Apply the gateway's member list (if any) and queue the inactive, in the caller's
+    transaction; returns how many queued."""
+    if fetched is not None:
+        put_members(db, group_wa_id, fetched, now_ms)
+    return queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
 
 
 def read_queue(db: Database, group_wa_id: str) -> list[QueueEntry]:
@@ -120,8 +118,8 @@ def _member_states(
     db: Database, group_wa_id: str, whatsapp_ids: list[str]
 ) -> dict[str, _MemberState]:
     states: dict[str, _MemberState] = {}
-    for start in range(0, len(whatsapp_ids), _IN_CHUNK):
-        chunk = whatsapp_ids[start : start + _IN_CHUNK]
+    for start in range(0, len(whatsapp_ids), IN_CHUNK):
+        chunk = whatsapp_ids[start : start + IN_CHUNK]
         rows = db.query(
             "SELECT m.whatsapp_id, m.removed_at IS NULL, m.is_admin,"
             " EXISTS (SELECT 1 FROM wa_whitelist w"
@@ -188,24 +186,26 @@ def record_batch(
     job_id: str,
     now_ms: int,
 ) -> None:
-    """Dequeue a processed batch and write its history, all or nothing.
+    """Dequeue a processed batch and write its history, in the caller's transaction.
 
-    ``removed`` and ``failed`` map whatsapp ids to the reason recorded.
+    ``removed`` and ``failed`` map whatsapp ids to the reason recorded. The
+    caller's transaction is the one that removed them (the local gateway) or
+    settles their intents (a remote one), so a removal and its history row
+    are one fact.
     """
     history = [
         (group_wa_id, wid, outcome, reason, job_id, now_ms)
         for outcome, outcomes in (("SUCCESS", removed), ("FAILURE", failed))
         for wid, reason in outcomes.items()
     ]
-    with db.transaction():
-        db.executemany(
-            "DELETE FROM removal_queue WHERE group_wa_id = ? AND whatsapp_id = ?",
-            [(group_wa_id, wid) for wid in (*removed, *failed, *skipped)],
-        )
-        db.executemany(
-            "INSERT INTO removal_history (group_wa_id, whatsapp_id, outcome, reason, job_id, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            history,
-        )
-        # Whatever the gateway, our directory must show who is gone.
-        mark_removed(db, group_wa_id, removed, now_ms)
+    db.executemany(
+        "DELETE FROM removal_queue WHERE group_wa_id = ? AND whatsapp_id = ?",
+        [(group_wa_id, wid) for wid in (*removed, *failed, *skipped)],
+    )
+    db.executemany(
+        "INSERT INTO removal_history (group_wa_id, whatsapp_id, outcome, reason, job_id, at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        history,
+    )
+    # Whatever the gateway, our directory must show who is gone.
+    mark_removed(db, group_wa_id, removed, now_ms)

@@ -48,4 +48,21 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX removal_history_job ON removal_history (job_id)
         """,
     ),
+    (
+        2,
+        # The journal of a remote gateway's removals: one PENDING intent per
+        # member whose removal a run is about to ask for, settled (deleted,
+        # with its outcome row in removal_history) in one transaction.
+        """
+        CREATE TABLE removal_intents (
+            group_wa_id TEXT NOT NULL REFERENCES wa_groups (group_wa_id),
+            whatsapp_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (group_wa_id, whatsapp_id)
+        )
+        """,
+    ),
 ]

@@ -9,6 +9,14 @@ from workers.directory import MemberIn, current_ms, mark_removed
 
 
 class LocalGateway:
+    """Removes by marking members removed, in the caller's transaction on ``db``.
+
+    It opens no transaction itself: the removal step wraps the removal, the
+    dequeue and the history rows in one, so they are one fact.
+    """
+
+    transactional = True
+
     def __init__(self, db: Database, clock: Callable[[], int] = current_ms) -> None:
         self._db = db
         self._clock = clock
@@ -17,6 +25,5 @@ class LocalGateway:
         return None  # nothing to refresh: the directory is the group
 
     def remove(self, group_wa_id: str, whatsapp_ids: list[str]) -> dict[str, str | None]:
-        with self._db.transaction():
-            marked = mark_removed(self._db, group_wa_id, whatsapp_ids, self._clock())
+        marked = mark_removed(self._db, group_wa_id, whatsapp_ids, self._clock())
         return {wid: None if wid in marked else "not a member" for wid in whatsapp_ids}
