@@ -13,6 +13,7 @@ from supervisor.errors import ApiError
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, UnknownCursor
+from workers.directory.shapes import in_range
 
 MAX_LIST_LIMIT = 1000
 
@@ -28,11 +29,11 @@ async def start(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    return json(await _service(request).get(request.path_params["job_id"]))
+    return json(await _service(request).get(request.path_params["jobId"]))
 
 
 async def cancel(request: Request) -> Response:
-    job = await _service(request).cancel(request.path_params["job_id"])
+    job = await _service(request).cancel(request.path_params["jobId"])
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
         return json({"jobId": job.id, "status": job.status})
     return json({"jobId": job.id, "status": JobStatus.CANCELLING}, 202)
@@ -48,6 +49,8 @@ def _time(request: Request, name: str) -> datetime | None:
         raise ApiError(400, "invalid_field", f"{name} must be an ISO 8601 time", name) from None
     if value.tzinfo is None:
         raise ApiError(400, "invalid_field", f"{name} needs a time zone (e.g. Z)", name)
+    if not in_range(value):
+        raise ApiError(400, "invalid_field", f"{name}: outside years 1 to 9999 in UTC", name)
     return value
 
 
@@ -97,7 +100,7 @@ async def list_jobs(request: Request) -> Response:
 
 routes = [
     Route("/admin/jobs/start", start, methods=["POST"]),
-    Route("/admin/jobs/{job_id}/status", status, methods=["GET"]),
-    Route("/admin/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
+    Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
     Route("/admin/jobs", list_jobs, methods=["GET"]),
 ]
