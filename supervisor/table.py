@@ -26,6 +26,11 @@ log = logging.getLogger("jobsup.table")
 
 # A state write keeps retrying this long while the database is unavailable.
 STATE_WRITE_RETRY_S = 3600.0
+# A finished job's result bigger than this (encoded) is not kept in memory
+# once it is stored: reads of that job go to the store. A removal over a
+# large group reports every member; twenty of them held whole cost 200 MiB.
+RESULT_KEPT_BYTES = 64 * 1024
+_encoder = msgspec.json.Encoder()
 
 
 class KeyConflict(Exception):
@@ -51,6 +56,7 @@ class JobTable:
         self._waiting = 0  # wait() calls in progress; no waiter, no wake-up to make
         self._writes: set[asyncio.Future[Any]] = set()
         self._last_write: dict[str, asyncio.Future[None]] = {}
+        self._result_stored: set[str] = set()  # finished jobs whose result is only in the store
 
     # -- reads -------------------------------------------------------------
 
@@ -59,14 +65,14 @@ class JobTable:
 
     async def fetch(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
-        if job is None:
+        if job is None or job_id in self._result_stored:
             job = await self.store.call(sql.get_job, job_id)
         return job
 
     async def list(self, f: sql.JobFilter) -> list[Job]:
         stored = await self.store.call(sql.list_jobs, f)
         # Live jobs' coalesced progress is fresher in memory.
-        return [self._jobs.get(j.id, j) for j in stored]
+        return [j if j.id in self._result_stored else self._jobs.get(j.id, j) for j in stored]
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -143,7 +149,17 @@ class JobTable:
         write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
         self._last_write[job.id] = write
         write.add_done_callback(lambda _: self._forget_write(job.id, write))
+        if job.status in TERMINAL and job.result is not None:
+            write.add_done_callback(lambda _: self._release_result(job, write))
         return write
+
+    def _release_result(self, job: Job, write: asyncio.Future[None]) -> None:
+        """Once a finished job's large result is stored, stop holding it in memory."""
+        if write.cancelled() or write.exception() is not None or self._jobs.get(job.id) is not job:
+            return
+        if len(_encoder.encode(job.result)) > RESULT_KEPT_BYTES:
+            job.result = None
+            self._result_stored.add(job.id)
 
     def _forget_write(self, job_id: str, write: asyncio.Future[None]) -> None:
         if self._last_write.get(job_id) is write:
@@ -264,4 +280,5 @@ class JobTable:
         ]
         for job_id in old:
             del self._jobs[job_id]
+            self._result_stored.discard(job_id)
         return len(old)

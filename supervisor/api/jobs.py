@@ -10,12 +10,15 @@ from starlette.routing import Route
 
 from supervisor.api.common import json, query_int, read_json
 from supervisor.errors import ApiError
+from supervisor.job import summary
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, UnknownCursor
 from workers.directory.shapes import in_range
 
 MAX_LIST_LIMIT = 1000
+# With results included, a page is smaller: each result may be megabytes.
+MAX_LIST_LIMIT_WITH_RESULT = 100
 
 
 def _service(request: Request) -> JobService:
@@ -64,6 +67,7 @@ def _filter(request: Request) -> JobFilter:
         "before",
         "createdAfter",
         "createdBefore",
+        "include",
     }
     if unknown:
         name = sorted(unknown)[0]
@@ -74,6 +78,10 @@ def _filter(request: Request) -> JobFilter:
     except ValueError:
         allowed = ", ".join(s.value for s in JobStatus)
         raise ApiError(400, "invalid_field", f"status must be one of {allowed}", "status") from None
+    include = params.get("include")
+    if include not in (None, "result"):
+        raise ApiError(400, "invalid_field", "include: the only value is 'result'", "include")
+    high = MAX_LIST_LIMIT if include is None else MAX_LIST_LIMIT_WITH_RESULT
     return JobFilter(
         status=job_status,
         type=params.get("type"),
@@ -81,7 +89,8 @@ def _filter(request: Request) -> JobFilter:
         before=params.get("before"),
         created_after=_time(request, "createdAfter"),
         created_before=_time(request, "createdBefore"),
-        limit=query_int(request, "limit", 50, 1, MAX_LIST_LIMIT),
+        limit=query_int(request, "limit", 50, 1, high),
+        with_result=include is not None,
     )
 
 
@@ -92,7 +101,8 @@ async def list_jobs(request: Request) -> Response:
         jobs = await _service(request).list(f)
     except UnknownCursor:
         raise ApiError(400, "invalid_field", "before: no job with that id", "before") from None
-    response = json(jobs[: f.limit])
+    page = jobs[: f.limit]
+    response = json(page if f.with_result else [summary(job) for job in page])
     if len(jobs) > f.limit:
         response.headers["X-Next-Before"] = jobs[f.limit - 1].id
     return response
