@@ -41,6 +41,8 @@ CASES: list[tuple[str, str, Any, int, str, str | None]] = [
     # NUL in path ids
     ("GET", "/admin/jobs/a%00b/status", None, 400, "invalid_field", "jobId"),
     ("POST", "/admin/jobs/a%00b/cancel", None, 400, "invalid_field", "jobId"),
+    ("GET", "/admin/jobs/a%00b/result/x", None, 400, "invalid_field", "jobId"),
+    ("GET", "/admin/jobs/a/result/x%00", None, 400, "invalid_field", "list"),
     ("GET", "/admin/groups/g%00", None, 400, "invalid_field", "groupWaId"),
     ("PUT", "/admin/groups/g%00", group_body(1), 400, "invalid_field", "groupWaId"),
     ("GET", "/admin/groups/g%00/members", None, 400, "invalid_field", "groupWaId"),

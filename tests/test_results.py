@@ -73,3 +73,27 @@ def test_lists_leave_results_out_unless_asked(server: Server) -> None:
     error = server.client.get("/admin/jobs?include=everything").json()["error"]
     assert error["field"] == "include"
     assert server.client.get("/admin/jobs?include=result&limit=101").status_code == 400
+
+
+def test_a_list_in_a_result_is_served_in_pages(server: Server) -> None:
+    body = group_body(inactive=25, active=1, admins_inactive=0)
+    assert server.client.put("/admin/groups/g", json=body).status_code == 200
+    job_id = server.start_job(removal("g", dryRun=True, batchSize=100))
+    whole = server.wait_status(job_id, "completed")["result"]["wouldRemoveWhatsappIds"]
+    pages, offset = [], "0"
+    while offset:
+        response = server.client.get(
+            f"/admin/jobs/{job_id}/result/wouldRemoveWhatsappIds?offset={offset}&limit=10"
+        )
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert page["total"] == 25
+        assert page["offset"] == int(offset)
+        pages.append(page["items"])
+        offset = response.headers.get("x-next-offset", "")
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [item for page in pages for item in page] == whole
+    missing = server.client.get(f"/admin/jobs/{job_id}/result/nothing")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["field"] == "list"
+    assert server.client.get("/admin/jobs/nope/result/x").status_code == 404

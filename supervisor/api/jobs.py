@@ -19,6 +19,7 @@ from workers.directory.shapes import in_range
 MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
 MAX_LIST_LIMIT_WITH_RESULT = 100
+MAX_RESULT_PAGE = 10_000
 
 
 def _service(request: Request) -> JobService:
@@ -33,6 +34,22 @@ async def start(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     return json(await _service(request).get(request.path_params["jobId"]))
+
+
+async def result_list(request: Request) -> Response:
+    """One page of a list in a job's result (a large group's members, say)."""
+    job = await _service(request).get(request.path_params["jobId"])
+    name = request.path_params["list"]
+    items = job.result.get(name) if isinstance(job.result, dict) else None
+    if not isinstance(items, list):
+        raise ApiError(404, "not_found", f"list: the job's result has no list {name!r}", "list")
+    offset = query_int(request, "offset", 0, 0, len(items))
+    limit = query_int(request, "limit", 1000, 1, MAX_RESULT_PAGE)
+    page = {"jobId": job.id, "list": name, "total": len(items), "offset": offset}
+    response = json(page | {"items": items[offset : offset + limit]})
+    if offset + limit < len(items):
+        response.headers["X-Next-Offset"] = str(offset + limit)
+    return response
 
 
 async def cancel(request: Request) -> Response:
@@ -111,6 +128,7 @@ async def list_jobs(request: Request) -> Response:
 routes = [
     Route("/admin/jobs/start", start, methods=["POST"]),
     Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
+    Route("/admin/jobs/{jobId}/result/{list}", result_list, methods=["GET"]),
     Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
     Route("/admin/jobs", list_jobs, methods=["GET"]),
 ]
