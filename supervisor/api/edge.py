@@ -64,6 +64,8 @@ def check_path(scope: Scope) -> None:
 
 def check_query(query: bytes) -> None:
     """Refuse query parameters that are not UTF-8 or hold a NUL, naming them."""
+    if not query:
+        return
     for pair in query.split(b"&"):
         raw_name, _, raw_value = pair.replace(b"+", b" ").partition(b"=")
         name = _text(raw_name)
