@@ -7,7 +7,11 @@ A connection here:
 
 - must deliver its headers within ``header_timeout_s`` of being opened (or
   of the first byte of its next request): otherwise it gets 408 and is
-  closed. (The body's deadline is the edge middleware's.)
+  closed;
+- must deliver its body within ``body_timeout_s`` of its headers. A route
+  reading the body answers 408 at that deadline (the edge middleware's
+  ``receive``); a body still arriving after its answer (a route that did
+  not read it) gets the connection closed;
 - beyond ``max_connections`` open connections gets a 503 for its request,
   and is closed; beyond ``fd_cap`` it is closed at once, unread, so that
   the descriptors a job's child needs (pipes, pidfd) are always there;
@@ -34,6 +38,7 @@ log = logging.getLogger("jobsup.http")
 @dataclass(frozen=True)
 class Limits:
     header_timeout_s: float
+    body_timeout_s: float
     max_connections: int  # past it, 503
     fd_cap: int  # past it, closed unanswered: the rest of the descriptors are for jobs
 
@@ -68,6 +73,8 @@ class Connection(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._close_after_response = False
         self._shed = len(self.connections) >= self.limits.fd_cap
         if self._shed:
             transport.abort()  # no answer: writing one may take the last descriptors' time
@@ -81,6 +88,7 @@ class Connection(HttpToolsProtocol):
         if self._shed:
             return
         self._disarm_header_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -91,6 +99,16 @@ class Connection(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
         super().on_headers_complete()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._disarm_body_timer()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._close_after_response and not self.transport.is_closing():
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         self.transport.write(raw_response(400, "bad_request", f"malformed HTTP request: {msg}"))
@@ -105,6 +123,19 @@ class Connection(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_too_slow(self) -> None:
+        """The body is late: close once the answer is out (the route may still be working)."""
+        self._body_timer = None
+        if self.cycle is not None and self.cycle.response_complete:
+            self.transport.close()
+        else:
+            self._close_after_response = True
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None

@@ -71,6 +71,7 @@ def limits_for(settings: Settings, file_limit: int) -> Limits:
         )
     return Limits(
         header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
         max_connections=min(settings.max_connections, fd_cap),
         fd_cap=fd_cap,
     )

@@ -13,7 +13,7 @@ import msgspec
 
 from tests.conftest import Server, wait_until
 
-FILE_LIMIT = 256  # leaves 256 - 64 - 8 * (4 + 1) = 152 descriptors for connections
+FILE_LIMIT = 256  # with one job slot, leaves 256 - 64 - 8 * (1 + 1) = 176 for connections
 
 
 def _connect(server: Server, first: bytes = b"") -> socket.socket:
@@ -70,7 +70,7 @@ def test_slow_clients_are_closed_and_jobs_still_start(make_server: Any) -> None:
         ],
         JOBSUP_HEADER_TIMEOUT_S="2",
         JOBSUP_BODY_TIMEOUT_S="2",
-        JOBSUP_MAX_CONNECTIONS="35",
+        JOBSUP_MAX_CONNECTIONS="38",
         JOBSUP_MAX_CONCURRENT_JOBS="1",
     )
     # One job holds the only slot for half a second; the next waits for it,
@@ -84,9 +84,13 @@ def test_slow_clients_are_closed_and_jobs_still_start(make_server: Any) -> None:
         b"content-length: 100\r\n\r\n{"
     )
     # Idle, half a request line, half the headers, half a body: none finishes.
+    unread_body = (
+        b"POST /admin/jobs/nope/cancel HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{"
+    )
     # (Idle ones last: whether or not they count past the limit, they get 408.)
     slow = Watch(
-        [_connect(server, body_head) for _ in range(5)]
+        [_connect(server, unread_body) for _ in range(3)]
+        + [_connect(server, body_head) for _ in range(5)]
         + [_connect(server, b"GET /healthz HT") for _ in range(10)]
         + [_connect(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(10)]
         + [_connect(server) for _ in range(10)]
@@ -105,9 +109,10 @@ def test_slow_clients_are_closed_and_jobs_still_start(make_server: Any) -> None:
         tail = Watch(over[1].socks[-40:])
         wait_until(tail.closed)
         assert tail.statuses() == [None] * 40
-        # Every slow client is closed at its deadline, with 408.
+        # Every slow client is closed at its deadline, with 408; a body the
+        # route never read, after the route's own answer.
         wait_until(slow.closed)
-        assert slow.statuses() == [408] * 35
+        assert slow.statuses() == [404] * 3 + [408] * 35
         wait_until(over[1].closed)
     finally:
         for watch in [slow, *over]:
