@@ -15,6 +15,8 @@ A connection here:
 - beyond ``max_connections`` open connections gets a 503 for its request,
   and is closed; beyond ``fd_cap`` it is closed at once, unread, so that
   the descriptors a job's child needs (pipes, pidfd) are always there;
+- whose request line and headers exceed ``MAX_HEAD_BYTES`` gets 431 and is
+  closed (uvicorn's httptools protocol keeps every header it is sent);
 - that sends malformed HTTP gets the API's JSON error envelope.
 """
 
@@ -33,6 +35,8 @@ from supervisor.api.edge import SECURITY_HEADERS
 from supervisor.errors import ErrorBody, ErrorEnvelope
 
 log = logging.getLogger("jobsup.http")
+
+MAX_HEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class Connection(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._close_after_response = False
+        self._in_head = True  # the request line and headers are not all in yet
+        self._head_bytes = 0
         self._shed = len(self.connections) >= self.limits.fd_cap
         if self._shed:
             transport.abort()  # no answer: writing one may take the last descriptors' time
@@ -91,12 +97,26 @@ class Connection(HttpToolsProtocol):
         self._disarm_body_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # A chunk that leaves the headers still incomplete is all head
+        # (httptools buffers a header until it ends, with no limit).
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                message = f"request line and headers over {MAX_HEAD_BYTES} bytes"
+                self.transport.write(raw_response(431, "headers_too_large", message))
+                self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
         if self._header_timer is None:
             self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm_header_timer()
         super().on_headers_complete()
         self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_too_slow)

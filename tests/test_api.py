@@ -257,6 +257,26 @@ def test_malformed_http_gets_the_error_envelope(api: Server) -> None:
     assert msgspec.json.decode(body)["error"]["code"] == "bad_request"
 
 
+def test_an_endless_header_is_cut_off(api: Server) -> None:
+    """The server stops reading a head past 64 KiB (answering 431 if the client still reads)."""
+    sent, answer = 0, b""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            while sent < 4_000_000:
+                sock.sendall(b"a" * 16_384)
+                sent += 16_384
+            answer = sock.recv(65_536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    assert sent < 4_000_000
+    if answer:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431")
+        assert msgspec.json.decode(body)["error"]["code"] == "headers_too_large"
+    assert api.client.get("/healthz").status_code == 200
+
+
 def test_rejected_starts_log_no_error(make_server: Any) -> None:
     server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_MAX_PENDING_JOBS="1")
     holder = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 60_000, "key": "k"})
