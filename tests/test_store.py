@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+import psycopg.errors
 import pytest
 
-from supervisor.store import DatabaseBusy, Store
+from supervisor.store import DatabaseBusy, Store, _is_unavailable
 from tests.conftest import Server
 from workers.db import Database
 
@@ -120,3 +122,8 @@ def test_large_group_writes_do_not_starve_a_job_start(server: Server) -> None:
     assert statuses == [200] * 6
     assert server.client.get("/readyz").status_code == 200
     server.wait_status(response.json()["jobId"], "completed")
+
+
+def test_a_statement_past_a_postgresql_limit_is_not_an_outage() -> None:
+    assert not _is_unavailable(psycopg.errors.ProgramLimitExceeded("index row size exceeds"))
+    assert _is_unavailable(psycopg.OperationalError("connection lost"))

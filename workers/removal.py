@@ -25,7 +25,7 @@ NO_ANSWER = "no answer from the gateway"
 
 
 class RemovalQueueConfig(JobConfig, tag="removal_queue"):
-    group_wa_id: Annotated[str, msgspec.Meta(min_length=1)]
+    group_wa_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
     delay_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]  # at most a day
     dry_run: bool

@@ -8,6 +8,9 @@ refused here, once, with a 400 naming the field, before any handler or
 database sees them. Request bodies get the same NUL check in
 ``check_body``, called by ``read_json``.
 
+Path parameters (ids) are also held to ``MAX_ID_LENGTH``: ids are indexed,
+and PostgreSQL refuses an index entry over about 2.7 KB.
+
 Every answer also gets the headers an API answer should carry, and the body
 of a request has a deadline (``body_timeout_s``): a client that sends its
 body slower than that gets 408 and the connection is closed.
@@ -25,6 +28,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supervisor.errors import ApiError, error_response
+from workers.directory.shapes import MAX_ID_LENGTH
 
 NUL = "\x00"
 _NUL_ESCAPE = b"\\u0000"  # the only way a NUL can appear in valid JSON
@@ -47,19 +51,27 @@ def _refuse(field: str, problem: str) -> ApiError:
 
 
 def check_path(scope: Scope) -> None:
-    """Refuse a path that is not UTF-8, or whose parameters hold a NUL."""
+    """Refuse a path that is not UTF-8, or whose parameters hold a NUL or are too long."""
     raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
     if _text(raw) is None:
         raise _refuse("path", "the path is not valid UTF-8")
-    if NUL not in scope["path"]:
-        return
+    path = scope["path"]
+    if NUL not in path and len(path) <= MAX_ID_LENGTH:
+        return  # no parameter can be at fault
     for route in scope["app"].router.routes:
         match, child = route.matches(scope)
         if match is not Match.NONE:
             for name, value in child.get("path_params", {}).items():
-                if NUL in str(value):
-                    raise _refuse(name, "must not contain the NUL character (U+0000)")
-    raise _refuse("path", "must not contain the NUL character (U+0000)")
+                _check_id(name, str(value))
+    if NUL in path:
+        raise _refuse("path", "must not contain the NUL character (U+0000)")
+
+
+def _check_id(name: str, value: str) -> None:
+    if NUL in value:
+        raise _refuse(name, "must not contain the NUL character (U+0000)")
+    if len(value) > MAX_ID_LENGTH:
+        raise _refuse(name, f"longer than {MAX_ID_LENGTH} characters")
 
 
 def check_query(query: bytes) -> None:

@@ -102,8 +102,11 @@ def _is_unavailable(exc: BaseException) -> bool:
         return "locked" in text or "busy" in text or "unable to open" in text
     try:
         import psycopg
+        import psycopg.errors
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return False
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
+        return False  # SQLSTATE class 54: this statement is at fault, not the database
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 

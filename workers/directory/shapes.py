@@ -17,7 +17,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # is refused at the door; one already stored is read back clamped to it.
 MIN_TIME = datetime.min.replace(tzinfo=UTC)
 MAX_TIME = datetime.max.replace(tzinfo=UTC)
-WhatsappId = Annotated[str, msgspec.Meta(min_length=1)]
+# Ids are indexed: PostgreSQL refuses an index entry over about 2.7 KB, and
+# no WhatsApp id comes near this.
+MAX_ID_LENGTH = 256
+WhatsappId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 # A time without a zone is ambiguous; the API asks for ISO 8601 with one.
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -39,7 +42,7 @@ class MemberIn(_Body, kw_only=True):
 
 
 class GroupIn(_Body, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
     members: list[MemberIn]
 
     def time_out_of_range(self) -> str | None:
