@@ -31,8 +31,7 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from supervisor.api.edge import SECURITY_HEADERS
-from supervisor.errors import ErrorBody, ErrorEnvelope
+from supervisor.errors import SECURITY_HEADERS, ErrorBody, ErrorEnvelope
 
 log = logging.getLogger("jobsup.http")
 

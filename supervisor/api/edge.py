@@ -27,15 +27,11 @@ import msgspec
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from supervisor.errors import ApiError, error_response
+from supervisor.errors import SECURITY_HEADERS, ApiError, error_response
 from workers.directory.shapes import MAX_ID_LENGTH
 
 NUL = "\x00"
 _NUL_ESCAPE = b"\\u0000"  # the only way a NUL can appear in valid JSON
-SECURITY_HEADERS = [
-    (b"cache-control", b"no-store"),
-    (b"x-content-type-options", b"nosniff"),
-]
 
 
 def _text(raw: bytes) -> str | None:
