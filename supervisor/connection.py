@@ -161,6 +161,11 @@ class Connection(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         log.info("closing a connection that sent no complete request headers in time")
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier (pipelined) request is still being answered: no
+            # bytes of ours in the middle of its answer; close after it.
+            self._close_after_response = True
+            return
         self.transport.write(
             raw_response(408, "request_timeout", "the request headers did not arrive in time")
         )
