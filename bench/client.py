@@ -44,7 +44,7 @@ class Client:
         self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None
     ) -> Response:
         url = f"{path}?{urlencode(params)}" if params else path
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {} if data is None else {"content-type": "application/json"}
         for attempt in range(2):
             try:

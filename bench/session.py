@@ -24,6 +24,7 @@ SERVERS: dict[str, dict[str, str]] = {
     "jobsup-api": {"JOBSUP_MAX_CONCURRENT_JOBS": "8"},  # api, progress
     "jobsup-bulk": {"JOBSUP_MAX_CONCURRENT_JOBS": "4"},  # memory, scale (list)
     "jobsup-order": {"JOBSUP_MAX_CONCURRENT_JOBS": "1"},  # scale (admission order)
+    "jobsup-results": {},  # results (memory with large results)
 }
 
 

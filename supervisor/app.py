@@ -1,22 +1,28 @@
-"""create_app(settings): routes, error handlers, lifespan."""
+"""create_app(settings): routes, the edge middleware, error handlers, lifespan."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api import groups, jobs
 from supervisor.api.common import json
+from supervisor.api.edge import BodyTimeout, Edge
 from supervisor.errors import ApiError, error_response, handle_api_error, handle_unexpected
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
+from supervisor.store import DatabaseBusy
 from workers.db import DatabaseUnavailable
+
+log = logging.getLogger("jobsup.api")
 
 
 async def healthz(request: Request) -> Response:
@@ -45,10 +51,45 @@ async def handle_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
 
 
+async def handle_busy(request: Request, exc: Exception) -> Response:
+    response = error_response(503, "busy", "the database is busy; retry in a moment")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+async def handle_body_timeout(request: Request, exc: Exception) -> Response:
+    log.info("%s %s: body not received in time; closing", request.method, request.url.path)
+    response = error_response(408, "request_timeout", "the request body did not arrive in time")
+    response.headers["Connection"] = "close"
+    return response
+
+
+async def handle_disconnect(request: Request, exc: Exception) -> Response:
+    # Nobody is left to read the answer; not an error of ours.
+    log.info("%s %s: client went away mid-request", request.method, request.url.path)
+    return Response(status_code=400)
+
+
+def _allowed(request: Request) -> str:
+    """Every method the path takes, across all the routes that match it."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if (
+            isinstance(route, Route)
+            and route.methods
+            and route.path_regex.match(request.scope["path"])
+        ):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
+    response = error_response(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
+    if exc.status_code == 405:
+        response.headers["Allow"] = _allowed(request)
+    return response
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -72,10 +113,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *jobs.routes,
             *groups.routes,
         ],
+        middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http,
             DatabaseUnavailable: handle_unavailable,
+            DatabaseBusy: handle_busy,
+            BodyTimeout: handle_body_timeout,
+            ClientDisconnect: handle_disconnect,
             Exception: handle_unexpected,
         },
         lifespan=lifespan,

@@ -12,6 +12,12 @@ from starlette.responses import Response
 log = logging.getLogger("jobsup.api")
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+# On every answer (the edge middleware adds them; answers made outside it add
+# them themselves): nothing is cached, nothing is sniffed as another type.
+SECURITY_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 class ApiError(Exception):
@@ -62,4 +68,7 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal", "internal error; the server log has the details")
+    # Answered by Starlette's outermost middleware, outside the edge.
+    response = error_response(500, "internal", "internal error; the server log has the details")
+    response.raw_headers.extend(SECURITY_HEADERS)
+    return response

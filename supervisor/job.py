@@ -70,3 +70,18 @@ class Job(msgspec.Struct, rename="camel", gc=False):
 
 
 json_encoder = msgspec.json.Encoder()
+
+
+# A job without its result, as lists show it unless asked (results can be
+# megabytes: one per member of a large group).
+JobSummary = msgspec.defstruct(
+    "JobSummary",
+    [(f.name, f.type) for f in msgspec.structs.fields(Job) if f.name != "result"],
+    rename="camel",
+    gc=False,
+)
+_SUMMARY_FIELDS = JobSummary.__struct_fields__
+
+
+def summary(job: Job) -> Any:
+    return JobSummary(*(getattr(job, name) for name in _SUMMARY_FIELDS))

@@ -11,6 +11,8 @@ instance starts no job.
 
 from __future__ import annotations
 
+import logging
+import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -18,7 +20,17 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
+from supervisor.connection import Limits, protocol_for
 from supervisor.settings import Settings
+
+log = logging.getLogger("jobsup.server")
+
+# Descriptors kept out of the connections' reach: the process's own (stdio,
+# logs, the listening socket, the event loop, database connections, the
+# forkserver), and per job slot (and the spare child) its pipes, sentinel and
+# pidfd, with room for a launch's short-lived extra pipe ends.
+BASE_FDS = 64
+FDS_PER_JOB = 8
 
 
 class Server(uvicorn.Server):
@@ -44,7 +56,44 @@ class Server(uvicorn.Server):
                 self._captured_signals.clear()  # handled: do not re-raise
 
 
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one; returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # a platform that refuses: live with it
+            log.warning("could not raise the open-file limit to %d: %s", hard, exc)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def limits_for(settings: Settings, file_limit: int) -> Limits:
+    """Connections get what the file limit leaves once every job slot has its share."""
+    fd_cap = file_limit - BASE_FDS - FDS_PER_JOB * (settings.max_concurrent_jobs + 1)
+    if fd_cap < 1:
+        raise SystemExit(
+            f"jobsup: the open-file limit ({file_limit}) is too low for "
+            f"JOBSUP_MAX_CONCURRENT_JOBS={settings.max_concurrent_jobs}"
+        )
+    if settings.max_connections > fd_cap:
+        log.warning(
+            "JOBSUP_MAX_CONNECTIONS=%d does not fit the open-file limit (%d): "
+            "connections past %d are closed unanswered",
+            settings.max_connections,
+            file_limit,
+            fd_cap,
+        )
+    return Limits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=min(settings.max_connections, fd_cap),
+        fd_cap=fd_cap,
+    )
+
+
 def make_server(app: Starlette, settings: Settings, log_level: str | None = None) -> Server:
+    limits = limits_for(settings, raise_file_limit())
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -53,5 +102,7 @@ def make_server(app: Starlette, settings: Settings, log_level: str | None = None
         access_log=settings.access_log,
         # Open streams must not hold a shutdown hostage: jobs get their own grace.
         timeout_graceful_shutdown=5,
+        http=protocol_for(limits),
+        server_header=False,
     )
     return Server(config, app)

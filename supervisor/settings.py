@@ -61,6 +61,11 @@ class Settings:
     spare_child: bool = True
     # Jobs run at this nice level, below the API when both want the CPU.
     child_nice: int = 10
+    # Slow and many clients: a request's headers and its body must each
+    # arrive within these; past max_connections, a request gets 503.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1000
     log_level: str = "info"
     access_log: bool = False
     instance_id: str = field(default_factory=_instance_id)
@@ -87,6 +92,9 @@ class Settings:
             "heartbeat_s",
             "node_timeout_s",
             "poll_s",
+            "header_timeout_s",
+            "body_timeout_s",
+            "max_connections",
         )
         for name in positive:
             if getattr(self, name) <= 0:

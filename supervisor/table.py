@@ -29,6 +29,11 @@ log = logging.getLogger("jobsup.table")
 STATE_WRITE_RETRY_S = 3600.0
 # A read of a final state not yet stored waits this long for its write.
 SHOW_FINAL_WAIT_S = 1.0
+# A finished job's result bigger than this (encoded) is not kept in memory
+# once it is stored: reads of that job go to the store. A removal over a
+# large group reports every member; twenty of them held whole cost 200 MiB.
+RESULT_KEPT_BYTES = 64 * 1024
+_encoder = msgspec.json.Encoder()
 
 
 class KeyConflict(Exception):
@@ -57,6 +62,7 @@ class JobTable:
         # Called on the loop with the id of a job whose write matched nothing:
         # another instance holds it now. Set by the scheduler.
         self.on_lost: Callable[[str], None] = lambda job_id: None
+        self._result_stored: set[str] = set()  # finished jobs whose result is only in the store
 
     # -- reads -------------------------------------------------------------
 
@@ -71,19 +77,22 @@ class JobTable:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.persisted(job_id), SHOW_FINAL_WAIT_S)
             job = self._jobs.get(job_id)
-        if job is None:
+        if job is None or job_id in self._result_stored:
             job = await self.store.call(sql.get_job, job_id)
         return job
 
     async def list(self, f: sql.JobFilter) -> list[Job]:
         stored = await self.store.call(sql.list_jobs, f)
         # Live jobs' coalesced progress is fresher in memory; a final state
-        # is shown once stored (its write may yet be fenced off).
+        # is shown once stored (its write may yet be fenced off), and a large
+        # stored result is read from the store.
         return [self._jobs.get(j.id, j) if self._shown(j.id) else j for j in stored]
 
     def _shown(self, job_id: str) -> bool:
         job = self._jobs.get(job_id)
-        return job is not None and (job.status not in TERMINAL or job_id not in self._last_write)
+        if job is None or job_id in self._result_stored:
+            return False
+        return job.status not in TERMINAL or job_id not in self._last_write
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -164,7 +173,19 @@ class JobTable:
         write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
         write.add_done_callback(lambda _: self._state_written(job.id, write))
         self._last_write[job.id] = write
+        if job.status in TERMINAL and job.result is not None:
+            write.add_done_callback(lambda _: self._release_result(job, write))
         return write
+
+    def _release_result(self, job: Job, write: asyncio.Future[bool]) -> None:
+        """Once a finished job's large result is stored, stop holding it in memory."""
+        if write.cancelled() or write.exception() is not None or write.result() is False:
+            return
+        if self._jobs.get(job.id) is not job:
+            return
+        if len(_encoder.encode(job.result)) > RESULT_KEPT_BYTES:
+            job.result = None
+            self._result_stored.add(job.id)
 
     def _state_written(self, job_id: str, write: asyncio.Future[bool]) -> None:
         if self._last_write.get(job_id) is write:
@@ -187,6 +208,7 @@ class JobTable:
     def forget(self, job_id: str) -> None:
         """Drop a job from memory without writing it (another instance owns it now)."""
         self._jobs.pop(job_id, None)
+        self._result_stored.discard(job_id)
         self._dirty.discard(job_id)
         self._state_dirty.discard(job_id)
         self._publish(None)
@@ -328,4 +350,5 @@ class JobTable:
         ]
         for job_id in old:
             del self._jobs[job_id]
+            self._result_stored.discard(job_id)
         return len(old)

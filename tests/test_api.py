@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.conftest import Server
@@ -216,3 +218,85 @@ def test_groups(api: Server) -> None:
     assert _error(api.client.get("/admin/groups/zz/members"), 404)["code"] == "not_found"
     bad = api.client.put("/admin/groups/g1", json={"name": "x", "members": [{"whatsappId": ""}]})
     assert _error(bad, 400)["field"].startswith("members")
+
+
+def test_405_names_the_allowed_methods(api: Server) -> None:
+    response = api.client.delete("/admin/groups/g1")
+    assert _error(response, 405)["code"] == "method_not_allowed"
+    # Two routes share the path (PUT, GET): the answer names both.
+    assert {m.strip() for m in response.headers["allow"].split(",")} >= {"GET", "PUT"}
+    assert _error(api.client.get("/admin/jobs/start"), 405)
+    assert "POST" in api.client.get("/admin/jobs/start").headers["allow"]
+
+
+def test_api_answers_carry_the_safety_headers(api: Server) -> None:
+    for response in (
+        api.client.get("/admin/groups/g1"),
+        api.client.get("/nope"),
+        api.client.post("/admin/jobs/start", content=b"{", headers={"content-type": "text/x"}),
+    ):
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "server" not in response.headers
+
+
+def _raw(server: Server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_malformed_http_gets_the_error_envelope(api: Server) -> None:
+    answer = _raw(api, b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/json" in head.lower()
+    assert msgspec.json.decode(body)["error"]["code"] == "bad_request"
+
+
+def test_an_endless_header_is_cut_off(api: Server) -> None:
+    """The server stops reading a head past 64 KiB (answering 431 if the client still reads)."""
+    sent, answer = 0, b""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            while sent < 4_000_000:
+                sock.sendall(b"a" * 16_384)
+                sent += 16_384
+            answer = sock.recv(65_536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    assert sent < 4_000_000
+    if answer:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431")
+        assert msgspec.json.decode(body)["error"]["code"] == "headers_too_large"
+    assert api.client.get("/healthz").status_code == 200
+
+
+def test_rejected_starts_log_no_error(make_server: Any) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_MAX_PENDING_JOBS="1")
+    holder = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 60_000, "key": "k"})
+    server.wait_status(holder, "running")
+    waiting = server.start_job({"type": "quick"})
+    for _ in range(20):
+        assert server.client.post("/admin/jobs/start", json={"type": "quick"}).status_code == 429
+        conflict = server.client.post("/admin/jobs/start", json={"type": "sleepy", "key": "k"})
+        assert conflict.status_code in (409, 429)
+    # A client that goes away mid-body is not an error of ours either.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /admin/jobs/start HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 100\r\n\r\n{"type"'
+        )
+    assert server.client.post(f"/admin/jobs/{holder}/cancel").status_code == 200
+    server.wait_status(waiting, "completed")
+    assert server.client.get("/healthz").status_code == 200
+    log = server.log()
+    assert " ERROR " not in log, log
+    assert "ERROR:" not in log, log
+    assert "never retrieved" not in log
+    assert "Traceback" not in log

@@ -25,14 +25,14 @@ from workers.removal_steps import Writer, remove_batch, settle_leftovers, sync
 
 
 class RemovalQueueConfig(JobConfig, tag="removal_queue"):
-    group_wa_id: Annotated[str, msgspec.Meta(min_length=1)]
-    batch_size: Annotated[int, msgspec.Meta(gt=0)]
-    delay_ms: Annotated[int, msgspec.Meta(ge=0)]
+    group_wa_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
+    delay_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]  # at most a day
     dry_run: bool
 
 
 class RemovalWorkflowConfig(RemovalQueueConfig, tag="removal_workflow"):
-    inactivity_window_ms: Annotated[int, msgspec.Meta(gt=0)]
+    inactivity_window_ms: Annotated[int, msgspec.Meta(gt=0, le=315_360_000_000)]  # 10 years
 
 
 class Failure(msgspec.Struct, rename="camel"):

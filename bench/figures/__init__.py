@@ -27,6 +27,7 @@ FIGURES = (
     Figure("progress", api.progress, frozenset({"jobsup-api", "bare", "forkserver"})),
     Figure("memory", bulk.memory, frozenset({"jobsup-bulk", "forkserver"})),
     Figure("scale", bulk.scale, frozenset({"jobsup-bulk", "jobsup-order"})),
+    Figure("results", bulk.results, frozenset({"jobsup-results"})),
 )
 NAMES = tuple(f.name for f in FIGURES)
 

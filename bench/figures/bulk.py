@@ -6,12 +6,17 @@ list latency are taken at both points, so the memory per job is a slope,
 free of start-up costs. Admission order is measured on a one-slot server: a
 job holds the slot while 1,000 no-op jobs queue behind it; once it is
 released their ``startedAt`` must follow submission order.
+
+Large results have their own server: a 100,000-member group, dry runs over
+it one after another (each reports every member), and the front's RSS once
+20 of them have finished, against the same server before the first.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from bench.figures.throughput import run_jobs
 from bench.servers import JobsupServer, rss_bytes, timestamp, uss_bytes
@@ -19,6 +24,7 @@ from bench.session import Session
 from bench.stats import Row, Summary, Target
 
 LIST_PARAMS = {"status": "completed", "limit": 100}
+RESULT_JOBS = 20
 
 
 @dataclass
@@ -141,4 +147,64 @@ def scale(session: Session) -> list[Row]:
             passed=admission.out_of_order is None,
             extra={"admission": admission.__dict__},
         ),
+    ]
+
+
+def _large_group(members: int) -> dict[str, Any]:
+    """Every member inactive (LIDs, the shortest real ids): a dry run lists them all."""
+    return {
+        "name": "bench large group",
+        "members": [
+            {
+                "whatsappId": f"{5511900000000 + i}@s.whatsapp.net",
+                "joinedAt": "2020-01-01T00:00:00Z",
+            }
+            for i in range(members)
+        ],
+    }
+
+
+def _dry_run(server: JobsupServer) -> None:
+    body = {
+        "type": "removal_workflow",
+        "groupWaId": "large",
+        "batchSize": 10_000,
+        "delayMs": 0,
+        "dryRun": True,
+        "inactivityWindowMs": 86_400_000,
+    }
+    job_id = server.submit(body)
+    job = server.wait_status(
+        job_id, ("completed", "failed", "cancelled"), timeout=300, interval=0.05
+    )
+    if job["status"] != "completed":
+        raise RuntimeError(f"dry run {job_id} ended {job['status']}: {job.get('error')}")
+
+
+def results(session: Session) -> list[Row]:
+    members = session.count(100_000, 10_000)
+    server = session.jobsup("jobsup-results")
+    server.client.request(
+        "PUT", "/admin/groups/large", body=_large_group(members)
+    ).raise_for_status()
+    _dry_run(server)  # warm the path: imports, the first result's buffers
+    before = rss_bytes(server.pid)
+    started = time.perf_counter()
+    for _ in range(RESULT_JOBS - 1):
+        _dry_run(server)
+    seconds = time.perf_counter() - started
+    after = rss_bytes(server.pid)
+    mib = 1 / 2**20
+    per_run = seconds / (RESULT_JOBS - 1)
+    return [
+        Row(
+            f"RSS, {RESULT_JOBS} finished {members:,}-member dry runs",
+            "MiB",
+            Summary.single(after * mib),
+            "after the first",
+            Summary.single(before * mib),
+            Target("<=", 1.25),
+            f"{(after - before) * mib:.1f} MiB more; {per_run:.1f} s per dry run",
+            extra={"rss_before": before, "rss_after": after, "members": members},
+        )
     ]

@@ -8,6 +8,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from supervisor.api.edge import check_body
 from supervisor.errors import ApiError, from_validation
 
 T = TypeVar("T")
@@ -28,6 +29,7 @@ async def read_json(request: Request) -> bytes:
             raise ApiError(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
     if not body:
         raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
+    check_body(body)
     return bytes(body)
 
 
@@ -38,6 +40,8 @@ def decode(body: bytes, type_: type[T]) -> T:
         raise from_validation(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "JSON nested too deeply") from None
 
 
 async def parse(request: Request, type_: type[T]) -> T:

@@ -33,11 +33,20 @@ async def _require_group(store: Store, group_wa_id: str) -> None:
 
 
 async def put_group(request: Request) -> Response:
-    group_wa_id = request.path_params["group_wa_id"]
+    group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, GroupIn)
+    field = body.time_out_of_range()
+    if field is not None:
+        raise ApiError(400, "invalid_field", f"{field}: outside years 1 to 9999 in UTC", field)
     try:
         summary = await _store(request).call(
-            directory.upsert_group, group_wa_id, body, _now_ms(), DEFAULT_WINDOW_MS, write=True
+            directory.upsert_group,
+            group_wa_id,
+            body,
+            _now_ms(),
+            DEFAULT_WINDOW_MS,
+            write=True,
+            bulk=True,
         )
     except ValueError as exc:
         raise ApiError(400, "invalid_field", str(exc), "members") from None
@@ -45,7 +54,7 @@ async def put_group(request: Request) -> Response:
 
 
 async def get_group(request: Request) -> Response:
-    group_wa_id = request.path_params["group_wa_id"]
+    group_wa_id = request.path_params["groupWaId"]
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
     summary = await _store(request).call(directory.group_summary, group_wa_id, window, _now_ms())
     if summary is None:
@@ -54,7 +63,7 @@ async def get_group(request: Request) -> Response:
 
 
 async def list_members(request: Request) -> Response:
-    group_wa_id = request.path_params["group_wa_id"]
+    group_wa_id = request.path_params["groupWaId"]
     raw = request.query_params.get("includeRemoved", "false").lower()
     if raw not in ("true", "false"):
         raise ApiError(
@@ -66,16 +75,18 @@ async def list_members(request: Request) -> Response:
 
 
 async def put_whitelist(request: Request) -> Response:
-    group_wa_id = request.path_params["group_wa_id"]
+    group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, WhitelistIn)
     store = _store(request)
     await _require_group(store, group_wa_id)
-    ids = await store.call(directory.set_whitelist, group_wa_id, body.whatsapp_ids, write=True)
+    ids = await store.call(
+        directory.set_whitelist, group_wa_id, body.whatsapp_ids, write=True, bulk=True
+    )
     return json({"groupWaId": group_wa_id, "whatsappIds": ids})
 
 
 async def list_removals(request: Request) -> Response:
-    group_wa_id = request.path_params["group_wa_id"]
+    group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, 1000)
     job_id = request.query_params.get("jobId")
     store = _store(request)
@@ -84,9 +95,9 @@ async def list_removals(request: Request) -> Response:
 
 
 routes = [
-    Route("/admin/groups/{group_wa_id}", put_group, methods=["PUT"]),
-    Route("/admin/groups/{group_wa_id}", get_group, methods=["GET"]),
-    Route("/admin/groups/{group_wa_id}/members", list_members, methods=["GET"]),
-    Route("/admin/groups/{group_wa_id}/whitelist", put_whitelist, methods=["PUT"]),
-    Route("/admin/groups/{group_wa_id}/removals", list_removals, methods=["GET"]),
+    Route("/admin/groups/{groupWaId}", put_group, methods=["PUT"]),
+    Route("/admin/groups/{groupWaId}", get_group, methods=["GET"]),
+    Route("/admin/groups/{groupWaId}/members", list_members, methods=["GET"]),
+    Route("/admin/groups/{groupWaId}/whitelist", put_whitelist, methods=["PUT"]),
+    Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
 ]

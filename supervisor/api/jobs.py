@@ -10,11 +10,16 @@ from starlette.routing import Route
 
 from supervisor.api.common import json, query_int, read_json
 from supervisor.errors import ApiError
+from supervisor.job import summary
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, UnknownCursor
+from workers.directory.shapes import in_range
 
 MAX_LIST_LIMIT = 1000
+# With results included, a page is smaller: each result may be megabytes.
+MAX_LIST_LIMIT_WITH_RESULT = 100
+MAX_RESULT_PAGE = 10_000
 
 
 def _service(request: Request) -> JobService:
@@ -28,11 +33,27 @@ async def start(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    return json(await _service(request).get(request.path_params["job_id"]))
+    return json(await _service(request).get(request.path_params["jobId"]))
+
+
+async def result_list(request: Request) -> Response:
+    """One page of a list in a job's result (a large group's members, say)."""
+    job = await _service(request).get(request.path_params["jobId"])
+    name = request.path_params["list"]
+    items = job.result.get(name) if isinstance(job.result, dict) else None
+    if not isinstance(items, list):
+        raise ApiError(404, "not_found", f"list: the job's result has no list {name!r}", "list")
+    offset = query_int(request, "offset", 0, 0, len(items))
+    limit = query_int(request, "limit", 1000, 1, MAX_RESULT_PAGE)
+    page = {"jobId": job.id, "list": name, "total": len(items), "offset": offset}
+    response = json(page | {"items": items[offset : offset + limit]})
+    if offset + limit < len(items):
+        response.headers["X-Next-Offset"] = str(offset + limit)
+    return response
 
 
 async def cancel(request: Request) -> Response:
-    job = await _service(request).cancel(request.path_params["job_id"])
+    job = await _service(request).cancel(request.path_params["jobId"])
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
         return json({"jobId": job.id, "status": job.status})
     return json({"jobId": job.id, "status": JobStatus.CANCELLING}, 202)
@@ -48,6 +69,8 @@ def _time(request: Request, name: str) -> datetime | None:
         raise ApiError(400, "invalid_field", f"{name} must be an ISO 8601 time", name) from None
     if value.tzinfo is None:
         raise ApiError(400, "invalid_field", f"{name} needs a time zone (e.g. Z)", name)
+    if not in_range(value):
+        raise ApiError(400, "invalid_field", f"{name}: outside years 1 to 9999 in UTC", name)
     return value
 
 
@@ -61,6 +84,7 @@ def _filter(request: Request) -> JobFilter:
         "before",
         "createdAfter",
         "createdBefore",
+        "include",
     }
     if unknown:
         name = sorted(unknown)[0]
@@ -71,6 +95,10 @@ def _filter(request: Request) -> JobFilter:
     except ValueError:
         allowed = ", ".join(s.value for s in JobStatus)
         raise ApiError(400, "invalid_field", f"status must be one of {allowed}", "status") from None
+    include = params.get("include")
+    if include not in (None, "result"):
+        raise ApiError(400, "invalid_field", "include: the only value is 'result'", "include")
+    high = MAX_LIST_LIMIT if include is None else MAX_LIST_LIMIT_WITH_RESULT
     return JobFilter(
         status=job_status,
         type=params.get("type"),
@@ -78,7 +106,8 @@ def _filter(request: Request) -> JobFilter:
         before=params.get("before"),
         created_after=_time(request, "createdAfter"),
         created_before=_time(request, "createdBefore"),
-        limit=query_int(request, "limit", 50, 1, MAX_LIST_LIMIT),
+        limit=query_int(request, "limit", 50, 1, high),
+        with_result=include is not None,
     )
 
 
@@ -89,7 +118,8 @@ async def list_jobs(request: Request) -> Response:
         jobs = await _service(request).list(f)
     except UnknownCursor:
         raise ApiError(400, "invalid_field", "before: no job with that id", "before") from None
-    response = json(jobs[: f.limit])
+    page = jobs[: f.limit]
+    response = json(page if f.with_result else [summary(job) for job in page])
     if len(jobs) > f.limit:
         response.headers["X-Next-Before"] = jobs[f.limit - 1].id
     return response
@@ -97,7 +127,8 @@ async def list_jobs(request: Request) -> Response:
 
 routes = [
     Route("/admin/jobs/start", start, methods=["POST"]),
-    Route("/admin/jobs/{job_id}/status", status, methods=["GET"]),
-    Route("/admin/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
+    Route("/admin/jobs/{jobId}/result/{list}", result_list, methods=["GET"]),
+    Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
     Route("/admin/jobs", list_jobs, methods=["GET"]),
 ]

@@ -4,7 +4,9 @@
 database thread with its own connection: a fixed pool of threads and
 connections. Writes go through one writer thread, in the order they were
 made, so the database follows the in-memory table's order of changes; reads
-use a few reader threads.
+use a few reader threads. A bulk write (a group's whole member list) gives
+way to the ordinary writes queued behind it, so that a job start or a state
+write never waits for more than the one bulk write already running.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from supervisor.store import jobs
@@ -35,14 +38,75 @@ SQLITE_READERS = 2
 FRONT_BUSY_TIMEOUT_MS = 1000
 
 
+class DatabaseBusy(Exception):
+    """A call waited its ``queue_timeout`` behind other writes and was dropped, not run."""
+
+
+class _Writer:
+    """One thread that runs writes in order, in two lanes: ordinary, then bulk.
+
+    Within a lane, writes run in the order they were made. A bulk write runs
+    only when no ordinary write is waiting.
+    """
+
+    def __init__(self) -> None:
+        self._lanes: tuple[deque[tuple[Future[Any], Callable[[], Any]]], ...] = (deque(), deque())
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="jobsup-db-write", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[], T], bulk: bool = False) -> Future[T]:
+        future: Future[T] = Future()
+        with self._ready:
+            if self._stopping:
+                raise RuntimeError("the store is closed")
+            self._lanes[bulk].append((future, work))
+            self._ready.notify()
+        return future
+
+    def _next(self) -> tuple[Future[Any], Callable[[], Any]] | None:
+        with self._ready:
+            while not (self._lanes[0] or self._lanes[1]):
+                if self._stopping:
+                    return None
+                self._ready.wait()
+            return (self._lanes[0] or self._lanes[1]).popleft()
+
+    def _loop(self) -> None:
+        while (item := self._next()) is not None:
+            future, work = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = work()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self) -> None:
+        """Drop what has not started, wait for what has."""
+        with self._ready:
+            self._stopping = True
+            for lane in self._lanes:
+                while lane:
+                    lane.popleft()[0].cancel()
+            self._ready.notify()
+        self._thread.join()
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc)
         return "locked" in text or "busy" in text or "unable to open" in text
     try:
         import psycopg
+        import psycopg.errors
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return False
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
+        return False  # SQLSTATE class 54: this statement is at fault, not the database
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
@@ -60,7 +124,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.dialect = dialect_of(url)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="jobsup-db-write")
+        self._writer = _Writer()
         # SQLite in WAL mode reads beside a writer, even one waiting on a lock.
         readers = SQLITE_READERS if self.dialect == "sqlite" else POSTGRES_THREADS
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="jobsup-db-read")
@@ -116,25 +180,31 @@ class Store:
         fn: Callable[..., T],
         *args: Any,
         write: bool = False,
+        bulk: bool = False,
         retry_for: float = 0.0,
         queue_timeout: float | None = None,
     ) -> T:
         """Run ``fn(db, *args)`` on a database thread.
 
-        ``write`` puts it in the ordered write queue. ``retry_for``: seconds of
-        retries when the database is unavailable (state writes wait for it to
-        come back; reads fail fast). ``queue_timeout``: give up, with
-        ``DatabaseUnavailable`` and nothing done, if the call has not started
-        by then (it waits behind writes that are retrying).
+        ``write`` puts it in the ordered write queue; ``bulk`` (a large write)
+        lets the ordinary writes queued after it go first. ``retry_for``:
+        seconds of retries when the database is unavailable (state writes
+        wait for it to come back; reads fail fast). ``queue_timeout``: give
+        up, with ``DatabaseBusy`` and nothing done, if the call has not
+        started by then (it waits behind other writes, or writes retrying).
         """
-        executor = self._writer if write else self._readers
-        future = executor.submit(self._run, fn, args, retry_for, write)
-        if queue_timeout is None:
-            return await asyncio.wrap_future(future)
-        done, _ = await asyncio.wait([asyncio.wrap_future(future)], timeout=queue_timeout)
-        if not done and future.cancel():
-            raise DatabaseUnavailable("the database is not taking writes; nothing was written")
-        return await asyncio.wrap_future(future)  # started: its own retry_for bounds it
+        if write:
+            future = self._writer.submit(lambda: self._run(fn, args, retry_for, True), bulk)
+        else:
+            future = self._readers.submit(self._run, fn, args, retry_for, False)
+        # One asyncio future per call: a second one, left holding an
+        # exception nobody awaits, would be logged as never retrieved.
+        waiter = asyncio.wrap_future(future)
+        if queue_timeout is not None:
+            await asyncio.wait([waiter], timeout=queue_timeout)
+            if not waiter.done() and future.cancel():
+                raise DatabaseBusy("the database is busy; nothing was written")
+        return await waiter  # started: its own retry_for bounds it
 
     def migrate(self) -> list[str]:
         """Apply pending migrations (blocking; for startup and ``jobsup migrate``)."""
@@ -153,6 +223,6 @@ class Store:
                 db.close()
             self._connections.clear()
 
-        for executor in (self._readers, self._writer):
-            executor.shutdown(wait=True, cancel_futures=True)
+        self._readers.shutdown(wait=True, cancel_futures=True)
+        self._writer.shutdown()
         close_all()

@@ -271,6 +271,7 @@ class JobFilter(msgspec.Struct, kw_only=True):
     created_before: datetime | None = None
     before: str | None = None  # cursor: a job id; only older jobs are listed
     limit: int = 50
+    with_result: bool = True  # False: the result column is not read (lists leave it out)
 
 
 class UnknownCursor(Exception):
@@ -300,7 +301,8 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
             raise UnknownCursor(f.before)
         where.append("(created_at < ? OR (created_at = ? AND id < ?))")
         params += [cursor[0], cursor[0], f.before]
-    sql = f"SELECT {COLUMNS} FROM jobs"
+    columns = COLUMNS if f.with_result else COLUMNS.replace(" result,", " NULL,")
+    sql = f"SELECT {columns} FROM jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY created_at DESC, id DESC LIMIT ?"

@@ -13,7 +13,14 @@ from typing import Annotated, Literal
 import msgspec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-WhatsappId = Annotated[str, msgspec.Meta(min_length=1)]
+# What a datetime holds in UTC. A time beyond it (9999-12-31T23:59:59-14:00)
+# is refused at the door; one already stored is read back clamped to it.
+MIN_TIME = datetime.min.replace(tzinfo=UTC)
+MAX_TIME = datetime.max.replace(tzinfo=UTC)
+# Ids are indexed: PostgreSQL refuses an index entry over about 2.7 KB, and
+# no WhatsApp id comes near this.
+MAX_ID_LENGTH = 256
+WhatsappId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 # A time without a zone is ambiguous; the API asks for ISO 8601 with one.
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -35,8 +42,17 @@ class MemberIn(_Body, kw_only=True):
 
 
 class GroupIn(_Body, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
     members: list[MemberIn]
+
+    def time_out_of_range(self) -> str | None:
+        """The field (``members[3].joinedAt``) of the first time outside MIN_TIME..MAX_TIME."""
+        for i, member in enumerate(self.members):
+            if not in_range(member.joined_at):
+                return f"members[{i}].joinedAt"
+            if member.last_active_at is not None and not in_range(member.last_active_at):
+                return f"members[{i}].lastActiveAt"
+        return None
 
 
 class WhitelistIn(_Body, kw_only=True):
@@ -84,8 +100,20 @@ def to_ms(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
+def in_range(moment: datetime) -> bool:
+    """Whether the time, in UTC, is one a datetime can hold (and so be read back)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def from_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
+    try:
+        return EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:  # stored before times were range-checked
+        return MAX_TIME if ms > 0 else MIN_TIME
 
 
 def opt_from_ms(ms: int | None) -> datetime | None:
