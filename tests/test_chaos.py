@@ -22,9 +22,8 @@ import pytest
 
 from tests.chaos_invariants import FINAL, Seen, install_audit, violations
 from tests.conftest import Server, wait_until
-from tests.helpers import group_body, removal
+from tests.helpers import alive, group_body, removal
 from tests.test_fencing import FENCE, fenced_db  # noqa: F401 (a fixture)
-from tests.test_lifecycle import _alive
 
 pytestmark = pytest.mark.postgres
 
@@ -116,7 +115,7 @@ class Chaos:
 
     def kill_child(self, sig: int = signal.SIGKILL) -> None:
         job = self.look()
-        if job is not None and job["status"] == "running" and job["pid"] and _alive(job["pid"]):
+        if job is not None and job["status"] == "running" and job["pid"] and alive(job["pid"]):
             os.kill(job["pid"], sig)
 
     def term_child(self) -> None:

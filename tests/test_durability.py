@@ -15,8 +15,7 @@ import pytest
 
 from supervisor.store.jobs import to_ms
 from tests.conftest import Server, wait_until
-from tests.helpers import group_body, removal
-from tests.test_lifecycle import _alive
+from tests.helpers import alive, group_body, removal
 from workers.db import sqlite_path
 
 
@@ -40,7 +39,7 @@ def test_sigkill_then_restart(make_server: Any, sqlite_url: str) -> None:
     wait_until(lambda: "in-000" in (stored(sqlite_url, idempotent)["result"] or ""))
 
     server.kill()  # SIGKILL: no shutdown code runs
-    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=2.5)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=2.5)
 
     server.start()
     failed = server.status(plain)
@@ -68,7 +67,7 @@ def _sigterm_with_running_and_pending(make_server: Any, sqlite_url: str, group: 
     else:
         server.signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
-    assert not _alive(pid)
+    assert not alive(pid)
     row = stored(sqlite_url, running)
     assert row["status"] == "cancelled"
     assert '"reason":"shutdown"' in row["cancel"]
@@ -212,7 +211,7 @@ def test_shutdown_escalates_on_a_job_that_ignores_cancel(make_server: Any, sqlit
     assert server.process is not None
     server.signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
-    assert not _alive(pid)
+    assert not alive(pid)
     row = stored(sqlite_url, job_id)
     assert row["status"] == "cancelled"
     assert '"mode":"killed"' in row["cancel"]
@@ -233,7 +232,7 @@ def test_orphaned_job_takes_its_grandchildren_down(make_server: Any) -> None:
     grandchild = wait_until(lambda: server.status(job_id)["result"])["grandchildPid"]
     pid = server.status(job_id)["pid"]
     server.kill()
-    wait_until(lambda: not _alive(pid) and not _alive(grandchild), timeout=2.5)
+    wait_until(lambda: not alive(pid) and not alive(grandchild), timeout=2.5)
 
 
 def test_a_fixed_instance_id_survives_a_crash(make_server: Any) -> None:

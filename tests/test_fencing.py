@@ -17,7 +17,7 @@ import pytest
 from tests.chaos_invariants import Seen, install_audit, violations
 from tests.conftest import Server, wait_until
 from tests.fence_jobs import TICKS_TABLE
-from tests.test_lifecycle import _alive
+from tests.helpers import alive
 
 pytestmark = pytest.mark.postgres
 
@@ -86,12 +86,12 @@ def test_a_stalled_owner_wakes_fenced_off(fenced_db: str, make_server: Any) -> N
         seen.status(stalled_cancel, "cancelled")
         # The tickers' children stopped at their next tick (the row is no
         # longer their run's); the stubborn one runs on while A is stalled.
-        assert _alive(pids[3])
+        assert alive(pids[3])
     finally:
         _resume(a)
 
     # A wakes: its writes match nothing, its heartbeat finds its row gone.
-    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=10)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10)
     wait_until(lambda: "letting its jobs go" in a.log(), timeout=10)
     # It serves on, and whatever it is asked about these jobs comes from the store.
     for job_id in jobs:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -11,23 +10,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, wait_until
-from tests.helpers import group_body, removal
+from tests.helpers import alive, group_body, removal
 
 
 def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:  # a zombie is dead for our purposes
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False  # reaped between the two looks
 
 
 def test_cancel_between_batches_is_immediate(server: Server) -> None:
@@ -68,7 +55,7 @@ def test_a_cancel_is_answered_once_the_child_has_exited(server: Server) -> None:
         pid = wait_until(partial(_pid, server, job_id), timeout=10, interval=0.002)
         response = server.client.post(f"/admin/jobs/{job_id}/cancel")
         assert response.json() == {"jobId": job_id, "status": "cancelled"}
-        assert not _alive(pid)
+        assert not alive(pid)
 
 
 def test_cancel_pending_never_starts_a_child(make_server: Any) -> None:
@@ -103,11 +90,11 @@ def test_job_ignoring_sigterm_is_killed_with_its_grandchild(server: Server) -> N
     result = wait_until(lambda: server.status(job_id)["result"])
     grandchild = result["grandchildPid"]
     pid = server.status(job_id)["pid"]
-    assert _alive(grandchild)
+    assert alive(grandchild)
     server.client.post(f"/admin/jobs/{job_id}/cancel")
     job = server.wait_status(job_id, "cancelled")
     assert job["cancel"]["mode"] == "killed"
-    wait_until(lambda: not _alive(grandchild) and not _alive(pid), timeout=5)
+    wait_until(lambda: not alive(grandchild) and not alive(pid), timeout=5)
 
 
 def test_a_child_that_hangs_after_its_end_frees_its_slot_and_is_killed(
@@ -116,11 +103,11 @@ def test_a_child_that_hangs_after_its_end_frees_its_slot_and_is_killed(
     server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_KILL_AFTER_S="1")
     job_id = server.start_job({"type": "linger"})
     pid = server.wait_status(job_id, "completed")["result"]["pid"]  # its end is known
-    assert _alive(pid)
+    assert alive(pid)
     # The hanging child does not hold the only slot...
     server.wait_status(server.start_job({"type": "quick", "value": 1}), "completed")
     # ...and is killed once kill_after_s has passed.
-    wait_until(lambda: not _alive(pid), timeout=10)
+    wait_until(lambda: not alive(pid), timeout=10)
     assert "child is still there after its end: SIGKILL" in server.log()
 
 
@@ -132,7 +119,7 @@ def test_a_cancelled_child_that_hangs_is_killed_after_kill_after_s(make_server: 
     pid = wait_until(partial(_pid, server, job_id), timeout=10)
     server.client.post(f"/admin/jobs/{job_id}/cancel")
     assert server.wait_status(job_id, "cancelled")["result"] == {"pid": pid}
-    wait_until(lambda: not _alive(pid), timeout=10)
+    wait_until(lambda: not alive(pid), timeout=10)
 
 
 def test_cancel_a_finished_job_is_400(server: Server) -> None:
