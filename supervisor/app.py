@@ -16,7 +16,14 @@ from starlette.routing import Route
 from supervisor.api import groups, jobs
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
-from supervisor.errors import ApiError, error_response, handle_api_error, handle_unexpected
+from supervisor.api.errors import (
+    ApiError,
+    error_response,
+    handle_api_error,
+    handle_domain_error,
+    handle_unexpected,
+)
+from supervisor.errors import JobsupError
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
 from supervisor.store import DatabaseBusy
@@ -116,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
         exception_handlers={
             ApiError: handle_api_error,
+            JobsupError: handle_domain_error,
             HTTPException: handle_http,
             DatabaseUnavailable: handle_unavailable,
             DatabaseBusy: handle_busy,

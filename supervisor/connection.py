@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from supervisor.errors import SECURITY_HEADERS, ErrorBody, ErrorEnvelope
+from supervisor.api.errors import SECURITY_HEADERS, ErrorBody, ErrorEnvelope
 
 log = logging.getLogger("jobsup.http")
 

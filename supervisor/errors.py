@@ -1,74 +1,45 @@
-"""API errors: ``{"error": {"code", "message", "field"?}}`` with the right status."""
+"""The domain's errors: what went wrong, in the domain's words.
+
+The service and everything below raise these; ``supervisor.api.errors`` maps
+each kind to an HTTP status and the error envelope, once, at the edge (as
+Starlette's ``exception_handlers`` do). Nothing here knows about HTTP.
+"""
 
 from __future__ import annotations
 
-import logging
-import re
 
-import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
+class JobsupError(Exception):
+    """Base of the domain's errors: a message for people and, when one is at fault, a field."""
 
-log = logging.getLogger("jobsup.api")
-
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-# On every answer (the edge middleware adds them; answers made outside it add
-# them themselves): nothing is cached, nothing is sniffed as another type.
-SECURITY_HEADERS = [
-    (b"cache-control", b"no-store"),
-    (b"x-content-type-options", b"nosniff"),
-]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
         self.message = message
         self.field = field
 
 
-class ErrorBody(msgspec.Struct, omit_defaults=True):
-    code: str
-    message: str
-    field: str | None = None
+class Invalid(JobsupError):
+    """The request names something that cannot be: a bad value, an unknown type."""
 
 
-class ErrorEnvelope(msgspec.Struct):
-    error: ErrorBody
+class MalformedJson(Invalid):
+    """The body is not JSON at all (or nested past what we decode)."""
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
-    body = msgspec.json.encode(ErrorEnvelope(ErrorBody(code, message, field)))
-    return Response(body, status_code=status, media_type="application/json")
+class NotFound(JobsupError):
+    """The job, group or list asked for does not exist."""
 
 
-def from_validation(exc: msgspec.ValidationError) -> ApiError:
-    """msgspec says ``Expected `int`, got `str` - at `$.batchSize```: name the field."""
-    text = str(exc)
-    field = None
-    match = _AT_PATH.search(text)
-    if match:
-        field = match.group(1) or None
-        text = text[: match.start()]
-    missing = re.match(r"Object missing required field `([^`]+)`", text)
-    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
-    if missing or unknown:
-        name = (missing or unknown).group(1)  # type: ignore[union-attr]
-        field = f"{field}.{name}" if field else name
-    message = f"{field}: {text}" if field and not (missing or unknown) else text
-    return ApiError(400, "invalid_field", message, field)
+class Conflict(JobsupError):
+    """A live job already holds the exclusive key."""
 
 
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.field)
+class NotCancellable(JobsupError):
+    """The job has already ended."""
 
 
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    # Answered by Starlette's outermost middleware, outside the edge.
-    response = error_response(500, "internal", "internal error; the server log has the details")
-    response.raw_headers.extend(SECURITY_HEADERS)
-    return response
+class QueueFull(JobsupError):
+    """Too many jobs are waiting; retry later."""
+
+
+class ShuttingDown(JobsupError):
+    """This instance takes no new jobs."""

@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from supervisor.api.common import decode
-from supervisor.errors import ApiError
+from supervisor.errors import Conflict, Invalid, NotCancellable, NotFound, QueueFull, ShuttingDown
 from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
 from supervisor.state import TERMINAL, JobStatus
@@ -53,9 +53,7 @@ class JobService:
             return registry.get(name)
         except KeyError:
             known = ", ".join(registry.names())
-            raise ApiError(
-                400, "invalid_field", f"type: unknown job type {name!r} (known: {known})", "type"
-            ) from None
+            raise Invalid(f"type: unknown job type {name!r} (known: {known})", "type") from None
 
     async def submit(self, body: bytes) -> Job:
         job_type = self._job_type(body)
@@ -64,10 +62,10 @@ class JobService:
             try:
                 await self.table.store.call(_run_check, job_type, config, self.policy)
             except ConfigRejected as exc:
-                code = "not_found" if exc.status == 404 else "invalid_field"
-                raise ApiError(exc.status, code, exc.message, exc.field) from None
+                kind = NotFound if exc.status == 404 else Invalid
+                raise kind(exc.message, exc.field) from None
         if not self.scheduler.accepting:
-            raise ApiError(503, "shutting_down", "the server is shutting down; retry elsewhere")
+            raise ShuttingDown("the server is shutting down; retry elsewhere")
         if not self.table.store.available:
             raise DatabaseUnavailable("the database is not taking writes")
         job = Job(
@@ -91,14 +89,12 @@ class JobService:
             )
         except KeyConflict as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
-            raise ApiError(
-                409,
-                "conflict",
+            raise Conflict(
                 f"another job{holder} is already pending or running for {exc.key}; "
                 "cancel it or wait for it to finish",
             ) from None
         except sql.QueueFull:
-            raise ApiError(429, "queue_full", "too many pending jobs; retry later") from None
+            raise QueueFull("too many pending jobs; retry later") from None
         finally:
             self.scheduler.release_slot(slot)
         if claimed:
@@ -112,7 +108,7 @@ class JobService:
     async def get(self, job_id: str) -> Job:
         job = await self.table.fetch(job_id)
         if job is None:
-            raise ApiError(404, "not_found", f"no job {job_id!r}")
+            raise NotFound(f"no job {job_id!r}")
         return job
 
     async def cancel(self, job_id: str, reason: str = "user") -> Job:
@@ -123,9 +119,7 @@ class JobService:
         job = await self.get(job_id)
         for _ in range(3):  # a pending job may be claimed while we look at it
             if job.status in TERMINAL:
-                raise ApiError(
-                    400,
-                    "not_cancellable",
+                raise NotCancellable(
                     f"job {job_id} is already {job.status} and cannot be cancelled",
                 )
             if await self.scheduler.cancel_local(job_id, reason):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from supervisor.api.edge import check_body, check_query
-from supervisor.errors import ApiError
+from supervisor.api.errors import ApiError
 from supervisor.server import limits_for
 from supervisor.settings import Settings
 

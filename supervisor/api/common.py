@@ -1,4 +1,8 @@
-"""Request parsing and response encoding shared by the route modules."""
+"""Request parsing and response encoding shared by the route modules.
+
+A body that does not decode raises the domain's ``Invalid`` (``supervisor.parsing``),
+mapped to its 400 like every domain error.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from supervisor.api.edge import check_body
-from supervisor.errors import ApiError, from_validation
+from supervisor.api.errors import ApiError
+from supervisor.parsing import decode
 
 T = TypeVar("T")
 
@@ -31,17 +36,6 @@ async def read_json(request: Request) -> bytes:
         raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
     check_body(body)
     return bytes(body)
-
-
-def decode(body: bytes, type_: type[T]) -> T:
-    try:
-        return msgspec.json.decode(body, type=type_)
-    except msgspec.ValidationError as exc:
-        raise from_validation(exc) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "JSON nested too deeply") from None
 
 
 async def parse(request: Request, type_: type[T]) -> T:

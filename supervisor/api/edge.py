@@ -27,7 +27,7 @@ import msgspec
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from supervisor.errors import SECURITY_HEADERS, ApiError, error_response
+from supervisor.api.errors import SECURITY_HEADERS, ApiError, error_response
 from workers.directory.shapes import MAX_ID_LENGTH
 
 NUL = "\x00"

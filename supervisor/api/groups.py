@@ -2,64 +2,30 @@
 
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.common import json, parse, query_int
-from supervisor.errors import ApiError
-from supervisor.store import Store
-from workers import directory
+from supervisor.api.errors import ApiError
+from supervisor.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from workers.directory import GroupIn, WhitelistIn
 
-DEFAULT_WINDOW_MS = 30 * 24 * 3600 * 1000
-MAX_WINDOW_MS = 10 * 365 * 24 * 3600 * 1000
 
-
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-async def _require_group(store: Store, group_wa_id: str) -> None:
-    if not await store.call(directory.group_exists, group_wa_id):
-        raise ApiError(404, "not_found", f"no group {group_wa_id!r}", "groupWaId")
+def _service(request: Request) -> GroupService:
+    return GroupService(request.app.state.store)
 
 
 async def put_group(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, GroupIn)
-    field = body.time_out_of_range()
-    if field is not None:
-        raise ApiError(400, "invalid_field", f"{field}: outside years 1 to 9999 in UTC", field)
-    try:
-        summary = await _store(request).call(
-            directory.upsert_group,
-            group_wa_id,
-            body,
-            _now_ms(),
-            DEFAULT_WINDOW_MS,
-            write=True,
-            bulk=True,
-        )
-    except ValueError as exc:
-        raise ApiError(400, "invalid_field", str(exc), "members") from None
-    return json(summary)
+    return json(await _service(request).upsert(group_wa_id, body))
 
 
 async def get_group(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
-    summary = await _store(request).call(directory.group_summary, group_wa_id, window, _now_ms())
-    if summary is None:
-        raise ApiError(404, "not_found", f"no group {group_wa_id!r}", "groupWaId")
-    return json(summary)
+    return json(await _service(request).summary(group_wa_id, window))
 
 
 async def list_members(request: Request) -> Response:
@@ -69,19 +35,13 @@ async def list_members(request: Request) -> Response:
         raise ApiError(
             400, "invalid_field", "includeRemoved must be true or false", "includeRemoved"
         )
-    store = _store(request)
-    await _require_group(store, group_wa_id)
-    return json(await store.call(directory.list_members, group_wa_id, raw == "true"))
+    return json(await _service(request).members(group_wa_id, raw == "true"))
 
 
 async def put_whitelist(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, WhitelistIn)
-    store = _store(request)
-    await _require_group(store, group_wa_id)
-    ids = await store.call(
-        directory.set_whitelist, group_wa_id, body.whatsapp_ids, write=True, bulk=True
-    )
+    ids = await _service(request).set_whitelist(group_wa_id, body.whatsapp_ids)
     return json({"groupWaId": group_wa_id, "whatsappIds": ids})
 
 
@@ -89,9 +49,7 @@ async def list_removals(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, 1000)
     job_id = request.query_params.get("jobId")
-    store = _store(request)
-    await _require_group(store, group_wa_id)
-    return json(await store.call(directory.removal_history, group_wa_id, limit, job_id))
+    return json(await _service(request).removals(group_wa_id, limit, job_id))
 
 
 routes = [

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.common import json, query_int, read_json
-from supervisor.errors import ApiError
+from supervisor.api.errors import ApiError
 from supervisor.job import summary
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
