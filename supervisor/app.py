@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import groups, jobs
+from supervisor.api import jobs
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
 from supervisor.api.errors import (
@@ -27,6 +27,7 @@ from supervisor.errors import JobsupError
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
 from supervisor.store import DatabaseBusy
+from workers import registry
 from workers.db import DatabaseUnavailable
 
 log = logging.getLogger("jobsup.api")
@@ -101,6 +102,8 @@ async def handle_http(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings if settings is not None else Settings.from_env()
+    # Job modules bring their own routes (/admin/groups, say).
+    registry.load(settings.job_modules)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -118,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *jobs.routes,
-            *groups.routes,
+            *registry.routes(),
         ],
         middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
         exception_handlers={

@@ -34,7 +34,9 @@ def serve(settings: Settings) -> None:
 
 def migrate(settings: Settings) -> None:
     from supervisor.store import Store
+    from workers import registry
 
+    registry.load(settings.job_modules)  # their tables too
     applied = Store(settings.database_url).migrate()
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
@@ -69,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = _settings(args)
+        if args.command != "bench":
+            from workers import registry
+
+            registry.load(settings.job_modules)
+            settings.policy()  # a job module's bad setting stops us here, named
     except SettingsError as exc:
         print(f"jobsup: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
+from workers import registry
 from workers.entry import ChildSpec, child_main, spec_encoder
 
 # A frame larger than this is a protocol error (a job sending huge results
@@ -43,9 +44,8 @@ def forkserver_context(job_modules: tuple[str, ...]) -> ForkServerContext:
         "multiprocessing.popen_forkserver",
         "workers.forkserver_init",
         "workers.entry",
-        "workers.removal",
     ]
-    ctx.set_forkserver_preload([*preload, *job_modules])
+    ctx.set_forkserver_preload([*preload, *registry.modules(job_modules)])
     return ctx
 
 

@@ -4,7 +4,7 @@ Its pending jobs go back to the queue for any instance. Jobs that were
 running lost their child with the process that supervised it: an idempotent
 type is re-queued, any other fails with reason ``interrupted``; a job that
 was being cancelled ends ``cancelled``. What they had done (partial result,
-removal history) is kept.
+the job type's own records) is kept.
 """
 
 from __future__ import annotations

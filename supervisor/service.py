@@ -40,12 +40,19 @@ def _run_check(db: Database, job_type: JobType, config: Any, policy: Policy) -> 
     job_type.check(config, db, policy)
 
 
+def _label(job_type: JobType, config: Any) -> str | None:
+    if job_type.label is None:
+        return None
+    value = job_type.label.value(config)
+    return None if value is None else sql.label_of(job_type.label.name, value)
+
+
 class JobService:
     def __init__(self, table: JobTable, scheduler: Scheduler, settings: Settings) -> None:
         self.table = table
         self.scheduler = scheduler
         self.settings = settings
-        self.policy = Policy(min_delay_ms=settings.min_delay_ms)
+        self.policy = settings.policy()
 
     def _job_type(self, body: bytes) -> JobType:
         name = decode(body, _TypeOnly).type
@@ -77,13 +84,13 @@ class JobService:
             created_at=now(),
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
-        group = getattr(config, "group_wa_id", None)
+        label = _label(job_type, config)
         slot = self.scheduler.reserve_slot()
         try:
             claimed = await self.table.add(
                 job,
                 key,
-                group,
+                label,
                 self.settings.max_pending_jobs,
                 self.settings.instance_id if slot else None,
             )

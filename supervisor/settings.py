@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from workers import registry
+from workers.registry import Policy
+
 DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
 
 
@@ -43,7 +46,6 @@ class Settings:
     cancel_wait_s: float = 2.0
     job_ttl_s: float = 3600.0
     cleanup_interval_s: float = 600.0
-    min_delay_ms: int = 10_000
     job_modules: tuple[str, ...] = ()
     shutdown_grace_s: float = 25.0
     retention_days: float = 30.0
@@ -69,6 +71,9 @@ class Settings:
     log_level: str = "info"
     access_log: bool = False
     instance_id: str = field(default_factory=_instance_id)
+    # The other JOBSUP_* variables: the job modules' own settings (their
+    # ``workers.registry.Setting``s), read by ``policy()`` once they are loaded.
+    job_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,11 +81,22 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             name = _env_name(f.name)
-            if name in env and env[name] != "":
+            if name in env and env[name] != "" and f.name != "job_env":
                 values[f.name] = _parse(name, env[name], _PARSERS[f.name])
+        known = {_env_name(f.name) for f in fields(cls)}
+        values["job_env"] = {
+            k: v for k, v in env.items() if k.startswith("JOBSUP_") and k not in known
+        }
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def policy(self) -> Policy:
+        """The loaded job modules' settings; SettingsError naming a bad variable."""
+        try:
+            return registry.policy(self.job_env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
     def validate(self) -> None:
         positive = (
@@ -103,7 +119,6 @@ class Settings:
             "cancel_grace_s",
             "kill_after_s",
             "cancel_wait_s",
-            "min_delay_ms",
             "shutdown_grace_s",
             "retention_days",
             "sigterm_hold_s",

@@ -30,8 +30,8 @@ STATE_WRITE_RETRY_S = 3600.0
 # A read of a final state not yet stored waits this long for its write.
 SHOW_FINAL_WAIT_S = 1.0
 # A finished job's result bigger than this (encoded) is not kept in memory
-# once it is stored: reads of that job go to the store. A removal over a
-# large group reports every member; twenty of them held whole cost 200 MiB.
+# once it is stored: reads of that job go to the store. A job over a large
+# group reports every member; twenty such results held whole cost 200 MiB.
 RESULT_KEPT_BYTES = 64 * 1024
 _encoder = msgspec.json.Encoder()
 
@@ -103,7 +103,7 @@ class JobTable:
         self,
         job: Job,
         key: str | None,
-        group: str | None,
+        label: str | None,
         max_pending: int,
         claim_for: str | None = None,
     ) -> bool:
@@ -120,7 +120,7 @@ class JobTable:
                 sql.insert_job,
                 job,
                 key,
-                group,
+                label,
                 now_ms(),
                 max_pending,
                 claim_for,

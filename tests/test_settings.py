@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from supervisor.settings import Settings, SettingsError
+from workers import registry
 
 
 def test_defaults_and_overrides() -> None:
@@ -13,7 +14,8 @@ def test_defaults_and_overrides() -> None:
     assert settings.job_modules == ("a.jobs", "b.jobs")
     assert settings.database_url == "sqlite:///./data/jobsup.db"
     assert settings.max_concurrent_jobs == 4
-    assert settings.min_delay_ms == 10_000
+    registry.load(())
+    assert settings.policy().min_delay_ms == 10_000
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# Ids are indexed: PostgreSQL refuses an index entry over about 2.7 KB, and
+# no id we are given (a WhatsApp id, a job id) comes near this.
+MAX_ID_LENGTH = 256
 
 # Page cache per connection. SQLite's default (2 MiB) filled up as the jobs
 # table grew and was most of the front process's growth with 10,000 jobs;

@@ -10,12 +10,20 @@ Adding a job type is one module and one registration::
 
 The supervisor loads the modules named in ``BUILTIN_MODULES`` plus those in
 ``JOBSUP_JOB_MODULES``, in the front process and in the forkserver.
+
+A module that needs more than job types contributes it here too, and the
+supervisor takes it from here without naming the module: its tables
+(``extend(component, migrations=…)``), its HTTP routes (``routes=`` a
+``"module:attribute"`` imported in the front process only, never in the
+forkserver), its settings (``Setting``: a ``JOBSUP_*`` variable its checks
+read as ``policy.<name>``) and, per job type, the label the supervisor
+indexes its jobs by (``label=Label("groupWaId", …)``: ``GET /admin/jobs?groupWaId=``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +54,77 @@ class ConfigRejected(Exception):
 RunFunction = Callable[[JobContext, Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
 class Policy:
-    """Deployment limits a job type's check enforces; the supervisor fills it from settings."""
+    """Deployment limits a job type's check enforces: each ``Setting``'s value, by name.
 
-    # Floor for the pause between batches of calls to a rate-limited service.
-    min_delay_ms: int = 0
+    The supervisor fills it from the environment (``policy(env)``); a check
+    reads ``policy.min_delay_ms``.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, **values: Any) -> None:
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name: str) -> Any:
+        values: dict[str, Any] = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        raise AttributeError(f"no setting {name!r} in this policy")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Policy is read-only")
+
+    def __repr__(self) -> str:
+        values: dict[str, Any] = object.__getattribute__(self, "_values")
+        return f"Policy({values!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A deployment setting a job-type module reads: ``JOBSUP_<NAME>``, parsed and bounded."""
+
+    name: str
+    default: Any
+    parse: Callable[[str], Any] = int
+    minimum: float | None = None
+
+    @property
+    def env(self) -> str:
+        return "JOBSUP_" + self.name.upper()
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """The value from ``env``; ValueError naming the variable when it is not valid."""
+        raw = env.get(self.env, "")
+        if raw == "":
+            return self.default
+        try:
+            value = self.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{self.env}={raw!r} is not valid: {exc}") from None
+        if self.minimum == 0 and value < 0:
+            raise ValueError(f"{self.env} must not be negative")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{self.env} must be at least {self.minimum}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """What the supervisor indexes a job by: a name (a list filter) and the config's value."""
+
+    name: str
+    value: Callable[[Any], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """What a job-type module adds to the supervisor besides its job types."""
+
+    component: str
+    migrations: tuple[tuple[int, str], ...] = ()
+    routes: str | None = None  # "module:attribute", a list of Starlette routes
+    settings: tuple[Setting, ...] = ()
 
 
 CheckFunction = Callable[[Any, Database, Policy], None]
@@ -68,9 +141,12 @@ class JobType:
     exclusive_key: Callable[[Any], str | None] | None = None
     # Runs in the front process before a job is accepted; raises ConfigRejected.
     check: CheckFunction | None = None
+    # Indexed beside the job: the list of jobs filters on it.
+    label: Label | None = None
 
 
 _types: dict[str, JobType] = {}
+_extensions: list[Extension] = []
 
 
 def job_type(
@@ -79,13 +155,14 @@ def job_type(
     idempotent: bool = False,
     exclusive_key: Callable[[Any], str | None] | None = None,
     check: CheckFunction | None = None,
+    label: Label | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     name = config.__struct_config__.tag
     if not isinstance(name, str):
         raise TypeError(f"{config.__name__} needs a string tag: class X(JobConfig, tag='name')")
 
     def register(run: RunFunction) -> RunFunction:
-        _types[name] = JobType(name, config, run, idempotent, exclusive_key, check)
+        _types[name] = JobType(name, config, run, idempotent, exclusive_key, check, label)
         return run
 
     return register
@@ -99,10 +176,49 @@ def names() -> list[str]:
     return sorted(_types)
 
 
-def all_types() -> list[JobType]:
-    return [_types[name] for name in names()]
+def extend(
+    component: str,
+    *,
+    migrations: Iterable[tuple[int, str]] = (),
+    routes: str | None = None,
+    settings: Iterable[Setting] = (),
+) -> None:
+    """Contribute a module's tables, routes and settings (once per component)."""
+    if any(e.component == component for e in _extensions):
+        return  # a module imported again under another name
+    _extensions.append(Extension(component, tuple(migrations), routes, tuple(settings)))
 
 
-def load(modules: Iterable[str]) -> None:
-    for module in (*BUILTIN_MODULES, *modules):
+def migrations() -> dict[str, list[tuple[int, str]]]:
+    """Each contributing component's migrations, in the order the modules were loaded."""
+    return {e.component: list(e.migrations) for e in _extensions if e.migrations}
+
+
+def routes() -> list[Any]:
+    """Every contributed route, imported now (front process only)."""
+    found: list[Any] = []
+    for extension in _extensions:
+        if extension.routes is not None:
+            module, _, attribute = extension.routes.partition(":")
+            found += getattr(importlib.import_module(module), attribute)
+    return found
+
+
+def policy(env: Mapping[str, str]) -> Policy:
+    """Every contributed setting's value from ``env``; ValueError naming a bad variable."""
+    values = {s.name: s.read(env) for e in _extensions for s in e.settings}
+    return Policy(**values)
+
+
+def label_names() -> set[str]:
+    return {t.label.name for t in _types.values() if t.label is not None}
+
+
+def modules(extra: Iterable[str]) -> list[str]:
+    """The job modules to import: the built-in ones, then ``extra``."""
+    return [*BUILTIN_MODULES, *extra]
+
+
+def load(extra: Iterable[str]) -> None:
+    for module in modules(extra):
         importlib.import_module(module)

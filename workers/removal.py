@@ -17,10 +17,10 @@ import msgspec
 
 from workers.context import JobContext
 from workers.db import Database, connect
-from workers.directory import current_ms, group_exists, queue
+from workers.directory import MIGRATIONS, current_ms, group_exists, queue
 from workers.directory.queue import Plan, QueueEntry
 from workers.gateways import Gateway, gateway_for
-from workers.registry import ConfigRejected, JobConfig, Policy, job_type
+from workers.registry import ConfigRejected, JobConfig, Label, Policy, Setting, extend, job_type
 from workers.removal_steps import Writer, remove_batch, settle_leftovers, sync
 
 
@@ -64,7 +64,7 @@ def group_key(config: RemovalQueueConfig) -> str:
     return f"group:{config.group_wa_id}"
 
 
-NO_POLICY = Policy()
+NO_POLICY = Policy(min_delay_ms=0)
 
 
 def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_POLICY) -> None:
@@ -83,12 +83,32 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
         raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
 
 
-@job_type(RemovalWorkflowConfig, idempotent=True, exclusive_key=group_key, check=check_group)
+# What the removal domain adds to the supervisor: the directory's tables, the
+# /admin/groups routes (front process only), the delay floor between batches
+# (WhatsApp rate limits), and its jobs listed by group (?groupWaId=).
+extend(
+    "directory",
+    migrations=MIGRATIONS,
+    routes="removal.api:routes",
+    settings=[Setting("min_delay_ms", 10_000, int, minimum=0)],
+)
+BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
+
+
+@job_type(
+    RemovalWorkflowConfig,
+    idempotent=True,
+    exclusive_key=group_key,
+    check=check_group,
+    label=BY_GROUP,
+)
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
     return _against_directory(ctx, config, run_workflow)
 
 
-@job_type(RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group)
+@job_type(
+    RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group, label=BY_GROUP
+)
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
     return _against_directory(ctx, config, run_queue)
 

@@ -28,7 +28,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supervisor.api.errors import SECURITY_HEADERS, ApiError, error_response
-from workers.directory.shapes import MAX_ID_LENGTH
+from workers.db import MAX_ID_LENGTH
 
 NUL = "\x00"
 _NUL_ESCAPE = b"\\u0000"  # the only way a NUL can appear in valid JSON

@@ -13,8 +13,9 @@ from supervisor.api.errors import ApiError
 from supervisor.job import summary
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
-from supervisor.store.jobs import JobFilter, UnknownCursor
-from workers.directory.shapes import in_range
+from supervisor.store.jobs import JobFilter, UnknownCursor, label_of
+from workers import registry
+from workers.times import in_range
 
 MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
@@ -74,18 +75,29 @@ def _time(request: Request, name: str) -> datetime | None:
     return value
 
 
+def _label(request: Request, names: set[str]) -> str | None:
+    """The job types' label filter (``?groupWaId=``): one at a time, as jobs carry one."""
+    for name in sorted(names & set(request.query_params)):
+        return label_of(name, request.query_params[name])
+    return None
+
+
 def _filter(request: Request) -> JobFilter:
     params = request.query_params
-    unknown = set(params) - {
-        "status",
-        "type",
-        "groupWaId",
-        "limit",
-        "before",
-        "createdAfter",
-        "createdBefore",
-        "include",
-    }
+    labels = registry.label_names()
+    unknown = (
+        set(params)
+        - labels
+        - {
+            "status",
+            "type",
+            "limit",
+            "before",
+            "createdAfter",
+            "createdBefore",
+            "include",
+        }
+    )
     if unknown:
         name = sorted(unknown)[0]
         raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
@@ -102,7 +114,7 @@ def _filter(request: Request) -> JobFilter:
     return JobFilter(
         status=job_status,
         type=params.get("type"),
-        group_wa_id=params.get("groupWaId"),
+        label=_label(request, labels),
         before=params.get("before"),
         created_after=_time(request, "createdAfter"),
         created_before=_time(request, "createdBefore"),

@@ -24,13 +24,12 @@ from typing import Any, TypeVar
 
 from supervisor.store import jobs
 from supervisor.store.migrations import migrate
-from workers import directory
+from workers import registry
 from workers.db import Database, DatabaseUnavailable, connect, dialect_of
 
 log = logging.getLogger("jobsup.store")
 T = TypeVar("T")
 
-COMPONENTS = {"jobs": jobs.MIGRATIONS, "directory": directory.MIGRATIONS}
 POSTGRES_THREADS = 4
 SQLITE_READERS = 2
 # The front process waits briefly on a SQLite lock, then retries on its own
@@ -210,7 +209,8 @@ class Store:
         """Apply pending migrations (blocking; for startup and ``jobsup migrate``)."""
         db = connect(self.url)
         try:
-            return migrate(db, COMPONENTS)
+            # The job table first; then what the loaded job modules contribute.
+            return migrate(db, {"jobs": jobs.MIGRATIONS, **registry.migrations()})
         finally:
             db.close()
 

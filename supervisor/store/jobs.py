@@ -64,6 +64,18 @@ MIGRATIONS = [
         )
         """,
     ),
+    (
+        3,
+        # A job type names what its jobs are listed by (a label); the one
+        # job-specific column there was before labels is carried over, then dropped.
+        """
+        ALTER TABLE jobs ADD COLUMN label TEXT;
+        UPDATE jobs SET label = 'groupWaId=' || group_wa_id WHERE group_wa_id IS NOT NULL;
+        DROP INDEX jobs_group_created;
+        ALTER TABLE jobs DROP COLUMN group_wa_id;
+        CREATE INDEX jobs_label_created ON jobs (label, created_at, id)
+        """,
+    ),
 ]
 # Claiming reads jobs_claimable in arrival order; an instance's own live jobs
 # (cancel requests, rescue of a dead instance) come from jobs_owner_live.
@@ -145,6 +157,11 @@ def state_values(job: Job) -> tuple[Any, ...]:
     )
 
 
+def label_of(name: str, value: str) -> str:
+    """The stored form of a job's label: one indexed column for every job type."""
+    return f"{name}={value}"
+
+
 class QueueFull(Exception):
     pass
 
@@ -160,7 +177,7 @@ def insert_job(
     db: Database,
     job: Job,
     key: str | None,
-    group: str | None,
+    label: str | None,
     now_ms: int,
     max_pending: int,
     claim_for: str | None = None,
@@ -188,15 +205,15 @@ def insert_job(
         if claimed:  # the claim is the fencing token: (owner, attempts) of this run
             job.owner = claim_for
             job.attempts += 1
-        _insert(db, job, key, group, now_ms)
+        _insert(db, job, key, label, now_ms)
     return claimed
 
 
-def _insert(db: Database, job: Job, key: str | None, group: str | None, now_ms: int) -> None:
+def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: int) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
         " completed_at, owner, attempts, id, type, config, created_at, updated_at,"
-        " exclusive_key, group_wa_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " exclusive_key, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -205,7 +222,7 @@ def _insert(db: Database, job: Job, key: str | None, group: str | None, now_ms: 
             to_ms(job.created_at),
             now_ms,
             key,
-            group,
+            label,
         ),
     )
 
@@ -266,7 +283,7 @@ def get_job(db: Database, job_id: str) -> Job | None:
 class JobFilter(msgspec.Struct, kw_only=True):
     status: JobStatus | None = None
     type: str | None = None
-    group_wa_id: str | None = None
+    label: str | None = None  # "name=value", as label_of makes it
     created_after: datetime | None = None
     created_before: datetime | None = None
     before: str | None = None  # cursor: a job id; only older jobs are listed
@@ -285,7 +302,7 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
     """
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("status", f.status), ("type", f.type), ("group_wa_id", f.group_wa_id)):
+    for column, value in (("status", f.status), ("type", f.type), ("label", f.label)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(str(value))

@@ -6,20 +6,35 @@ datetimes here, which msgspec encodes as ISO 8601.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# What a datetime holds in UTC. A time beyond it (9999-12-31T23:59:59-14:00)
-# is refused at the door; one already stored is read back clamped to it.
-MIN_TIME = datetime.min.replace(tzinfo=UTC)
-MAX_TIME = datetime.max.replace(tzinfo=UTC)
-# Ids are indexed: PostgreSQL refuses an index entry over about 2.7 KB, and
-# no WhatsApp id comes near this.
-MAX_ID_LENGTH = 256
+from workers.db import MAX_ID_LENGTH
+from workers.times import (
+    EPOCH,
+    MAX_TIME,
+    MIN_TIME,
+    current_ms,
+    from_ms,
+    in_range,
+    opt_from_ms,
+    to_ms,
+)
+
+__all__ = [
+    "EPOCH",
+    "MAX_ID_LENGTH",
+    "MAX_TIME",
+    "MIN_TIME",
+    "current_ms",
+    "from_ms",
+    "in_range",
+    "opt_from_ms",
+    "to_ms",
+]
+
 WhatsappId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 # A time without a zone is ambiguous; the API asks for ISO 8601 with one.
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -90,31 +105,3 @@ class RemovalRecord(_View, kw_only=True):
     reason: str | None
     job_id: str | None
     at: datetime
-
-
-def current_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def to_ms(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def in_range(moment: datetime) -> bool:
-    """Whether the time, in UTC, is one a datetime can hold (and so be read back)."""
-    try:
-        moment.astimezone(UTC)
-    except OverflowError:
-        return False
-    return True
-
-
-def from_ms(ms: int) -> datetime:
-    try:
-        return EPOCH + timedelta(milliseconds=ms)
-    except OverflowError:  # stored before times were range-checked
-        return MAX_TIME if ms > 0 else MIN_TIME
-
-
-def opt_from_ms(ms: int | None) -> datetime | None:
-    return None if ms is None else from_ms(ms)
