@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from removal.directory import GroupIn, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.common import json, parse, query_int
 from supervisor.api.errors import ApiError
-from workers.directory import GroupIn, WhitelistIn
 
 
 def _service(request: Request) -> GroupService:

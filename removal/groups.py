@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
+from removal import directory
+from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord
 from supervisor.errors import Invalid, NotFound
 from supervisor.store import Store
-from workers import directory
-from workers.directory import GroupIn, GroupSummary, MemberView, RemovalRecord
 
 DEFAULT_WINDOW_MS = 30 * 24 * 3600 * 1000
 MAX_WINDOW_MS = 10 * 365 * 24 * 3600 * 1000

@@ -25,6 +25,18 @@ class MalformedJson(Invalid):
     """The body is not JSON at all (or nested past what we decode)."""
 
 
+class Rejected(Invalid):
+    """A job type's check refused the config (``ConfigRejected``), with the answer it chose.
+
+    ``status`` is part of the job-type author's API (``ConfigRejected(status=…)``):
+    404 reads as not found, anything else as an invalid field.
+    """
+
+    def __init__(self, message: str, field: str | None, status: int) -> None:
+        super().__init__(message, field)
+        self.status = status
+
+
 class NotFound(JobsupError):
     """The job, group or list asked for does not exist."""
 

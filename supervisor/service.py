@@ -14,7 +14,15 @@ from typing import Any
 
 import msgspec
 
-from supervisor.errors import Conflict, Invalid, NotCancellable, NotFound, QueueFull, ShuttingDown
+from supervisor.errors import (
+    Conflict,
+    Invalid,
+    NotCancellable,
+    NotFound,
+    QueueFull,
+    Rejected,
+    ShuttingDown,
+)
 from supervisor.job import Job, Progress, new_job_id, now
 from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
@@ -69,8 +77,7 @@ class JobService:
             try:
                 await self.table.store.call(_run_check, job_type, config, self.policy)
             except ConfigRejected as exc:
-                kind = NotFound if exc.status == 404 else Invalid
-                raise kind(exc.message, exc.field) from None
+                raise Rejected(exc.message, exc.field, exc.status) from None
         if not self.scheduler.accepting:
             raise ShuttingDown("the server is shutting down; retry elsewhere")
         if not self.table.store.available:

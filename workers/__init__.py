@@ -1,5 +1,41 @@
-"""What runs inside job children: job types, their context, and their domain.
+"""The child runtime, and the one module job-type authors import from.
 
-This package never imports the web layer (``supervisor``); the supervisor
-imports the registry from here.
+Everything a job type needs is here::
+
+    from workers import ConfigRejected, Database, JobConfig, JobContext, Policy, job_type
+
+plus ``JobCancelled`` (raised at a cancel point), ``Setting`` and ``Label``
+and ``extend`` (what a module contributes beyond its job types). The older
+paths (``workers.registry``, ``workers.context``, ``workers.db``) import the
+same names.
+
+The package is generic: the child's entry point and its context, the pipe
+protocol, the registry, the database interface, the fence. Job types live
+in their own packages (the removal domain in ``removal``). It never imports
+the web layer (``supervisor``); the supervisor imports the registry from here.
 """
+
+from workers.context import JobCancelled, JobContext
+from workers.db import Database
+from workers.registry import (
+    ConfigRejected,
+    JobConfig,
+    Label,
+    Policy,
+    Setting,
+    extend,
+    job_type,
+)
+
+__all__ = [
+    "ConfigRejected",
+    "Database",
+    "JobCancelled",
+    "JobConfig",
+    "JobContext",
+    "Label",
+    "Policy",
+    "Setting",
+    "extend",
+    "job_type",
+]

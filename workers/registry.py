@@ -32,7 +32,7 @@ import msgspec
 from workers.context import JobContext
 from workers.db import Database
 
-BUILTIN_MODULES = ("workers.removal",)
+BUILTIN_MODULES = ("removal.jobs",)
 
 
 class JobConfig(

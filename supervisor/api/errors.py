@@ -61,6 +61,8 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 
 def status_of(exc: errors.JobsupError) -> tuple[int, str]:
+    if isinstance(exc, errors.Rejected):
+        return exc.status, "not_found" if exc.status == 404 else "invalid_field"
     for cls in type(exc).__mro__:
         if cls in DOMAIN_STATUS:
             return DOMAIN_STATUS[cls]  # type: ignore[index]

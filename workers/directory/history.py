@@ -1,30 +1,6 @@
-"""Reading the removal history; the removal jobs write it (``queue.record_batch``)."""
+"""Moved to ``removal.directory.history``: the old name imports the same module."""
 
-from __future__ import annotations
+import importlib
+import sys
 
-from workers.db import Database
-from workers.directory.shapes import RemovalRecord, from_ms
-
-
-def removal_history(
-    db: Database, group_wa_id: str, limit: int = 100, job_id: str | None = None
-) -> list[RemovalRecord]:
-    """The group's removals, newest first."""
-    rows = db.query(
-        "SELECT whatsapp_id, outcome, reason, job_id, at FROM removal_history"
-        " WHERE group_wa_id = ?"
-        + ("" if job_id is None else " AND job_id = ?")
-        + " ORDER BY at DESC, id DESC LIMIT ?",
-        (group_wa_id, limit) if job_id is None else (group_wa_id, job_id, limit),
-    )
-    return [
-        RemovalRecord(
-            group_wa_id=group_wa_id,
-            whatsapp_id=wid,
-            outcome=outcome,
-            reason=reason,
-            job_id=job,
-            at=from_ms(at),
-        )
-        for wid, outcome, reason, job, at in rows
-    ]
+sys.modules[__name__] = importlib.import_module("removal.directory.history")

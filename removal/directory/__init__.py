@@ -1,0 +1,56 @@
+"""The removal domain's data: groups, members, whitelist, removal queue and history.
+
+It lives in the jobs database (component "directory" of the migrations). The
+front process uses what is exported here; the removal jobs also use
+``removal.directory.queue`` and ``removal.directory.journal``.
+"""
+
+from removal.directory.history import removal_history
+from removal.directory.members import (
+    UnknownGroup,
+    count_inactive,
+    group_exists,
+    group_summary,
+    is_inactive,
+    list_members,
+    mark_removed,
+    put_members,
+    set_whitelist,
+    upsert_group,
+)
+from removal.directory.schema import MIGRATIONS
+from removal.directory.shapes import (
+    GroupIn,
+    GroupSummary,
+    MemberIn,
+    MemberView,
+    RemovalRecord,
+    WhitelistIn,
+    current_ms,
+    from_ms,
+    to_ms,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "GroupIn",
+    "GroupSummary",
+    "MemberIn",
+    "MemberView",
+    "RemovalRecord",
+    "UnknownGroup",
+    "WhitelistIn",
+    "count_inactive",
+    "current_ms",
+    "from_ms",
+    "group_exists",
+    "group_summary",
+    "is_inactive",
+    "list_members",
+    "mark_removed",
+    "put_members",
+    "removal_history",
+    "set_whitelist",
+    "to_ms",
+    "upsert_group",
+]

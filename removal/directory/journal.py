@@ -1,0 +1,121 @@
+"""The journal of removals asked of a remote gateway.
+
+A remote removal cannot share a transaction with our history. So a run first
+writes a PENDING intent per member (``removal_intents``: job id, attempt, the
+reason it will record), in the transaction that checks its fence; then it
+calls the gateway; then ``settle`` turns each intent it still holds into its
+outcome row, in one transaction. A run that dies between the two leaves
+intents behind: the next sync, or the next removal of the group, settles
+them from what the gateway reports (``settle_leftovers``). Either way each
+intent ends as exactly one outcome, and an intent is never shown as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from removal.directory.queue import record_batch
+from removal.directory.shapes import MemberIn
+from workers.db import Database
+
+# What a settled intent records when the gateway answered nothing for it.
+NO_ANSWER = "no answer from the gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    removed: dict[str, str]  # whatsapp id -> reason recorded with SUCCESS
+    failed: dict[str, str]  # whatsapp id -> reason recorded with FAILURE
+
+
+def write_intents(
+    db: Database,
+    group_wa_id: str,
+    reasons: Mapping[str, str],
+    *,
+    job_id: str,
+    attempt: int,
+    now_ms: int,
+) -> dict[str, str]:
+    """Journal PENDING intents, in the caller's transaction; returns those written.
+
+    A member that already has an intent (another run's, not settled yet) is
+    left out: its removal may be in flight, and it stays queued.
+    """
+    written: dict[str, str] = {}
+    for wid, reason in reasons.items():
+        if db.execute(
+            "INSERT INTO removal_intents (group_wa_id, whatsapp_id, job_id, attempt, reason, at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_wa_id, whatsapp_id) DO NOTHING",
+            (group_wa_id, wid, job_id, attempt, reason, now_ms),
+        ):
+            written[wid] = reason
+    return written
+
+
+def settle(
+    db: Database,
+    group_wa_id: str,
+    reasons: Mapping[str, str],
+    answers: Mapping[str, str | None],
+    *,
+    job_id: str,
+    attempt: int,
+    now_ms: int,
+) -> Settled:
+    """Turn this run's intents into outcome rows from the gateway's answers; caller's transaction.
+
+    An intent no longer there was settled by someone else (the run was
+    rescued meanwhile) and is left to that settlement: one outcome each.
+    """
+    removed: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for wid, reason in reasons.items():
+        if not db.execute(
+            "DELETE FROM removal_intents WHERE group_wa_id = ? AND whatsapp_id = ?"
+            " AND job_id = ? AND attempt = ?",
+            (group_wa_id, wid, job_id, attempt),
+        ):
+            continue
+        answer = answers.get(wid, NO_ANSWER)
+        if answer is None:
+            removed[wid] = reason
+        else:
+            failed[wid] = answer
+    record_batch(
+        db, group_wa_id, removed=removed, failed=failed, skipped=(), job_id=job_id, now_ms=now_ms
+    )
+    return Settled(removed, failed)
+
+
+def pending(db: Database, group_wa_id: str) -> dict[str, tuple[str, str]]:
+    """The group's unsettled intents: whatsapp id -> (job id, reason)."""
+    rows = db.query(
+        "SELECT whatsapp_id, job_id, reason FROM removal_intents WHERE group_wa_id = ?",
+        (group_wa_id,),
+    )
+    return {wid: (job, reason) for wid, job, reason in rows}
+
+
+def settle_leftovers(
+    db: Database, group_wa_id: str, members: list[MemberIn], now_ms: int
+) -> Settled:
+    """Settle the intents runs left behind, from the gateway's member list; caller's transaction.
+
+    Gone from the group: the removal happened, so it is recorded as the
+    intent's job's SUCCESS. Still there: it did not, and nothing is recorded;
+    the intent is dropped and the member stays queued for this run.
+    """
+    present = {m.whatsapp_id for m in members}
+    gone: dict[str, dict[str, str]] = {}  # job id -> whatsapp id -> reason
+    leftovers = pending(db, group_wa_id)
+    for wid, (job_id, reason) in leftovers.items():
+        if wid not in present:
+            gone.setdefault(job_id, {})[wid] = reason
+    db.execute("DELETE FROM removal_intents WHERE group_wa_id = ?", (group_wa_id,))
+    for job_id, removed in gone.items():
+        record_batch(
+            db, group_wa_id, removed=removed, failed={}, skipped=(), job_id=job_id, now_ms=now_ms
+        )
+    return Settled({w: r for removed in gone.values() for w, r in removed.items()}, {})

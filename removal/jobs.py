@@ -1,0 +1,240 @@
+"""The removal job types: removal_workflow (sync, then removal) and removal_queue.
+
+Removal walks a snapshot of the queue in batches of ``batchSize``, ``delayMs``
+apart (WhatsApp rate limits), checking each member again just before it is
+removed. Each batch is removed, dequeued and written to the history as one
+fact (``removal.steps``), so a job stopped at any point, even by
+SIGKILL, leaves a queue that a new job can pick up and a history that equals
+what was done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import msgspec
+
+from removal.directory import MIGRATIONS, current_ms, group_exists, queue
+from removal.directory.queue import Plan, QueueEntry
+from removal.gateways import Gateway, gateway_for
+from removal.steps import Writer, remove_batch, settle_leftovers, sync
+from workers.context import JobContext
+from workers.db import Database, connect
+from workers.registry import ConfigRejected, JobConfig, Label, Policy, Setting, extend, job_type
+
+
+class RemovalQueueConfig(JobConfig, tag="removal_queue"):
+    group_wa_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
+    delay_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]  # at most a day
+    dry_run: bool
+
+
+class RemovalWorkflowConfig(RemovalQueueConfig, tag="removal_workflow"):
+    inactivity_window_ms: Annotated[int, msgspec.Meta(gt=0, le=315_360_000_000)]  # 10 years
+
+
+class Failure(msgspec.Struct, rename="camel"):
+    whatsapp_id: str
+    reason: str
+
+
+class RemovalResult(msgspec.Struct, rename="camel"):
+    """The job's result, and its partial result after every batch."""
+
+    group_wa_id: str
+    dry_run: bool
+    queued: int = 0  # queued by this job's sync (always 0 in a dry run)
+    removed_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
+    failed: list[Failure] = msgspec.field(default_factory=list)
+    skipped_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
+    would_remove_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+
+# Runs one batch: decides, acts, and records what happened into the result.
+Step = Callable[[Sequence[QueueEntry]], None]
+
+
+def group_key(config: RemovalQueueConfig) -> str:
+    return f"group:{config.group_wa_id}"
+
+
+NO_POLICY = Policy(min_delay_ms=0)
+
+
+def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_POLICY) -> None:
+    """Refuse a removal that would break WhatsApp's rate limits or has no group.
+
+    The delay floor holds for dry runs too (they do not wait), so that a dry
+    run's config is one the real run will accept.
+    """
+    if config.delay_ms < policy.min_delay_ms:
+        raise ConfigRejected(
+            "delayMs",
+            f"delayMs: must be at least {policy.min_delay_ms} ms between batches "
+            "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
+        )
+    if not group_exists(db, config.group_wa_id):
+        raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
+
+
+# What the removal domain adds to the supervisor: the directory's tables, the
+# /admin/groups routes (front process only), the delay floor between batches
+# (WhatsApp rate limits), and its jobs listed by group (?groupWaId=).
+extend(
+    "directory",
+    migrations=MIGRATIONS,
+    routes="removal.api:routes",
+    settings=[Setting("min_delay_ms", 10_000, int, minimum=0)],
+)
+BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
+
+
+@job_type(
+    RemovalWorkflowConfig,
+    idempotent=True,
+    exclusive_key=group_key,
+    check=check_group,
+    label=BY_GROUP,
+)
+def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
+    return _against_directory(ctx, config, run_workflow)
+
+
+@job_type(
+    RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group, label=BY_GROUP
+)
+def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
+    return _against_directory(ctx, config, run_queue)
+
+
+def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) -> Any:
+    """Run a removal with its own connection and the group's gateway."""
+    db = connect(ctx.database_url)
+    try:
+        return run(ctx, db, gateway_for(db, config.group_wa_id), config)
+    finally:
+        db.close()
+
+
+def run_workflow(
+    ctx: JobContext, db: Database, gateway: Gateway, config: RemovalWorkflowConfig
+) -> dict[str, Any]:
+    result = _begin(ctx, config)
+    group, window = config.group_wa_id, config.inactivity_window_ms
+    ctx.progress(message="fetching members", phase="sync")
+    fetched = gateway.fetch_members(group)
+    if config.dry_run:
+        plan = queue.preview(
+            db, group, current_ms(), fetched=fetched, window_ms=window, job_id=ctx.job_id
+        )
+        ctx.progress(message=f"{plan.queued} inactive members would be queued", phase="sync")
+        return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
+    result.queued = sync(db, _writer(ctx), group, fetched, window)
+    ctx.partial(result.as_dict())
+    ctx.progress(message=f"queued {result.queued} inactive members", phase="sync")
+    return _remove_queued(ctx, db, gateway, config, result)
+
+
+def run_queue(
+    ctx: JobContext, db: Database, gateway: Gateway, config: RemovalQueueConfig
+) -> dict[str, Any]:
+    result = _begin(ctx, config)
+    if config.dry_run:
+        plan = queue.preview(db, config.group_wa_id, current_ms())
+        return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
+    settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
+    return _remove_queued(ctx, db, gateway, config, result)
+
+
+def _writer(ctx: JobContext) -> Writer:
+    return Writer(ctx.job_id, ctx.attempt, ctx.fence)
+
+
+def _begin(ctx: JobContext, config: RemovalQueueConfig) -> RemovalResult:
+    result = RemovalResult(config.group_wa_id, config.dry_run)
+    # Even a job cancelled before doing anything shows the shape of its result.
+    ctx.partial(result.as_dict())
+    ctx.checkpoint()
+    return result
+
+
+def _remove_queued(
+    ctx: JobContext,
+    db: Database,
+    gateway: Gateway,
+    config: RemovalQueueConfig,
+    result: RemovalResult,
+) -> dict[str, Any]:
+    entries = queue.read_queue(db, config.group_wa_id)
+    step = _live_step(ctx, db, gateway, result)
+    return _walk(ctx, entries, step, result, config.batch_size, config.delay_ms / 1000)
+
+
+def _walk(
+    ctx: JobContext,
+    entries: list[QueueEntry],
+    step: Step,
+    result: RemovalResult,
+    batch_size: int,
+    delay_s: float,
+) -> dict[str, Any]:
+    """Run ``step`` over ``entries`` in batches: cancel points, progress, partials.
+
+    The batches are cut from a snapshot taken once, so no batch is ever read
+    twice, whether or not the steps change the queue.
+    """
+    total = len(entries)
+    batches = [entries[i : i + batch_size] for i in range(0, total, batch_size)]
+    ctx.progress(processed=0, total=total, message=f"{total} queued", phase="removal")
+    for number, batch in enumerate(batches, start=1):
+        if number > 1 and delay_s > 0:
+            ctx.sleep(delay_s)
+        ctx.checkpoint()
+        ctx.flush()  # a batch may take long: show where the job is while it runs
+        # Removing and recording a batch is one unit: a SIGTERM waits for it.
+        with ctx.shielded():
+            step(batch)
+            ctx.partial(result.as_dict())
+        ctx.progress(
+            processed=min(number * batch_size, total),
+            total=total,
+            message=f"batch {number}/{len(batches)}: {_tally(result)}",
+            phase="removal",
+        )
+    return result.as_dict()
+
+
+def _tally(result: RemovalResult) -> str:
+    skipped = f"{len(result.skipped_whatsapp_ids)} skipped"
+    if result.dry_run:
+        return f"{len(result.would_remove_whatsapp_ids)} would be removed, {skipped}"
+    return f"{len(result.removed_whatsapp_ids)} removed, {len(result.failed)} failed, {skipped}"
+
+
+def _dry_step(plan: Plan, result: RemovalResult) -> Step:
+    def step(batch: Sequence[QueueEntry]) -> None:
+        verdicts = plan.verdicts.only(batch)
+        result.would_remove_whatsapp_ids.extend(verdicts.removable)
+        result.skipped_whatsapp_ids.extend(verdicts.skipped)
+
+    return step
+
+
+def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalResult) -> Step:
+    group, writer = result.group_wa_id, _writer(ctx)
+
+    def step(batch: Sequence[QueueEntry]) -> None:
+        outcome = remove_batch(db, gateway, writer, group, batch)
+        for wid, why in outcome.skipped.items():
+            ctx.log(f"skipped {wid}: {why}")
+        result.removed_whatsapp_ids.extend(outcome.removed)
+        result.failed.extend(Failure(wid, reason) for wid, reason in outcome.failed.items())
+        result.skipped_whatsapp_ids.extend(outcome.skipped)
+
+    return step
