@@ -7,19 +7,14 @@ and encode.
 
 from __future__ import annotations
 
-import time
-
 from removal import directory
 from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord
 from supervisor.errors import Invalid, NotFound
 from supervisor.store import Store
+from workers.times import now_ms
 
 DEFAULT_WINDOW_MS = 30 * 24 * 3600 * 1000
 MAX_WINDOW_MS = 10 * 365 * 24 * 3600 * 1000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _no_group(group_wa_id: str) -> NotFound:
@@ -43,7 +38,7 @@ class GroupService:
                 directory.upsert_group,
                 group_wa_id,
                 body,
-                _now_ms(),
+                now_ms(),
                 DEFAULT_WINDOW_MS,
                 write=True,
                 bulk=True,
@@ -53,7 +48,7 @@ class GroupService:
         return summary
 
     async def summary(self, group_wa_id: str, window_ms: int) -> GroupSummary:
-        summary = await self.store.call(directory.group_summary, group_wa_id, window_ms, _now_ms())
+        summary = await self.store.call(directory.group_summary, group_wa_id, window_ms, now_ms())
         if summary is None:
             raise _no_group(group_wa_id)
         return summary  # type: ignore[no-any-return]
@@ -66,10 +61,12 @@ class GroupService:
         return members
 
     async def set_whitelist(self, group_wa_id: str, whatsapp_ids: list[str]) -> list[str]:
-        await self._require(group_wa_id)
-        ids: list[str] = await self.store.call(
-            directory.set_whitelist, group_wa_id, whatsapp_ids, write=True, bulk=True
-        )
+        try:  # checked in the write's own transaction
+            ids: list[str] = await self.store.call(
+                directory.set_whitelist, group_wa_id, whatsapp_ids, write=True, bulk=True
+            )
+        except directory.UnknownGroup:
+            raise _no_group(group_wa_id) from None
         return ids
 
     async def removals(

@@ -13,23 +13,19 @@ import asyncio
 import logging
 import os
 import socket
-import time
 
 from supervisor import recovery
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings, SettingsError
 from supervisor.store import Store, claims, instances, is_unique_violation
 from workers.db import DatabaseUnavailable
+from workers.times import now_ms
 
 log = logging.getLogger("jobsup.cluster")
 
 # A pending job stored as ours but not held here this long after its claim
 # was never adopted (a claim retried after its commit landed): give it back.
 STRAY_AFTER_S = 10.0
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Cluster:
@@ -53,7 +49,7 @@ class Cluster:
                 self.me,
                 self.host,
                 self.pid,
-                _now_ms(),
+                now_ms(),
                 timeout_ms,
                 write=True,
                 retry_for=30,
@@ -76,7 +72,7 @@ class Cluster:
             log.warning("could not unregister %s; others will time it out", self.me)
 
     async def beat(self) -> None:
-        known = await self.store.call(instances.heartbeat, self.me, _now_ms(), write=True)
+        known = await self.store.call(instances.heartbeat, self.me, now_ms(), write=True)
         if not known:
             await self._declared_dead()
         await self.rescue()
@@ -85,7 +81,7 @@ class Cluster:
     async def _give_back_strays(self) -> None:
         """Unclaim pending jobs stored as ours that this instance does not hold."""
         held = frozenset(self.scheduler.held_ids())  # taken before the cutoff below
-        before = _now_ms() - int(STRAY_AFTER_S * 1000)
+        before = now_ms() - int(STRAY_AFTER_S * 1000)
         strays = await self.store.call(claims.give_back_strays, self.me, held, before, write=True)
         if strays:
             log.warning("gave back %d claimed jobs this instance never started", len(strays))
@@ -103,14 +99,14 @@ class Cluster:
         self.scheduler.let_go_of_everything()
         await self.rescue(earlier_self=True)
         await self.store.call(
-            instances.register, self.me, self.host, self.pid, _now_ms(), write=True
+            instances.register, self.me, self.host, self.pid, now_ms(), write=True
         )
 
     async def rescue(self, earlier_self: bool = False) -> None:
         """Rescue the live jobs of dead instances (and, at start, of our own earlier life)."""
         timeout_ms = int(self.settings.node_timeout_s * 1000)
         dead = await self.store.call(
-            instances.remove_dead, self.me, self.host, _now_ms(), timeout_ms, write=True
+            instances.remove_dead, self.me, self.host, now_ms(), timeout_ms, write=True
         )
         for instance_id in dead:
             log.warning("instance %s is gone; rescuing its jobs", instance_id)
@@ -118,7 +114,7 @@ class Cluster:
         requeued = False
         for job in orphans:
             new = recovery.rescued(job)
-            if await self.store.call(claims.rescue_job, job, new, _now_ms(), write=True):
+            if await self.store.call(claims.rescue_job, job, new, now_ms(), write=True):
                 log.warning("job %s of %s: %s -> %s", job.id, job.owner, job.status, new.status)
                 requeued = requeued or new.owner is None
         if requeued:

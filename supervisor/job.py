@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from supervisor.state import JobStatus
+from workers.times import now_ms
 
 
 def now() -> datetime:
@@ -27,7 +27,7 @@ def new_job_id() -> str:
     jobs were submitted (the claim order breaks ties on the id).
     """
     global _last_id_ms, _id_seq
-    ms = int(time.time() * 1000)
+    ms = now_ms()
     if ms <= _last_id_ms:
         ms, _id_seq = _last_id_ms, _id_seq + 1
     else:
@@ -67,9 +67,6 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     completed_at: datetime | None = None
     owner: str | None = None  # the instance running it
     attempts: int = 0
-
-
-json_encoder = msgspec.json.Encoder()
 
 
 # A job without its result, as lists show it unless asked (results can be

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from supervisor.job import CancelInfo, Job, now
-from supervisor.state import CancelMode, JobStatus
+from supervisor.state import CancelMode, JobStatus, job_error
 from workers import registry
 
 
@@ -48,11 +48,9 @@ def decide(job: Job, previous_owner: str | None) -> Decision:
         idempotent = False
     if idempotent:
         return Decision(JobStatus.PENDING, {"pid": None, "started_at": None, "owner": None})
-    error = {
-        "reason": "interrupted",
-        "type": "Interrupted",
-        "message": f"the supervisor{where} stopped while the job ran",
-    }
+    error = job_error(
+        "interrupted", "Interrupted", f"the supervisor{where} stopped while the job ran"
+    )
     return Decision(JobStatus.FAILED, {"error": error, "completed_at": now(), "pid": None})
 
 

@@ -54,13 +54,8 @@ class _Merged:
     def take(self, message: protocol.Message) -> bool:
         if isinstance(message, protocol.Progress):
             fields = [message.processed, message.total, message.message, message.phase]
-            if self.progress is None:
-                self.progress = fields
-            else:  # later values win, field by field, as applying each in turn would
-                self.progress = [
-                    new if new is not None else old
-                    for new, old in zip(fields, self.progress, strict=True)
-                ]
+            # Later values win, field by field, as applying each in turn would.
+            self.progress = protocol.merge_progress(fields, self.progress)
             return True
         if isinstance(message, protocol.Partial):
             self.partial = message

@@ -24,10 +24,11 @@ from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess
 from supervisor.runs import Run
 from supervisor.settings import Settings
-from supervisor.state import TERMINAL, JobStatus
+from supervisor.state import TERMINAL, JobStatus, job_error
 from supervisor.store import claims
-from supervisor.table import JobTable, now_ms
+from supervisor.table import JobTable
 from workers.entry import ChildSpec
+from workers.times import now_ms
 
 log = logging.getLogger("jobsup.scheduler")
 
@@ -258,7 +259,7 @@ class Scheduler:
             log.exception("could not start job %s", run.job_id)
             job = self._table.get(run.job_id)
             if job is not None and job.status not in TERMINAL:
-                error = {"reason": "spawn", "type": type(exc).__name__, "message": str(exc)}
+                error = job_error("spawn", type(exc).__name__, str(exc))
                 self._table.move(job, JobStatus.FAILED, error=error, completed_at=now())
             self._exited(run)
             return

@@ -30,10 +30,11 @@ from supervisor.settings import Settings
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store import claims
 from supervisor.store import jobs as sql
-from supervisor.table import JobTable, KeyConflict, now_ms
+from supervisor.table import JobTable
 from workers import registry
 from workers.db import Database, DatabaseUnavailable
 from workers.registry import ConfigRejected, JobType, Policy
+from workers.times import now_ms
 
 # How often a cancel made here looks for the owning instance's answer.
 REMOTE_POLL_S = 0.05
@@ -101,7 +102,7 @@ class JobService:
                 self.settings.max_pending_jobs,
                 self.settings.instance_id if slot else None,
             )
-        except KeyConflict as exc:
+        except sql.KeyTaken as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
             raise Conflict(
                 f"another job{holder} is already pending or running for {exc.key}; "

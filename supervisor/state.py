@@ -99,17 +99,19 @@ def describe_exit(exitcode: int) -> str:
     return f"child exited with code {exitcode}"
 
 
+def job_error(reason: str, type_: str, message: str, **more: Any) -> dict[str, Any]:
+    """A job's ``error``: why it ended (``reason``), what (``type``, ``message``), and details."""
+    return {"reason": reason, "type": type_, "message": message, **more}
+
+
 def _crash(exitcode: int) -> dict[str, Any]:
-    error: dict[str, Any] = {
-        "reason": "crashed",
-        "type": "ChildDied",
-        "message": describe_exit(exitcode) + " without reporting a result",
-        "exitCode": exitcode if exitcode >= 0 else None,
-        "signal": (
-            signal.Signals(-exitcode).name if exitcode < 0 and _is_signal(-exitcode) else None
-        ),
-    }
-    return error
+    return job_error(
+        "crashed",
+        "ChildDied",
+        describe_exit(exitcode) + " without reporting a result",
+        exitCode=exitcode if exitcode >= 0 else None,
+        signal=signal.Signals(-exitcode).name if exitcode < 0 and _is_signal(-exitcode) else None,
+    )
 
 
 def _is_signal(number: int) -> bool:
@@ -139,12 +141,7 @@ def classify_exit(
         mode = CancelMode.TERMINATED if last.by_signal else CancelMode.COOPERATIVE
         return Outcome(S.CANCELLED, result=last.result, cancel_mode=mode)
     if isinstance(last, protocol.Failed):
-        error = {
-            "reason": "exception",
-            "type": last.type,
-            "message": last.message,
-            "traceback": last.traceback,
-        }
+        error = job_error("exception", last.type, last.message, traceback=last.traceback)
         return Outcome(S.FAILED, result=partial, error=error)
     assert exitcode is not None, "a silent child is classified by its exit code"
     if escalation is Escalation.KILL and exitcode == -signal.SIGKILL:

@@ -22,6 +22,8 @@ from supervisor.job import Job, Progress
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import Store, claims, is_unique_violation
 from supervisor.store import jobs as sql
+from workers import protocol
+from workers.times import now_ms
 
 log = logging.getLogger("jobsup.table")
 
@@ -34,19 +36,6 @@ SHOW_FINAL_WAIT_S = 1.0
 # group reports every member; twenty such results held whole cost 200 MiB.
 RESULT_KEPT_BYTES = 64 * 1024
 _encoder = msgspec.json.Encoder()
-
-
-class KeyConflict(Exception):
-    """Another live job holds the same exclusive key."""
-
-    def __init__(self, key: str, holder: str | None) -> None:
-        super().__init__(key)
-        self.key = key
-        self.holder = holder
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class JobTable:
@@ -111,7 +100,7 @@ class JobTable:
 
         Returns whether ``claim_for`` claimed it at once (``sql.insert_job``).
 
-        Raises ``KeyConflict`` when a live job holds the same exclusive key
+        Raises ``sql.KeyTaken`` when a live job holds the same exclusive key
         (checked in the insert's transaction, and by a unique index across
         instances), ``sql.QueueFull`` past ``max_pending`` pending jobs.
         """
@@ -128,11 +117,11 @@ class JobTable:
                 retry_for=5.0,
                 queue_timeout=5.0,
             )
-        except sql.KeyTaken as exc:
-            raise KeyConflict(exc.key, exc.holder) from None
+        except sql.KeyTaken:
+            raise
         except Exception as exc:
             if key is not None and is_unique_violation(exc):
-                raise KeyConflict(key, None) from None  # a race with another instance
+                raise sql.KeyTaken(key, None) from None  # a race with another instance
             raise
 
     def adopt(self, job: Job) -> None:
@@ -243,15 +232,10 @@ class JobTable:
         phase: str | None,
     ) -> None:
         old = job.progress
-        self.update(
-            job,
-            progress=Progress(
-                processed=old.processed if processed is None else processed,
-                total=old.total if total is None else total,
-                message=old.message if message is None else message,
-                phase=old.phase if phase is None else phase,
-            ),
+        merged = protocol.merge_progress(
+            [processed, total, message, phase], [old.processed, old.total, old.message, old.phase]
         )
+        self.update(job, progress=Progress(*merged))  # type: ignore[arg-type]
 
     async def flush(self) -> None:
         write = self._start_flush()

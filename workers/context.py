@@ -200,12 +200,7 @@ class JobContext:
         sleep, partial, log or the job's end), so a job may report as often
         as it likes without costing the supervisor a message each time.
         """
-        fields = [processed, total, message, phase]
-        if self._pending is None:
-            self._pending = fields
-        else:
-            merged = zip(fields, self._pending, strict=True)
-            self._pending = [new if new is not None else old for new, old in merged]
+        self._pending = protocol.merge_progress([processed, total, message, phase], self._pending)
         if time.monotonic() - self._sent_at >= self.progress_interval_s:
             self.flush()
 

@@ -27,6 +27,20 @@ class Progress(_Frame, tag="progress"):
     phase: str | None = None
 
 
+ProgressFields = list[int | str | None]  # processed, total, message, phase
+
+
+def merge_progress(new: ProgressFields, old: ProgressFields | None) -> ProgressFields:
+    """Progress is a value, not a stream: each field left None keeps its old value.
+
+    The one rule for it, wherever progress is folded: in the child between
+    sends, in the parent within one read, and into the job itself.
+    """
+    if old is None:
+        return list(new)
+    return [n if n is not None else o for n, o in zip(new, old, strict=True)]
+
+
 class Partial(_Frame, tag="partial"):
     result: Any
 

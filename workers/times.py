@@ -15,12 +15,18 @@ MIN_TIME = datetime.min.replace(tzinfo=UTC)
 MAX_TIME = datetime.max.replace(tzinfo=UTC)
 
 
-def current_ms() -> int:
+def now_ms() -> int:
+    """The one millisecond clock: wall time, as every stored time is kept."""
     return time.time_ns() // 1_000_000
 
 
 def to_ms(moment: datetime) -> int:
+    """Exact: whole milliseconds since the epoch, rounded down (no float on the way)."""
     return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def opt_to_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_ms(moment)
 
 
 def in_range(moment: datetime) -> bool:

@@ -217,12 +217,8 @@ class Store:
     def close(self) -> None:
         """Stop retrying, drop what has not started, close every connection."""
         self._closing = True
-
-        def close_all() -> None:
-            for db in list(self._connections):
-                db.close()
-            self._connections.clear()
-
         self._readers.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown()
-        close_all()
+        for db in list(self._connections):
+            db.close()
+        self._connections.clear()

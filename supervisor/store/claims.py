@@ -13,7 +13,15 @@ import msgspec
 
 from supervisor.job import Job
 from supervisor.state import TERMINAL
-from supervisor.store.jobs import COLUMNS, row_to_job, state_values, to_json, to_ms
+from supervisor.store.jobs import (
+    COLUMNS,
+    LIVE_SQL,
+    STATE_SET,
+    row_to_job,
+    state_values,
+    to_json,
+    to_ms,
+)
 from workers.db import Database
 
 
@@ -94,8 +102,7 @@ def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
 def request_cancel(db: Database, job_id: str, request: dict[str, Any], now_ms: int) -> bool:
     """Leave a cancel request for the instance that owns the job, and wake it."""
     changed = db.execute(
-        "UPDATE jobs SET cancel_request = ?, updated_at = ? WHERE id = ?"
-        " AND status IN ('pending', 'running', 'cancelling')",
+        f"UPDATE jobs SET cancel_request = ?, updated_at = ? WHERE id = ? AND status IN {LIVE_SQL}",
         (to_json(request), now_ms, job_id),
     )
     if changed and db.dialect == "postgresql":
@@ -108,7 +115,7 @@ def cancel_requests(db: Database, owner: str) -> list[tuple[str, str]]:
     """(job id, reason) of this owner's live jobs that another instance asked to cancel."""
     rows = db.query(
         "SELECT id, cancel_request FROM jobs WHERE owner = ?"
-        " AND status IN ('pending', 'running', 'cancelling') AND cancel_request IS NOT NULL",
+        f" AND status IN {LIVE_SQL} AND cancel_request IS NOT NULL",
         (owner,),
     )
     return [(r[0], msgspec.json.decode(r[1]).get("reason", "user")) for r in rows]
@@ -126,7 +133,7 @@ def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
     jobs are that process's, not the new one's.
     """
     rows = db.query(
-        f"SELECT {COLUMNS} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
+        f"SELECT {COLUMNS} FROM jobs WHERE status IN {LIVE_SQL}"
         " AND owner IS NOT NULL AND (owner NOT IN (SELECT id FROM instances) OR owner = ?)"
         " ORDER BY created_at, id",
         (earlier_self,),
@@ -138,9 +145,7 @@ def rescue_job(db: Database, old: Job, new: Job, now_ms: int) -> bool:
     """Write ``new`` over a dead instance's job, unless another rescuer did first."""
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
     changed = db.execute(
-        "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
-        " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
-        f"{release} WHERE id = ? AND owner = ? AND status = ?",
+        f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND status = ?",
         (*state_values(new), now_ms, new.id, old.owner, old.status.value),
     )
     return changed == 1

@@ -7,14 +7,18 @@ runs them off the event loop.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from supervisor.job import CancelInfo, Job, Progress
-from supervisor.state import STORED_BEFORE, TERMINAL, JobStatus
+from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
 from workers.db import Database
+
+# Stored times: whole milliseconds, one rounding everywhere (workers.times).
+from workers.times import opt_from_ms as from_ms
+from workers.times import opt_to_ms as to_ms
 
 MIGRATIONS = [
     (
@@ -93,14 +97,6 @@ _cancel_decoder = msgspec.json.Decoder(CancelInfo)
 _progress_decoder = msgspec.json.Decoder(Progress)
 
 
-def to_ms(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
-
-
-def from_ms(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
-
-
 def to_json(value: Any) -> str | None:
     """A JSON column's text; None stays NULL."""
     return None if value is None else _json.encode(value).decode()
@@ -141,6 +137,13 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
     )
 
 
+# What a state change writes: state_values(job) then the time of the write.
+STATE_SET = (
+    "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
+    " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
+)
+
+
 def state_values(job: Job) -> tuple[Any, ...]:
     """The columns a state change writes, in the order the UPDATEs list them."""
     return (
@@ -167,6 +170,8 @@ class QueueFull(Exception):
 
 
 class KeyTaken(Exception):
+    """A live job (``holder``, when known) already holds the exclusive key."""
+
     def __init__(self, key: str, holder: str | None) -> None:
         super().__init__(key)
         self.key = key
@@ -233,7 +238,11 @@ def _in(statuses: frozenset[JobStatus]) -> str:
 
 # Each status's write condition: the stored state it may replace (never a final one).
 _MAY_REPLACE = {status: _in(before) for status, before in STORED_BEFORE.items()}
-_LIVE = _in(STORED_BEFORE[JobStatus.COMPLETED])
+# state.LIVE, spelled as the partial index jobs_owner_live spells it: SQLite
+# uses a partial index only for a query that repeats its WHERE term as written.
+_LIVE_ORDER = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING)
+assert frozenset(_LIVE_ORDER) == LIVE
+LIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE_ORDER) + ")"
 
 
 def update_job(db: Database, job: Job, now_ms: int) -> bool:
@@ -245,9 +254,7 @@ def update_job(db: Database, job: Job, now_ms: int) -> bool:
     """
     release = " , exclusive_key = NULL" if job.status in TERMINAL else ""
     changed = db.execute(
-        "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
-        " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
-        f"{release} WHERE id = ? AND owner = ? AND attempts = ?"
+        f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND attempts = ?"
         f" AND status IN {_MAY_REPLACE[job.status]}",
         (*state_values(job), now_ms, job.id, job.owner, job.attempts),
     )
@@ -267,7 +274,7 @@ def update_progress(db: Database, jobs: list[Job], now_ms: int) -> list[str]:
     for j in jobs:  # one statement each: a front stalled between them holds no lock
         changed = db.execute(
             "UPDATE jobs SET progress = ?, result = ?, updated_at = ? WHERE id = ?"
-            f" AND owner = ? AND attempts = ? AND status IN {_LIVE}",
+            f" AND owner = ? AND attempts = ? AND status IN {LIVE_SQL}",
             (to_json(j.progress), to_json(j.result), now_ms, j.id, j.owner, j.attempts),
         )
         if not changed:

@@ -8,9 +8,8 @@ expands to each dialect's auto-increment primary key.
 
 from __future__ import annotations
 
-import time
-
 from workers.db import Database
+from workers.times import now_ms
 
 AUTOID = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -54,7 +53,7 @@ def migrate(db: Database, components: dict[str, list[Migration]]) -> list[str]:
                 db.execute(
                     "INSERT INTO schema_migrations (component, version, applied_at)"
                     " VALUES (?, ?, ?)",
-                    (component, version, int(time.time() * 1000)),
+                    (component, version, now_ms()),
                 )
             applied.append(f"{component}:{version}")
     return applied
