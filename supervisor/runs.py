@@ -21,11 +21,25 @@ import msgspec
 from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess, ProtocolError
 from supervisor.settings import Settings
-from supervisor.state import CancelMode, Escalation, JobStatus, Outcome, classify_exit
+from supervisor.state import (
+    CancelMode,
+    Escalation,
+    JobStatus,
+    Outcome,
+    RunPhase,
+    check_phase,
+    classify_exit,
+)
 from supervisor.table import JobTable
 from workers import protocol
 
 log = logging.getLogger("jobsup.run")
+
+
+def log_level(name: str) -> int:
+    """The child's level name (``ctx.log(text, "warning")``); an unknown one logs at INFO."""
+    level = logging.getLevelName(name.upper())
+    return level if isinstance(level, int) else logging.INFO
 
 
 def _pidfd_open(pid: int | None) -> int | None:
@@ -91,19 +105,27 @@ class Run:
         self.final: protocol.Message | None = None
         self.escalation: Escalation | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._started = False
-        self.settled = False  # the job's final state is decided (and being written)
-        self._ended = False
+        self.phase = RunPhase.STARTING
         self._pidfd: int | None = None
         self._garbled = False  # it sent a bad frame
         self._started_unsaved = False  # 'running' applied, its write not yet made
         self.fenced = False  # another instance holds the job: kill, write nothing
         self.signalled = False  # ended by a SIGTERM the supervisor did not send
-        self.exited: asyncio.Future[None] = self._loop.create_future()  # set by on_exit
+        # Resolved when the scheduler drops the run: the child is gone (or never came).
+        self.gone: asyncio.Future[None] = self._loop.create_future()
+
+    @property
+    def settled(self) -> bool:
+        """The job's final state is decided: the slot is free."""
+        return self.phase in (RunPhase.SETTLED, RunPhase.ENDED)
+
+    def _move(self, phase: RunPhase) -> None:
+        check_phase(self.phase, phase)
+        self.phase = phase
 
     def attach(self) -> None:
         """Called once the child exists: watch its pipe and its sentinel."""
-        self._started = True
+        self._move(RunPhase.ATTACHED)
         self._loop.add_reader(self.process.progress_fd, self._on_readable)
         self._loop.add_reader(self.process.sentinel, self._on_sentinel)
         self._pidfd = _pidfd_open(self.process.pid)
@@ -165,8 +187,8 @@ class Run:
                     self._started_unsaved = True
                 else:  # cancelling already: keep the state, stamp the start
                     self._table.update(job, pid=pid, started_at=started)
-            case protocol.Log(_level, text):
-                log.info("job %s: %s", self.job_id, text)
+            case protocol.Log(level, text):
+                log.log(log_level(level), "job %s: %s", self.job_id, text)
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
                 self.final = message
 
@@ -176,13 +198,13 @@ class Run:
         job = self._table.get(self.job_id)
         if self.escalation is not None or self.settled or job is None:
             return
-        self.escalation = Escalation.EVENT
+        self.escalation = Escalation.ASK
         info = CancelInfo(requested_at=now(), reason=reason)
         # Usually cancelled within milliseconds: the final state's write
         # carries this one too, and a 202 persists it first.
         self._table.move_soon(job, JobStatus.CANCELLING, cancel=info)
-        if self._started:
-            self._escalate_to(Escalation.EVENT)
+        if self.phase is not RunPhase.STARTING:
+            self._escalate_to(Escalation.ASK)
 
     def _escalate_to(self, step: Escalation) -> None:
         if self.process.exitcode is not None:
@@ -191,7 +213,7 @@ class Run:
             self._timer.cancel()
             self._timer = None
         self.escalation = step
-        if step is Escalation.EVENT:
+        if step is Escalation.ASK:
             self.process.cancel()
             self._timer = self._loop.call_later(
                 self._settings.cancel_grace_s, self._escalate_to, Escalation.TERMINATE
@@ -239,7 +261,7 @@ class Run:
             self._timer.cancel()
             self._timer = None
         self.escalation = Escalation.KILL  # attach() kills a child still being started
-        if self._started:
+        if self.phase is not RunPhase.STARTING:
             self.process.kill()
 
     def kill_now(self) -> None:
@@ -258,7 +280,7 @@ class Run:
         """
         self._close_pidfd()
         self._consume(budget=1 << 62)  # what it wrote before exiting is all there
-        if self.settled and not self._ended:
+        if self.phase is RunPhase.SETTLED:
             self._end(None)
 
     def _on_sentinel(self) -> None:
@@ -269,7 +291,7 @@ class Run:
         self._close_pidfd()
         self._consume(budget=1 << 62)
         self._loop.remove_reader(self.process.progress_fd)
-        if not self._ended:
+        if self.phase is not RunPhase.ENDED:
             self._end(exitcode)
         elif exitcode != 0 and not isinstance(self.final, protocol.Done):
             log.info("job %s's child exited with %s", self.job_id, exitcode)
@@ -283,16 +305,16 @@ class Run:
 
     def _end(self, exitcode: int | None) -> None:
         """The child is gone: kill what it left in its group, forget the run."""
-        self._ended = True
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()
-        if not self.settled:  # it died without saying how it ended
+        if self.phase is RunPhase.ATTACHED:  # it died without saying how it ended
             self._settle(exitcode)
+        self._move(RunPhase.ENDED)
         self._on_exit(self)
 
     def _settle(self, exitcode: int | None) -> None:
-        self.settled = True
+        self._move(RunPhase.SETTLED)
         job = self._table.get(self.job_id)
         # A child cancelled or killed by SIGTERM when nobody here asked: the
         # platform is stopping every process (or someone signalled it by hand).

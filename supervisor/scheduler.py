@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.context import ForkServerContext
@@ -24,6 +23,7 @@ from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess
 from supervisor.runs import Run
 from supervisor.settings import Settings
+from supervisor.spare import SparePool
 from supervisor.state import TERMINAL, JobStatus, job_error
 from supervisor.store import claims
 from supervisor.table import JobTable
@@ -49,12 +49,17 @@ class Scheduler:
         self._tasks: set[asyncio.Future[None]] = set()
         self._claiming = False
         self._claim_again = False
-        self._spare: JobProcess | None = None
         self._reserved = 0  # slots held by submits that may claim their job
         self._claiming_slots = 0  # slots held by a claim in flight
-        self._spare_starting = False
         self._held_until = 0.0  # monotonic: admissions paused until then
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._spares = SparePool(
+            ctx,
+            settings.child_nice,
+            self._launcher,
+            wanted=lambda: settings.spare_child and self.admitting(),
+            on_sigterm=self.hold_admissions,
+        )
         table.on_lost = self._lost
 
     def _spawn(self, coro: object) -> None:
@@ -90,7 +95,7 @@ class Scheduler:
         hold = self._settings.sigterm_hold_s
         log.warning("%s: starting no job for %.0f s", why, hold)
         self._held_until = max(self._held_until, time.monotonic() + hold)
-        self._drop_spare()  # forked before the signal, it may well have had it too
+        self._spares.drop()  # forked before the signal, it may well have had it too
         if self._hold_timer is not None:
             self._hold_timer.cancel()
         self._hold_timer = asyncio.get_running_loop().call_later(hold, self._hold_over)
@@ -181,9 +186,9 @@ class Scheduler:
             attempt=job.attempts,  # counted by the claim, stored before this child starts
             job_modules=self._settings.job_modules,
         )
-        spare = self._take_spare()
+        spare = self._spares.take()
         process = spare or JobProcess(self._ctx, self._settings.child_nice)
-        run = Run(job.id, process, self._table, self._settings, self._settled, self._exited)
+        run = Run(job.id, process, self._table, self._settings, self._settled, self._drop)
         self.runs[job.id] = run
         self._idle.clear()
         if spare is not None:
@@ -195,56 +200,9 @@ class Scheduler:
         # just started (and with a quick cancel of it).
         asyncio.get_running_loop().call_later(SPARE_REFILL_DELAY_S, self.refill)
 
-    # -- the spare child ----------------------------------------------------------
-
-    def _take_spare(self) -> JobProcess | None:
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            asyncio.get_running_loop().remove_reader(spare.sentinel)
-            if not spare.usable:
-                spare.discard()  # it died waiting (OOM killer, a stray signal)
-                return None
-        return spare
-
-    def _drop_spare(self) -> None:
-        spare = self._take_spare()
-        if spare is not None:
-            spare.discard()
-
-    def _spare_died(self) -> None:
-        """The waiting spare exited. Killed by SIGTERM (its default there): a stop is coming."""
-        spare, self._spare = self._spare, None
-        if spare is None:
-            return
-        asyncio.get_running_loop().remove_reader(spare.sentinel)
-        code = spare.reap()
-        spare.discard()
-        if code == -signal.SIGTERM:
-            self.hold_admissions("the spare child got SIGTERM")
-        else:
-            log.warning("the spare child exited with %s", code)
-
     def refill(self) -> None:
         """Fork the next spare child in the background, so the next job need not wait."""
-        wanted = self._settings.spare_child and self.admitting() and self._spare is None
-        if wanted and not self._spare_starting:
-            self._spare_starting = True
-            self._spawn(self._fork_spare())
-
-    async def _fork_spare(self) -> None:
-        process = JobProcess(self._ctx, self._settings.child_nice)
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._launcher, process.start)
-        except Exception:
-            log.exception("could not fork a spare child")
-            return
-        finally:
-            self._spare_starting = False
-        if self.admitting() and self._spare is None:
-            self._spare = process
-            asyncio.get_running_loop().add_reader(process.sentinel, self._spare_died)
-        else:
-            process.discard()
+        self._spares.refill()
 
     async def _start(self, run: Run, spec: ChildSpec) -> None:
         loop = asyncio.get_running_loop()
@@ -252,7 +210,7 @@ class Scheduler:
             await loop.run_in_executor(self._launcher, run.process.start)
             if run.fenced:  # lost while it was being forked: it never gets the job
                 run.process.discard()
-                self._exited(run)
+                self._drop(run)
                 return
             run.process.assign(spec)
         except Exception as exc:
@@ -261,7 +219,7 @@ class Scheduler:
             if job is not None and job.status not in TERMINAL:
                 error = job_error("spawn", type(exc).__name__, str(exc))
                 self._table.move(job, JobStatus.FAILED, error=error, completed_at=now())
-            self._exited(run)
+            self._drop(run)
             return
         run.attach()
 
@@ -270,10 +228,11 @@ class Scheduler:
             self.hold_admissions(f"job {run.job_id}'s child got SIGTERM")
         self.wake()  # its slot is free
 
-    def _exited(self, run: Run) -> None:
+    def _drop(self, run: Run) -> None:
+        """The run is over (its child gone, or never started): forget it."""
         if self.runs.get(run.job_id) is run:
             del self.runs[run.job_id]
-        run.exited.set_result(None)
+        run.gone.set_result(None)
         if not self.runs:
             self._idle.set()
         if not run.settled:  # never started: its slot is free only now
@@ -294,12 +253,12 @@ class Scheduler:
         await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
         return True
 
-    async def exited(self, job_id: str, deadline: float) -> None:
+    async def wait_gone(self, job_id: str, deadline: float) -> None:
         """Wait, until ``deadline`` (monotonic) at most, for the job's child to be gone."""
         run = self.runs.get(job_id)
         if run is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(run.exited), deadline - time.monotonic())
+                await asyncio.wait_for(asyncio.shield(run.gone), deadline - time.monotonic())
 
     async def cancel_unclaimed(self, job: Job, reason: str) -> bool:
         """Cancel a pending job nobody has claimed; False if someone has meanwhile."""
@@ -334,7 +293,7 @@ class Scheduler:
     async def shutdown(self, grace_s: float) -> None:
         """Stop claiming, cancel running jobs, escalate at the deadline, wait for all."""
         self.accepting = False
-        self._drop_spare()
+        self._spares.drop()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
         for run in list(self.runs.values()):

@@ -142,7 +142,7 @@ class JobService:
                 await self.table.wait(job_id, self.settings.cancel_wait_s)
                 # Its final state is written while its child exits: "cancelled"
                 # is answered once both are done.
-                await self.scheduler.exited(job_id, deadline)
+                await self.scheduler.wait_gone(job_id, deadline)
                 live = self.table.get(job_id)
                 if live is not None and live.status not in TERMINAL:
                     await self.table.persist(live)  # a 202 "cancelling" is on record

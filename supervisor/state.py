@@ -75,9 +75,31 @@ class CancelMode(StrEnum):
 class Escalation(StrEnum):
     """How far the supervisor went to stop a job."""
 
-    EVENT = "event"
+    ASK = "ask"  # one byte on the cancel pipe: the job stops at its next cancel point
     TERMINATE = "terminate"
     KILL = "kill"
+
+
+class RunPhase(StrEnum):
+    """Where one child's run is in its life (``supervisor.runs.Run``)."""
+
+    STARTING = "starting"  # being forked or given its spec; nothing watched yet
+    ATTACHED = "attached"  # its pipe, sentinel and pidfd are watched
+    SETTLED = "settled"  # the job's final state is decided (and being written); slot free
+    ENDED = "ended"  # the child is gone; the run is over
+
+
+RUN_PHASES: dict[RunPhase, frozenset[RunPhase]] = {
+    RunPhase.STARTING: frozenset({RunPhase.ATTACHED}),
+    RunPhase.ATTACHED: frozenset({RunPhase.SETTLED}),
+    RunPhase.SETTLED: frozenset({RunPhase.ENDED}),
+    RunPhase.ENDED: frozenset(),
+}
+
+
+def check_phase(old: RunPhase, new: RunPhase) -> None:
+    if new not in RUN_PHASES[old]:
+        raise IllegalTransition(f"run {old} -> {new}")
 
 
 @dataclass(frozen=True, slots=True)

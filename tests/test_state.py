@@ -33,7 +33,7 @@ def test_pending_cannot_complete_without_running() -> None:
 
 
 def test_reported_results_win_over_exit_codes() -> None:
-    done = classify_exit(0, protocol.Done({"n": 1}), Escalation.EVENT)
+    done = classify_exit(0, protocol.Done({"n": 1}), Escalation.ASK)
     assert done.status is JobStatus.COMPLETED  # finished before the cancel took hold
     assert done.result == {"n": 1}
     cancelled = classify_exit(3, protocol.Cancelled({"n": 0}, by_signal=True), Escalation.TERMINATE)
