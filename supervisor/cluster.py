@@ -148,5 +148,10 @@ class Cluster:
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.listening.clear()
                 log.warning("LISTEN connection lost (%s); polling until it is back", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+            except Exception:
+                # A bug here must not end listening for good: the poll covers
+                # the gap, and a fresh connection starts over.
+                self.listening.clear()
+                log.exception("LISTEN loop failed; polling until it is back")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

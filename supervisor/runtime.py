@@ -98,18 +98,38 @@ class Runtime:
         self._tasks.append(asyncio.ensure_future(loop()))
 
     async def stop(self) -> None:
+        """Shut down, always to the end: a failed step is logged, and the next one runs."""
         log.info("shutting down: cancelling %d running jobs", len(self.scheduler.runs))
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        try:
+            await self._stop_loops()
+            await self.scheduler.shutdown(self.settings.shutdown_grace_s)
+        finally:
+            try:
+                await self._drain_and_leave(deadline)
+            finally:
+                await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+
+    async def _stop_loops(self) -> None:
+        """Cancel the background loops; one that died of an error has it logged, not raised."""
         for task in self._tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in self._tasks:
+            try:
                 await task
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
-        await self.scheduler.shutdown(self.settings.shutdown_grace_s)
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("a background loop had died")
+
+    async def _drain_and_leave(self, deadline: float) -> None:
         left = await self.table.drain(max(FINAL_WRITES_S, deadline - time.monotonic()))
         if left:
             # The database is down: the next start finds these jobs live and
             # rescues them like any crashed instance's.
             log.error("database unavailable at shutdown: %d state writes not saved", left)
-        else:
+            return
+        try:
             await self.cluster.leave()
-        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        except Exception:  # the others will declare this instance dead instead
+            log.exception("could not unregister this instance")

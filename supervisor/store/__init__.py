@@ -109,14 +109,17 @@ def _is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+# SQLite's extended codes for a duplicate key; a NOT NULL or CHECK failure is
+# an IntegrityError too, and must not pass for a taken key or instance id.
+_SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+_PG_UNIQUE_VIOLATION = "23505"  # SQLSTATE unique_violation
+
+
 def is_unique_violation(exc: BaseException) -> bool:
+    """A duplicate key, told by the database's own error code, never by message text."""
     if isinstance(exc, sqlite3.IntegrityError):
-        return True
-    try:
-        import psycopg.errors
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, psycopg.errors.UniqueViolation)
+        return getattr(exc, "sqlite_errorname", None) in _SQLITE_UNIQUE
+    return getattr(exc, "sqlstate", None) == _PG_UNIQUE_VIOLATION
 
 
 class Store:
