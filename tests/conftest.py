@@ -39,7 +39,30 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
         raise AssertionError(str(exc)) from None
 
 
-class Server(testing.ServerProcess):
+class ApiHelpers:
+    """Calls the tests make against a server, whatever runs it (``client`` is an httpx.Client)."""
+
+    client: httpx.Client
+
+    def start_job(self, body: dict[str, Any]) -> str:
+        response = self.client.post("/admin/jobs/start", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["jobId"])
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/admin/jobs/{job_id}/status")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 15) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.status(job_id)
+            return job if job["status"] in statuses else None
+
+        return dict(wait_until(reached, timeout))
+
+
+class Server(ApiHelpers, testing.ServerProcess):
     """A jobsup server in a subprocess, as a Procfile platform would run it."""
 
     def __init__(
@@ -60,25 +83,6 @@ class Server(testing.ServerProcess):
             return self.client.get("/healthz").status_code == 200
         except httpx.TransportError:
             return False
-
-    # -- API helpers ---------------------------------------------------------
-
-    def start_job(self, body: dict[str, Any]) -> str:
-        response = self.client.post("/admin/jobs/start", json=body)
-        assert response.status_code == 202, response.text
-        return str(response.json()["jobId"])
-
-    def status(self, job_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/admin/jobs/{job_id}/status")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    def wait_status(self, job_id: str, *statuses: str, timeout: float = 15) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            job = self.status(job_id)
-            return job if job["status"] in statuses else None
-
-        return dict(wait_until(reached, timeout))
 
 
 @pytest.fixture

@@ -95,10 +95,15 @@ class _Writer:
         self._thread.join()
 
 
+_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN")
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc)
-        return "locked" in text or "busy" in text or "unable to open" in text
+        # Busy or locked past the busy timeout, or the file cannot be opened
+        # (extended codes such as SQLITE_BUSY_SNAPSHOT share the prefix).
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        return name.startswith(_SQLITE_UNAVAILABLE)
     try:
         import psycopg
         import psycopg.errors
