@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -129,4 +130,55 @@ def _overlapping_jobs(
         for (_s1, end1, a), (start2, _e2, b) in itertools.pairwise(spans):
             if start2 < end1:
                 problems.append(f"{key}: jobs {a} and {b} were live at the same time")
+    return problems
+
+
+def removal_result_violations(url: str) -> list[str]:
+    """Every removal job whose stored result disagrees with its history.
+
+    The rule. ``R`` is the job's result's ``removedWhatsappIds``; ``S`` its
+    SUCCESS rows (``job_id`` = the job). A result describes only the job's
+    last run (a rescued job starts again from an empty result), so ``S`` is
+    split at the last run's ``started_at`` (the child's own clock, taken
+    before it reads anything): ``S_last`` from then on, ``S_early`` before.
+
+    - ``R`` has no duplicates and ``R`` = ``S_last`` as sets, for a job that
+      ended by its child's own word (completed, or a cancel it honoured).
+    - A run cut by a kill (failed, or a cancel that escalated to SIGKILL)
+      reports each batch just after its commit, so its result may miss that
+      one batch: ``R`` is ``S_last`` less at most one batch (``batchSize``).
+    - ``S_early`` is empty unless the job ran more than once.
+    """
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT id, status, config, result, cancel, attempts, started_at FROM jobs"
+            " WHERE type = 'removal_workflow'"
+        ).fetchall()
+        history = conn.execute(
+            "SELECT job_id, whatsapp_id, at FROM removal_history WHERE outcome = 'SUCCESS'"
+        ).fetchall()
+    successes: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for job_id, wid, at in history:
+        successes[job_id].append((wid, at))
+    problems = []
+    for job_id, status, config, result, cancel, attempts, started in rows:
+        if status not in FINAL:
+            continue
+        removed = (json.loads(result) or {}).get("removedWhatsappIds", []) if result else []
+        batch = json.loads(config)["batchSize"]
+        since = started or 0
+        last = {wid for wid, at in successes[job_id] if at >= since}
+        early = [wid for wid, at in successes[job_id] if at < since]
+        cut = status == "failed" or (cancel is not None and '"killed"' in cancel)
+        where = f"job {job_id} ({status}, attempt {attempts})"
+        if len(removed) != len(set(removed)):
+            problems.append(f"{where}: result lists a member twice: {sorted(removed)}")
+        if not set(removed) <= last:
+            problems.append(f"{where}: result lists removals without their row:"
+                            f" {sorted(set(removed) - last)}")  # fmt: skip
+        missing = last - set(removed)
+        if missing and not (cut and len(missing) <= batch):
+            problems.append(f"{where}: rows the result does not list: {sorted(missing)}")
+        if early and attempts < 2:
+            problems.append(f"{where}: rows before its only run started: {sorted(early)}")
     return problems
