@@ -142,43 +142,60 @@ def removal_result_violations(url: str) -> list[str]:
     split at the last run's ``started_at`` (the child's own clock, taken
     before it reads anything): ``S_last`` from then on, ``S_early`` before.
 
-    - ``R`` has no duplicates and ``R`` = ``S_last`` as sets, for a job that
-      ended by its child's own word (completed, or a cancel it honoured).
-    - A run cut by a kill (failed, or a cancel that escalated to SIGKILL)
-      reports each batch just after its commit, so its result may miss that
-      one batch: ``R`` is ``S_last`` less at most one batch (``batchSize``).
-    - ``S_early`` is empty unless the job ran more than once.
+    - Always: ``R`` has no duplicates, ``R`` is within ``S_last``, and
+      ``S_early`` is empty unless the job ran more than once.
+    - A run that ended by its child's own word, read by its own front
+      (completed, or cancelled at a cancel point or by SIGTERM), reports
+      every batch: ``R`` = ``S_last``.
+    - A run cut short (its child killed, or its front dead so the job was
+      rescued, then cancelled or failed without running again) keeps the
+      last partial result its front stored, which may lag the child by the
+      batches after it: the rows ``R`` misses all come after those it lists.
     """
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT id, status, config, result, cancel, attempts, started_at FROM jobs"
+            "SELECT id, status, result, cancel, attempts, started_at FROM jobs"
             " WHERE type = 'removal_workflow'"
         ).fetchall()
         history = conn.execute(
             "SELECT job_id, whatsapp_id, at FROM removal_history WHERE outcome = 'SUCCESS'"
         ).fetchall()
-    successes: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    successes: dict[str, dict[str, int]] = defaultdict(dict)
     for job_id, wid, at in history:
-        successes[job_id].append((wid, at))
+        successes[job_id][wid] = at
     problems = []
-    for job_id, status, config, result, cancel, attempts, started in rows:
-        if status not in FINAL:
-            continue
-        removed = (json.loads(result) or {}).get("removedWhatsappIds", []) if result else []
-        batch = json.loads(config)["batchSize"]
-        since = started or 0
-        last = {wid for wid, at in successes[job_id] if at >= since}
-        early = [wid for wid, at in successes[job_id] if at < since]
-        cut = status == "failed" or (cancel is not None and '"killed"' in cancel)
-        where = f"job {job_id} ({status}, attempt {attempts})"
-        if len(removed) != len(set(removed)):
-            problems.append(f"{where}: result lists a member twice: {sorted(removed)}")
-        if not set(removed) <= last:
-            problems.append(f"{where}: result lists removals without their row:"
-                            f" {sorted(set(removed) - last)}")  # fmt: skip
-        missing = last - set(removed)
-        if missing and not (cut and len(missing) <= batch):
-            problems.append(f"{where}: rows the result does not list: {sorted(missing)}")
-        if early and attempts < 2:
-            problems.append(f"{where}: rows before its only run started: {sorted(early)}")
+    for job_id, status, result, cancel, attempts, started in rows:
+        if status in FINAL:
+            where = f"job {job_id} ({status}, attempt {attempts}, cancel {cancel})"
+            removed = (json.loads(result) if result else None) or {}
+            own_end = status == "completed" or (
+                status == "cancelled"
+                and json.loads(cancel or "{}").get("mode") in ("cooperative", "terminated")
+            )
+            problems += _result_against_history(
+                where, removed.get("removedWhatsappIds", []), successes[job_id],
+                started or 0, attempts, own_end,
+            )  # fmt: skip
+    return problems
+
+
+def _result_against_history(
+    where: str, removed: list[str], rows: dict[str, int], since: int, attempts: int, own: bool
+) -> list[str]:
+    last = {wid: at for wid, at in rows.items() if at >= since}
+    early = sorted(wid for wid, at in rows.items() if at < since)
+    missing = sorted(set(last) - set(removed))
+    problems = []
+    if len(removed) != len(set(removed)):
+        problems.append(f"{where}: result lists a member twice: {sorted(removed)}")
+    if not set(removed) <= set(last):
+        problems.append(f"{where}: result lists removals without their row:"
+                        f" {sorted(set(removed) - set(last))}")  # fmt: skip
+    if early and attempts < 2:
+        problems.append(f"{where}: rows before its only run started: {early}")
+    if missing and own:
+        problems.append(f"{where}: rows the result does not list: {missing}")
+    latest = max((last[wid] for wid in removed if wid in last), default=0)
+    if missing and not own and min(last[wid] for wid in missing) < latest:
+        problems.append(f"{where}: the result skips rows before ones it lists: {missing}")
     return problems
