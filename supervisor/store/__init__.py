@@ -96,10 +96,15 @@ class _Writer:
         self._thread.join()
 
 
+_SQLITE_OUTAGES = ("locked", "busy", "unable to open", "disk is full", "disk I/O", "readonly")
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
+        # A full disk, a file gone read-only or failing I/O is the storage's
+        # outage, not the statement's fault: it passes, as a lock does.
         text = str(exc)
-        return "locked" in text or "busy" in text or "unable to open" in text
+        return any(sign in text for sign in _SQLITE_OUTAGES)
     try:
         import psycopg
         import psycopg.errors
