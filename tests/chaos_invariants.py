@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -129,4 +130,72 @@ def _overlapping_jobs(
         for (_s1, end1, a), (start2, _e2, b) in itertools.pairwise(spans):
             if start2 < end1:
                 problems.append(f"{key}: jobs {a} and {b} were live at the same time")
+    return problems
+
+
+def removal_result_violations(url: str) -> list[str]:
+    """Every removal job whose stored result disagrees with its history.
+
+    The rule. ``R`` is the job's result's ``removedWhatsappIds``; ``S`` its
+    SUCCESS rows (``job_id`` = the job). A result describes only the job's
+    last run (a rescued job starts again from an empty result), so ``S`` is
+    split at the last run's ``started_at`` (the child's own clock, taken
+    before it reads anything): ``S_last`` from then on, ``S_early`` before.
+
+    - Always: ``R`` has no duplicates, ``R`` is within ``S_last``, and
+      ``S_early`` is empty unless the job ran more than once.
+    - A run that ended by its child's own word, read by its own front
+      (completed, or cancelled at a cancel point or by SIGTERM), reports
+      every batch: ``R`` = ``S_last``.
+    - A run cut short (its child killed, or its front dead so the job was
+      rescued, then cancelled or failed without running again) keeps the
+      last partial result its front stored, which may lag the child by the
+      batches after it: the rows ``R`` misses all come after those it lists.
+    """
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT id, status, result, cancel, attempts, started_at FROM jobs"
+            " WHERE type = 'removal_workflow'"
+        ).fetchall()
+        history = conn.execute(
+            "SELECT job_id, whatsapp_id, at FROM removal_history WHERE outcome = 'SUCCESS'"
+        ).fetchall()
+    successes: dict[str, dict[str, int]] = defaultdict(dict)
+    for job_id, wid, at in history:
+        successes[job_id][wid] = at
+    problems = []
+    for job_id, status, result, cancel, attempts, started in rows:
+        if status in FINAL:
+            where = f"job {job_id} ({status}, attempt {attempts}, cancel {cancel})"
+            removed = (json.loads(result) if result else None) or {}
+            own_end = status == "completed" or (
+                status == "cancelled"
+                and json.loads(cancel or "{}").get("mode") in ("cooperative", "terminated")
+            )
+            problems += _result_against_history(
+                where, removed.get("removedWhatsappIds", []), successes[job_id],
+                started or 0, attempts, own_end,
+            )  # fmt: skip
+    return problems
+
+
+def _result_against_history(
+    where: str, removed: list[str], rows: dict[str, int], since: int, attempts: int, own: bool
+) -> list[str]:
+    last = {wid: at for wid, at in rows.items() if at >= since}
+    early = sorted(wid for wid, at in rows.items() if at < since)
+    missing = sorted(set(last) - set(removed))
+    problems = []
+    if len(removed) != len(set(removed)):
+        problems.append(f"{where}: result lists a member twice: {sorted(removed)}")
+    if not set(removed) <= set(last):
+        problems.append(f"{where}: result lists removals without their row:"
+                        f" {sorted(set(removed) - set(last))}")  # fmt: skip
+    if early and attempts < 2:
+        problems.append(f"{where}: rows before its only run started: {early}")
+    if missing and own:
+        problems.append(f"{where}: rows the result does not list: {missing}")
+    latest = max((last[wid] for wid in removed if wid in last), default=0)
+    if missing and not own and min(last[wid] for wid in missing) < latest:
+        problems.append(f"{where}: the result skips rows before ones it lists: {missing}")
     return problems

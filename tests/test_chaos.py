@@ -4,7 +4,11 @@ Faults, picked by a seeded random generator (the seed is printed; set
 JOBSUP_CHAOS_SEED to replay one): SIGSTOP of a front past the node timeout
 then SIGCONT, SIGKILL and SIGTERM of fronts (restarted) and of job children, every
 database backend terminated, cancels and starts sent to random instances.
-Then every job must end, and ``tests.chaos_invariants`` must hold.
+Starts mix exclusive tickers with real removal jobs on a few groups (small
+delays, batches of a few members). Then every job must end, and the job
+invariants (``tests.chaos_invariants``), the removal invariants
+(``tests.invariants``) and the agreement of each removal's result with its
+history (``removal_result_violations``) must hold.
 """
 
 from __future__ import annotations
@@ -20,16 +24,24 @@ import httpx
 import psycopg
 import pytest
 
-from tests.chaos_invariants import FINAL, Seen, install_audit, violations
+from tests.chaos_invariants import (
+    FINAL,
+    Seen,
+    install_audit,
+    removal_result_violations,
+    violations,
+)
 from tests.conftest import Server, wait_until
 from tests.helpers import alive, group_body, removal
+from tests.invariants import assert_removal_invariants
 from tests.test_fencing import FENCE, fenced_db  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.postgres
 
 CHAOS_S = 20.0
 STALL_S = 2.6  # past JOBSUP_NODE_TIMEOUT_S (2)
-GROUPS = ("r0", "r1")
+GROUPS = ("r0", "r1", "r2")
+INACTIVE = 60  # per group: removals go on all through the run
 
 
 class Chaos:
@@ -50,7 +62,7 @@ class Chaos:
 
     def body(self) -> tuple[dict[str, Any], str | None]:
         rng = self.rng
-        kind = rng.choice(["keyed", "keyed", "ticker", "sleepy", "quick", "removal"])
+        kind = rng.choice(["keyed", "keyed", "ticker", "sleepy", "quick", "removal", "removal"])
         if kind == "keyed":
             key = f"k{rng.randrange(3)}"
             first = rng.randrange(200, 1500)
@@ -61,7 +73,8 @@ class Chaos:
             return {"type": "sleepy", "steps": 2, "stepMs": 200}, None
         if kind == "removal":
             group = rng.choice(GROUPS)
-            return removal(group, batchSize=2, delayMs=100), group
+            batch, delay = rng.randrange(2, 5), rng.randrange(100, 250)
+            return removal(group, batchSize=batch, delayMs=delay), group
         return {"type": "quick"}, None
 
     def start(self) -> None:
@@ -167,7 +180,7 @@ def test_chaos_keeps_the_invariants(fenced_db: str, make_server: Any) -> None:  
     install_audit(fenced_db)
     servers += [make_server(**env) for _ in range(2)]
     for group in GROUPS:
-        servers[0].client.put(f"/admin/groups/{group}", json=group_body(inactive=8))
+        servers[0].client.put(f"/admin/groups/{group}", json=group_body(inactive=INACTIVE))
     chaos = Chaos(servers, fenced_db, random.Random(seed))
     deadline = time.monotonic() + CHAOS_S
     while time.monotonic() < deadline:
@@ -183,4 +196,8 @@ def test_chaos_keeps_the_invariants(fenced_db: str, make_server: Any) -> None:  
         for server in servers:
             chaos.seen.status(job_id, server.status(job_id)["status"])
     print(f"{len(chaos.jobs)} jobs, {len(chaos.seen.cancels_200)} cancels answered 200")
-    assert violations(fenced_db, chaos.seen, chaos.keys) == [], f"seed {seed}"
+    problems = violations(fenced_db, chaos.seen, chaos.keys)
+    problems += removal_result_violations(fenced_db)
+    assert problems == [], f"seed {seed}"
+    counts = assert_removal_invariants(fenced_db, list(GROUPS))
+    print(f"removals: {counts}")

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Server, wait_until
-from tests.helpers import group_body, removal
+from tests.helpers import alive, group_body, removal
 from tests.invariants import assert_removal_invariants
 
 INACTIVE = 3000
@@ -42,18 +42,6 @@ def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     if request.param == "sqlite":
         return sqlite_url
     return str(request.getfixturevalue("pg_url"))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:  # a zombie is dead for our purposes
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def start_large_removal(server: Server) -> tuple[str, int]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_until
-from tests.helpers import group_body, removal
+from tests.helpers import alive, group_body, removal
 from tests.invariants import assert_removal_invariants
 
 pytestmark = pytest.mark.postgres
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.postgres
 CLUSTER = {"JOBSUP_HEARTBEAT_S": "0.3", "JOBSUP_NODE_TIMEOUT_S": "2", "JOBSUP_POLL_S": "0.5"}
 INACTIVE = 40
 GROUP = "g-stale"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:  # a zombie is dead for our purposes
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_stale_child_stops_at_its_next_batch(pg_url: str, make_server: Any) -> None:

@@ -95,15 +95,25 @@ class _Writer:
         self._thread.join()
 
 
-_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN")
+# SQLite's outages, by extended error code (a code's extended forms, such as
+# SQLITE_BUSY_SNAPSHOT or SQLITE_IOERR_WRITE, share its prefix).
+_SQLITE_OUTAGES = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_READONLY",
+)
 
 
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
-        # Busy or locked past the busy timeout, or the file cannot be opened
-        # (extended codes such as SQLITE_BUSY_SNAPSHOT share the prefix).
+        # Busy or locked past the busy timeout, a file that cannot be opened,
+        # a full disk, a file gone read-only or failing I/O: the storage's
+        # outage, not the statement's fault, and it passes.
         name = getattr(exc, "sqlite_errorname", None) or ""
-        return name.startswith(_SQLITE_UNAVAILABLE)
+        return name.startswith(_SQLITE_OUTAGES)
     try:
         import psycopg
         import psycopg.errors
