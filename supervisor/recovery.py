@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from supervisor.job import CancelInfo, Job, now
-from supervisor.state import CancelMode, JobStatus, job_error
+from supervisor.state import CancelMode, JobStatus, check_transition, job_error
 from workers import registry
 
 
@@ -55,6 +55,13 @@ def decide(job: Job, previous_owner: str | None) -> Decision:
 
 
 def rescued(job: Job) -> Job:
-    """The job as it should be written after its instance died."""
+    """The job as it should be written after its instance died.
+
+    The move is checked against TRANSITIONS like every other (a pending job
+    handed back stays pending); ``claims.rescue_job``'s guard on the stored
+    status is its storage-side twin.
+    """
     decision = decide(job, job.owner)
+    if decision.status is not job.status:
+        check_transition(job.status, decision.status)
     return msgspec.structs.replace(job, status=decision.status, **decision.changes)

@@ -24,7 +24,7 @@ from supervisor.launcher import JobProcess
 from supervisor.runs import Run
 from supervisor.settings import Settings
 from supervisor.spare import SparePool
-from supervisor.state import TERMINAL, JobStatus, job_error
+from supervisor.state import TERMINAL, JobStatus, check_transition, job_error
 from supervisor.store import claims
 from supervisor.table import JobTable
 from workers.entry import ChildSpec
@@ -261,7 +261,13 @@ class Scheduler:
                 await asyncio.wait_for(asyncio.shield(run.gone), deadline - time.monotonic())
 
     async def cancel_unclaimed(self, job: Job, reason: str) -> bool:
-        """Cancel a pending job nobody has claimed; False if someone has meanwhile."""
+        """Cancel a pending job nobody has claimed; False if someone has meanwhile.
+
+        Checked against TRANSITIONS like a move in the table (the job is not
+        in this instance's memory); the SQL guard (still pending, still
+        unowned) is the storage-side twin.
+        """
+        check_transition(job.status, JobStatus.CANCELLED)
         cancelled = msgspec.structs.replace(
             job,
             status=JobStatus.CANCELLED,

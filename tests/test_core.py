@@ -16,13 +16,22 @@ from typing import Any
 import msgspec
 import pytest
 
+from supervisor import recovery
 from supervisor import spare as spare_module
 from supervisor.job import Job, Progress, new_job_id, now
 from supervisor.launcher import FrameReader, ProtocolError
 from supervisor.runs import Run
 from supervisor.settings import Settings
 from supervisor.spare import SparePool
-from supervisor.state import RUN_PHASES, IllegalTransition, JobStatus, RunPhase, check_phase
+from supervisor.state import (
+    LIVE,
+    RUN_PHASES,
+    TRANSITIONS,
+    IllegalTransition,
+    JobStatus,
+    RunPhase,
+    check_phase,
+)
 from supervisor.store import Store
 from supervisor.table import JobTable
 from workers import protocol
@@ -340,3 +349,13 @@ def test_the_spare_pool_keeps_one_waiting_and_hears_its_sigterm(
             assert len(FakeSpare.started) == 2
 
     asyncio.run(scenario())
+
+
+# -- moves made outside the table still follow TRANSITIONS ----------------------------------------
+
+
+def test_every_rescue_of_a_dead_instances_job_is_a_legal_move() -> None:
+    for status in LIVE:
+        job = msgspec.structs.replace(_job(), status=status, owner="dead-instance")
+        new = recovery.rescued(job)
+        assert new.status is status or new.status in TRANSITIONS[status], (status, new.status)
