@@ -1,4 +1,4 @@
-"""Storage for the front process: the job table and the workers' data.
+"""Storage for the front process: the job table and the job modules' tables.
 
 ``Store.call(fn, *args)`` runs ``fn(db, *args)`` off the event loop, on a
 database thread with its own connection: a fixed pool of threads and

@@ -1,6 +1,6 @@
 """Versioned schema migrations, run at start or by ``jobsup migrate``.
 
-Each component (the job table, the workers' directory) owns an ordered list
+Each component (the job table, a job module's tables) owns an ordered list
 of ``(version, sql)``. Applied versions are recorded per component, so a
 migration runs exactly once per database. SQL is portable; ``{autoid}``
 expands to each dialect's auto-increment primary key.
