@@ -6,6 +6,11 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
+from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.state import JobStatus
+
 DAY_MS = 24 * 3600 * 1000
 WINDOW_MS = 30 * DAY_MS
 
@@ -63,3 +68,15 @@ def alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False  # reaped between the two looks
+
+
+def pending_job(type_: str = "quick") -> Job:
+    """A new pending job with an empty config, as the service would insert it."""
+    return Job(
+        id=new_job_id(),
+        type=type_,
+        status=JobStatus.PENDING,
+        config=msgspec.Raw(b"{}"),
+        progress=Progress(),
+        created_at=now(),
+    )

@@ -18,7 +18,7 @@ import pytest
 
 from supervisor import recovery
 from supervisor import spare as spare_module
-from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.job import Job, Progress, now
 from supervisor.launcher import FrameReader, ProtocolError
 from supervisor.runs import Run
 from supervisor.settings import Settings
@@ -34,6 +34,7 @@ from supervisor.state import (
 )
 from supervisor.store import Store
 from supervisor.table import JobTable
+from tests.helpers import pending_job
 from workers import protocol
 from workers.db import Database, DatabaseUnavailable
 
@@ -85,17 +86,6 @@ def test_progress_merges_field_by_field_the_later_value_winning() -> None:
 # -- the table against a real store in a temp file --------------------------------------
 
 
-def _job(type_: str = "quick") -> Job:
-    return Job(
-        id=new_job_id(),
-        type=type_,
-        status=JobStatus.PENDING,
-        config=msgspec.Raw(b"{}"),
-        progress=Progress(),
-        created_at=now(),
-    )
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
@@ -107,7 +97,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def test_the_table_moves_merges_and_writes_through(store: Store) -> None:
     async def scenario() -> None:
         table = JobTable(store)
-        job = _job()
+        job = pending_job()
         assert await table.add(job, "k", None, 100, "me")  # claimed at insert
         table.adopt(job)
         await table.move(job, JobStatus.RUNNING, started_at=now())
@@ -241,7 +231,7 @@ def test_a_run_attaches_settles_on_its_final_message_and_ends_on_its_sentinel(
 ) -> None:
     async def scenario() -> None:
         table = JobTable(store)
-        job = _job()
+        job = pending_job()
         await table.add(job, None, None, 100, "me")
         table.adopt(job)
         child = FakeChild()
@@ -356,6 +346,6 @@ def test_the_spare_pool_keeps_one_waiting_and_hears_its_sigterm(
 
 def test_every_rescue_of_a_dead_instances_job_is_a_legal_move() -> None:
     for status in LIVE:
-        job = msgspec.structs.replace(_job(), status=status, owner="dead-instance")
+        job = msgspec.structs.replace(pending_job(), status=status, owner="dead-instance")
         new = recovery.rescued(job)
         assert new.status is status or new.status in TRANSITIONS[status], (status, new.status)

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
-
-from supervisor.job import Job, Progress, new_job_id, now
-from supervisor.state import JobStatus
 from supervisor.store import jobs as sql
 from supervisor.store.migrations import migrate
+from tests.helpers import pending_job
 from workers import registry
 from workers.db import connect
-
-
-def _job() -> Job:
-    return Job(
-        id=new_job_id(),
-        type="removal_queue",
-        status=JobStatus.PENDING,
-        config=msgspec.Raw(b"{}"),
-        progress=Progress(),
-        created_at=now(),
-    )
 
 
 def test_a_row_stored_with_a_group_is_listed_by_its_label_after_the_migration(
@@ -31,16 +17,18 @@ def test_a_row_stored_with_a_group_is_listed_by_its_label_after_the_migration(
     db = connect(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
         migrate(db, {"jobs": [m for m in sql.MIGRATIONS if m[0] <= 2]})
-        old = _job()
+        old = pending_job("removal_queue")
         db.execute(
             "INSERT INTO jobs (id, type, status, config, progress, created_at, updated_at,"
             " group_wa_id) VALUES (?, ?, 'pending', '{}', '{}', ?, ?, ?)",
             (old.id, old.type, sql.to_ms(old.created_at), 0, "g1"),
         )
         assert migrate(db, {"jobs": sql.MIGRATIONS}) == ["jobs:3"]
-        new = _job()
+        new = pending_job("removal_queue")
         sql.insert_job(db, new, None, sql.label_of("groupWaId", "g1"), 0, 100)
-        sql.insert_job(db, _job(), None, sql.label_of("groupWaId", "g2"), 0, 100)
+        sql.insert_job(
+            db, pending_job("removal_queue"), None, sql.label_of("groupWaId", "g2"), 0, 100
+        )
         listed = sql.list_jobs(db, sql.JobFilter(label=sql.label_of("groupWaId", "g1")))
         assert [j.id for j in listed] == [new.id, old.id]
     finally:
