@@ -8,7 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The old names of the removal domain's modules, kept importable for job
 # modules written against them: each is the domain module itself.
-SHIMS = {"workers/removal.py", "workers/removal_steps.py", "workers/directory", "workers/gateways"}
+SHIMS = {
+    "workers/removal.py",
+    "workers/removal_steps.py",
+    "workers/directory.py",
+    "workers/gateways.py",
+}
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,5 +1,12 @@
-"""Moved to ``removal.gateways``; this name still imports it, and ``.local`` too."""
+"""Moved to ``removal.gateways``: this name, and ``.local``, import the same modules.
 
-from removal.gateways import Gateway, LocalGateway, gateway_for
+``workers.gateways.local`` is registered here as ``removal.gateways.local``
+itself (the file beside this one only says so for tools that look).
+"""
 
-__all__ = ["Gateway", "LocalGateway", "gateway_for"]
+import importlib
+import sys
+
+_NEW = "removal.gateways"
+sys.modules[f"{__name__}.local"] = importlib.import_module(f"{_NEW}.local")
+sys.modules[__name__] = importlib.import_module(_NEW)
