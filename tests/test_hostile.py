@@ -189,6 +189,10 @@ CASES: list[tuple[str, str, Any, int, str, str | None]] = [
         "inactivityWindowMs",
     ),
     ("GET", f"/admin/groups/g1/removals?limit={HUGE}", None, 400, "invalid_field", "limit"),
+    # unknown jobs: the id is the field at fault
+    ("GET", "/admin/jobs/nope/status", None, 404, "not_found", "jobId"),
+    ("POST", "/admin/jobs/nope/cancel", None, 404, "not_found", "jobId"),
+    ("GET", "/admin/jobs/nope/result/items", None, 404, "not_found", "jobId"),
     # paths and queries that are not UTF-8
     ("GET", "/admin/groups/%ff%fe", None, 400, "invalid_field", "path"),
     ("GET", "/admin/groups/%C0%AF", None, 400, "invalid_field", "path"),
