@@ -63,3 +63,20 @@ def test_malformed_http_gets_the_envelope_and_no_log_line(server: Server) -> Non
     log = server.log()
     assert "WARNING" not in log, log
     assert "Unsupported upgrade" not in log, log
+
+
+def test_a_body_announced_too_large_is_refused_before_it_arrives(server: Server) -> None:
+    """413 at once, not a wait for a body the server would refuse anyway."""
+    head = (
+        b"POST /admin/jobs/start HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 8388609\r\n\r\n{"
+    )
+    status, _headers, body = _exchange(server, head)  # the socket gives up after 10 s
+    assert status == 413
+    assert msgspec.json.decode(body)["error"]["code"] == "body_too_large"
+    within = server.client.post(
+        "/admin/jobs/start",
+        content=b'{"type": "quick"}',
+        headers={"content-type": "application/json", "content-length": "17"},
+    )
+    assert within.status_code == 202, within.text
