@@ -297,3 +297,15 @@ def test_valid_bounds_are_accepted(hostile: Server) -> None:
     response = hostile.client.post("/admin/jobs/start", json=body | {"dryRun": True})
     assert response.status_code == 202, response.text
     hostile.wait_status(response.json()["jobId"], "completed")
+
+
+def test_a_time_filter_with_an_unescaped_plus_is_read_as_its_offset(hostile: Server) -> None:
+    """curl sends "+02:00" as is, and a query string decodes "+" as a space."""
+    hostile.start_job({"type": "quick"})
+    created = hostile.client.get("/admin/jobs?limit=1").json()[0]["createdAt"]
+    after = hostile.client.get("/admin/jobs?createdAfter=2000-01-01T00:00:00+02:00&limit=1")
+    assert after.status_code == 200, after.text
+    assert after.json()[0]["createdAt"] == created
+    before = hostile.client.get("/admin/jobs?createdBefore=2000-01-01T02:00:00+0200")
+    assert before.status_code == 200, before.text
+    assert before.json() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from starlette.requests import Request
@@ -20,6 +21,9 @@ MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
 MAX_LIST_LIMIT_WITH_RESULT = 100
 MAX_RESULT_PAGE = 10_000
+# A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
+# A space before a trailing offset can only have been that "+".
+_PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 
 
 def _service(request: Request) -> JobService:
@@ -64,7 +68,7 @@ def _time(request: Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"+\1", raw).replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(400, "invalid_field", f"{name} must be an ISO 8601 time", name) from None
     if value.tzinfo is None:
