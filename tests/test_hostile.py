@@ -309,3 +309,18 @@ def test_a_time_filter_with_an_unescaped_plus_is_read_as_its_offset(hostile: Ser
     before = hostile.client.get("/admin/jobs?createdBefore=2000-01-01T02:00:00+0200")
     assert before.status_code == 200, before.text
     assert before.json() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"type": "' + b"q" * 1_000_000 + b'"}', "type"),
+        (b'{"type": "quick", "' + b"k" * 1_000_000 + b'": 1}', "k" * 1023 + "\u2026"),
+    ],
+    ids=["unknown-type", "unknown-field"],
+)
+def test_a_refusal_does_not_echo_a_huge_name_back(hostile: Server, body: bytes, field: str) -> None:
+    response = _send(hostile, "POST", "/admin/jobs/start", body)
+    assert response.status_code == 400, response.text[:200]
+    assert len(response.content) < 4096
+    assert response.json()["error"]["field"] == field
