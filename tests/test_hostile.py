@@ -324,3 +324,13 @@ def test_a_refusal_does_not_echo_a_huge_name_back(hostile: Server, body: bytes, 
     assert response.status_code == 400, response.text[:200]
     assert len(response.content) < 4096
     assert response.json()["error"]["field"] == field
+
+
+def test_a_start_body_over_64_kib_is_refused(hostile: Server) -> None:
+    """A config is kept in memory and sent in every list: megabytes of it are refused."""
+    padding = "k" * (64 * 1024)
+    response = hostile.client.post("/admin/jobs/start", json={"type": "sleepy", "key": padding})
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["error"]["code"] == "body_too_large"
+    just_under = {"type": "sleepy", "steps": 0, "key": "k" * (60 * 1024)}
+    assert hostile.client.post("/admin/jobs/start", json=just_under).status_code == 202

@@ -21,6 +21,9 @@ MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
 MAX_LIST_LIMIT_WITH_RESULT = 100
 MAX_RESULT_PAGE = 10_000
+# A job's config is a handful of fields, kept in memory while the job lives
+# and sent in every list answer: a start body is bounded far below a group's.
+MAX_START_BYTES = 64 * 1024
 # A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
 # A space before a trailing offset can only have been that "+".
 _PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
@@ -32,7 +35,7 @@ def _service(request: Request) -> JobService:
 
 
 async def start(request: Request) -> Response:
-    job = await _service(request).submit(await read_json(request))
+    job = await _service(request).submit(await read_json(request, MAX_START_BYTES))
     return json({"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}, 202)
 
 
