@@ -193,6 +193,7 @@ CASES: list[tuple[str, str, Any, int, str, str | None]] = [
     ("GET", "/admin/jobs/nope/status", None, 404, "not_found", "jobId"),
     ("POST", "/admin/jobs/nope/cancel", None, 404, "not_found", "jobId"),
     ("GET", "/admin/jobs/nope/result/items", None, 404, "not_found", "jobId"),
+    ("GET", "/admin/jobs/nope/result/items?ofset=5", None, 400, "invalid_field", "ofset"),
     # paths and queries that are not UTF-8
     ("GET", "/admin/groups/%ff%fe", None, 400, "invalid_field", "path"),
     ("GET", "/admin/groups/%C0%AF", None, 400, "invalid_field", "path"),

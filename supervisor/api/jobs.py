@@ -45,6 +45,10 @@ async def status(request: Request) -> Response:
 
 async def result_list(request: Request) -> Response:
     """One page of a list in a job's result (a large group's members, say)."""
+    unknown = set(request.query_params) - {"offset", "limit"}
+    if unknown:  # a misspelt offset would silently serve the first page
+        name = sorted(unknown)[0]
+        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
     job = await _service(request).get(request.path_params["jobId"])
     name = request.path_params["list"]
     items = job.result.get(name) if isinstance(job.result, dict) else None
