@@ -313,15 +313,22 @@ def test_a_time_filter_with_an_unescaped_plus_is_read_as_its_offset(hostile: Ser
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("method", "path", "body", "field"),
     [
-        (b'{"type": "' + b"q" * 1_000_000 + b'"}', "type"),
-        (b'{"type": "quick", "' + b"k" * 1_000_000 + b'": 1}', "k" * 1023 + "\u2026"),
+        ("POST", "/admin/jobs/start", b'{"type": "' + b"q" * 60_000 + b'"}', "type"),
+        (
+            "PUT",
+            "/admin/groups/g9",
+            b'{"name": "x", "members": [], "' + b"k" * 1_000_000 + b'": 1}',
+            "k" * 1023 + "\u2026",
+        ),
     ],
     ids=["unknown-type", "unknown-field"],
 )
-def test_a_refusal_does_not_echo_a_huge_name_back(hostile: Server, body: bytes, field: str) -> None:
-    response = _send(hostile, "POST", "/admin/jobs/start", body)
+def test_a_refusal_does_not_echo_a_huge_name_back(
+    hostile: Server, method: str, path: str, body: bytes, field: str
+) -> None:
+    response = _send(hostile, method, path, body)
     assert response.status_code == 400, response.text[:200]
     assert len(response.content) < 4096
     assert response.json()["error"]["field"] == field
