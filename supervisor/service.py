@@ -112,7 +112,7 @@ class JobService:
     async def get(self, job_id: str) -> Job:
         job = await self.table.fetch(job_id)
         if job is None:
-            raise ApiError(404, "not_found", f"no job {job_id!r}")
+            raise ApiError(404, "not_found", f"no job {job_id!r}", "jobId")
         return job
 
     async def cancel(self, job_id: str, reason: str = "user") -> Job:
