@@ -17,7 +17,13 @@ A connection here:
   the descriptors a job's child needs (pipes, pidfd) are always there;
 - whose request line and headers exceed ``MAX_HEAD_BYTES`` gets 431 and is
   closed (uvicorn's httptools protocol keeps every header it is sent);
-- that sends malformed HTTP gets the API's JSON error envelope.
+- that sends malformed HTTP gets the API's JSON error envelope, and its
+  refusal is logged at DEBUG only: a client's mistake is not the server's
+  warning, and one line per bad request would let any client flood the log.
+
+The API serves no WebSocket (the server runs with ``ws="none"``), and HTTP
+lets a server ignore ``Upgrade``: such a request is answered as the plain
+HTTP request it also is, through the edge like any other.
 """
 
 from __future__ import annotations
@@ -71,8 +77,26 @@ async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _RefusalLog:
+    """uvicorn's protocol logger, with its warnings (all about what a client
+    sent: malformed HTTP, an upgrade) lowered to DEBUG. Errors pass as they are."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._logger.debug(msg, *args, **kwargs)
+
+
 class Connection(HttpToolsProtocol):
     limits: Limits  # set by protocol_for
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logger = _RefusalLog(self.logger)  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
@@ -128,6 +152,9 @@ class Connection(HttpToolsProtocol):
         super().on_response_complete()
         if self._close_after_response and not self.transport.is_closing():
             self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # the Upgrade header is ignored; the request is served as plain HTTP
 
     def send_400_response(self, msg: str) -> None:
         self.transport.write(raw_response(400, "bad_request", f"malformed HTTP request: {msg}"))

@@ -104,5 +104,6 @@ def make_server(app: Starlette, settings: Settings, log_level: str | None = None
         timeout_graceful_shutdown=5,
         http=protocol_for(limits),
         server_header=False,
+        ws="none",  # no WebSocket routes: an upgrade is served as plain HTTP
     )
     return Server(config, app)

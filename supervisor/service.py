@@ -123,7 +123,7 @@ class JobService:
     async def get(self, job_id: str) -> Job:
         job = await self.table.fetch(job_id)
         if job is None:
-            raise NotFound(f"no job {job_id!r}")
+            raise NotFound(f"no job {job_id!r}", "jobId")
         return job
 
     async def cancel(self, job_id: str, reason: str = "user") -> Job:

@@ -189,6 +189,11 @@ CASES: list[tuple[str, str, Any, int, str, str | None]] = [
         "inactivityWindowMs",
     ),
     ("GET", f"/admin/groups/g1/removals?limit={HUGE}", None, 400, "invalid_field", "limit"),
+    # unknown jobs: the id is the field at fault
+    ("GET", "/admin/jobs/nope/status", None, 404, "not_found", "jobId"),
+    ("POST", "/admin/jobs/nope/cancel", None, 404, "not_found", "jobId"),
+    ("GET", "/admin/jobs/nope/result/items", None, 404, "not_found", "jobId"),
+    ("GET", "/admin/jobs/nope/result/items?ofset=5", None, 400, "invalid_field", "ofset"),
     # paths and queries that are not UTF-8
     ("GET", "/admin/groups/%ff%fe", None, 400, "invalid_field", "path"),
     ("GET", "/admin/groups/%C0%AF", None, 400, "invalid_field", "path"),
@@ -293,3 +298,47 @@ def test_valid_bounds_are_accepted(hostile: Server) -> None:
     response = hostile.client.post("/admin/jobs/start", json=body | {"dryRun": True})
     assert response.status_code == 202, response.text
     hostile.wait_status(response.json()["jobId"], "completed")
+
+
+def test_a_time_filter_with_an_unescaped_plus_is_read_as_its_offset(hostile: Server) -> None:
+    """curl sends "+02:00" as is, and a query string decodes "+" as a space."""
+    hostile.start_job({"type": "quick"})
+    created = hostile.client.get("/admin/jobs?limit=1").json()[0]["createdAt"]
+    after = hostile.client.get("/admin/jobs?createdAfter=2000-01-01T00:00:00+02:00&limit=1")
+    assert after.status_code == 200, after.text
+    assert after.json()[0]["createdAt"] == created
+    before = hostile.client.get("/admin/jobs?createdBefore=2000-01-01T02:00:00+0200")
+    assert before.status_code == 200, before.text
+    assert before.json() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/admin/jobs/start", b'{"type": "' + b"q" * 60_000 + b'"}', "type"),
+        (
+            "PUT",
+            "/admin/groups/g9",
+            b'{"name": "x", "members": [], "' + b"k" * 1_000_000 + b'": 1}',
+            "k" * 1023 + "\u2026",
+        ),
+    ],
+    ids=["unknown-type", "unknown-field"],
+)
+def test_a_refusal_does_not_echo_a_huge_name_back(
+    hostile: Server, method: str, path: str, body: bytes, field: str
+) -> None:
+    response = _send(hostile, method, path, body)
+    assert response.status_code == 400, response.text[:200]
+    assert len(response.content) < 4096
+    assert response.json()["error"]["field"] == field
+
+
+def test_a_start_body_over_64_kib_is_refused(hostile: Server) -> None:
+    """A config is kept in memory and sent in every list: megabytes of it are refused."""
+    padding = "k" * (64 * 1024)
+    response = hostile.client.post("/admin/jobs/start", json={"type": "sleepy", "key": padding})
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["error"]["code"] == "body_too_large"
+    just_under = {"type": "sleepy", "steps": 0, "key": "k" * (60 * 1024)}
+    assert hostile.client.post("/admin/jobs/start", json=just_under).status_code == 202

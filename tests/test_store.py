@@ -71,6 +71,29 @@ def test_ordinary_writes_overtake_queued_bulk_writes(tmp_path: Path) -> None:
     assert order == ["bulk-running", "small-0", "small-1", "bulk-0", "bulk-1", "bulk-2"]
 
 
+def test_on_postgresql_a_running_bulk_write_holds_up_no_ordinary_write(pg_url: str) -> None:
+    """The writer carries the heartbeat: a long bulk write must not delay it."""
+
+    async def scenario() -> list[str]:
+        store = Store(pg_url)
+        order: list[str] = []
+        gate = Gate()
+        try:
+            bulk = asyncio.ensure_future(
+                store.call(_record, order, "bulk", gate, write=True, bulk=True)
+            )
+            await asyncio.to_thread(gate.entered.wait, 10)
+            await store.call(_record, order, "heartbeat", None, write=True, queue_timeout=5)
+            gate.opened.set()
+            await bulk
+        finally:
+            gate.opened.set()
+            store.close()
+        return order
+
+    assert asyncio.run(scenario()) == ["heartbeat", "bulk"]
+
+
 def test_a_queue_timeout_is_busy_and_runs_nothing(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[str], bool]:
         store = Store(f"sqlite:///{tmp_path / 'x.db'}")

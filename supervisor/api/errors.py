@@ -55,8 +55,18 @@ class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
 
 
+# A refusal quotes what the client sent (an unknown field's name, an unknown
+# type): clipped, so that an 8 MiB name is not sent back twice over.
+MAX_ECHO = 1024
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + "…"
+
+
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
-    body = msgspec.json.encode(ErrorEnvelope(ErrorBody(code, message, field)))
+    clipped = ErrorBody(code, _clip(message), None if field is None else _clip(field))
+    body = msgspec.json.encode(ErrorEnvelope(clipped))
     return Response(body, status_code=status, media_type="application/json")
 
 

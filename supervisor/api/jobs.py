@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from starlette.requests import Request
@@ -21,6 +22,12 @@ MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
 MAX_LIST_LIMIT_WITH_RESULT = 100
 MAX_RESULT_PAGE = 10_000
+# A job's config is a handful of fields, kept in memory while the job lives
+# and sent in every list answer: a start body is bounded far below a group's.
+MAX_START_BYTES = 64 * 1024
+# A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
+# A space before a trailing offset can only have been that "+".
+_PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 
 
 def _service(request: Request) -> JobService:
@@ -29,7 +36,7 @@ def _service(request: Request) -> JobService:
 
 
 async def start(request: Request) -> Response:
-    job = await _service(request).submit(await read_json(request))
+    job = await _service(request).submit(await read_json(request, MAX_START_BYTES))
     return json({"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}, 202)
 
 
@@ -39,6 +46,10 @@ async def status(request: Request) -> Response:
 
 async def result_list(request: Request) -> Response:
     """One page of a list in a job's result (a large group's members, say)."""
+    unknown = set(request.query_params) - {"offset", "limit"}
+    if unknown:  # a misspelt offset would silently serve the first page
+        name = sorted(unknown)[0]
+        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
     job = await _service(request).get(request.path_params["jobId"])
     name = request.path_params["list"]
     items = job.result.get(name) if isinstance(job.result, dict) else None
@@ -65,7 +76,7 @@ def _time(request: Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"+\1", raw).replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(400, "invalid_field", f"{name} must be an ISO 8601 time", name) from None
     if value.tzinfo is None:

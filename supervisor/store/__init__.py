@@ -7,6 +7,14 @@ made, so the database follows the in-memory table's order of changes; reads
 use a few reader threads. A bulk write (a group's whole member list) gives
 way to the ordinary writes queued behind it, so that a job start or a state
 write never waits for more than the one bulk write already running.
+
+On PostgreSQL, bulk writes do not share the writer at all: they run in order
+on a thread and connection of their own. One can take many seconds there (an
+8 MiB whitelist, 17 s), and the writer also carries this instance's
+heartbeat: held up past ``JOBSUP_NODE_TIMEOUT_S``, it would get the instance
+declared dead and its running jobs failed. Bulk writes touch only the groups'
+tables, so nothing orders them against the job table's writes. SQLite has one
+write lock per file, so there they stay in the writer's second lane.
 """
 
 from __future__ import annotations
@@ -145,6 +153,11 @@ class Store:
         # SQLite in WAL mode reads beside a writer, even one waiting on a lock.
         readers = SQLITE_READERS if self.dialect == "sqlite" else POSTGRES_THREADS
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="jobsup-db-read")
+        self._bulk = (
+            ThreadPoolExecutor(1, thread_name_prefix="jobsup-db-bulk")
+            if self.dialect == "postgresql"
+            else None
+        )
         self._local = threading.local()
         self._connections: list[Database] = []
         self.available = True
@@ -210,7 +223,9 @@ class Store:
         up, with ``DatabaseBusy`` and nothing done, if the call has not
         started by then (it waits behind other writes, or writes retrying).
         """
-        if write:
+        if write and bulk and self._bulk is not None:
+            future = self._bulk.submit(self._run, fn, args, retry_for, True)
+        elif write:
             future = self._writer.submit(lambda: self._run(fn, args, retry_for, True), bulk)
         else:
             future = self._readers.submit(self._run, fn, args, retry_for, False)
@@ -236,6 +251,8 @@ class Store:
         """Stop retrying, drop what has not started, close every connection."""
         self._closing = True
         self._readers.shutdown(wait=True, cancel_futures=True)
+        if self._bulk is not None:
+            self._bulk.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown()
         for db in list(self._connections):
             db.close()
