@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from supervisor.state import JobStatus
-from workers.times import now_ms
+from workers.times import from_ms, now_ms
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """The time as the store keeps it (whole milliseconds), so that a job read
+    from memory and the same job read from the store show the same times."""
+    return from_ms(now_ms())
 
 
 _last_id_ms = 0

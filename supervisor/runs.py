@@ -32,6 +32,7 @@ from supervisor.state import (
 )
 from supervisor.table import JobTable
 from workers import protocol
+from workers.times import as_stored
 
 log = logging.getLogger("jobsup.run")
 
@@ -179,7 +180,7 @@ class Run:
             return
         match message:
             case protocol.Started(pid, at):
-                started = datetime.fromtimestamp(at, UTC)
+                started = as_stored(datetime.fromtimestamp(at, UTC))
                 if job.status is JobStatus.PENDING:
                     # Written at the end of this read, unless the job's end
                     # came in the same read: its final write carries it all.

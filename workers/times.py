@@ -25,6 +25,11 @@ def to_ms(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
+def as_stored(moment: datetime) -> datetime:
+    """The time as a store read gives it back: whole milliseconds."""
+    return from_ms(to_ms(moment))
+
+
 def opt_to_ms(moment: datetime | None) -> int | None:
     return None if moment is None else to_ms(moment)
 
