@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from removal.directory import GroupIn, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
+from supervisor.api.access import Role, needs
 from supervisor.api.common import json, parse, query_int
 from supervisor.api.errors import ApiError
 
@@ -16,18 +17,21 @@ def _service(request: Request) -> GroupService:
     return GroupService(request.app.state.store)
 
 
+@needs(Role.ADMIN)
 async def put_group(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, GroupIn)
     return json(await _service(request).upsert(group_wa_id, body))
 
 
+@needs(Role.VIEWER)
 async def get_group(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
     return json(await _service(request).summary(group_wa_id, window))
 
 
+@needs(Role.VIEWER)
 async def list_members(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     raw = request.query_params.get("includeRemoved", "false").lower()
@@ -38,6 +42,7 @@ async def list_members(request: Request) -> Response:
     return json(await _service(request).members(group_wa_id, raw == "true"))
 
 
+@needs(Role.ADMIN)
 async def put_whitelist(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, WhitelistIn)
@@ -45,6 +50,7 @@ async def put_whitelist(request: Request) -> Response:
     return json({"groupWaId": group_wa_id, "whatsappIds": ids})
 
 
+@needs(Role.VIEWER)
 async def list_removals(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, 1000)

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api import jobs
+from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
 from supervisor.api.errors import (
@@ -33,6 +34,7 @@ from workers.db import DatabaseUnavailable
 log = logging.getLogger("jobsup.api")
 
 
+@public
 async def healthz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     return json(
@@ -46,6 +48,7 @@ async def healthz(request: Request) -> Response:
     )
 
 
+@public
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     if not runtime.scheduler.accepting:

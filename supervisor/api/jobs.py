@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from supervisor.api.access import Role, needs
 from supervisor.api.common import json, query_int, read_json
 from supervisor.api.errors import ApiError
 from supervisor.job import summary
@@ -35,15 +36,18 @@ def _service(request: Request) -> JobService:
     return service
 
 
+@needs(Role.OPERATOR)
 async def start(request: Request) -> Response:
     job = await _service(request).submit(await read_json(request, MAX_START_BYTES))
     return json({"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}, 202)
 
 
+@needs(Role.VIEWER)
 async def status(request: Request) -> Response:
     return json(await _service(request).get(request.path_params["jobId"]))
 
 
+@needs(Role.VIEWER)
 async def result_list(request: Request) -> Response:
     """One page of a list in a job's result (a large group's members, say)."""
     unknown = set(request.query_params) - {"offset", "limit"}
@@ -64,6 +68,7 @@ async def result_list(request: Request) -> Response:
     return response
 
 
+@needs(Role.OPERATOR)
 async def cancel(request: Request) -> Response:
     job = await _service(request).cancel(request.path_params["jobId"])
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
@@ -134,6 +139,7 @@ def _filter(request: Request) -> JobFilter:
     )
 
 
+@needs(Role.VIEWER)
 async def list_jobs(request: Request) -> Response:
     """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page."""
     f = _filter(request)
