@@ -211,6 +211,8 @@ def _remove_queued(
     last_row_ms = _carry_over(db, ctx.job_id, entries, result)
     if last_row_ms is not None:  # a batch may have landed after the place was saved
         place.due_at_ms = max(place.due_at_ms, last_row_ms + config.delay_ms)
+        recorded = -(-_processed(result) // config.batch_size)  # batches with rows, at least
+        place.batches_done = max(place.batches_done, recorded)
     step = _live_step(ctx, db, gateway, result)
 
     def saved(batches_done: int) -> None:
