@@ -104,6 +104,25 @@ def test_a_port_in_use(sqlite_url: str) -> None:
         refused(jobsup("demo", PORT=port, DATABASE_URL=sqlite_url), EXIT_PORT, port)
 
 
+def test_a_port_taken_between_the_check_and_the_bind(sqlite_url: str) -> None:
+    # The check before startup is skipped here, so uvicorn's own bind meets the
+    # taken port after the lifespan has started: the same line and code.
+    skip_check = "import supervisor.cli as c; c.check_port = lambda host, port: None; c.main()"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        result = subprocess.run(
+            [sys.executable, "-c", skip_check, "serve"],
+            cwd=ROOT,
+            env={**os.environ, "PORT": port, "DATABASE_URL": sqlite_url},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert "in use" in refused(result, EXIT_PORT, port)
+
+
 def test_an_unreachable_database() -> None:
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
