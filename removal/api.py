@@ -9,8 +9,8 @@ from starlette.routing import Route
 from removal.directory import GroupIn, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, needs
-from supervisor.api.common import json, parse, query_int
-from supervisor.api.errors import ApiError
+from supervisor.api.common import json, parse
+from supervisor.api.query import query_bool, query_int, takes
 
 
 def _service(request: Request) -> GroupService:
@@ -25,6 +25,7 @@ async def put_group(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@takes("inactivityWindowMs")
 async def get_group(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
@@ -32,14 +33,11 @@ async def get_group(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@takes("includeRemoved")
 async def list_members(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
-    raw = request.query_params.get("includeRemoved", "false").lower()
-    if raw not in ("true", "false"):
-        raise ApiError(
-            400, "invalid_field", "includeRemoved must be true or false", "includeRemoved"
-        )
-    return json(await _service(request).members(group_wa_id, raw == "true"))
+    include_removed = query_bool(request, "includeRemoved", False)
+    return json(await _service(request).members(group_wa_id, include_removed))
 
 
 @needs(Role.ADMIN)
@@ -51,6 +49,7 @@ async def put_whitelist(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@takes("limit", "jobId")
 async def list_removals(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, 1000)

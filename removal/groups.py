@@ -44,7 +44,7 @@ class GroupService:
                 bulk=True,
             )
         except ValueError as exc:
-            raise Invalid(str(exc), "members") from None
+            raise Invalid(f"members: {exc}", "members") from None
         return summary
 
     async def summary(self, group_wa_id: str, window_ms: int) -> GroupSummary:

@@ -80,7 +80,9 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
             "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
         )
     if not group_exists(db, config.group_wa_id):
-        raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
+        raise ConfigRejected(
+            "groupWaId", f"groupWaId: unknown group {config.group_wa_id!r}", status=404
+        )
 
 
 # What the removal domain adds to the supervisor: the directory's tables, the
