@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -12,9 +14,42 @@ from supervisor.api.access import Role, needs
 from supervisor.api.common import json, parse
 from supervisor.api.query import query_bool, query_int, takes
 
+MAX_PAGE = 1000
+
 
 def _service(request: Request) -> GroupService:
     return GroupService(request.app.state.store)
+
+
+def _paged(items: Any, cursor: str | None) -> Response:
+    """A page of a list; ``X-Next-Before`` names the next page's cursor, as in the jobs list."""
+    response = json(items)
+    if cursor is not None:
+        response.headers["X-Next-Before"] = cursor
+    return response
+
+
+@needs(Role.VIEWER)
+@takes("before", "limit", "inactivityWindowMs")
+async def list_groups(request: Request) -> Response:
+    """Groups sorted by groupWaId, each with its counts."""
+    window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
+    limit = query_int(request, "limit", 50, 1, MAX_PAGE)
+    after = request.query_params.get("before")
+    return _paged(*await _service(request).list(after, limit, window))
+
+
+@needs(Role.ADMIN)
+async def delete_group(request: Request) -> Response:
+    await _service(request).delete(request.path_params["groupWaId"])
+    return Response(status_code=204)
+
+
+@needs(Role.ADMIN)
+async def get_whitelist(request: Request) -> Response:
+    group_wa_id = request.path_params["groupWaId"]
+    ids = await _service(request).whitelist(group_wa_id)
+    return json({"groupWaId": group_wa_id, "whatsappIds": ids})
 
 
 @needs(Role.ADMIN)
@@ -33,11 +68,13 @@ async def get_group(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
-@takes("includeRemoved")
+@takes("includeRemoved", "before", "limit")
 async def list_members(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     include_removed = query_bool(request, "includeRemoved", False)
-    return json(await _service(request).members(group_wa_id, include_removed))
+    limit = query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE)
+    after = request.query_params.get("before")
+    return _paged(*await _service(request).members(group_wa_id, include_removed, after, limit))
 
 
 @needs(Role.ADMIN)
@@ -49,18 +86,22 @@ async def put_whitelist(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
-@takes("limit", "jobId")
+@takes("limit", "jobId", "before")
 async def list_removals(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
-    limit = query_int(request, "limit", 100, 1, 1000)
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     job_id = request.query_params.get("jobId")
-    return json(await _service(request).removals(group_wa_id, limit, job_id))
+    before = request.query_params.get("before")
+    return _paged(*await _service(request).removals(group_wa_id, limit, job_id, before))
 
 
 routes = [
+    Route("/admin/groups", list_groups, methods=["GET"]),
     Route("/admin/groups/{groupWaId}", put_group, methods=["PUT"]),
     Route("/admin/groups/{groupWaId}", get_group, methods=["GET"]),
+    Route("/admin/groups/{groupWaId}", delete_group, methods=["DELETE"]),
     Route("/admin/groups/{groupWaId}/members", list_members, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/whitelist", put_whitelist, methods=["PUT"]),
+    Route("/admin/groups/{groupWaId}/whitelist", get_whitelist, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
 ]

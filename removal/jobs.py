@@ -105,6 +105,7 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     label=BY_GROUP,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
+    """Sync the group's members, queue the inactive ones, then remove them in batches."""
     return _against_directory(ctx, config, run_workflow)
 
 
@@ -112,6 +113,7 @@ def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str
     RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group, label=BY_GROUP
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
+    """Remove the members already in the group's removal queue, in batches."""
     return _against_directory(ctx, config, run_queue)
 
 

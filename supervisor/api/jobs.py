@@ -60,6 +60,26 @@ async def result_list(request: Request) -> Response:
 
 
 @needs(Role.OPERATOR)
+async def rerun(request: Request) -> Response:
+    job = await _service(request).rerun(request.path_params["jobId"])
+    message = f"{job.type} job accepted, a rerun of {job.rerun_of}"
+    body = {"jobId": job.id, "status": job.status, "rerunOf": job.rerun_of, "message": message}
+    return json(body, 202)
+
+
+@needs(Role.OPERATOR)
+async def delete(request: Request) -> Response:
+    await _service(request).delete(request.path_params["jobId"])
+    return Response(status_code=204)
+
+
+@needs(Role.VIEWER)
+async def job_types(request: Request) -> Response:
+    """Each job type: its name, description and its config's JSON Schema."""
+    return json(_service(request).types())
+
+
+@needs(Role.OPERATOR)
 async def cancel(request: Request) -> Response:
     job = await _service(request).cancel(request.path_params["jobId"])
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
@@ -130,5 +150,8 @@ routes = [
     Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
     Route("/admin/jobs/{jobId}/result/{list}", result_list, methods=["GET"]),
     Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
+    Route("/admin/jobs/{jobId}/rerun", rerun, methods=["POST"]),
+    Route("/admin/jobs/{jobId}", delete, methods=["DELETE"]),
+    Route("/admin/job-types", job_types, methods=["GET"]),
     Route("/admin/jobs", list_jobs, methods=["GET"]),
 ]
