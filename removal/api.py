@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+from base64 import b64decode, b64encode
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +14,7 @@ from removal.directory import GroupIn, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json, parse
+from supervisor.api.errors import ApiError
 from supervisor.api.query import query_bool, query_int, takes
 
 MAX_PAGE = 1000
@@ -22,11 +25,27 @@ def _service(request: Request) -> GroupService:
 
 
 def _paged(items: Any, cursor: str | None) -> Response:
-    """A page of a list; ``X-Next-Before`` names the next page's cursor, as in the jobs list."""
+    """A page of a list; ``X-Next-Before`` names the next page's cursor, as in the jobs list.
+
+    The cursor is an id, which may hold any character: it travels as
+    unpadded base64url, which fits a header and a query string unescaped.
+    """
     response = json(items)
     if cursor is not None:
-        response.headers["X-Next-Before"] = cursor
+        response.headers["X-Next-Before"] = b64encode(cursor.encode(), b"-_").decode().rstrip("=")
     return response
+
+
+def _cursor(request: Request) -> str | None:
+    raw = request.query_params.get("before")
+    if raw is None:
+        return None
+    try:
+        return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(
+            400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
+        ) from None
 
 
 @needs(Role.VIEWER)
@@ -35,8 +54,7 @@ async def list_groups(request: Request) -> Response:
     """Groups sorted by groupWaId, each with its counts."""
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
     limit = query_int(request, "limit", 50, 1, MAX_PAGE)
-    after = request.query_params.get("before")
-    return _paged(*await _service(request).list(after, limit, window))
+    return _paged(*await _service(request).list(_cursor(request), limit, window))
 
 
 @needs(Role.ADMIN)
@@ -73,8 +91,8 @@ async def list_members(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     include_removed = query_bool(request, "includeRemoved", False)
     limit = query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE)
-    after = request.query_params.get("before")
-    return _paged(*await _service(request).members(group_wa_id, include_removed, after, limit))
+    page = await _service(request).members(group_wa_id, include_removed, _cursor(request), limit)
+    return _paged(*page)
 
 
 @needs(Role.ADMIN)
@@ -91,8 +109,8 @@ async def list_removals(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     job_id = request.query_params.get("jobId")
-    before = request.query_params.get("before")
-    return _paged(*await _service(request).removals(group_wa_id, limit, job_id, before))
+    page = await _service(request).removals(group_wa_id, limit, job_id, _cursor(request))
+    return _paged(*page)
 
 
 routes = [

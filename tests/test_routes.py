@@ -60,13 +60,22 @@ def test_groups_are_listed_in_pages_with_their_counts(server: Server) -> None:
     server.client.put("/admin/groups/g2/whitelist", json={"whatsappIds": ["in-000"]})
     first = server.client.get("/admin/groups?limit=2")
     assert [g["groupWaId"] for g in first.json()] == ["g1", "g2"]
-    assert first.headers["X-Next-Before"] == "g2"
+    cursor = first.headers["X-Next-Before"]
     g2 = first.json()[1]
     assert (g2["memberCount"], g2["whitelistCount"], g2["inactiveCount"]) == (5, 1, 1)
-    last = server.client.get("/admin/groups?limit=2&before=g2")
+    last = server.client.get(f"/admin/groups?limit=2&before={cursor}")
     assert [g["groupWaId"] for g in last.json()] == ["g3"]
     assert "X-Next-Before" not in last.headers
     assert server.client.get("/admin/groups").json() == first.json() + last.json()
+
+
+def test_a_cursor_holds_any_id(server: Server) -> None:
+    for group in ("grüppe ✓", "gz"):
+        put_group(server, group, inactive=1)
+    first = server.client.get("/admin/groups?limit=1")
+    assert [g["groupWaId"] for g in first.json()] == ["grüppe ✓"]
+    rest = server.client.get("/admin/groups", params={"before": first.headers["X-Next-Before"]})
+    assert [g["groupWaId"] for g in rest.json()] == ["gz"]
 
 
 def test_the_whitelist_reads_back_with_ids_that_are_not_members(server: Server) -> None:
@@ -93,9 +102,10 @@ def test_removals_and_members_page_through_a_whole_group(server: Server) -> None
         "ac-001",
         "ad-000",
     ]
-    unknown = server.client.get("/admin/groups/g1/removals?before=12345678")
-    assert unknown.status_code == 400
-    assert unknown.json()["error"]["field"] == "before"
+    for cursor in ("MTIzNDU2Nzg", "not base64!"):  # "12345678": no such row
+        unknown = server.client.get(f"/admin/groups/g1/removals?before={cursor}")
+        assert unknown.status_code == 400
+        assert unknown.json()["error"]["field"] == "before"
 
 
 def test_a_rerun_repeats_the_config_and_checks_it_again(server: Server) -> None:
