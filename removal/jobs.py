@@ -121,6 +121,10 @@ def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) ->
     """Run a removal with its own connection and the group's gateway."""
     db = connect(ctx.database_url)
     try:
+        # Checked at the start too: a group deleted just after this job was
+        # accepted (past its check) must not be written to again.
+        if not group_exists(db, config.group_wa_id):
+            raise LookupError(f"group {config.group_wa_id!r} was deleted before the job began")
         return run(ctx, db, gateway_for(db, config.group_wa_id), config)
     finally:
         db.close()
