@@ -10,7 +10,15 @@ from tests.conftest import Server
 from tests.helpers import group_body
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-TIME_FIELDS = {"createdAt", "startedAt", "completedAt", "requestedAt", "exitedAt", "updatedAt"}
+TIME_FIELDS = {
+    "createdAt",
+    "startedAt",
+    "completedAt",
+    "requestedAt",
+    "exitedAt",
+    "updatedAt",
+    "savedAt",
+}
 TIME_FIELDS |= {"joinedAt", "lastActiveAt", "removedAt", "at"}
 
 

@@ -55,7 +55,7 @@ def history_page(
         where += " AND (at < ? OR (at = ? AND id < ?))"
         params += [row[0], row[0], row[1]]
     rows = db.query(
-        "SELECT whatsapp_id, outcome, reason, job_id, at, id FROM removal_history"
+        "SELECT whatsapp_id, outcome, reason, job_id, attempt, at, id FROM removal_history"
         + where
         + " ORDER BY at DESC, id DESC LIMIT ?",
         (*params, limit + 1),  # one more than asked tells whether there is a next page
@@ -67,17 +67,19 @@ def history_page(
             outcome=outcome,
             reason=reason,
             job_id=job,
+            attempt=attempt,
             at=from_ms(at),
         )
-        for wid, outcome, reason, job, at, _ in rows[:limit]
+        for wid, outcome, reason, job, attempt, at, _ in rows[:limit]
     ]
-    return records, str(rows[limit - 1][5]) if len(rows) > limit else None
+    return records, str(rows[limit - 1][6]) if len(rows) > limit else None
 
 
-def outcomes_of_job(db: Database, job_id: str) -> list[tuple[str, str, str | None]]:
-    """``(whatsapp id, outcome, reason)`` of every row a job wrote, oldest first."""
+def outcomes_of_job(db: Database, job_id: str) -> list[tuple[str, str, str | None, int]]:
+    """``(whatsapp id, outcome, reason, at ms)`` of every row a job wrote, oldest first."""
     rows = db.query(
-        "SELECT whatsapp_id, outcome, reason FROM removal_history WHERE job_id = ? ORDER BY at, id",
+        "SELECT whatsapp_id, outcome, reason, at FROM removal_history"
+        " WHERE job_id = ? ORDER BY at, id",
         (job_id,),
     )
-    return [(wid, outcome, reason) for wid, outcome, reason in rows]
+    return [(wid, outcome, reason, at) for wid, outcome, reason, at in rows]
