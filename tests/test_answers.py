@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
+
+from supervisor.api.common import json, wire
 from tests.conftest import Server
-from tests.helpers import group_body
+from tests.helpers import group_body, pending_job
+from workers.times import MAX_TIME, MIN_TIME, from_ms, iso
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TIME_FIELDS = {
@@ -132,3 +137,16 @@ def test_times_have_milliseconds_and_read_the_same_from_memory_and_store(
     first.stop()
     second = make_server()
     assert second.status(job_id) == from_memory
+
+
+def test_one_text_form_for_every_time() -> None:
+    """In process: the format itself, at the edges of what a datetime holds."""
+    assert iso(from_ms(1_795_938_113_300)) == "2026-11-29T07:41:53.300Z"
+    assert iso(from_ms(0)) == "1970-01-01T00:00:00.000Z"
+    assert iso(MIN_TIME) == "0001-01-01T00:00:00.000Z"
+    assert iso(MAX_TIME) == "9999-12-31T23:59:59.999Z"
+    plus_two = datetime(2026, 1, 1, 2, 0, 0, 123_999, tzinfo=timezone(timedelta(hours=2)))
+    assert iso(plus_two) == "2026-01-01T00:00:00.123Z"  # cut as the store rounds
+    job = pending_job()
+    encoded = msgspec.json.decode(json(wire([job])).body)  # type: ignore[arg-type]
+    assert encoded[0]["createdAt"] == iso(job.created_at)
