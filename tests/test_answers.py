@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 
-from supervisor.api.common import json, wire
+from supervisor.api.common import json
+from supervisor.wire import wire
 from tests.conftest import Server
 from tests.helpers import group_body, pending_job
 from workers.times import MAX_TIME, MIN_TIME, from_ms, iso

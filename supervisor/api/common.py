@@ -6,10 +6,8 @@ mapped to its 400 like every domain error.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, TypeVar
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,14 +15,13 @@ from supervisor.api.edge import check_body
 from supervisor.api.errors import ApiError
 from supervisor.api.query import query_int
 from supervisor.parsing import decode
-from workers.times import iso
+from supervisor.wire import encode, wire
 
 T = TypeVar("T")
 
 __all__ = ["json", "parse", "query_int", "read_json", "wire"]
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
-_encoder = msgspec.json.Encoder()
 
 
 async def read_json(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
@@ -53,39 +50,4 @@ async def parse(request: Request, type_: type[T]) -> T:
 
 
 def json(value: Any, status: int = 200) -> Response:
-    return Response(_encoder.encode(wire(value)), status_code=status, media_type="application/json")
-
-
-def _holds_times(value: Any) -> bool:
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return isinstance(value, datetime | msgspec.Struct)
-
-
-def _field(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, msgspec.Struct):
-        changes = {
-            name: _field(v)
-            for name in value.__struct_fields__
-            if _holds_times(v := getattr(value, name))
-        }
-        return msgspec.structs.replace(value, **changes) if changes else value
-    if _holds_times(value):
-        return [_field(item) for item in value]
-    return value
-
-
-def wire(value: Any) -> Any:
-    """The value with every time in the one format answers use (``workers.times.iso``).
-
-    msgspec writes a time with no fraction, or with six digits: times are
-    replaced by their text in the structs (and lists of structs) an answer is
-    made of, and in the top level of a dict a handler builds. A job's result
-    and config are the job's own JSON and hold no time objects: they are not
-    walked, so a large result costs nothing here.
-    """
-    if isinstance(value, dict):
-        return {key: _field(item) for key, item in value.items()}
-    return _field(value)
+    return Response(encode(value), status_code=status, media_type="application/json")
