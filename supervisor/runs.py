@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor import timing
 from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess, ProtocolError
 from supervisor.settings import Settings
@@ -30,6 +31,7 @@ from supervisor.state import (
     check_phase,
     classify_exit,
 )
+from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import protocol, registry
 from workers.times import as_stored
@@ -397,5 +399,21 @@ class Run:
                 mode=(outcome.cancel_mode or CancelMode.TERMINATED).value,
                 exited_at=now(),
             )
+        if outcome.status is JobStatus.FAILED and outcome.error is not None:
+            again = timing.next_attempt(job, outcome.error, now())
+            if again is not None and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+                log.info(
+                    "job %s failed (%s) in attempt %d; retried at %s",
+                    self.job_id,
+                    outcome.error.get("reason"),
+                    len(job.attempt_errors or ()),
+                    again.isoformat(),
+                )
+                if outcome.result is not None:
+                    job.result = outcome.result
+                aging_ms = int(self._settings.priority_aging_s * 1000)
+                retried = msgspec.structs.replace(job, run_at=again)
+                self._table.retry(job, again, sql.queue_rank(retried, aging_ms), outcome.error)
+                return
         log.info("job %s %s (exit %s)", self.job_id, outcome.status, exitcode)
         self._table.move(job, outcome.status, **changes)

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor import timing
 from supervisor.errors import (
     Conflict,
     Invalid,
@@ -43,6 +44,13 @@ REMOTE_POLL_S = 0.05
 
 class _TypeOnly(msgspec.Struct):
     type: str
+
+
+class Started(msgspec.Struct):
+    """What a start made: the job, and whether an earlier start with its idempotency key did."""
+
+    job: Job
+    replayed: bool = False
 
 
 class JobTypeView(msgspec.Struct, rename="camel"):
@@ -105,7 +113,20 @@ class JobService:
         return status
 
     async def submit(self, body: bytes, rerun_of: str | None = None) -> Job:
+        """Accept a start request (``start``), and return its job."""
+        return (await self.start(body, rerun_of)).job
+
+    async def start(self, body: bytes, rerun_of: str | None = None) -> Started:
+        """Accept a start request: a new job, or the one its idempotency key already names.
+
+        The request's own fields (``supervisor.timing``) are checked first and
+        taken out; the rest is the job type's config.
+        """
         job_type = self._job_type(body)
+        options, body = timing.split(body)
+        created = now()
+        run_at = timing.run_at(options, created)
+        retry = timing.policy(job_type, options, self.settings.max_attempts)
         config = decode(body, job_type.config)
         if job_type.check is not None:
             try:
@@ -119,15 +140,19 @@ class JobService:
         job = Job(
             id=new_job_id(),
             type=job_type.name,
-            status=JobStatus.PENDING,
+            status=JobStatus.PENDING if run_at is None else JobStatus.SCHEDULED,
             config=msgspec.Raw(msgspec.json.encode(config)),
             progress=Progress(),
-            created_at=now(),
+            created_at=created,
             rerun_of=rerun_of,
+            run_at=run_at,
+            priority=options.priority,
+            retry=retry,
+            idempotency_key=options.idempotency_key,
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
         label = _label(job_type, config)
-        slot = self.scheduler.reserve_slot()
+        slot = self.scheduler.reserve_slot() if run_at is None else False
         try:
             claimed = await self.table.add(
                 job,
@@ -135,7 +160,11 @@ class JobService:
                 label,
                 self.settings.max_pending_jobs,
                 self.settings.instance_id if slot else None,
+                rank=sql.queue_rank(job, self.scheduler.aging_ms),
+                idempotency_ttl_ms=int(self.settings.idempotency_ttl_s * 1000),
             )
+        except sql.IdempotentReplay as exc:
+            return Started(await self.get(exc.job_id), replayed=True)
         except sql.KeyTaken as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
             raise Conflict(
@@ -148,11 +177,13 @@ class JobService:
             self.scheduler.release_slot(slot)
         if claimed:
             self.scheduler.run_claimed(job)
+        elif run_at is not None:
+            self.scheduler.wake_at(run_at)
         else:
             self.scheduler.wake()
             if self.table.store.dialect == "postgresql":
                 await self.table.store.call(claims.notify_pending, write=True)
-        return job
+        return Started(job)
 
     async def get(self, job_id: str) -> Job:
         job = await self.table.fetch(job_id)
@@ -185,7 +216,7 @@ class JobService:
                 # Fenced off: another instance holds the job now; ask it instead.
                 job = await self.get(job_id)
                 continue
-            if job.status is JobStatus.PENDING and job.owner is None:
+            if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED) and job.owner is None:
                 if await self.scheduler.cancel_unclaimed(job, reason):
                     return await self.get(job_id)
             elif job.owner is not None:

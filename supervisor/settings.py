@@ -54,6 +54,13 @@ class Settings:
     # A job interrupted (re-queued or rescued) more often than this fails.
     max_resumes: int = 10
     retention_days: float = 30.0
+    # The claim's aging: a waiting job counts one priority point more per
+    # this many seconds it has waited (store.jobs.queue_rank).
+    priority_aging_s: float = 60.0
+    # The most attempts a start's ``retry`` may ask for.
+    max_attempts: int = 10
+    # A start's idempotencyKey returns the job first accepted with it for this long.
+    idempotency_ttl_s: float = 86400.0
     progress_flush_s: float = 0.25
     # Many instances: heartbeat period, and silence after which an instance
     # is declared dead and its jobs rescued; how often to look for pending
@@ -113,6 +120,9 @@ class Settings:
             "heartbeat_s",
             "node_timeout_s",
             "poll_s",
+            "priority_aging_s",
+            "max_attempts",
+            "idempotency_ttl_s",
             "header_timeout_s",
             "body_timeout_s",
             "max_connections",

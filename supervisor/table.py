@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -107,14 +108,19 @@ class JobTable:
         label: str | None,
         max_pending: int,
         claim_for: str | None = None,
+        rank: int | None = None,
+        idempotency_ttl_ms: int = 0,
     ) -> bool:
-        """Insert a new pending job; in the store before this returns.
+        """Insert a new pending (or scheduled) job; in the store before this returns.
 
         Returns whether ``claim_for`` claimed it at once (``sql.insert_job``).
 
         Raises ``sql.KeyTaken`` when a live job holds the same exclusive key
         (checked in the insert's transaction, and by a unique index across
-        instances), ``sql.QueueFull`` past ``max_pending`` pending jobs.
+        instances), ``sql.QueueFull`` past ``max_pending`` waiting jobs,
+        ``sql.IdempotentReplay`` when a job already carries its idempotency
+        key (a race of two inserts with one key: the unique index decides,
+        and the loser answers with the winner's job).
         """
         try:
             return await self.store.call(
@@ -125,14 +131,22 @@ class JobTable:
                 now_ms(),
                 max_pending,
                 claim_for,
+                rank,
+                idempotency_ttl_ms,
                 write=True,
                 retry_for=5.0,
                 queue_timeout=5.0,
             )
-        except sql.KeyTaken:
+        except (sql.KeyTaken, sql.IdempotentReplay):
             raise
         except Exception as exc:
-            if key is not None and is_unique_violation(exc):
+            if not is_unique_violation(exc):
+                raise
+            if job.idempotency_key is not None:
+                winner = await self.store.call(sql.holder_of_idempotency_key, job.idempotency_key)
+                if winner is not None:
+                    raise sql.IdempotentReplay(winner) from None
+            if key is not None:
                 raise sql.KeyTaken(key, None) from None  # a race with another instance
             raise
 
@@ -231,6 +245,22 @@ class JobTable:
         stored = msgspec.structs.replace(job)
         self.forget(job.id)
         return self._write(claims.requeue_job, stored, saved, now_ms())
+
+    def retry(
+        self, job: Job, run_at: datetime, rank: int, error: dict[str, Any]
+    ) -> Awaitable[bool]:
+        """Put a job whose attempt failed back as ``scheduled`` until ``run_at``, for any instance.
+
+        Like ``requeue``: one fenced write, and the job leaves this
+        instance's memory (whoever claims it when it is due runs it).
+        """
+        check_transition(job.status, JobStatus.SCHEDULED)
+        self._saved.pop(job.id, None)  # written by the last flush, or lost with the attempt
+        stored = msgspec.structs.replace(
+            job, status=JobStatus.SCHEDULED, run_at=run_at, error=error, pid=None
+        )
+        self.forget(job.id)
+        return self._write(claims.retry_job, stored, rank, now_ms())
 
     def save(self, job: Job, state_json: bytes) -> None:
         """Keep the job's latest saved place; written by the next flush."""

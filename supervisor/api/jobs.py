@@ -32,8 +32,16 @@ def _service(request: Request) -> JobService:
 
 @needs(Role.OPERATOR)
 async def start(request: Request) -> Response:
-    job = await _service(request).submit(await read_json(request, MAX_START_BYTES))
-    return json({"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}, 202)
+    started = await _service(request).start(await read_json(request, MAX_START_BYTES))
+    job = started.job
+    if started.replayed:  # its idempotency key names a job already accepted: that one
+        message = f"{job.type} job already accepted with this idempotencyKey"
+        body = {"jobId": job.id, "status": job.status, "replayed": True, "message": message}
+        return json(body, 200)
+    answer = {"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}
+    if job.run_at is not None:
+        answer["runAt"] = job.run_at
+    return json(answer, 202)
 
 
 @needs(Role.VIEWER)
