@@ -28,7 +28,16 @@ from removal.gateways import Gateway, gateway_for
 from removal.steps import Writer, remove_batch, settle_leftovers, sync
 from workers.context import JobContext
 from workers.db import Database, connect
-from workers.registry import ConfigRejected, JobConfig, Label, Policy, Setting, extend, job_type
+from workers.registry import (
+    ConfigRejected,
+    JobConfig,
+    Label,
+    Policy,
+    Retry,
+    Setting,
+    extend,
+    job_type,
+)
 
 
 class RemovalQueueConfig(JobConfig, tag="removal_queue"):
@@ -110,6 +119,15 @@ extend(
     settings=[Setting("min_delay_ms", 10_000, int, minimum=0)],
 )
 BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
+# A removal retries an outage (of the gateway, of the database) and a crash,
+# never a refusal. A retried attempt resumes from the saved place and the
+# queue: a member already removed left the queue in its batch's transaction,
+# with its history row, so no attempt removes anyone twice.
+RETRY = Retry(
+    max_attempts=3,
+    backoff_s=30.0,
+    retry_on=("crashed", "interrupted", "GatewayError", "DatabaseUnavailable"),
+)
 
 
 @job_type(
@@ -119,6 +137,7 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     check=check_group,
     label=BY_GROUP,
     resumable=True,
+    retry=RETRY,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
     """Sync the group's members, queue the inactive ones, then remove them in batches."""
@@ -132,6 +151,7 @@ def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str
     check=check_group,
     label=BY_GROUP,
     resumable=True,
+    retry=RETRY,
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
     """Remove the members already in the group's removal queue, in batches."""

@@ -255,12 +255,12 @@ class JobTable:
         instance's memory (whoever claims it when it is due runs it).
         """
         check_transition(job.status, JobStatus.SCHEDULED)
-        self._saved.pop(job.id, None)  # written by the last flush, or lost with the attempt
+        saved = self._saved.pop(job.id, None)  # the next attempt resumes from it
         stored = msgspec.structs.replace(
             job, status=JobStatus.SCHEDULED, run_at=run_at, error=error, pid=None
         )
         self.forget(job.id)
-        return self._write(claims.retry_job, stored, rank, now_ms())
+        return self._write(claims.retry_job, stored, rank, saved, now_ms())
 
     def save(self, job: Job, state_json: bytes) -> None:
         """Keep the job's latest saved place; written by the next flush."""

@@ -144,12 +144,14 @@ def counter(ctx: JobContext, config: CounterConfig) -> dict[str, Any]:
 class FlakyConfig(JobConfig, tag="flaky"):
     """Crashes (exits without a word) while the count in ``path`` is below ``crashes``.
 
-    Each run adds one to the count first; ``raises`` fails with an exception instead.
+    Each run adds one to the count first; ``raises`` fails with an exception
+    instead, ``hangs`` waits (for its instance to die) instead.
     """
 
     path: str
     crashes: int = 0
     raises: bool = False
+    hangs: bool = False
 
 
 @job_type(FlakyConfig, retry=Retry(backoff_s=0.1, jitter=0))
@@ -164,5 +166,7 @@ def flaky(ctx: JobContext, config: FlakyConfig) -> dict[str, Any]:
     if config.raises:
         raise ValueError("a bad config fails the same way every time")
     if runs < config.crashes:
+        while config.hangs:
+            ctx.sleep(60)
         os._exit(3)
     return {"runs": runs + 1}

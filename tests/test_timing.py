@@ -199,6 +199,17 @@ def test_retries_stop_at_max_attempts_and_exceptions_are_not_retried(
     assert server.wait_status(server.start_job({"type": "quick"}), "completed")["retry"] is None
 
 
+def test_a_job_interrupted_by_its_instance_dying_is_retried(server: Server, tmp_path: Path) -> None:
+    body = {"type": "flaky", "path": str(tmp_path / "runs"), "crashes": 1, "hangs": True}
+    job_id = server.start_job(body | {"retry": {"maxAttempts": 2, "backoffS": 0}})
+    server.wait_status(job_id, "running")
+    server.kill()  # SIGKILL: the next start rescues the job
+    server.start()
+    job = server.wait_status(job_id, "completed", timeout=20)
+    assert job["attempts"] == 2
+    assert [e["error"]["reason"] for e in job["attemptErrors"]] == ["interrupted"]
+
+
 # -- idempotency keys -------------------------------------------------------------
 
 
@@ -214,11 +225,11 @@ def test_an_idempotency_key_returns_the_first_job(server: Server) -> None:
     assert len(server.client.get("/admin/jobs").json()) == 2
 
 
-def test_an_idempotency_key_holds_across_instances(
-    make_server: Callable[..., Server], pg_url: str
-) -> None:
+def test_an_idempotency_key_holds_across_instances_and_a_delayed_job_runs_on_any(
+    pg_url: str, make_server: Callable[..., Server]
+) -> None:  # pg_url first: its database outlives the servers
     servers = [make_server(DATABASE_URL=pg_url) for _ in range(2)]
-    for round_ in range(5):  # both instances at once, each time: one job
+    for round_ in range(3):  # both instances at once, each time: one job
         body = {"type": "quick", "idempotencyKey": f"race-{round_}"}
         answers: list[Any] = [None, None]
 
@@ -233,7 +244,11 @@ def test_an_idempotency_key_holds_across_instances(
         assert sorted(a.status_code for a in answers) == [200, 202], [a.text for a in answers]
         assert answers[0].json()["jobId"] == answers[1].json()["jobId"]
     stored = rows(pg_url, "SELECT idempotency_key FROM jobs")
-    assert sorted(r["idempotency_key"] for r in stored) == [f"race-{i}" for i in range(5)]
+    assert sorted(r["idempotency_key"] for r in stored) == [f"race-{i}" for i in range(3)]
     wait_until(
         lambda: all(r["status"] == "completed" for r in rows(pg_url, "SELECT status FROM jobs"))
     )
+    # A job scheduled through one instance runs when it is due on whichever is up.
+    delayed = _start(servers[0], {"type": "quick", "value": 3, "delayS": 1})["jobId"]
+    servers[0].stop()
+    assert servers[1].wait_status(delayed, "completed", timeout=15)["result"] == {"value": 3}

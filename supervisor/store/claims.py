@@ -82,16 +82,18 @@ def claim_and_look_ahead(
     return claim_jobs(db, owner, limit, now_ms), next_due(db)
 
 
-def retry_job(db: Database, job: Job, rank: int, now_ms: int) -> bool:
+def retry_job(db: Database, job: Job, rank: int, saved: bytes | None, now_ms: int) -> bool:
     """Put a job whose attempt failed back as ``scheduled`` until ``job.run_at``.
 
     Fenced like every write of a run: False if the run no longer holds it.
-    Its saved place stays: the next attempt resumes from there.
+    Its saved place stays (``saved``: a later one not yet written): a
+    resumable job's next attempt resumes from there, as after a re-queue.
     """
     changed = db.execute(
         "UPDATE jobs SET status = 'scheduled', run_at = ?, queue_rank = ?, error = ?,"
         " attempt_errors = ?, progress = ?, result = ?, pid = NULL, started_at = NULL,"
-        " owner = NULL, updated_at = ?"
+        " owner = NULL, saved_state = COALESCE(?, saved_state),"
+        " saved_at = COALESCE(?, saved_at), updated_at = ?"
         " WHERE id = ? AND owner = ? AND attempts = ? AND status IN ('pending', 'running')",
         (
             to_ms(job.run_at),
@@ -100,6 +102,8 @@ def retry_job(db: Database, job: Job, rank: int, now_ms: int) -> bool:
             to_json(job.attempt_errors),
             to_json(job.progress),
             to_json(job.result),
+            None if saved is None else saved.decode(),
+            to_ms(job.saved_at) if saved is not None else None,
             now_ms,
             job.id,
             job.owner,
