@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from supervisor.state import STORED_BEFORE, TERMINAL, TRANSITIONS, JobStatus, check_transition
+from supervisor.store import Store
 from tests.conftest import Server, wait_until
 from tests.helpers import rows
+from workers.db import connect
 
 S = JobStatus
 
@@ -252,3 +254,19 @@ def test_an_idempotency_key_holds_across_instances_and_a_delayed_job_runs_on_any
     delayed = _start(servers[0], {"type": "quick", "value": 3, "delayS": 1})["jobId"]
     servers[0].stop()
     assert servers[1].wait_status(delayed, "completed", timeout=15)["result"] == {"value": 3}
+
+
+def test_the_claim_reads_its_order_from_an_index(sqlite_url: str) -> None:
+    """No sort of every pending job at each claim: 100k waiting jobs cost what 10 do."""
+    Store(sqlite_url).migrate()
+    db = connect(sqlite_url)
+    try:
+        claim = (
+            "SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
+            " ORDER BY queue_rank, id LIMIT 4"
+        )
+        plan = " ".join(str(r[-1]) for r in db.query(f"EXPLAIN QUERY PLAN {claim}"))
+    finally:
+        db.close()
+    assert "jobs_claimable" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

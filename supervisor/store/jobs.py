@@ -110,7 +110,7 @@ MIGRATIONS = [
         ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
         UPDATE jobs SET queue_rank = created_at;
         DROP INDEX jobs_claimable;
-        CREATE INDEX jobs_claimable ON jobs (queue_rank, id)
+        CREATE INDEX jobs_claimable ON jobs (status, queue_rank, id)
             WHERE status = 'pending' AND owner IS NULL;
         CREATE INDEX jobs_due ON jobs (run_at) WHERE status = 'scheduled';
         DROP INDEX jobs_owner_live;
@@ -121,8 +121,11 @@ MIGRATIONS = [
     ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
-# priority); the claim finds due scheduled jobs through jobs_due; an instance's own live jobs
-# (cancel requests, rescue of a dead instance) come from jobs_owner_live.
+# priority; led by status, or SQLite's planner prefers jobs_status_created and
+# sorts every pending job); the claim finds due scheduled jobs through
+# jobs_due; an instance's own live jobs (cancel requests, rescue of a dead
+# instance) come from jobs_owner_live. jobs_idempotency is unique over
+# non-NULL keys: two starts with one key, on any instances, make one job.
 # jobs_live_key is unique over non-NULL keys only (NULLs never collide in
 # SQLite or PostgreSQL): a key is set while a job is live and cleared when it
 # ends, so the database itself refuses two live jobs on one group.
