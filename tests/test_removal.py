@@ -130,7 +130,8 @@ def test_public_shapes_encode_camel_case_and_iso_times(db: Database) -> None:
     assert summary["createdAt"].endswith("Z")
     [view] = msgspec.json.decode(msgspec.json.encode(directory.list_members(db, GROUP)))
     assert set(view) == {
-        "whatsappId", "isAdmin", "joinedAt", "lastActiveAt", "removedAt", "whitelisted", "queued",
+        "whatsappId", "altId", "isAdmin", "joinedAt", "lastActiveAt", "removedAt", "whitelisted",
+        "queued",
     }  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from removal.directory.members import (
     list_members,
     mark_removed,
     put_members,
+    resolve_ids,
     set_whitelist,
     upsert_group,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "mark_removed",
     "put_members",
     "removal_history",
+    "resolve_ids",
     "set_whitelist",
     "to_ms",
     "upsert_group",

@@ -11,7 +11,7 @@ def removal_history(
 ) -> list[RemovalRecord]:
     """The group's removals, newest first."""
     rows = db.query(
-        "SELECT whatsapp_id, outcome, reason, job_id, at FROM removal_history"
+        "SELECT whatsapp_id, alt_id, outcome, reason, job_id, at FROM removal_history"
         " WHERE group_wa_id = ?"
         + ("" if job_id is None else " AND job_id = ?")
         + " ORDER BY at DESC, id DESC LIMIT ?",
@@ -21,10 +21,11 @@ def removal_history(
         RemovalRecord(
             group_wa_id=group_wa_id,
             whatsapp_id=wid,
+            alt_id=alt,
             outcome=outcome,
             reason=reason,
             job_id=job,
             at=from_ms(at),
         )
-        for wid, outcome, reason, job, at in rows
+        for wid, alt, outcome, reason, job, at in rows
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from removal.directory.members import resolve_ids
 from removal.directory.queue import record_batch
 from removal.directory.shapes import MemberIn
 from workers.db import Database
@@ -107,7 +108,9 @@ def settle_leftovers(
     intent's job's SUCCESS. Still there: it did not, and nothing is recorded;
     the intent is dropped and the member stays queued for this run.
     """
-    present = {m.whatsapp_id for m in members}
+    listed = [m.whatsapp_id for m in members]
+    listed.extend(m.alt_id for m in members if m.alt_id is not None)
+    present = set(resolve_ids(db, group_wa_id, listed).values())  # members' keys
     gone: dict[str, dict[str, str]] = {}  # job id -> whatsapp id -> reason
     leftovers = pending(db, group_wa_id)
     for wid, (job_id, reason) in leftovers.items():

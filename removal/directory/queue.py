@@ -16,6 +16,7 @@ from typing import NamedTuple
 from removal.directory.members import (
     IN_CHUNK,
     INACTIVE_MEMBER_SQL,
+    WHITELISTED_SQL,
     is_inactive,
     mark_removed,
     put_members,
@@ -122,9 +123,7 @@ def _member_states(
         chunk = whatsapp_ids[start : start + IN_CHUNK]
         rows = db.query(
             "SELECT m.whatsapp_id, m.removed_at IS NULL, m.is_admin,"
-            " EXISTS (SELECT 1 FROM wa_whitelist w"
-            "  WHERE w.group_wa_id = m.group_wa_id AND w.whatsapp_id = m.whatsapp_id),"
-            " coalesce(m.last_active_at, m.joined_at)"
+            f" {WHITELISTED_SQL}, coalesce(m.last_active_at, m.joined_at)"
             " FROM wa_members m WHERE m.group_wa_id = ?"
             f" AND m.whatsapp_id IN ({', '.join('?' * len(chunk))})",
             (group_wa_id, *chunk),
@@ -203,9 +202,11 @@ def record_batch(
         [(group_wa_id, wid) for wid in (*removed, *failed, *skipped)],
     )
     db.executemany(
-        "INSERT INTO removal_history (group_wa_id, whatsapp_id, outcome, reason, job_id, at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        history,
+        "INSERT INTO removal_history"
+        " (group_wa_id, whatsapp_id, alt_id, outcome, reason, job_id, at)"
+        " VALUES (?, ?, (SELECT alt_id FROM wa_members"
+        "  WHERE group_wa_id = ? AND whatsapp_id = ?), ?, ?, ?, ?)",
+        [(g, wid, g, wid, *rest) for g, wid, *rest in history],
     )
     # Whatever the gateway, our directory must show who is gone.
     mark_removed(db, group_wa_id, removed, now_ms)
