@@ -9,6 +9,8 @@ from removal.directory.history import removal_history
 from removal.directory.members import (
     UnknownGroup,
     count_inactive,
+    ensure_group,
+    first_seen,
     group_exists,
     group_summary,
     is_inactive,
@@ -43,6 +45,8 @@ __all__ = [
     "WhitelistIn",
     "count_inactive",
     "current_ms",
+    "ensure_group",
+    "first_seen",
     "from_ms",
     "group_exists",
     "group_summary",

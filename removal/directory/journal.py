@@ -16,12 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from removal.directory.members import resolve_ids
-from removal.directory.queue import record_batch
+from removal.directory.queue import record_batch, record_history
 from removal.directory.shapes import MemberIn
 from workers.db import Database
 
 # What a settled intent records when the gateway answered nothing for it.
 NO_ANSWER = "no answer from the gateway"
+# A gateway's answer for a member the group did not have: not a failure, the
+# member is out; recorded as SUCCESS with this reason.
+ALREADY_GONE = "already gone: not in the group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +85,41 @@ def settle(
         answer = answers.get(wid, NO_ANSWER)
         if answer is None:
             removed[wid] = reason
+        elif answer == ALREADY_GONE:
+            removed[wid] = ALREADY_GONE
         else:
             failed[wid] = answer
     record_batch(
         db, group_wa_id, removed=removed, failed=failed, skipped=(), job_id=job_id, now_ms=now_ms
     )
     return Settled(removed, failed)
+
+
+def fail(
+    db: Database,
+    group_wa_id: str,
+    reasons: Mapping[str, str],
+    why: str,
+    *,
+    job_id: str,
+    attempt: int,
+    now_ms: int,
+) -> list[str]:
+    """A whole call that failed and did nothing: this run's intents become FAILURE rows.
+
+    The members stay queued (a later removal tries them again). Caller's
+    transaction; returns those recorded.
+    """
+    failed: list[str] = []
+    for wid in reasons:
+        if db.execute(
+            "DELETE FROM removal_intents WHERE group_wa_id = ? AND whatsapp_id = ?"
+            " AND job_id = ? AND attempt = ?",
+            (group_wa_id, wid, job_id, attempt),
+        ):
+            failed.append(wid)
+    record_history(db, group_wa_id, "FAILURE", dict.fromkeys(failed, why), job_id, now_ms)
+    return failed
 
 
 def pending(db: Database, group_wa_id: str) -> dict[str, tuple[str, str]]:
