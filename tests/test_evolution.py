@@ -334,3 +334,9 @@ def test_bad_gateway_settings_stop_the_server_naming_them(
     assert completed.returncode == 2, completed.stderr
     assert named in completed.stderr
     assert KEY not in completed.stderr + completed.stdout
+
+
+def test_the_local_gateway_reports_itself(make_server: Callable[..., Server]) -> None:
+    answer = make_server().client.get("/admin/gateway")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"gateway": "local", "connectionState": None, "lastError": None}
