@@ -187,6 +187,7 @@ def record_batch(
     skipped: Sequence[str],
     job_id: str,
     now_ms: int,
+    attempt: int | None = None,
 ) -> None:
     """Dequeue a processed batch and write its history, in the caller's transaction.
 
@@ -199,8 +200,8 @@ def record_batch(
         "DELETE FROM removal_queue WHERE group_wa_id = ? AND whatsapp_id = ?",
         [(group_wa_id, wid) for wid in (*removed, *failed, *skipped)],
     )
-    record_history(db, group_wa_id, "SUCCESS", removed, job_id, now_ms)
-    record_history(db, group_wa_id, "FAILURE", failed, job_id, now_ms)
+    record_history(db, group_wa_id, "SUCCESS", removed, job_id, now_ms, attempt)
+    record_history(db, group_wa_id, "FAILURE", failed, job_id, now_ms, attempt)
     # Whatever the gateway, our directory must show who is gone.
     mark_removed(db, group_wa_id, removed, now_ms)
 
@@ -212,15 +213,16 @@ def record_history(
     reasons: Mapping[str, str],
     job_id: str,
     now_ms: int,
+    attempt: int | None = None,
 ) -> None:
     """One history row per member (with both its ids), in the caller's transaction."""
     db.executemany(
         "INSERT INTO removal_history"
-        " (group_wa_id, whatsapp_id, alt_id, outcome, reason, job_id, at)"
+        " (group_wa_id, whatsapp_id, alt_id, outcome, reason, job_id, attempt, at)"
         " VALUES (?, ?, (SELECT alt_id FROM wa_members"
-        "  WHERE group_wa_id = ? AND whatsapp_id = ?), ?, ?, ?, ?)",
+        "  WHERE group_wa_id = ? AND whatsapp_id = ?), ?, ?, ?, ?, ?)",
         [
-            (group_wa_id, wid, group_wa_id, wid, outcome, reason, job_id, now_ms)
+            (group_wa_id, wid, group_wa_id, wid, outcome, reason, job_id, attempt, now_ms)
             for wid, reason in reasons.items()
         ],
     )

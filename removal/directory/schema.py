@@ -67,6 +67,12 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
     (
         3,
+        # Which run of its job wrote each row: a job resumed across a deploy
+        # shows one history, each row with its attempt.
+        "ALTER TABLE removal_history ADD COLUMN attempt INTEGER",
+    ),
+    (
+        4,
         # A member may be known by two ids: a phone id (...@s.whatsapp.net)
         # and a LID (...@lid). whatsapp_id stays the member's key (the id it
         # was first seen by); alt_id holds the other one once known. Lookups
