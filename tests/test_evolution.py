@@ -108,7 +108,22 @@ def evolution_env(url: str, **more: str) -> dict[str, str]:
 
 @pytest.fixture
 def server(make_server: Callable[..., Server], evolution_url: str) -> Server:
-    server = make_server(**evolution_env(evolution_url))
+    return prepared(make_server(**evolution_env(evolution_url)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_db_server(
+    request: pytest.FixtureRequest, make_server: Callable[..., Server], evolution_url: str
+) -> Server:
+    """The server on SQLite, then on PostgreSQL: where the database's part matters."""
+    env = evolution_env(evolution_url)
+    if request.param == "postgresql":
+        env["DATABASE_URL"] = str(request.getfixturevalue("pg_url"))
+    return prepared(make_server(**env))
+
+
+def prepared(server: Server) -> Server:
+    """The group in our directory, by phone ids; the friend whitelisted by its LID."""
     response = server.client.put(f"/admin/groups/{GROUP}", json=directory_body())
     assert response.status_code == 200, response.text
     response = server.client.put(
@@ -144,8 +159,9 @@ def assert_key_never_shown(server: Server) -> None:
 
 
 def test_a_workflow_removes_the_inactive_by_the_ids_evolution_listed(
-    server: Server, fake: FakeEvolution
+    any_db_server: Server, fake: FakeEvolution
 ) -> None:
+    server = any_db_server
     fake.codes[sent_id("idle3")] = "404"  # WhatsApp: not in the group
     fake.codes[sent_id("idle4")] = "403"  # WhatsApp refuses this one
     job = run(server)
@@ -226,8 +242,9 @@ def test_cancel_stops_a_backoff_wait_at_once(server: Server, fake: FakeEvolution
 
 
 def test_a_child_killed_mid_batch_loses_nothing_and_removes_no_one_twice(
-    server: Server, fake: FakeEvolution
+    any_db_server: Server, fake: FakeEvolution
 ) -> None:
+    server = any_db_server
     fake.hold_removals = True  # the first batch takes effect, then its answer waits
     job_id = server.start_job(removal(GROUP))
     assert fake.holding.wait(30)
