@@ -279,6 +279,14 @@ def test_a_refused_batch_fails_the_job_and_its_members_stay_queued(
     now = members(server)
     assert all(now[r["whatsappId"]]["queued"] for r in rows)
     assert fake.removed == []
+    # A removal of the queue alone (no sync) learns the ids from the participants list.
+    body = removal(GROUP, type="removal_queue")
+    del body["inactivityWindowMs"]
+    again = server.wait_status(server.start_job(body), "completed", "failed", timeout=60)
+    assert again["status"] == "completed", again
+    assert sorted(fake.removed) == sorted(sent_id(n) for n in IDLE)
+    outcomes = sorted((r["outcome"], r["jobId"] == again["id"]) for r in history(server))
+    assert outcomes == [("FAILURE", False)] * 2 + [("SUCCESS", True)] * 5
 
 
 def start_refused(server: Server) -> dict[str, Any]:
