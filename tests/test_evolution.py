@@ -289,6 +289,17 @@ def test_a_refused_batch_fails_the_job_and_its_members_stay_queued(
     assert outcomes == [("FAILURE", False)] * 2 + [("SUCCESS", True)] * 5
 
 
+def test_a_participants_list_without_admin_flags_removes_nobody(
+    server: Server, fake: FakeEvolution
+) -> None:
+    fake.add_group(GROUP, [{**p, "admin": None} for p in participants()])
+    job = run(server)
+    assert job["status"] == "failed", job
+    assert "show no admin" in job["error"]["message"]
+    assert fake.calls_to("update") == []
+    assert history(server) == []
+
+
 def start_refused(server: Server) -> dict[str, Any]:
     response = server.client.post("/admin/jobs/start", json=removal(GROUP))
     assert response.status_code >= 400, response.text
@@ -303,7 +314,7 @@ def test_start_refuses_an_unknown_group_and_a_disconnected_instance(
     assert response.json()["error"]["field"] == "groupWaId"
     fake.state = "close"
     refused = start_refused(server)
-    assert refused["status"] == 503
+    assert (refused["status"], refused["code"]) == (503, "unavailable")
     assert "not connected (state: close)" in refused["message"]
     gateway = server.client.get("/admin/gateway").json()
     assert gateway["gateway"] == "evolution"

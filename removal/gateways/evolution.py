@@ -8,7 +8,8 @@
 - **Members**: the group's participants, each with both its ids when
   WhatsApp gave them (``id`` and ``phoneNumber`` or ``lid``); ``admin`` is
   ``"superadmin"``, ``"admin"`` or null, and both kinds are admins (never
-  removed). A member already known keeps the join time first seen.
+  removed); a list with no admin at all is refused (the flags are missing,
+  not the admins). A member already known keeps the join time first seen.
 - **Removal**: one ``remove`` per batch, each member sent by the id the
   participants list gave it; the per-participant answers are matched back
   by ``jid`` or the phone number beside it ("200" removed, "404"
@@ -126,6 +127,14 @@ class EvolutionGateway:
 
     def fetch_members(self, group_wa_id: str) -> list[MemberIn]:
         participants = self._participants(group_wa_id)
+        if participants and not any(p.get("admin") in ADMIN_ROLES for p in participants):
+            # A group always has an admin; some Baileys versions leave the flags
+            # null (in LID groups). Without them an admin would look removable.
+            raise GatewayError(
+                f"the participants of {group_wa_id!r} show no admin: WhatsApp did not"
+                " report admin flags, so nobody is removed (admins must never be)",
+                GatewayError.REJECTED,
+            )
         now = from_ms(current_ms())
         members = [
             MemberIn(
