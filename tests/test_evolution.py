@@ -351,6 +351,7 @@ def test_start_refuses_a_rejected_key_or_an_unknown_instance(
         ({"EVOLUTION_API_URL": "evolution.example.com"}, "EVOLUTION_API_URL"),
         ({"EVOLUTION_INSTANCE": ""}, "EVOLUTION_INSTANCE"),
         ({"EVOLUTION_API_KEY": ""}, "EVOLUTION_API_KEY"),
+        ({"EVOLUTION_API_KEY": KEY + " \n"}, "EVOLUTION_API_KEY"),
         ({"EVOLUTION_TIMEOUT_S": "0"}, "EVOLUTION_TIMEOUT_S"),
         ({"JOBSUP_GATEWAY": "whatsapp"}, "JOBSUP_GATEWAY"),
     ],

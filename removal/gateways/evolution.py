@@ -59,6 +59,10 @@ def validate(policy: Policy) -> None:
     ):
         if not value:
             raise ValueError(f"{name} must be set when JOBSUP_GATEWAY=evolution")
+    key = policy.evolution_api_key.value
+    if not all(33 <= ord(c) < 127 for c in key):
+        # A header may not carry it, and the HTTP library's refusal would quote it.
+        raise ValueError("EVOLUTION_API_KEY must be printable ASCII without spaces")
 
 
 def jid(raw: str) -> str:
