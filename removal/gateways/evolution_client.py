@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -134,6 +135,7 @@ class EvolutionClient:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._instance = quote(settings.instance, safe="")  # a path segment, whatever it holds
         self._sleep = sleep
         self._log = log or (lambda message: None)
         self._http = httpx.Client(
@@ -147,13 +149,13 @@ class EvolutionClient:
 
     def connection_state(self) -> str | None:
         """``open``, ``connecting``, ``close``, or None when Evolution does not say. No retry."""
-        body = self._single("GET", f"/instance/connectionState/{self.settings.instance}")
+        body = self._single("GET", f"/instance/connectionState/{self._instance}")
         instance = body.get("instance") if isinstance(body, dict) else None
         state = instance.get("state") if isinstance(instance, dict) else None
         return state if isinstance(state, str) else None
 
     def participants(self, group: str, *, retry: bool = True) -> list[dict[str, Any]]:
-        path = f"/group/participants/{self.settings.instance}"
+        path = f"/group/participants/{self._instance}"
         params = {"groupJid": group}
         if retry:
             body = self._retrying("GET", path, params, None, group)
@@ -170,7 +172,7 @@ class EvolutionClient:
         """The per-participant answers of one ``remove``: ``[{status, jid, content}]``."""
         body = self._retrying(
             "POST",
-            f"/group/updateParticipant/{self.settings.instance}",
+            f"/group/updateParticipant/{self._instance}",
             {"groupJid": group},
             {"action": "remove", "participants": participants},
             group,
