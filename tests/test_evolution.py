@@ -241,23 +241,29 @@ def test_cancel_stops_a_backoff_wait_at_once(server: Server, fake: FakeEvolution
     assert sorted(r["whatsappId"] for r in history(server)) == sorted(key_of(n) for n in IDLE)
 
 
+@pytest.mark.parametrize("how", ["sigkill", "cancel"])
 def test_a_child_killed_mid_batch_loses_nothing_and_removes_no_one_twice(
-    any_db_server: Server, fake: FakeEvolution
+    any_db_server: Server, fake: FakeEvolution, how: str
 ) -> None:
+    """SIGKILL from outside, or a cancel whose SIGTERM waits for the batch, then SIGKILL."""
     server = any_db_server
     fake.hold_removals = True  # the first batch takes effect, then its answer waits
     job_id = server.start_job(removal(GROUP))
     assert fake.holding.wait(30)
-    pid = server.status(job_id)["pid"]
-    os.kill(pid, signal.SIGKILL)
+    if how == "sigkill":
+        os.kill(server.status(job_id)["pid"], signal.SIGKILL)
+    else:
+        response = server.client.post(f"/admin/jobs/{job_id}/cancel")
+        assert response.status_code in (200, 202), response.text
     first = server.wait_status(job_id, "failed", "completed", "cancelled", timeout=30)
+    assert first["status"] == ("failed" if how == "sigkill" else "cancelled"), first
     fake.hold_removals = False
     fake.release.set()
     done_first = list(fake.removed)
-    assert len(done_first) == 2  # the first batch
-    if first["status"] != "completed":
-        again = run(server)
-        assert again["status"] == "completed", again
+    assert len(done_first) == 2  # the first batch, which nobody recorded yet
+    assert history(server) == []
+    again = run(server)
+    assert again["status"] == "completed", again
     rows = history(server)
     assert sorted(fake.removed) == sorted(sent_id(n) for n in IDLE)  # each once
     assert sorted(r["whatsappId"] for r in rows) == sorted(key_of(n) for n in IDLE)
