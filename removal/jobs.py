@@ -60,7 +60,7 @@ class RemovalResult(msgspec.Struct, rename="camel"):
 
     group_wa_id: str
     dry_run: bool
-    queued: int = 0  # queued by this job's sync (always 0 in a dry run)
+    queued: int = 0  # queued by this job's sync; in a dry run, what it would queue
     removed_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
     failed: list[Failure] = msgspec.field(default_factory=list)
     skipped_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
@@ -218,6 +218,7 @@ def run_workflow(
         plan = queue.preview(
             db, group, current_ms(), fetched=fetched, window_ms=window, job_id=ctx.job_id
         )
+        result.queued = plan.queued  # what a user reads as the sync's count, dry or not
         ctx.progress(message=f"{plan.queued} inactive members would be queued", phase="sync")
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
     result.queued = sync(db, _writer(ctx), group, fetched, window)
@@ -271,6 +272,8 @@ def _remove_queued(
     last_row_ms = _carry_over(db, ctx.job_id, entries, result)
     if last_row_ms is not None:  # a batch may have landed after the place was saved
         place.due_at_ms = max(place.due_at_ms, last_row_ms + config.delay_ms)
+        recorded = -(-_processed(result) // config.batch_size)  # batches with rows, at least
+        place.batches_done = max(place.batches_done, recorded)
     step = _live_step(ctx, db, gateway, result)
 
     def saved(batches_done: int) -> None:
