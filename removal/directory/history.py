@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from removal.directory.shapes import RemovalRecord, from_ms
 from workers.db import Database
 
@@ -21,7 +23,7 @@ def removal_history(
         RemovalRecord(
             group_wa_id=group_wa_id,
             whatsapp_id=wid,
-            alt_id=alt,
+            alt_id=msgspec.UNSET if alt is None else alt,
             outcome=outcome,
             reason=reason,
             job_id=job,

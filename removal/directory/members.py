@@ -273,7 +273,7 @@ def list_members(db: Database, group_wa_id: str, include_removed: bool = False) 
     return [
         MemberView(
             whatsapp_id=wid,
-            alt_id=alt,
+            alt_id=msgspec.UNSET if alt is None else alt,
             is_admin=bool(admin),
             joined_at=from_ms(joined),
             last_active_at=opt_from_ms(active),
