@@ -88,8 +88,7 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
     The delay floor holds for dry runs too (they do not wait), so that a dry
     run's config is one the real run will accept. With the Evolution
     gateway, the instance must be connected, accept our key and know the
-    group (one quick look, on this database reader thread); a workflow may
-    name a group our directory has not seen yet (its sync adds it).
+    group (one quick look, on this database reader thread).
     """
     if config.delay_ms < policy.min_delay_ms:
         raise ConfigRejected(
@@ -97,13 +96,12 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
             f"delayMs: must be at least {policy.min_delay_ms} ms between batches "
             "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
         )
-    remote = getattr(policy, "gateway", "local") == "evolution"
-    if remote:
+    if getattr(policy, "gateway", "local") == "evolution":
         _check_evolution(config.group_wa_id, policy)
-    if (not remote or not isinstance(config, RemovalWorkflowConfig)) and not group_exists(
-        db, config.group_wa_id
-    ):
-        raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
+    if not group_exists(db, config.group_wa_id):
+        raise ConfigRejected(
+            "groupWaId", f"groupWaId: unknown group {config.group_wa_id!r}", status=404
+        )
 
 
 # A gateway's refusal at start, as the answer to the start request.
@@ -175,6 +173,7 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     resumable=True,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
+    """Sync the group's members, queue the inactive ones, then remove them in batches."""
     return _against_directory(ctx, config, run_workflow)
 
 
@@ -187,6 +186,7 @@ def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str
     resumable=True,
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
+    """Remove the members already in the group's removal queue, in batches."""
     return _against_directory(ctx, config, run_queue)
 
 
@@ -195,6 +195,10 @@ def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) ->
     db = connect(ctx.database_url)
     gateway = gateway_for(db, config.group_wa_id, sleep=ctx.sleep, log=ctx.log)
     try:
+        # Checked at the start too: a group deleted just after this job was
+        # accepted (past its check) must not be written to again.
+        if not group_exists(db, config.group_wa_id):
+            raise LookupError(f"group {config.group_wa_id!r} was deleted before the job began")
         return run(ctx, db, gateway, config)
     finally:
         close = getattr(gateway, "close", None)

@@ -98,15 +98,6 @@ def first_seen(db: Database, group_wa_id: str, members: list[MemberIn]) -> list[
     return kept
 
 
-def ensure_group(db: Database, group_wa_id: str, now_ms: int) -> None:
-    """A group a gateway knows gets its row, named by its id; caller's transaction."""
-    db.execute(
-        "INSERT INTO wa_groups (group_wa_id, name, created_at, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (group_wa_id) DO NOTHING",
-        (group_wa_id, group_wa_id, now_ms, now_ms),
-    )
-
-
 def group_exists(db: Database, group_wa_id: str) -> bool:
     return db.one("SELECT 1 FROM wa_groups WHERE group_wa_id = ?", (group_wa_id,)) is not None
 
@@ -258,15 +249,36 @@ def count_inactive(db: Database, group_wa_id: str, window_ms: int, now_ms: int) 
     return int(row[0]) if row else 0
 
 
-def list_members(db: Database, group_wa_id: str, include_removed: bool = False) -> list[MemberView]:
+def by_code_point(db: Database) -> str:
+    """The collation that sorts text by code point, as SQLite does and Python sorts."""
+    return ' COLLATE "C"' if db.dialect == "postgresql" else ""
+
+
+def list_members(
+    db: Database,
+    group_wa_id: str,
+    include_removed: bool = False,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[MemberView]:
+    """Sorted by whatsappId; with ``limit``, that many from the first id after ``after``."""
+    page = ""
+    params: tuple[object, ...] = (group_wa_id,)
+    if after is not None:
+        page += f" AND m.whatsapp_id{by_code_point(db)} > ?"
+        params += (after,)
+    if limit is not None:
+        page += f" ORDER BY m.whatsapp_id{by_code_point(db)} LIMIT ?"
+        params += (limit,)
     rows = db.query(
         "SELECT m.whatsapp_id, m.alt_id, m.is_admin, m.joined_at, m.last_active_at,"
         f" m.removed_at, {WHITELISTED_SQL},"
         " EXISTS (SELECT 1 FROM removal_queue q"
         "  WHERE q.group_wa_id = m.group_wa_id AND q.whatsapp_id = m.whatsapp_id)"
         " FROM wa_members m WHERE m.group_wa_id = ?"
-        + ("" if include_removed else " AND m.removed_at IS NULL"),
-        (group_wa_id,),
+        + ("" if include_removed else " AND m.removed_at IS NULL")
+        + page,
+        params,
     )
     # Sorted here: PostgreSQL's ORDER BY follows the database's collation.
     rows.sort(key=lambda row: row[0])
