@@ -46,6 +46,7 @@ flag; a subscriber's own coroutine does its writing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import OrderedDict, deque
@@ -163,6 +164,7 @@ class Subscription:
         # is delivery order, and a coalesced event moves to the end.
         self._pending: dict[Any, Event] = {}
         self._wake = asyncio.Event()
+        self._ended = asyncio.Event()
         self.overflowed = False
         self.closed = False
 
@@ -184,6 +186,7 @@ class Subscription:
         self.closed = True
         self._bus._subs.discard(self)
         self._wake.set()
+        self._ended.set()
 
     async def get(self, wait_s: float | None = None) -> list[Event]:
         """The events waiting (at least one), in order.
@@ -203,6 +206,12 @@ class Subscription:
         events = list(self._pending.values())
         self._pending.clear()
         return events
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` (events wait, coalescing), or less if the subscription ends."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._ended.wait()
 
     def drop_through(self, seq: int) -> None:
         """Forget the waiting events up to ``seq`` (a snapshot taken since shows them)."""
@@ -244,6 +253,10 @@ class EventBus:
             if len(self._labels) > LABELS_KEPT:
                 self._labels.popitem(last=False)
         return label
+
+    def knows(self, job_id: str) -> bool:
+        """Whether this bus published about the job and has not seen it finish."""
+        return job_id in self._labels
 
     def publish(self, kind: Kind, job: Job, result_omitted: bool = False) -> Event:
         """Publish one event about ``job`` as it is now."""

@@ -10,10 +10,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from supervisor.cluster import Cluster
 from supervisor.events import EventBus
+from supervisor.follow import Follower
 from supervisor.launcher import ensure_forkserver, forkserver_context
 from supervisor.scheduler import Scheduler
 from supervisor.service import JobService
@@ -44,7 +44,10 @@ class Runtime:
         self.cluster = Cluster(settings, store, scheduler)
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.follower: Any = None  # supervisor.follow.Follower (PostgreSQL)
+        # Streams of jobs other instances hold (PostgreSQL: there can be others).
+        self.follower: Follower | None = None
+        if store.dialect == "postgresql":
+            self.follower = Follower(table, settings.instance_id, settings.events_follow_s)
 
     @property
     def events(self) -> EventBus:
@@ -116,6 +119,8 @@ class Runtime:
         """Shut down, always to the end: a failed step is logged, and the next one runs."""
         log.info("shutting down: cancelling %d running jobs", len(self.scheduler.runs))
         self.table.events.close()  # open event streams end: they hold nothing up
+        if self.follower is not None:
+            self.follower.stop()
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         try:
             await self._stop_loops()

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -29,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from supervisor.api.access import Role, needs
 from supervisor.api.errors import ApiError
 from supervisor.events import Event, EventBus, Kind, Subscription
+from supervisor.job import Job
 from supervisor.runtime import Runtime
 from supervisor.state import LIVE, TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, label_of
@@ -130,7 +130,7 @@ async def _pump(
             if any(ends(e) for e in events):
                 return
             if settings.events_interval_s > 0:
-                await asyncio.sleep(settings.events_interval_s)
+                await sub.pause(settings.events_interval_s)
         deadline = loop.time() + settings.events_keepalive_s
         events = await sub.get(wait_s=max(0.0, deadline - loop.time()))
         if not events:
@@ -166,7 +166,9 @@ async def job_events(request: Request) -> EventStream:
     except BaseException:
         sub.close()
         raise
-    follow = runtime.follower.follow(job_id) if runtime.follower else None
+    follow = None
+    if runtime.follower is not None and job.status not in TERMINAL:
+        follow = runtime.follower.follow(job_id, seen=job)
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -214,17 +216,19 @@ async def all_events(request: Request) -> EventStream:
         )
 
     sub = bus.subscribe(match)
+    jobs: list[Job] = []
     try:
         replay = _resume(request, bus)
         if replay is not None:
             first = [e for e in replay if match(e)]
         else:
-            first = await _snapshots(runtime, status, job_type, label)
+            jobs = await _live(runtime, status, job_type, label)
+            first = [bus.snapshot(job, with_result=False) for job in jobs]
             sub.drop_through(bus.seq)  # already shown by the snapshots
     except BaseException:
         sub.close()
         raise
-    follow = runtime.follower.follow_all() if runtime.follower else None
+    follow = runtime.follower.follow_all(jobs) if runtime.follower else None
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -237,20 +241,19 @@ async def all_events(request: Request) -> EventStream:
     return EventStream(sub, body())
 
 
-async def _snapshots(
+async def _live(
     runtime: Runtime, status: JobStatus | None, job_type: str | None, label: str | None
-) -> list[Event]:
-    """Snapshots (without results) of the live jobs the filters accept, oldest first."""
+) -> list[Job]:
+    """The live jobs the filters accept (without results), oldest first."""
     statuses = [status] if status is not None else sorted(LIVE)
-    jobs: dict[str, Any] = {}
+    jobs: dict[str, Job] = {}
     for s in statuses:
         if s not in LIVE:
             continue
         f = JobFilter(status=s, type=job_type, label=label, limit=SNAPSHOT_LIMIT, with_result=False)
         for job in await runtime.service.list(f):
             jobs[job.id] = job
-    bus = runtime.events
-    return [bus.snapshot(jobs[i], with_result=False) for i in sorted(jobs)]
+    return [jobs[i] for i in sorted(jobs)]
 
 
 routes = [
