@@ -1,4 +1,4 @@
-"""The ``jobsup`` command: serve, demo, migrate."""
+"""The ``jobsup`` command: serve, demo, migrate; start, status, list, cancel, watch, groups."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from supervisor import cli_client
 from supervisor.settings import Settings, SettingsError
 
 
@@ -64,7 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply database migrations and exit")
     # add_help=False: --help goes through to the suite's own options.
     commands.add_parser("bench", add_help=False, help="run the benchmark suite (python -m bench)")
+    cli_client.register(commands)  # start, status, list, cancel, watch, groups
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "client_command", None):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        raise SystemExit(cli_client.run(args))
     if args.command == "bench":
         bench(extra)
     elif extra:
