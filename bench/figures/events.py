@@ -1,0 +1,124 @@
+"""Event streams: many subscribers watching chatty jobs, against no subscribers.
+
+500 SSE subscribers (``bench.subscribers``, one process of raw asyncio
+connections) watch 4 jobs each sending 1,000 progress messages a second,
+125 on each job's stream. Measured: GET status p99 meanwhile against the
+idle server's (target <= 2x), how long the chatty jobs take against the
+same jobs with nobody subscribed (no job slower), and the front process's
+RSS growth per open subscriber (streams open on one quiet job).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from bench import load
+from bench.servers import ROOT, JobsupServer, rss_bytes, timestamp
+from bench.session import Session
+from bench.stats import Row, Summary, Target
+
+CHATTY_JOBS = 4
+CHATTY_RATE = 1000
+
+
+class _Subscribers:
+    """``bench.subscribers`` in a subprocess, on ``paths``."""
+
+    def __init__(self, server: JobsupServer, paths: list[str]) -> None:
+        headers: dict[str, str] = dict(getattr(server, "headers", None) or {})
+        command = [sys.executable, "-m", "bench.subscribers", str(server.port)]
+        self.process = subprocess.Popen(
+            [*command, json.dumps(headers), *paths],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the subscribers did not get their streams")
+
+    def close(self) -> dict[str, Any]:
+        out, _ = self.process.communicate(timeout=60)
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _durations(server: JobsupServer, ids: list[str], timeout: float) -> list[float]:
+    out = []
+    for job_id in ids:
+        job = server.wait_status(job_id, ("completed",), timeout=timeout, interval=0.05)
+        out.append(timestamp(job["completedAt"]) - timestamp(job["startedAt"]))
+    return out
+
+
+def _start(server: JobsupServer, body: dict[str, Any]) -> list[str]:
+    ids = [server.submit(body) for _ in range(CHATTY_JOBS)]
+    for job_id in ids:
+        server.wait_status(job_id, ("running",), interval=0.01)
+    return ids
+
+
+def events(session: Session) -> list[Row]:
+    server = session.jobsup("jobsup-events")
+    count = session.count(500, 100)
+    seconds = session.count(3, 2)
+    # Long enough for the subscribers to connect before the timed load.
+    chatty = {"type": "bench_chatty", "rate": CHATTY_RATE, "seconds": seconds + 6}
+
+    finished = server.submit({"type": "bench_noop"})
+    server.wait_status(finished, ("completed",))
+    idle = load.generate(f"{server.url}/admin/jobs/{finished}/status", seconds)
+
+    # Memory: streams open on one quiet job.
+    quiet = server.submit({"type": "bench_wait", "steps": 1, "stepMs": 600_000})
+    server.wait_status(quiet, ("running",))
+    before = rss_bytes(server.pid)
+    subscribers = _Subscribers(server, [f"/admin/jobs/{quiet}/events"] * count)
+    after = rss_bytes(server.pid)
+    subscribers.close()
+    server.cancel(quiet)
+    per_subscriber = (after - before) / count
+
+    # The chatty jobs alone, then with the subscribers.
+    alone = _durations(server, _start(server, chatty), chatty["seconds"] + 60)
+    ids = _start(server, chatty)
+    subscribers = _Subscribers(server, [f"/admin/jobs/{ids[i % 4]}/events" for i in range(count)])
+    busy = load.generate(f"{server.url}/admin/jobs/{ids[0]}/status", seconds)
+    watched = _durations(server, ids, chatty["seconds"] + 60)
+    got = subscribers.close()
+    label = f"{count} subscribers x {CHATTY_JOBS} chatty jobs"
+    note = f"{got['events']:,} events to subscribers, {busy.tool}"
+    return [
+        Row(
+            f"api latency, {label}",
+            "ms",
+            busy.latency_ms,
+            "jobsup idle",
+            idle.latency_ms,
+            Target("<=", 2),
+            note,
+            metric="p99",
+        ),
+        Row(
+            f"chatty job duration, {label}",
+            "s",
+            Summary.single(statistics.median(watched)),
+            "no subscribers",
+            Summary.single(statistics.median(alone)),
+            Target("<=", 1.1),
+            extra={"with": watched, "without": alone},
+        ),
+        Row(
+            "memory per open subscriber",
+            "KiB",
+            Summary.single(per_subscriber / 1024),
+            f"RSS growth with {count} streams open",
+            None,
+            None,
+            f"RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB",
+        ),
+    ]
