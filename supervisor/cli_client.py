@@ -87,7 +87,8 @@ def register(commands: Any) -> None:
     show.add_argument("group")
 
     for parser in (start, status, listing, cancel, watch, put, show):
-        parser.set_defaults(client_command=parser.prog.split(" ", 1)[1])
+        # run(args) -> exit code: how jobsup's main calls a subcommand.
+        parser.set_defaults(client_command=parser.prog.split(" ", 1)[1], run=run)
 
 
 def _interrupt_option(parser: argparse.ArgumentParser) -> None:
