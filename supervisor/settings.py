@@ -48,6 +48,11 @@ class Settings:
     cleanup_interval_s: float = 600.0
     job_modules: tuple[str, ...] = ()
     shutdown_grace_s: float = 25.0
+    # At a shutdown, jobs of resumable types go back to the queue ("requeue")
+    # to resume on the next instance, or are cancelled like the others ("cancel").
+    shutdown_mode: str = "requeue"
+    # A job interrupted (re-queued or rescued) more often than this fails.
+    max_resumes: int = 10
     retention_days: float = 30.0
     progress_flush_s: float = 0.25
     # Many instances: heartbeat period, and silence after which an instance
@@ -137,6 +142,7 @@ class Settings:
             "retention_days",
             "sigterm_hold_s",
             "events_interval_s",
+            "max_resumes",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -148,6 +154,8 @@ class Settings:
             )
         if not 0 <= self.child_nice <= 19:
             raise SettingsError("JOBSUP_CHILD_NICE must be 0 to 19: jobs never outrank the API")
+        if self.shutdown_mode not in ("requeue", "cancel"):
+            raise SettingsError("JOBSUP_SHUTDOWN_MODE must be requeue or cancel")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
