@@ -363,8 +363,9 @@ class _Watcher:
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[note]}"),
             )
+            self.progress.console.print(f"job {self.job_id}")
             self.progress.start()
-            self.task = self.progress.add_task(self.job_id, total=None, rate="", note="")
+            self.task = self.progress.add_task("", total=None, rate="", note="")
         data = event.data
         if isinstance(data, Job):
             p = data.progress
@@ -377,9 +378,7 @@ class _Watcher:
         self.progress.update(self.task, completed=processed, total=total)
         speed = self.progress.tasks[0].speed
         rate = f"{speed:.1f}/s" if speed else ""
-        self.progress.update(
-            self.task, description=f"{self.job_id} {status}", rate=rate, note=note or ""
-        )
+        self.progress.update(self.task, description=status, rate=rate, note=note or "")
 
     def stop_display(self) -> None:
         if self.progress is not None:

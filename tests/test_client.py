@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -276,3 +278,38 @@ def test_ctrl_c_with_cancel_on_interrupt(server: Server) -> None:
     _, err = watch.communicate(timeout=60)
     assert watch.returncode == 3, err
     assert server.status(job_id)["status"] == "cancelled"
+
+
+def _read_until(fd: int, text: bytes, seen: bytearray) -> None:
+    def found() -> bool:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen.extend(os.read(fd, 65536))
+            except OSError:  # the other end closed
+                return True
+        return text in seen
+
+    wait_until(found, timeout=30)
+
+
+def test_ctrl_c_on_watch_in_a_terminal_asks_with_a_prompt(server: Server) -> None:
+    job_id = server.start_job({"type": "chatty", "count": 100_000, "stepMs": 50})
+    server.wait_status(job_id, "running")
+    master, slave = pty.openpty()
+    watch = subprocess.Popen(
+        [JOBSUP, "watch", job_id], env=_env(server), stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        _read_until(master, b"ETA", seen)  # the progress bar is drawn
+        watch.send_signal(signal.SIGINT)
+        _read_until(master, b"Cancel job", seen)
+        os.write(master, b"y\n")
+        assert watch.wait(timeout=60) == 3, seen.decode(errors="replace")
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+        os.close(master)
+    assert server.status(job_id)["status"] == "cancelled"
+    assert b"Traceback" not in seen

@@ -43,6 +43,10 @@ _OVERFLOW = (
     b'reconnect with Last-Event-ID"}\n\n'
 )
 _KEEP_ALIVE = b": keep-alive\n\n"
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+]
 
 
 def frame(event: Event) -> bytes:
@@ -66,6 +70,12 @@ class EventStream:
         self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "HEAD":  # the headers only: no stream to hold open
+            self.sub.close()
+            await _aclose(self.body)
+            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            await send({"type": "http.response.body", "body": b""})
+            return
         gone = False
 
         async def watch() -> None:
@@ -77,12 +87,8 @@ class EventStream:
             self.sub.close()
 
         watcher = asyncio.ensure_future(watch())
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
-        ]
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
             async for chunk in self.body:
                 if gone:
                     break
@@ -157,6 +163,8 @@ async def job_events(request: Request) -> EventStream:
         job = await runtime.service.get(job_id)  # 404 for an unknown job
         if replay is not None:
             first = [e for e in replay if e.job_id == job_id]
+            if job.status in TERMINAL and all(e.kind is not Kind.FINISHED for e in first):
+                first.append(bus.finished_copy(bus.snapshot(job, with_result=True)))
         else:
             snapshot = bus.snapshot(job, with_result=True)
             first = [snapshot]
@@ -166,11 +174,12 @@ async def job_events(request: Request) -> EventStream:
     except BaseException:
         sub.close()
         raise
-    follow = None
-    if runtime.follower is not None and job.status not in TERMINAL:
-        follow = runtime.follower.follow(job_id, seen=job)
 
     async def body() -> AsyncIterator[bytes]:
+        # Followed from here, where the finally below is sure to run.
+        follow = None
+        if runtime.follower is not None and job.status not in TERMINAL:
+            follow = runtime.follower.follow(job_id, seen=job)
         try:
             async for chunk in _pump(runtime, sub, first, lambda e: e.kind is Kind.FINISHED):
                 yield chunk
@@ -228,9 +237,9 @@ async def all_events(request: Request) -> EventStream:
     except BaseException:
         sub.close()
         raise
-    follow = runtime.follower.follow_all(jobs) if runtime.follower else None
 
     async def body() -> AsyncIterator[bytes]:
+        follow = runtime.follower.follow_all(jobs) if runtime.follower else None
         try:
             async for chunk in _pump(runtime, sub, first, lambda e: False):
                 yield chunk
