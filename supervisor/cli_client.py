@@ -26,12 +26,14 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from supervisor.client import Client, ClientError, Event
 from supervisor.job import Job
+
+if TYPE_CHECKING:
+    from supervisor.client import Client, Event
 
 EXIT = {"completed": 0, "failed": 1, "cancelled": 3}
 EXIT_USAGE = 2
@@ -101,6 +103,9 @@ def _interrupt_option(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one client command; its exit code. Errors are printed, never raised."""
+    # Imported here: ``jobsup serve`` need not load the HTTP client.
+    from supervisor.client import Client, ClientError
+
     try:
         with Client(url=args.url, token=args.token) as client:
             return _COMMANDS[args.client_command](client, args)
