@@ -110,6 +110,17 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     status: JobStatus
     label: str | None  # "name=value" (``store.jobs.label_of``), or None
     data: bytes  # the JSON of the SSE ``data:`` line
+    # The whole SSE event (event:, id:, data: lines), made once for every stream.
+    frame: bytes = b""
+
+
+def _framed(event: Event) -> Event:
+    frame = b"event: %s\nid: %s\ndata: %s\n\n" % (
+        event.kind.value.encode(),
+        event.id.encode(),
+        event.data,
+    )
+    return msgspec.structs.replace(event, frame=frame)
 
 
 def _label(job: Job) -> str | None:
@@ -274,22 +285,24 @@ class EventBus:
 
     def _emit(self, kind: Kind, job: Job, data: bytes) -> Event:
         self.seq += 1
-        event = Event(
-            f"{self.epoch}-{self.seq}",
-            self.seq,
-            kind,
-            job.id,
-            job.type,
-            job.status,
-            self.label(job),
-            data,
+        event = _framed(
+            Event(
+                f"{self.epoch}-{self.seq}",
+                self.seq,
+                kind,
+                job.id,
+                job.type,
+                job.status,
+                self.label(job),
+                data,
+            )
         )
         self._buffer.append(event)
-        self._buffered_bytes += len(data)
+        self._buffered_bytes += len(event.frame)
         while self._buffer and (
             len(self._buffer) > self.buffer_events or self._buffered_bytes > self.buffer_bytes
         ):
-            self._buffered_bytes -= len(self._buffer.popleft().data)
+            self._buffered_bytes -= len(self._buffer.popleft().frame)
         if kind is Kind.FINISHED:
             self._labels.pop(job.id, None)
         for fn in self._listeners:
@@ -308,20 +321,22 @@ class EventBus:
         Not buffered, not broadcast; its id is the latest event's, so a
         client resuming from it gets what follows.
         """
-        return Event(
-            self.last_id,
-            self.seq,
-            Kind.SNAPSHOT,
-            job.id,
-            job.type,
-            job.status,
-            self.label(job),
-            job_data(job, with_result),
+        return _framed(
+            Event(
+                self.last_id,
+                self.seq,
+                Kind.SNAPSHOT,
+                job.id,
+                job.type,
+                job.status,
+                self.label(job),
+                job_data(job, with_result),
+            )
         )
 
     def finished_copy(self, snapshot: Event) -> Event:
         """The ``finished`` event a stream ends with when its snapshot is final already."""
-        return msgspec.structs.replace(snapshot, kind=Kind.FINISHED)
+        return _framed(msgspec.structs.replace(snapshot, kind=Kind.FINISHED))
 
     # -- subscribing ---------------------------------------------------------
 

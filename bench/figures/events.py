@@ -11,6 +11,7 @@ RSS growth per open subscriber (streams open on one quiet job).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,21 @@ class _Subscribers:
     def close(self) -> dict[str, Any]:
         out, _ = self.process.communicate(timeout=60)
         return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _loaded(server: JobsupServer, job_id: str, seconds: int, cpu: list[float]) -> load.LoadResult:
+    """The status load on ``job_id``; the front process's CPU share meanwhile into ``cpu``."""
+    used = _cpu_s(server.pid)
+    result = load.generate(f"{server.url}/admin/jobs/{job_id}/status", seconds)
+    cpu.append((_cpu_s(server.pid) - used) / result.seconds)
+    return result
 
 
 def _durations(server: JobsupServer, ids: list[str], timeout: float) -> list[float]:
@@ -90,15 +106,17 @@ def events(session: Session) -> list[Row]:
     alone: list[float] = []
     watched: list[float] = []
     delivered = 0
+    cpu_alone: list[float] = []
+    cpu_watched: list[float] = []
     for _ in range(rounds):
         runs["idle"].append(load.generate(idle_url, seconds))
         ids = _start(server, chatty)
-        runs["alone"].append(load.generate(f"{server.url}/admin/jobs/{ids[0]}/status", seconds))
+        runs["alone"].append(_loaded(server, ids[0], seconds, cpu_alone))
         alone += _durations(server, ids, timeout)
         ids = _start(server, chatty)
         paths = [f"/admin/jobs/{ids[i % CHATTY_JOBS]}/events" for i in range(count)]
         subscribers = _Subscribers(server, paths)
-        runs["watched"].append(load.generate(f"{server.url}/admin/jobs/{ids[0]}/status", seconds))
+        runs["watched"].append(_loaded(server, ids[0], seconds, cpu_watched))
         watched += _durations(server, ids, timeout)
         delivered += subscribers.close()["events"]
     _, idle = _median(runs["idle"])
@@ -106,6 +124,10 @@ def events(session: Session) -> list[Row]:
     _, busy = _median(runs["watched"])
     label = f"{count} subscribers x {CHATTY_JOBS} chatty jobs"
     note = f"{delivered / rounds:,.0f} events to subscribers a round, {runs['idle'][0].tool}"
+    cpu_note = (
+        f"front CPU under the load: {statistics.median(cpu_watched):.2f} s/s watched, "
+        f"{statistics.median(cpu_alone):.2f} s/s alone"
+    )
     return [
         Row(
             f"api latency, {label}",
@@ -124,7 +146,7 @@ def events(session: Session) -> list[Row]:
             "jobsup idle",
             idle,
             None,
-            "control: what the chatty jobs cost alone",
+            f"control: the chatty jobs alone; {cpu_note}",
             metric="p99",
         ),
         Row(

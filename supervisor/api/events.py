@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request
@@ -47,14 +48,6 @@ _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
 ]
-
-
-def frame(event: Event) -> bytes:
-    return b"event: %s\nid: %s\ndata: %s\n\n" % (
-        event.kind.value.encode(),
-        event.id.encode(),
-        event.data,
-    )
 
 
 class EventStream:
@@ -131,12 +124,14 @@ async def _pump(
     loop = asyncio.get_running_loop()
     while True:
         if events:
-            chunk = b"".join(frame(e) for e in events)
+            chunk = b"".join(e.frame for e in events)
             yield chunk
             if any(ends(e) for e in events):
                 return
             if settings.events_interval_s > 0:
-                await sub.pause(settings.events_interval_s)
+                # Give or take a quarter: streams woken by the same event do
+                # not all write again in the same instant.
+                await sub.pause(settings.events_interval_s * random.uniform(0.75, 1.25))
         deadline = loop.time() + settings.events_keepalive_s
         events = await sub.get(wait_s=max(0.0, deadline - loop.time()))
         if not events:
