@@ -56,6 +56,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor import wire
 from supervisor.job import Job, summary
 from supervisor.state import JobStatus
 from workers import registry
@@ -70,6 +71,11 @@ MAX_EVENT_RESULT_BYTES = 64 * 1024
 LABELS_KEPT = 10_000
 
 _encoder = msgspec.json.Encoder()
+
+
+def _encode(value: Any) -> bytes:
+    """Jobs (and their times) as the API's answers encode them."""
+    return wire.encode(value)
 
 
 class Kind(StrEnum):
@@ -148,12 +154,12 @@ def _bounded_result(result: Any) -> tuple[Any, bool]:
 def job_data(job: Job, with_result: bool, result_omitted: bool = False) -> bytes:
     """A job as the API shows it: whole (``GET /status``) or without its result (lists)."""
     if not with_result:
-        return _encoder.encode(summary(job))
+        return _encode(summary(job))
     result, omitted = _bounded_result(job.result)
     if omitted or result_omitted:
         body = msgspec.structs.asdict(msgspec.structs.replace(job, result=None))
-        return _encoder.encode(_camel(body) | {"resultOmitted": True})
-    return _encoder.encode(msgspec.structs.replace(job, result=result))
+        return _encode(_camel(body) | {"resultOmitted": True})
+    return _encode(msgspec.structs.replace(job, result=result))
 
 
 def _camel(values: dict[str, Any]) -> dict[str, Any]:
@@ -273,12 +279,12 @@ class EventBus:
         """Publish one event about ``job`` as it is now."""
         if kind is Kind.PROGRESS:
             p = job.progress
-            data = _encoder.encode(
+            data = _encode(
                 ProgressData(job.id, job.status, p.processed, p.total, p.message, p.phase)
             )
         elif kind is Kind.PARTIAL:
             result, omitted = _bounded_result(job.result)
-            data = _encoder.encode(PartialData(job.id, result, omitted))
+            data = _encode(PartialData(job.id, result, omitted))
         else:
             data = job_data(job, kind is Kind.FINISHED, result_omitted)
         return self._emit(kind, job, data)
