@@ -47,6 +47,16 @@ class _TypeOnly(msgspec.Struct):
     type: str
 
 
+class Prepared(msgspec.Struct):
+    """A checked start, not yet inserted: its job, decoded config, exclusive key, label, rank."""
+
+    job: Job
+    config: Any
+    key: str | None
+    label: str | None
+    rank: int
+
+
 class Started(msgspec.Struct):
     """What a start made: the job, and whether an earlier start with its idempotency key did."""
 
@@ -117,11 +127,21 @@ class JobService:
         """Accept a start request (``start``), and return its job."""
         return (await self.start(body, rerun_of)).job
 
-    async def start(self, body: bytes, rerun_of: str | None = None) -> Started:
-        """Accept a start request: a new job, or the one its idempotency key already names.
+    async def validate(self, body: bytes) -> tuple[JobType, Any]:
+        """A start request's type and config, checked as ``start`` checks them; nothing written.
 
-        The request's own fields (``supervisor.timing``) are checked first and
-        taken out; the rest is the job type's config.
+        The start's own fields (``supervisor.timing``) are checked too, and
+        left out of the config.
+        """
+        prepared = await self.prepare(body)
+        return registry.get(prepared.job.type), prepared.config
+
+    async def prepare(self, body: bytes, rerun_of: str | None = None) -> Prepared:
+        """Everything a start does before its insert: the checks, and the job to insert.
+
+        For a caller that inserts the job itself (a schedule's tick): the
+        job is pending or scheduled, with its priority, retry policy and
+        idempotency key, and ``rank`` is its place in the claim order.
         """
         job_type = self._job_type(body)
         options, body = timing.split(body)
@@ -136,10 +156,6 @@ class JobService:
                 if exc.status == 503:  # the type's check could not reach what it needs
                     raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
-        if not self.scheduler.accepting:
-            raise ShuttingDown("the server is shutting down; retry elsewhere")
-        if not self.table.store.available:
-            raise DatabaseUnavailable("the database is not taking writes")
         job = Job(
             id=new_job_id(),
             type=job_type.name,
@@ -154,7 +170,22 @@ class JobService:
             idempotency_key=options.idempotency_key,
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
-        label = _label(job_type, config)
+        rank = sql.queue_rank(job, self.scheduler.aging_ms)
+        return Prepared(job, config, key, _label(job_type, config), rank)
+
+    async def start(self, body: bytes, rerun_of: str | None = None) -> Started:
+        """Accept a start request: a new job, or the one its idempotency key already names.
+
+        The request's own fields (``supervisor.timing``) are checked first and
+        taken out; the rest is the job type's config.
+        """
+        prepared = await self.prepare(body, rerun_of)
+        if not self.scheduler.accepting:
+            raise ShuttingDown("the server is shutting down; retry elsewhere")
+        if not self.table.store.available:
+            raise DatabaseUnavailable("the database is not taking writes")
+        job, key, label = prepared.job, prepared.key, prepared.label
+        run_at = job.run_at
         slot = self.scheduler.reserve_slot() if run_at is None else False
         try:
             claimed = await self.table.add(
@@ -163,7 +194,7 @@ class JobService:
                 label,
                 self.settings.max_pending_jobs,
                 self.settings.instance_id if slot else None,
-                rank=sql.queue_rank(job, self.scheduler.aging_ms),
+                rank=prepared.rank,
                 idempotency_ttl_ms=int(self.settings.idempotency_ttl_s * 1000),
             )
         except sql.IdempotentReplay as exc:

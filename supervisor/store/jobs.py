@@ -225,6 +225,11 @@ def state_values(job: Job) -> tuple[Any, ...]:
     )
 
 
+# JOBSUP_PRIORITY_AGING_S's default, for an insert given no rank (callers
+# that know the setting pass the rank: JobService.prepare).
+DEFAULT_AGING_MS = 60_000
+
+
 def queue_rank(job: Job, aging_ms: int) -> int:
     """Where a job waits in the claim order: lower is claimed first.
 
@@ -347,7 +352,7 @@ def _insert(
             job.rerun_of,
             to_ms(job.run_at),
             job.priority,
-            queue_rank(job, 0) if rank is None else rank,
+            queue_rank(job, DEFAULT_AGING_MS) if rank is None else rank,
             to_json(job.retry),
             job.idempotency_key,
         ),
