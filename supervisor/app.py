@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import jobs
+from supervisor.api import jobs, schedules
 from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         runtime = await Runtime.start(settings)
         app.state.runtime = runtime
         app.state.jobs = runtime.service
+        app.state.schedules = runtime.schedules
         app.state.store = runtime.store
         try:
             yield
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/readyz", readyz, methods=["GET"]),
                 *jobs.routes,
+                *schedules.routes,
                 *registry.routes(),
             ]
         ),

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from supervisor.cluster import Cluster
 from supervisor.launcher import ensure_forkserver, forkserver_context
 from supervisor.scheduler import Scheduler
+from supervisor.schedules import ScheduleService
 from supervisor.service import JobService
 from supervisor.settings import Settings
 from supervisor.store import Store
@@ -40,6 +41,7 @@ class Runtime:
         self.scheduler = scheduler
         self.service = JobService(table, scheduler, settings)
         self.cluster = Cluster(settings, store, scheduler)
+        self.schedules = ScheduleService(self.service, store, scheduler, settings)
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -61,6 +63,7 @@ class Runtime:
         runtime._every(settings.cleanup_interval_s, runtime.sweep)
         runtime._every(settings.heartbeat_s, runtime.cluster.beat)
         runtime._every(settings.poll_s, runtime.poll)
+        runtime._tasks.append(asyncio.ensure_future(runtime.fire_schedules()))
         if store.dialect == "postgresql":
             runtime._tasks.append(asyncio.ensure_future(runtime.cluster.listen()))
             # Ready means listening: a cancel sent from another instance right
@@ -74,6 +77,21 @@ class Runtime:
         """The fallback for missed NOTIFYs: new pending jobs, remote cancel requests."""
         self.scheduler.wake()
         await self.cluster.poll_cancel_requests()
+
+    async def fire_schedules(self) -> None:
+        """Fire due schedules; wake at the earliest tick known, and at least every poll period.
+
+        Every instance runs this; ``ScheduleService.tick`` fires each tick once among them.
+        """
+        while True:
+            wait = self.settings.poll_s
+            try:
+                wait = min(wait, await self.schedules.tick())
+            except DatabaseUnavailable as exc:
+                log.warning("background fire_schedules: database unavailable (%s)", exc)
+            except Exception:
+                log.exception("background fire_schedules failed")
+            await asyncio.sleep(wait)
 
     async def sweep(self) -> None:
         dropped = self.table.sweep(self.settings.job_ttl_s)
