@@ -23,6 +23,7 @@ from supervisor.errors import (
     QueueFull,
     Rejected,
     ShuttingDown,
+    Unavailable,
 )
 from supervisor.job import Job, Progress, new_job_id, now
 from supervisor.parsing import decode
@@ -104,22 +105,20 @@ class JobService:
         self.table.forget(job_id)
         return status
 
-    async def validate(self, body: bytes) -> tuple[JobType, Any]:
-        """A start request's type and config, checked as a start checks them; nothing written."""
+    async def submit(self, body: bytes, rerun_of: str | None = None) -> Job:
         job_type = self._job_type(body)
         config = decode(body, job_type.config)
         if job_type.check is not None:
             try:
                 await self.table.store.call(_run_check, job_type, config, self.policy)
             except ConfigRejected as exc:
+                if exc.status == 503:  # the type's check could not reach what it needs
+                    raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
-        return job_type, config
-
-    @staticmethod
-    def new_job(
-        job_type: JobType, config: Any, rerun_of: str | None = None
-    ) -> tuple[Job, str | None, str | None]:
-        """A pending job for a validated config, with its exclusive key and its label."""
+        if not self.scheduler.accepting:
+            raise ShuttingDown("the server is shutting down; retry elsewhere")
+        if not self.table.store.available:
+            raise DatabaseUnavailable("the database is not taking writes")
         job = Job(
             id=new_job_id(),
             type=job_type.name,
@@ -130,15 +129,7 @@ class JobService:
             rerun_of=rerun_of,
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
-        return job, key, _label(job_type, config)
-
-    async def submit(self, body: bytes, rerun_of: str | None = None) -> Job:
-        job_type, config = await self.validate(body)
-        if not self.scheduler.accepting:
-            raise ShuttingDown("the server is shutting down; retry elsewhere")
-        if not self.table.store.available:
-            raise DatabaseUnavailable("the database is not taking writes")
-        job, key, label = self.new_job(job_type, config, rerun_of)
+        label = _label(job_type, config)
         slot = self.scheduler.reserve_slot()
         try:
             claimed = await self.table.add(

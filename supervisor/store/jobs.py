@@ -220,32 +220,19 @@ def insert_job(
         if stored is not None:  # a retry after a commit whose answer was lost
             job.owner, job.attempts = stored
             return claim_for is not None and stored[0] == claim_for
-        return insert_in_transaction(db, job, key, label, now_ms, max_pending, claim_for)
-
-
-def insert_in_transaction(
-    db: Database,
-    job: Job,
-    key: str | None,
-    label: str | None,
-    now_ms: int,
-    max_pending: int,
-    claim_for: str | None,
-) -> bool:
-    """``insert_job``'s checks and insert, inside the caller's transaction (a schedule's tick)."""
-    (pending,) = db.one("SELECT count(*) FROM jobs WHERE status = 'pending'") or (0,)
-    if pending >= max_pending:
-        raise QueueFull
-    if key is not None:
-        holder = db.one("SELECT id FROM jobs WHERE exclusive_key = ?", (key,))
-        if holder is not None:
-            raise KeyTaken(key, holder[0])
-    waiting = db.one("SELECT 1 FROM jobs WHERE status = 'pending' AND owner IS NULL LIMIT 1")
-    claimed = claim_for is not None and waiting is None
-    if claimed:  # the claim is the fencing token: (owner, attempts) of this run
-        job.owner = claim_for
-        job.attempts += 1
-    _insert(db, job, key, label, now_ms)
+        (pending,) = db.one("SELECT count(*) FROM jobs WHERE status = 'pending'") or (0,)
+        if pending >= max_pending:
+            raise QueueFull
+        if key is not None:
+            holder = db.one("SELECT id FROM jobs WHERE exclusive_key = ?", (key,))
+            if holder is not None:
+                raise KeyTaken(key, holder[0])
+        waiting = db.one("SELECT 1 FROM jobs WHERE status = 'pending' AND owner IS NULL LIMIT 1")
+        claimed = claim_for is not None and waiting is None
+        if claimed:  # the claim is the fencing token: (owner, attempts) of this run
+            job.owner = claim_for
+            job.attempts += 1
+        _insert(db, job, key, label, now_ms)
     return claimed
 
 
