@@ -158,10 +158,11 @@ def test_a_rival_insert_of_the_key_is_a_skip_and_the_transaction_goes_on(
     job_sql.insert_job(db, holder, key, None, T0, 100)
 
     def unchecked(db: Database, job: Job, key: str | None, label: str | None, *rest: Any) -> bool:
-        job_sql._insert(db, job, key, label, T0)
+        with db.transaction():
+            job_sql._insert(db, job, key, label, T0)
         return False
 
-    monkeypatch.setattr(job_sql, "insert_in_transaction", unchecked)
+    monkeypatch.setattr(job_sql, "insert_job", unchecked)
     fired = _fire(db, _put(db), key="k1")
     assert (fired.mine, fired.job_id, fired.skipped) == (True, None, "another job still holds k1")
     stored = sql.get(db, "s")

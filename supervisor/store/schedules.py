@@ -223,24 +223,20 @@ def _insert(
     db: Database, job: Job, key: str | None, label: str | None, now_ms: int, max_pending: int
 ) -> str | None:
     """Insert the job unclaimed (any instance's claim starts it); the reason if it cannot be."""
-    # A savepoint: a rival's insert of the same key (PostgreSQL's unique index)
-    # undoes the insert alone, and the tick is still moved and the skip kept.
-    db.execute("SAVEPOINT schedule_job")
+    # insert_job's transaction nests as a savepoint: a refusal, or a rival's
+    # insert of the same key (PostgreSQL's unique index), undoes the insert
+    # alone, and the tick is still moved and the skip recorded.
     try:
-        sql.insert_in_transaction(db, job, key, label, now_ms, max_pending, None)
+        sql.insert_job(db, job, key, label, now_ms, max_pending)
     except sql.KeyTaken as exc:
-        db.execute("ROLLBACK TO SAVEPOINT schedule_job")
         holder = f"job {exc.holder}" if exc.holder else "another job"
         return f"{holder} still holds {exc.key}"
     except sql.QueueFull:
-        db.execute("ROLLBACK TO SAVEPOINT schedule_job")
         return "too many pending jobs"
     except Exception as exc:
         if not _unique_violation(exc):
             raise
-        db.execute("ROLLBACK TO SAVEPOINT schedule_job")
         return f"another job still holds {key}"
-    db.execute("RELEASE SAVEPOINT schedule_job")
     claims.notify_pending(db)  # PostgreSQL: the other instances hear of it at the commit
     return None
 
