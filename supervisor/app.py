@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import jobs, schedules
+from supervisor.api import events, jobs, schedules
 from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             [
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/readyz", readyz, methods=["GET"]),
+                *events.routes,
                 *jobs.routes,
                 *schedules.routes,
                 *registry.routes(),

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from supervisor import cli_client
 from supervisor.settings import Settings, SettingsError, env_names
 from supervisor.startup import (
     EXIT_CODES,
@@ -205,7 +206,13 @@ def register_bench(subparsers: Subparsers) -> None:
     parser.set_defaults(run=bench, passthrough=[])
 
 
-COMMANDS: list[Register] = [register_serve, register_demo, register_migrate, register_bench]
+COMMANDS: list[Register] = [
+    register_serve,
+    register_demo,
+    register_migrate,
+    register_bench,
+    cli_client.register,  # start, status, list, cancel, watch, groups: a client of a server
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
