@@ -7,12 +7,15 @@ tick, at its next look (within one poll period), without a minute's wait.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from supervisor.api import schedules as routes
 from supervisor.api.access import Role, role_of
 from tests.conftest import Server, wait_until
 from tests.helpers import group_body, removal
+from tests.test_client import jobsup
 from workers.db import connect
 from workers.times import from_ms, iso, now_ms
 
@@ -195,3 +198,29 @@ def test_missed_ticks_catch_up_once_or_not_at_all(make_server: Any, sqlite_url: 
         assert view["nextFireAt"].endswith(":00:00.000Z")
         assert len(view["recent"]) == 1
     assert len(second.client.get("/admin/jobs").json()) == 1
+
+
+def test_the_schedules_commands(server: Server, tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"type": "quick", "value": 2}))
+    put = jobsup(
+        server, "schedules", "put", "nightly", "--cron", "30 2 * * *",
+        "--timezone", "America/New_York", "--job", f"@{job}", "--json",
+    )  # fmt: skip
+    assert put.returncode == 0, put.stderr
+    assert json.loads(put.stdout)["job"] == {"type": "quick", "value": 2}
+    shown = jobsup(server, "schedules", "show", "nightly")
+    assert shown.returncode == 0, shown.stderr
+    assert "30 2 * * * in America/New_York" in shown.stdout
+    listed = jobsup(server, "schedules", "list")
+    assert listed.stdout.startswith("nightly  30 2 * * *  America/New_York  quick  next ")
+    refused = jobsup(
+        server, "schedules", "put", "bad", "--cron", "30 2 * *", "--job", '{"type": "quick"}'
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("jobsup: cron: ")
+    assert jobsup(server, "schedules", "delete", "nightly").returncode == 0
+    gone = jobsup(server, "schedules", "show", "nightly")
+    assert gone.returncode == 2
+    assert "no schedule 'nightly'" in gone.stderr
+    assert jobsup(None, "schedules", "list").returncode == 4  # no server there
