@@ -19,7 +19,7 @@ from supervisor.scheduler import Scheduler
 from supervisor.schedules import ScheduleService
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.store import Store
+from supervisor.store import DatabaseBusy, Store
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
@@ -105,7 +105,7 @@ class Runtime:
             wait = self.settings.poll_s
             try:
                 wait = min(wait, await self.schedules.tick())
-            except DatabaseUnavailable as exc:
+            except (DatabaseUnavailable, DatabaseBusy) as exc:
                 log.warning("background fire_schedules: database unavailable (%s)", exc)
             except Exception:
                 log.exception("background fire_schedules failed")

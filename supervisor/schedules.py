@@ -22,13 +22,14 @@ from datetime import UTC, datetime
 import msgspec
 
 from supervisor import cron
-from supervisor.errors import Invalid, NotFound, Rejected
+from supervisor.errors import Invalid, NotFound, Rejected, Unavailable
 from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.store import Store
+from supervisor.store import DatabaseBusy, Store
 from supervisor.store import schedules as sql
+from workers.db import DatabaseUnavailable
 from workers.times import from_ms, now_ms, to_ms
 
 log = logging.getLogger("jobsup.schedules")
@@ -201,6 +202,10 @@ class ScheduleService:
         for row in rows:
             try:
                 await self._fire(row, now)
+            except (DatabaseUnavailable, DatabaseBusy):
+                raise  # the loop says so once, and looks again
+            except Unavailable as exc:  # the job type's check cannot reach what it needs
+                log.warning("schedule %s: its tick waits (%s)", row.name, exc.message)
             except Exception:
                 due = from_ms(row.next_fire_at)
                 log.exception("schedule %s: its tick at %s failed", row.name, due)
