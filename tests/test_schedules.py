@@ -107,6 +107,9 @@ BAD = [
     ({"catchUp": "all"}, "catchUp"),
     ({"enabled": "yes"}, "enabled"),
     ({"every": "5s"}, "every"),
+    ({"timezone": "UTC\x00"}, "timezone"),
+    ({"job": {"type": "quick\x00"}}, "job.type"),
+    ({"cron": "0 3 * * 1\x00"}, "cron"),
 ]
 
 
@@ -128,6 +131,13 @@ def test_missing_fields_and_bad_names_are_refused(server: Server) -> None:
     assert (response.status_code, response.json()["error"]["field"]) == (400, "name")
     response = server.client.put("/admin/schedules/" + "x" * 101, json=WEEKLY)
     assert (response.status_code, response.json()["error"]["field"]) == (400, "name")
+    response = server.client.put("/admin/schedules/a%00b", json=WEEKLY)
+    assert (response.status_code, response.json()["error"]["field"]) == (400, "name")
+    deep = b'{"cron": "@daily", "job": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    response = server.client.put(
+        "/admin/schedules/s1", content=deep, headers={"content-type": "application/json"}
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_json")
     response = server.client.get("/admin/schedules", params={"limit": 0})
     assert (response.status_code, response.json()["error"]["field"]) == (400, "limit")
     assert server.client.get("/admin/schedules").json() == []

@@ -2,8 +2,9 @@
 
 Ticks are brought forward in the database (``next_fire_at`` set to now);
 every instance looks every 0.2 s and all race for each tick. One instance is
-SIGKILLed right as a tick comes due and a fresh one started a few ticks
-later: still one job per tick, and every job reaches one final state.
+SIGKILLed right as a tick comes due, a fresh one started a few ticks later,
+and another stopped with SIGTERM as a later tick comes due: still one job
+per tick, and every job reaches one final state.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _fire_at(pg_url: str, at: int) -> None:
         conn.execute("UPDATE schedules SET next_fire_at = %s WHERE name = 'tick'", (at,))
 
 
-def test_ten_ticks_on_three_instances_with_a_kill_start_exactly_ten_jobs(
+def test_ten_ticks_on_three_instances_with_a_kill_a_start_and_a_stop_make_exactly_ten_jobs(
     pg_url: str, make_server: Any
 ) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -60,6 +61,8 @@ def test_ten_ticks_on_three_instances_with_a_kill_start_exactly_ten_jobs(
             servers[0].kill()  # around the tick: before, during or after its transaction
         if i == 6:
             servers[0] = make_server(DATABASE_URL=pg_url, **CLUSTER)
+        if i == 8:
+            assert servers[2].stop() == 0  # a graceful stop (SIGTERM) as the tick comes due
         wait_until(lambda n=i + 1: len(_ticks(pg_url)) >= n, timeout=15)
     ticks = _ticks(pg_url)
     assert [t[0] for t in ticks] == fired  # each tick once, in order
