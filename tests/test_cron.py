@@ -134,3 +134,10 @@ def test_cron_expressions_are_kept_with_single_spaces() -> None:
 def test_bad_zones_are_refused(name: str) -> None:
     with pytest.raises(BadZone):
         zone(name)
+
+
+def test_the_missed_bound_can_be_longer() -> None:
+    due = _utc(2026, 12, 1, 10)
+    now = due + timedelta(seconds=100)
+    assert not settle("0 * * * *", NEW_YORK, due, now, CatchUp.NONE).fire
+    assert settle("0 * * * *", NEW_YORK, due, now, CatchUp.NONE, missed_after_s=120).fire
