@@ -121,14 +121,21 @@ class Tick:
     next_at: datetime
 
 
-def settle(expression: str, tz: ZoneInfo, due: datetime, now: datetime, catch_up: CatchUp) -> Tick:
+def settle(
+    expression: str,
+    tz: ZoneInfo,
+    due: datetime,
+    now: datetime,
+    catch_up: CatchUp,
+    missed_after_s: float = MISSED_AFTER_S,
+) -> Tick:
     """A tick due at ``due`` looked at ``now`` (>= due).
 
-    On time, it fires. Missed (later than ``MISSED_AFTER_S``), it fires once
+    On time, it fires. Missed (later than ``missed_after_s``), it fires once
     with ``catchUp: one`` however many ticks were missed, and not at all
     with ``none``. Either way the next tick is the first one after ``now``,
     so a late look never fires twice.
     """
-    late = (now - due).total_seconds() > MISSED_AFTER_S
+    late = (now - due).total_seconds() > missed_after_s
     missed = late and catch_up is CatchUp.NONE
     return Tick(fire=not missed, missed=missed, next_at=next_fire(expression, tz, now))

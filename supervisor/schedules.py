@@ -218,7 +218,9 @@ class ScheduleService:
     async def _fire(self, row: sql.Row, now: datetime) -> None:
         tz = cron.zone(row.timezone)
         due = from_ms(row.next_fire_at)
-        tick = cron.settle(row.cron, tz, due, now, cron.CatchUp(row.catch_up))
+        # Late past a minute, or past two looks if they are further apart: missed.
+        missed_after_s = max(cron.MISSED_AFTER_S, 2 * self.settings.poll_s)
+        tick = cron.settle(row.cron, tz, due, now, cron.CatchUp(row.catch_up), missed_after_s)
         job = key = label = skipped = None
         if tick.missed:
             skipped = "missed: no instance fired it on time, and catchUp is none"
