@@ -173,8 +173,11 @@ class ScheduleService:
         ]
         if row.enabled:
             first = from_ms(row.next_fire_at)
-            tz = cron.zone(row.timezone)
-            view.upcoming = [first, *cron.upcoming(row.cron, tz, first, UPCOMING - 1)]
+            try:
+                tz = cron.zone(row.timezone)
+                view.upcoming = [first, *cron.upcoming(row.cron, tz, first, UPCOMING - 1)]
+            except (cron.BadZone, cron.BadCron):  # the host's zone database lost the zone
+                view.upcoming = [first]
         else:
             view.upcoming = []
         return view
