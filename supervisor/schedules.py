@@ -23,6 +23,7 @@ import msgspec
 
 from supervisor import cron
 from supervisor.errors import Invalid, NotFound, Rejected, Unavailable
+from supervisor.events import Kind
 from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.service import JobService
@@ -249,8 +250,9 @@ class ScheduleService:
         )
         if not fired.mine:
             return  # another instance had this tick, or the schedule changed meanwhile
-        if fired.job_id is not None:
-            log.info("schedule %s: tick %s started job %s", row.name, due, fired.job_id)
+        if job is not None and fired.job_id == job.id:
+            log.info("schedule %s: tick %s started job %s", row.name, due, job.id)
+            self.jobs.table.events.publish(Kind.CREATED, job)  # as a start's insert does
             self.scheduler.wake()
         else:
             log.info("schedule %s: tick %s skipped: %s", row.name, due, fired.skipped)

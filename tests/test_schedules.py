@@ -176,6 +176,22 @@ def test_a_due_tick_starts_its_job_and_a_held_key_is_a_recorded_skip(
     server.client.post(f"/admin/jobs/{job_id}/cancel")
 
 
+def test_a_job_a_tick_starts_streams_like_a_started_one(make_server: Any, sqlite_url: str) -> None:
+    server = make_server(**FAST_TICKS)
+    server.client.put("/admin/schedules/q", json=WEEKLY)
+    seen: list[str] = []
+    with server.client.stream("GET", "/admin/jobs/events?type=quick") as response:
+        lines = response.iter_lines()
+        _tick_now(sqlite_url, "q")
+        for line in lines:
+            if line.startswith("event: "):
+                seen.append(line[7:])
+                if line == "event: finished":
+                    break
+    assert seen[0] == "created"
+    assert seen[-1] == "finished"
+
+
 def test_a_refused_job_at_its_tick_is_a_recorded_skip(make_server: Any, sqlite_url: str) -> None:
     server = make_server(**FAST_TICKS)
     server.client.put("/admin/groups/g1", json=group_body(inactive=1))
