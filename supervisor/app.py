@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import events, jobs
+from supervisor.api import events, jobs, schedules
 from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         runtime = await Runtime.start(settings)
         app.state.runtime = runtime
         app.state.jobs = runtime.service
+        app.state.schedules = runtime.schedules
         app.state.store = runtime.store
         try:
             yield
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Route("/readyz", readyz, methods=["GET"]),
                 *events.routes,
                 *jobs.routes,
+                *schedules.routes,
                 *registry.routes(),
             ]
         ),

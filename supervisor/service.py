@@ -108,6 +108,20 @@ class JobService:
     def types(self) -> list[JobTypeView]:
         return [describe(registry.get(name)) for name in registry.names()]
 
+    @staticmethod
+    def new_job(job_type: JobType, config: Any) -> tuple[Job, str | None, str | None]:
+        """A pending job for a config ``validate`` returned, with its exclusive key and label."""
+        job = Job(
+            id=new_job_id(),
+            type=job_type.name,
+            status=JobStatus.PENDING,
+            config=msgspec.Raw(msgspec.json.encode(config)),
+            progress=Progress(),
+            created_at=now(),
+        )
+        key = job_type.exclusive_key(config) if job_type.exclusive_key else None
+        return job, key, _label(job_type, config)
+
     async def rerun(self, job_id: str) -> Job:
         """A new job with the original's config, checked again as a new start is."""
         original = await self.get(job_id)
@@ -130,8 +144,8 @@ class JobService:
     async def validate(self, body: bytes) -> tuple[JobType, Any]:
         """A start request's type and config, checked as ``start`` checks them; nothing written.
 
-        The start's own fields (``supervisor.timing``) are checked too, and
-        left out of the config.
+        For requests kept to start later (a schedule's job). The start's own
+        fields (``supervisor.timing``) are checked too, and left out of the config.
         """
         prepared = await self.prepare(body)
         return registry.get(prepared.job.type), prepared.config

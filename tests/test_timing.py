@@ -16,6 +16,7 @@ from supervisor.store import Store
 from tests.conftest import Server, wait_until
 from tests.helpers import rows
 from workers.db import connect
+from workers.times import now_ms
 
 S = JobStatus
 
@@ -270,3 +271,29 @@ def test_the_claim_reads_its_order_from_an_index(sqlite_url: str) -> None:
         db.close()
     assert "jobs_claimable" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_a_schedule_starts_its_job_with_the_start_fields(
+    make_server: Callable[..., Server], sqlite_url: str
+) -> None:
+    server = make_server(JOBSUP_POLL_S="0.2")
+    job = {"type": "quick", "value": 5, "priority": 7, "delayS": 0.5, "retry": {"maxAttempts": 2}}
+    schedule = {"cron": "0 3 * * 1", "timezone": "UTC", "job": job}
+    response = server.client.put("/admin/schedules/weekly", json=schedule)
+    assert response.status_code in (200, 201), response.text
+    refused = server.client.put(
+        "/admin/schedules/bad", json=schedule | {"job": {**job, "priority": 500}}
+    )
+    assert refused.status_code == 400, refused.text
+    db = connect(sqlite_url)
+    try:  # its tick is due now
+        db.execute("UPDATE schedules SET next_fire_at = ? WHERE name = 'weekly'", (now_ms(),))
+    finally:
+        db.close()
+    started = wait_until(lambda: server.client.get("/admin/jobs").json(), timeout=15)[0]
+    assert started["status"] in ("scheduled", "pending", "running", "completed")
+    done = server.wait_status(started["id"], "completed")
+    assert (done["priority"], done["retry"]["maxAttempts"]) == (7, 2)
+    assert done["runAt"] is not None
+    assert done["startedAt"] >= done["runAt"]
+    assert done["result"] == {"value": 5}

@@ -332,7 +332,12 @@ def holder_of_idempotency_key(db: Database, idempotency_key: str) -> str | None:
 
 
 def _insert(
-    db: Database, job: Job, key: str | None, label: str | None, now_ms: int, rank: int | None
+    db: Database,
+    job: Job,
+    key: str | None,
+    label: str | None,
+    now_ms: int,
+    rank: int | None = None,
 ) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
