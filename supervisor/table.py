@@ -284,6 +284,8 @@ class JobTable:
             job, status=JobStatus.SCHEDULED, run_at=run_at, error=error, pid=None
         )
         self.forget(job.id)
+        back = msgspec.structs.replace(stored, owner=None, started_at=None)
+        self.events.publish(Kind.REQUEUED, back)  # streams: it runs again at run_at
         return self._write(claims.retry_job, stored, rank, saved, now_ms())
 
     def save(self, job: Job, state_json: bytes) -> None:

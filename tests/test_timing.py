@@ -297,3 +297,21 @@ def test_a_schedule_starts_its_job_with_the_start_fields(
     assert done["runAt"] is not None
     assert done["startedAt"] >= done["runAt"]
     assert done["result"] == {"value": 5}
+
+
+def test_a_retry_is_streamed_as_requeued(server: Server, tmp_path: Path) -> None:
+    body = {"type": "flaky", "path": str(tmp_path / "runs"), "crashes": 1, "delayS": 0.5}
+    job_id = server.start_job(body | {"retry": {"maxAttempts": 2, "backoffS": 0.2}})
+    seen: list[str] = []
+    with server.client.stream("GET", f"/admin/jobs/{job_id}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line[7:])
+                if line == "event: finished":
+                    break
+    assert [k for k in seen if k in ("started", "requeued", "finished")] == [
+        "started",
+        "requeued",
+        "started",
+        "finished",
+    ], seen
