@@ -171,15 +171,18 @@ extend(
     validate=evolution.validate,
 )
 BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
-# A removal retries an outage (of the gateway, of the database) and a crash,
-# never a refusal. A retried attempt resumes from the saved place and the
-# queue: a member already removed left the queue in its batch's transaction,
-# with its history row, so no attempt removes anyone twice.
-RETRY = Retry(
-    max_attempts=3,
-    backoff_s=30.0,
-    retry_on=("crashed", "interrupted", "GatewayError", "DatabaseUnavailable"),
-)
+# A removal retries a gateway outage that did nothing (GatewayOutage), and
+# nothing else: a crash or a database failure in the middle of a remote
+# batch may leave removals whose answer never came back, which only a sync
+# settles (a new run's), and a refusal fails the same way again. A retried
+# attempt resumes from the saved place and the queue: a member already
+# removed left the queue in its batch's transaction, with its history row,
+# so no attempt removes anyone twice.
+RETRY = Retry(max_attempts=3, backoff_s=30.0, retry_on=("GatewayOutage",))
+
+
+class GatewayOutage(GatewayError):
+    """The gateway was unavailable for a whole batch and nothing happened: worth another try."""
 
 
 @job_type(
@@ -427,6 +430,9 @@ def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalR
         result.skipped_whatsapp_ids.extend(outcome.skipped)
         if outcome.error is not None:  # the gateway failed the whole batch: stop here
             ctx.partial(result.as_dict())
-            raise outcome.error
+            error = outcome.error
+            if error.kind == GatewayError.UNAVAILABLE and not error.unsure:
+                raise GatewayOutage(error.reason, error.kind, transient=True) from error
+            raise error
 
     return step

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,18 @@ import pytest
 from supervisor.state import STORED_BEFORE, TERMINAL, TRANSITIONS, JobStatus, check_transition
 from supervisor.store import Store
 from tests.conftest import Server, wait_until
-from tests.helpers import rows
+from tests.fake_evolution import FakeEvolution, Fault, running
+from tests.helpers import removal, rows
+from tests.test_evolution import (
+    GROUP,
+    IDLE,
+    evolution_env,
+    history,
+    key_of,
+    participants,
+    prepared,
+    sent_id,
+)
 from workers.db import connect
 from workers.times import now_ms
 
@@ -315,3 +326,46 @@ def test_a_retry_is_streamed_as_requeued(server: Server, tmp_path: Path) -> None
         "started",
         "finished",
     ], seen
+
+
+@pytest.fixture
+def evolution() -> Iterator[tuple[FakeEvolution, str]]:
+    """A fake Evolution API with the group, and its URL."""
+    fake = FakeEvolution()
+    fake.add_group(GROUP, participants())
+    with running(fake) as url:
+        yield fake, url
+
+
+def test_a_removal_retries_a_gateway_outage_and_removes_no_one_twice(
+    make_server: Callable[..., Server], evolution: tuple[FakeEvolution, str]
+) -> None:
+    fake, url = evolution
+    env = evolution_env(url, JOBSUP_GATEWAY_RETRIES="1")
+    server = prepared(make_server(**env))
+    # The first batch: refused twice as over the rate limit (nothing done), so
+    # its gateway gives up: an outage. A 5xx would leave the batch unsure.
+    fake.fail_next("update", Fault(429), Fault(429))
+    body = removal(GROUP) | {"retry": {"maxAttempts": 3, "backoffS": 0.2}}
+    job = server.wait_status(server.start_job(body), "completed", "failed", timeout=60)
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2
+    (outage,) = job["attemptErrors"]
+    assert outage["error"]["type"] == "GatewayOutage"
+    assert sorted(fake.removed) == sorted(sent_id(n) for n in IDLE)  # each once
+    succeeded = [r["whatsappId"] for r in history(server) if r["outcome"] == "SUCCESS"]
+    assert sorted(succeeded) == sorted(key_of(n) for n in IDLE)
+
+
+def test_a_removal_refused_by_its_gateway_is_not_retried(
+    make_server: Callable[..., Server], evolution: tuple[FakeEvolution, str]
+) -> None:
+    fake, url = evolution
+    server = prepared(make_server(**evolution_env(url)))
+    refusal = Fault(400, ["Error updating participants", "Error: not-authorized"])
+    fake.fail_next("update", refusal)
+    body = removal(GROUP) | {"retry": {"maxAttempts": 3, "backoffS": 0}}
+    job = server.wait_status(server.start_job(body), "completed", "failed", timeout=60)
+    assert job["status"] == "failed", job
+    assert job["attempts"] == 1
+    assert job["error"]["type"] == "GatewayError"
