@@ -92,7 +92,9 @@ class Scheduler:
         if at is None:
             return
         due = at if isinstance(at, int) else to_ms(at)
-        if self._due_ms is not None and self._due_ms <= due and self._due_timer is not None:
+        known = self._due_ms
+        # An earlier time is armed, or has come and waits for the claim: keep it.
+        if known is not None and known <= due and (self._due_timer or known <= now_ms()):
             return
         if self._due_timer is not None:
             self._due_timer.cancel()
