@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from removal import webhooks
 from removal.directory import GroupIn, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, needs
@@ -65,3 +66,5 @@ routes = [
     Route("/admin/groups/{groupWaId}/whitelist", put_whitelist, methods=["PUT"]),
     Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
 ]
+# Webhook deliveries and imports: the directory's other sources (removal.webhooks).
+routes += webhooks.routes

@@ -86,11 +86,33 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
 # What the removal domain adds to the supervisor: the directory's tables, the
 # /admin/groups routes (front process only), the delay floor between batches
 # (WhatsApp rate limits), and its jobs listed by group (?groupWaId=).
+class Secret(str):
+    """A secret setting's value: its repr never shows it (a policy's repr may be logged)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def _signing_key(raw: str) -> Secret:
+    # RFC 7518 3.2: an HS256 key at least as long as the hash.
+    if len(raw.encode()) < 32:
+        raise ValueError("an HS256 key needs at least 32 bytes")
+    return Secret(raw)
+
+
 extend(
     "directory",
     migrations=MIGRATIONS,
     routes="removal.api:routes",
-    settings=[Setting("min_delay_ms", 10_000, int, minimum=0)],
+    commands="removal.importer:add_parser",
+    settings=[
+        Setting("min_delay_ms", 10_000, int, minimum=0),
+        # The webhook routes' credentials (removal.webhooks); unset: they refuse.
+        Setting("webhook_secret", None, Secret),
+        Setting("webhook_jwt_key", None, _signing_key),
+    ],
 )
 BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
 

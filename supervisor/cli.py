@@ -64,7 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply database migrations and exit")
     # add_help=False: --help goes through to the suite's own options.
     commands.add_parser("bench", add_help=False, help="run the benchmark suite (python -m bench)")
+    from workers import registry
+
+    registry.load(())  # the built-in job modules' own subcommands (jobsup import)
+    for add in registry.commands():
+        add(commands)
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "run", None) is not None and not extra:  # a contributed client command
+        raise SystemExit(args.run(args))
     if args.command == "bench":
         bench(extra)
     elif extra:

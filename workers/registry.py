@@ -125,6 +125,9 @@ class Extension:
     migrations: tuple[tuple[int, str], ...] = ()
     routes: str | None = None  # "module:attribute", a list of Starlette routes
     settings: tuple[Setting, ...] = ()
+    # "module:attribute", a function given the jobsup command's subparsers;
+    # a subcommand it adds sets ``run`` (args -> exit status) as a default.
+    commands: str | None = None
 
 
 CheckFunction = Callable[[Any, Database, Policy], None]
@@ -182,16 +185,27 @@ def extend(
     migrations: Iterable[tuple[int, str]] = (),
     routes: str | None = None,
     settings: Iterable[Setting] = (),
+    commands: str | None = None,
 ) -> None:
-    """Contribute a module's tables, routes and settings (once per component)."""
+    """Contribute a module's tables, routes, settings and commands (once per component)."""
     if any(e.component == component for e in _extensions):
         return  # a module imported again under another name
-    _extensions.append(Extension(component, tuple(migrations), routes, tuple(settings)))
+    _extensions.append(Extension(component, tuple(migrations), routes, tuple(settings), commands))
 
 
 def migrations() -> dict[str, list[tuple[int, str]]]:
     """Each contributing component's migrations, in the order the modules were loaded."""
     return {e.component: list(e.migrations) for e in _extensions if e.migrations}
+
+
+def commands() -> list[Callable[[Any], None]]:
+    """Every contributed ``jobsup`` subcommand's registering function, imported now."""
+    found: list[Callable[[Any], None]] = []
+    for extension in _extensions:
+        if extension.commands is not None:
+            module, _, attribute = extension.commands.partition(":")
+            found.append(getattr(importlib.import_module(module), attribute))
+    return found
 
 
 def routes() -> list[Any]:

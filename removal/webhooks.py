@@ -1,0 +1,132 @@
+"""/webhooks/evolution: Evolution API v2's webhook deliveries, and the /admin import routes.
+
+The webhook routes are public at the token layer: the gateway proves itself
+with the secret it was configured with, not with a jobsup token.
+
+- ``JOBSUP_WEBHOOK_SECRET``: the request's ``X-Webhook-Secret`` header must
+  equal it (compared in constant time).
+- ``JOBSUP_WEBHOOK_JWT_KEY``: ``Authorization: Bearer <JWT>``, HS256, signed
+  with it, with an ``exp`` not past (Evolution signs one per delivery when its
+  webhook ``headers`` hold ``jwt_key``).
+
+When both are set, a delivery must pass both. When neither is, the routes
+answer 503 ``webhooks_not_configured``: an open endpoint would let anyone
+make a member look active. A refused delivery writes nothing.
+
+A delivery is answered 200 once its facts are committed (or with what it
+ignored); 400 naming the field for a body that is not what Evolution sends;
+429 when too many deliveries wait (Evolution retries it).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import jwt
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from removal.activity import ActivitiesImport, ActivityService, MembersImport
+from removal.evolution_events import read_delivery
+from supervisor.api.access import Role, needs, public
+from supervisor.api.common import json, parse, read_json
+from supervisor.api.errors import ApiError
+from supervisor.errors import MalformedJson
+from workers.times import now_ms
+
+SECRET_HEADER = "x-webhook-secret"
+JWT_LEEWAY_S = 10  # clock difference tolerated between Evolution's host and ours
+
+
+def _service(request: Request) -> ActivityService:
+    state = request.app.state
+    service: ActivityService | None = getattr(state, "activity", None)
+    if service is None:
+        service = state.activity = ActivityService(state.store)
+    return service
+
+
+def _unauthorized(message: str, field: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, field)
+
+
+def authenticate(request: Request) -> None:
+    """Raise unless the request carries the configured secret(s)."""
+    policy = request.app.state.jobs.policy
+    secret: str | None = policy.webhook_secret
+    key: str | None = policy.webhook_jwt_key
+    if not secret and not key:
+        raise ApiError(
+            503,
+            "webhooks_not_configured",
+            "webhooks are not configured: set JOBSUP_WEBHOOK_SECRET or JOBSUP_WEBHOOK_JWT_KEY",
+        )
+    if secret:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not secrets.compare_digest(given.encode(), secret.encode()):
+            raise _unauthorized("missing or wrong X-Webhook-Secret", "X-Webhook-Secret")
+    if key:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("missing Authorization: Bearer token", "Authorization")
+        try:
+            jwt.decode(
+                token.strip(),
+                key,
+                algorithms=["HS256"],
+                options={"require": ["exp"]},
+                leeway=JWT_LEEWAY_S,
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the token has expired", "Authorization") from None
+        except jwt.InvalidTokenError:
+            raise _unauthorized("the token is not valid", "Authorization") from None
+
+
+async def _receive(request: Request, path_event: str | None) -> Response:
+    authenticate(request)  # before a byte of the body is read
+    body = await read_json(request)
+    try:
+        payload: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise MalformedJson(f"malformed JSON: {exc}") from None
+    delivery = read_delivery(payload, path_event, now_ms())
+    applied = await _service(request).apply(delivery.facts) if delivery.facts else 0
+    answer: dict[str, Any] = {"event": delivery.event, "applied": applied}
+    if delivery.ignored is not None and not applied:
+        answer["ignored"] = delivery.ignored
+    return json(answer)
+
+
+@public  # the gateway's secret, checked in authenticate()
+async def evolution(request: Request) -> Response:
+    return await _receive(request, None)
+
+
+@public  # the gateway's secret, checked in authenticate()
+async def evolution_by_event(request: Request) -> Response:
+    return await _receive(request, request.path_params["event"])
+
+
+@needs(Role.ADMIN)
+async def import_members(request: Request) -> Response:
+    group_wa_id = request.path_params["groupWaId"]
+    body = await parse(request, MembersImport)
+    return json(await _service(request).import_members(group_wa_id, body))
+
+
+@needs(Role.ADMIN)
+async def import_activity(request: Request) -> Response:
+    body = await parse(request, ActivitiesImport)
+    return json(await _service(request).import_activity(body))
+
+
+routes = [
+    Route("/webhooks/evolution", evolution, methods=["POST"]),
+    Route("/webhooks/evolution/{event}", evolution_by_event, methods=["POST"]),
+    Route("/admin/groups/{groupWaId}/members/import", import_members, methods=["POST"]),
+    Route("/admin/activity/import", import_activity, methods=["POST"]),
+]
