@@ -20,6 +20,7 @@ ignored); 400 naming the field for a body that is not what Evolution sends;
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -38,7 +39,10 @@ from supervisor.errors import MalformedJson
 from workers.times import now_ms
 
 SECRET_HEADER = "x-webhook-secret"
-JWT_LEEWAY_S = 10  # clock difference tolerated between Evolution's host and ours
+JWT_LEEWAY_S = 10
+# Deliveries handled at once (the rest wait, cheaply). Measured by bench/
+# (the webhooks figure): more lets a burst slow GET status; fewer, the burst.
+MAX_HANDLING = 4  # clock difference tolerated between Evolution's host and ours
 
 
 def _service(request: Request) -> ActivityService:
@@ -88,6 +92,17 @@ def authenticate(request: Request) -> None:
 
 async def _receive(request: Request, path_event: str | None) -> Response:
     authenticate(request)  # before a byte of the body is read
+    state = request.app.state
+    slots: asyncio.Semaphore | None = getattr(state, "webhook_slots", None)
+    if slots is None:
+        slots = state.webhook_slots = asyncio.Semaphore(MAX_HANDLING)
+    # A few deliveries at a time: under a burst the others wait here, parked,
+    # instead of each taking its turn on the event loop ahead of the job API.
+    async with slots:
+        return await _handle(request, path_event)
+
+
+async def _handle(request: Request, path_event: str | None) -> Response:
     body = await read_json(request)
     try:
         payload: Any = msgspec.json.decode(body)
