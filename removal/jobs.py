@@ -6,18 +6,25 @@ removed. Each batch is removed, dequeued and written to the history as one
 fact (``removal.steps``), so a job stopped at any point, even by
 SIGKILL, leaves a queue that a new job can pick up and a history that equals
 what was done.
+
+Both types are resumable: a live removal saves its ``Place`` after its sync
+and after every batch. Run again (a deploy put it back in the queue, or its
+instance died), it skips the sync, walks what is still queued (a processed
+member is dequeued with its history row, so none is processed twice) and
+waits out what remains of its delay first, so that WhatsApp's pacing holds
+across the restart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
-from removal.directory import MIGRATIONS, current_ms, group_exists, queue
+from removal.directory import MIGRATIONS, current_ms, group_exists, outcomes_of_job, queue
 from removal.directory.queue import Plan, QueueEntry
-from removal.gateways import Gateway, gateway_for
+from removal.gateways import Gateway, GatewayError, evolution, gateway_for, status
 from removal.steps import Writer, remove_batch, settle_leftovers, sync
 from workers.context import JobContext
 from workers.db import Database, connect
@@ -38,6 +45,14 @@ class RemovalWorkflowConfig(RemovalQueueConfig, tag="removal_workflow"):
 class Failure(msgspec.Struct, rename="camel"):
     whatsapp_id: str
     reason: str
+
+
+class Place(msgspec.Struct, rename="camel"):
+    """Where a live removal is (``ctx.save``): after its sync, then after every batch."""
+
+    queued: int = 0  # what the sync queued
+    batches_done: int = 0
+    due_at_ms: int = 0  # the next batch starts no earlier (epoch ms): WhatsApp's pacing
 
 
 class RemovalResult(msgspec.Struct, rename="camel"):
@@ -71,7 +86,10 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
     """Refuse a removal that would break WhatsApp's rate limits or has no group.
 
     The delay floor holds for dry runs too (they do not wait), so that a dry
-    run's config is one the real run will accept.
+    run's config is one the real run will accept. With the Evolution
+    gateway, the instance must be connected, accept our key and know the
+    group (one quick look, on this database reader thread); a workflow may
+    name a group our directory has not seen yet (its sync adds it).
     """
     if config.delay_ms < policy.min_delay_ms:
         raise ConfigRejected(
@@ -79,29 +97,65 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
             f"delayMs: must be at least {policy.min_delay_ms} ms between batches "
             "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
         )
-    if not group_exists(db, config.group_wa_id):
+    remote = getattr(policy, "gateway", "local") == "evolution"
+    if remote:
+        _check_evolution(config.group_wa_id, policy)
+    if (not remote or not isinstance(config, RemovalWorkflowConfig)) and not group_exists(
+        db, config.group_wa_id
+    ):
         raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
 
 
-# What the removal domain adds to the supervisor: the directory's tables, the
-# /admin/groups routes (front process only), the delay floor between batches
-# (WhatsApp rate limits), and its jobs listed by group (?groupWaId=).
-class Secret(str):
-    """A secret setting's value: its repr never shows it (a policy's repr may be logged)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
+# A gateway's refusal at start, as the answer to the start request.
+_CHECK_STATUS = {
+    GatewayError.NO_GROUP: 404,
+    GatewayError.REJECTED: 400,
+    GatewayError.FORBIDDEN: 403,
+}
 
 
-def _signing_key(raw: str) -> Secret:
+def _check_evolution(group_wa_id: str, policy: Policy) -> None:
+    try:
+        evolution.probe(evolution.settings_from_policy(policy), group_wa_id)
+    except GatewayError as exc:
+        status.record_error(exc.reason)
+        raise ConfigRejected(
+            "groupWaId", exc.reason, status=_CHECK_STATUS.get(exc.kind, 503)
+        ) from None
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _gateway_name(value: str) -> str:
+    if value not in ("local", "evolution"):
+        raise ValueError("must be local or evolution")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _validate(policy: Policy) -> None:
+    evolution.validate(policy)
     # RFC 7518 3.2: an HS256 key at least as long as the hash.
-    if len(raw.encode()) < 32:
-        raise ValueError("an HS256 key needs at least 32 bytes")
-    return Secret(raw)
+    key = policy.webhook_jwt_key.value
+    if key and len(key.encode()) < 32:
+        raise ValueError("JOBSUP_WEBHOOK_JWT_KEY must be at least 32 bytes (an HS256 key)")
 
 
+# What the removal domain adds to the supervisor: the directory's tables, the
+# /admin/groups and /admin/gateway routes (front process only), the webhook
+# and import routes, the jobsup import command, the delay floor between
+# batches (WhatsApp rate limits), the gateway and its settings, the webhooks'
+# credentials, and its jobs listed by group (?groupWaId=).
 extend(
     "directory",
     migrations=MIGRATIONS,
@@ -109,10 +163,18 @@ extend(
     commands="removal.importer:add_parser",
     settings=[
         Setting("min_delay_ms", 10_000, int, minimum=0),
-        # The webhook routes' credentials (removal.webhooks); unset: they refuse.
-        Setting("webhook_secret", None, Secret),
-        Setting("webhook_jwt_key", None, _signing_key),
+        Setting("gateway", "local", _gateway_name),
+        Setting("evolution_api_url", "", _http_url, variable="EVOLUTION_API_URL"),
+        Setting("evolution_api_key", "", str, variable="EVOLUTION_API_KEY", secret=True),
+        Setting("evolution_instance", "", str, variable="EVOLUTION_INSTANCE"),
+        Setting("evolution_timeout_s", 30.0, _positive, variable="EVOLUTION_TIMEOUT_S"),
+        Setting("gateway_backoff_ms", 2_000, int, minimum=1),
+        Setting("gateway_retries", 5, int, minimum=0),
+        # The webhook routes' credentials (removal.webhooks); neither set: they refuse.
+        Setting("webhook_secret", "", str, secret=True),
+        Setting("webhook_jwt_key", "", str, secret=True),
     ],
+    validate=_validate,
 )
 BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
 
@@ -123,13 +185,19 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     exclusive_key=group_key,
     check=check_group,
     label=BY_GROUP,
+    resumable=True,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
     return _against_directory(ctx, config, run_workflow)
 
 
 @job_type(
-    RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group, label=BY_GROUP
+    RemovalQueueConfig,
+    idempotent=True,
+    exclusive_key=group_key,
+    check=check_group,
+    label=BY_GROUP,
+    resumable=True,
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
     return _against_directory(ctx, config, run_queue)
@@ -138,9 +206,13 @@ def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, 
 def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) -> Any:
     """Run a removal with its own connection and the group's gateway."""
     db = connect(ctx.database_url)
+    gateway = gateway_for(db, config.group_wa_id, sleep=ctx.sleep, log=ctx.log)
     try:
-        return run(ctx, db, gateway_for(db, config.group_wa_id), config)
+        return run(ctx, db, gateway, config)
     finally:
+        close = getattr(gateway, "close", None)
+        if close is not None:
+            close()
         db.close()
 
 
@@ -148,6 +220,10 @@ def run_workflow(
     ctx: JobContext, db: Database, gateway: Gateway, config: RemovalWorkflowConfig
 ) -> dict[str, Any]:
     result = _begin(ctx, config)
+    place = _resumed_place(ctx, config)
+    if place is not None:  # synced before it was interrupted: the queue is its plan
+        result.queued = place.queued
+        return _remove_queued(ctx, db, gateway, config, result, place)
     group, window = config.group_wa_id, config.inactivity_window_ms
     ctx.progress(message="fetching members", phase="sync")
     fetched = gateway.fetch_members(group)
@@ -159,8 +235,10 @@ def run_workflow(
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
     result.queued = sync(db, _writer(ctx), group, fetched, window)
     ctx.partial(result.as_dict())
+    place = Place(queued=result.queued, due_at_ms=current_ms())
+    ctx.save(place)
     ctx.progress(message=f"queued {result.queued} inactive members", phase="sync")
-    return _remove_queued(ctx, db, gateway, config, result)
+    return _remove_queued(ctx, db, gateway, config, result, place)
 
 
 def run_queue(
@@ -171,7 +249,15 @@ def run_queue(
         plan = queue.preview(db, config.group_wa_id, current_ms())
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
     settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
-    return _remove_queued(ctx, db, gateway, config, result)
+    place = _resumed_place(ctx, config) or Place()
+    return _remove_queued(ctx, db, gateway, config, result, place)
+
+
+def _resumed_place(ctx: JobContext, config: RemovalQueueConfig) -> Place | None:
+    """The place a live removal saved before it was interrupted, if this run resumes one."""
+    if not ctx.resumed or config.dry_run:
+        return None
+    return msgspec.convert(ctx.state, Place)
 
 
 def _writer(ctx: JobContext) -> Writer:
@@ -192,10 +278,68 @@ def _remove_queued(
     gateway: Gateway,
     config: RemovalQueueConfig,
     result: RemovalResult,
+    place: Place,
 ) -> dict[str, Any]:
     entries = queue.read_queue(db, config.group_wa_id)
+    last_row_ms = _carry_over(db, ctx.job_id, entries, result)
+    if last_row_ms is not None:  # a batch may have landed after the place was saved
+        place.due_at_ms = max(place.due_at_ms, last_row_ms + config.delay_ms)
     step = _live_step(ctx, db, gateway, result)
-    return _walk(ctx, entries, step, result, config.batch_size, config.delay_ms / 1000)
+
+    def saved(batches_done: int) -> None:
+        place.batches_done = batches_done
+        place.due_at_ms = current_ms() + config.delay_ms
+        ctx.save(place)
+
+    return _walk(
+        ctx,
+        entries,
+        step,
+        result,
+        config.batch_size,
+        config.delay_ms / 1000,
+        resume=Resume(place.batches_done, _processed(result), place.due_at_ms, saved),
+    )
+
+
+def _processed(result: RemovalResult) -> int:
+    return len(result.removed_whatsapp_ids) + len(result.failed)
+
+
+def _carry_over(
+    db: Database, job_id: str, entries: list[QueueEntry], result: RemovalResult
+) -> int | None:
+    """A job run again (rescued after its instance died) reports its earlier runs too.
+
+    Its history rows are what those runs did: every member they removed, and
+    every failure not retried now (a member still queued gets this run's outcome).
+    Returns when the last of those rows was written (epoch ms), None if none was.
+    """
+    retried = {entry.whatsapp_id for entry in entries}
+    latest: dict[str, tuple[str, str | None]] = {}
+    last_ms: int | None = None
+    for wid, outcome, reason, at in outcomes_of_job(db, job_id):
+        latest.pop(wid, None)  # ordered by each member's last outcome
+        latest[wid] = (outcome, reason)
+        last_ms = at
+    for wid, (outcome, reason) in latest.items():
+        if outcome == "SUCCESS":
+            result.removed_whatsapp_ids.append(wid)
+        elif wid not in retried:
+            result.failed.append(Failure(wid, reason or ""))
+    return last_ms
+
+
+class Resume(NamedTuple):
+    """Where a live walk starts, and what it calls after each batch (to save its place)."""
+
+    batches_done: int = 0
+    processed: int = 0  # members its earlier runs processed
+    due_at_ms: int = 0  # its first batch starts no earlier (epoch ms)
+    after_batch: Callable[[int], None] | None = None
+
+
+FROM_START = Resume()
 
 
 def _walk(
@@ -205,28 +349,37 @@ def _walk(
     result: RemovalResult,
     batch_size: int,
     delay_s: float,
+    resume: Resume = FROM_START,
 ) -> dict[str, Any]:
     """Run ``step`` over ``entries`` in batches: cancel points, progress, partials.
 
     The batches are cut from a snapshot taken once, so no batch is ever read
-    twice, whether or not the steps change the queue.
+    twice, whether or not the steps change the queue. A resumed walk goes on
+    from where its earlier runs stopped: numbering, counts and pacing.
     """
-    total = len(entries)
-    batches = [entries[i : i + batch_size] for i in range(0, total, batch_size)]
-    ctx.progress(processed=0, total=total, message=f"{total} queued", phase="removal")
-    for number, batch in enumerate(batches, start=1):
-        if number > 1 and delay_s > 0:
-            ctx.sleep(delay_s)
+    done, before = resume.batches_done, resume.processed
+    total = before + len(entries)
+    batches = [entries[i : i + batch_size] for i in range(0, len(entries), batch_size)]
+    last = done + len(batches)
+    ctx.progress(processed=before, total=total, message=f"{total - before} queued", phase="removal")
+    wait_s = (resume.due_at_ms - current_ms()) / 1000
+    for number, batch in enumerate(batches, start=done + 1):
+        if number > done + 1:
+            wait_s = delay_s
+        if wait_s > 0:
+            ctx.sleep(wait_s)
         ctx.checkpoint()
         ctx.flush()  # a batch may take long: show where the job is while it runs
         # Removing and recording a batch is one unit: a SIGTERM waits for it.
         with ctx.shielded():
             step(batch)
             ctx.partial(result.as_dict())
+            if resume.after_batch is not None:
+                resume.after_batch(number)
         ctx.progress(
-            processed=min(number * batch_size, total),
+            processed=min(before + (number - done) * batch_size, total),
             total=total,
-            message=f"batch {number}/{len(batches)}: {_tally(result)}",
+            message=f"batch {number}/{last}: {_tally(result)}",
             phase="removal",
         )
     return result.as_dict()
@@ -258,5 +411,8 @@ def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalR
         result.removed_whatsapp_ids.extend(outcome.removed)
         result.failed.extend(Failure(wid, reason) for wid, reason in outcome.failed.items())
         result.skipped_whatsapp_ids.extend(outcome.skipped)
+        if outcome.error is not None:  # the gateway failed the whole batch: stop here
+            ctx.partial(result.as_dict())
+            raise outcome.error
 
     return step

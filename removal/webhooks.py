@@ -60,8 +60,8 @@ def _unauthorized(message: str, field: str) -> ApiError:
 def authenticate(request: Request) -> None:
     """Raise unless the request carries the configured secret(s)."""
     policy = request.app.state.jobs.policy
-    secret: str | None = policy.webhook_secret
-    key: str | None = policy.webhook_jwt_key
+    secret: str = policy.webhook_secret.value
+    key: str = policy.webhook_jwt_key.value
     if not secret and not key:
         raise ApiError(
             503,

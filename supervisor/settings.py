@@ -48,6 +48,11 @@ class Settings:
     cleanup_interval_s: float = 600.0
     job_modules: tuple[str, ...] = ()
     shutdown_grace_s: float = 25.0
+    # At a shutdown, jobs of resumable types go back to the queue ("requeue")
+    # to resume on the next instance, or are cancelled like the others ("cancel").
+    shutdown_mode: str = "requeue"
+    # A job interrupted (re-queued or rescued) more often than this fails.
+    max_resumes: int = 10
     retention_days: float = 30.0
     progress_flush_s: float = 0.25
     # Many instances: heartbeat period, and silence after which an instance
@@ -71,9 +76,10 @@ class Settings:
     log_level: str = "info"
     access_log: bool = False
     instance_id: str = field(default_factory=_instance_id)
-    # The other JOBSUP_* variables: the job modules' own settings (their
-    # ``workers.registry.Setting``s), read by ``policy()`` once they are loaded.
-    job_env: Mapping[str, str] = field(default_factory=dict)
+    # The rest of the environment: the job modules' own settings (their
+    # ``workers.registry.Setting``s, JOBSUP_* or a variable they name), read
+    # by ``policy()`` once they are loaded. Not in repr: it may hold secrets.
+    job_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,9 +90,7 @@ class Settings:
             if name in env and env[name] != "" and f.name != "job_env":
                 values[f.name] = _parse(name, env[name], _PARSERS[f.name])
         known = {_env_name(f.name) for f in fields(cls)}
-        values["job_env"] = {
-            k: v for k, v in env.items() if k.startswith("JOBSUP_") and k not in known
-        }
+        values["job_env"] = {k: v for k, v in env.items() if k not in known}
         settings = cls(**values)
         settings.validate()
         return settings
@@ -122,6 +126,7 @@ class Settings:
             "shutdown_grace_s",
             "retention_days",
             "sigterm_hold_s",
+            "max_resumes",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -133,6 +138,8 @@ class Settings:
             )
         if not 0 <= self.child_nice <= 19:
             raise SettingsError("JOBSUP_CHILD_NICE must be 0 to 19: jobs never outrank the API")
+        if self.shutdown_mode not in ("requeue", "cancel"):
+            raise SettingsError("JOBSUP_SHUTDOWN_MODE must be requeue or cancel")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):

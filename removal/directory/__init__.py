@@ -5,10 +5,12 @@ front process uses what is exported here; the removal jobs also use
 ``removal.directory.queue`` and ``removal.directory.journal``.
 """
 
-from removal.directory.history import removal_history
+from removal.directory.history import outcomes_of_job, removal_history
 from removal.directory.members import (
     UnknownGroup,
     count_inactive,
+    ensure_group,
+    first_seen,
     group_exists,
     group_summary,
     is_inactive,
@@ -43,12 +45,15 @@ __all__ = [
     "WhitelistIn",
     "count_inactive",
     "current_ms",
+    "ensure_group",
+    "first_seen",
     "from_ms",
     "group_exists",
     "group_summary",
     "is_inactive",
     "list_members",
     "mark_removed",
+    "outcomes_of_job",
     "put_members",
     "removal_history",
     "resolve_ids",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from removal.directory.shapes import (
     GroupIn,
     GroupSummary,
@@ -68,6 +70,41 @@ def resolve_ids(db: Database, group_wa_id: str, ids: Iterable[str]) -> dict[str,
             if alt is not None:
                 keys.setdefault(alt, key)
     return {wid: keys[wid] for wid in wanted if wid in keys}
+
+
+def first_seen(db: Database, group_wa_id: str, members: list[MemberIn]) -> list[MemberIn]:
+    """Members as a gateway lists them, each current one with the join time we first saw.
+
+    A gateway that knows no join times lists everyone as joining now; a
+    member already in the group keeps the time it was first seen.
+    """
+    keys = resolve_ids(db, group_wa_id, _all_ids(members))
+    joined: dict[str, int] = {}
+    wanted = sorted(set(keys.values()))
+    for start in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[start : start + IN_CHUNK]
+        rows = db.query(
+            "SELECT whatsapp_id, joined_at FROM wa_members WHERE group_wa_id = ?"
+            f" AND removed_at IS NULL AND whatsapp_id IN ({', '.join('?' * len(chunk))})",
+            (group_wa_id, *chunk),
+        )
+        joined.update((wid, int(at)) for wid, at in rows)
+    kept: list[MemberIn] = []
+    for m in members:
+        key = keys.get(m.whatsapp_id) or keys.get(m.alt_id or "")
+        if key in joined:
+            m = msgspec.structs.replace(m, joined_at=from_ms(joined[key]))
+        kept.append(m)
+    return kept
+
+
+def ensure_group(db: Database, group_wa_id: str, now_ms: int) -> None:
+    """A group a gateway knows gets its row, named by its id; caller's transaction."""
+    db.execute(
+        "INSERT INTO wa_groups (group_wa_id, name, created_at, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (group_wa_id) DO NOTHING",
+        (group_wa_id, group_wa_id, now_ms, now_ms),
+    )
 
 
 def group_exists(db: Database, group_wa_id: str) -> bool:

@@ -17,6 +17,7 @@ from removal.directory.members import (
     IN_CHUNK,
     INACTIVE_MEMBER_SQL,
     WHITELISTED_SQL,
+    ensure_group,
     is_inactive,
     mark_removed,
     put_members,
@@ -100,6 +101,7 @@ def sync(
     """Apply the gateway's member list (if any) and queue the inactive, in the caller's
     transaction; returns how many queued."""
     if fetched is not None:
+        ensure_group(db, group_wa_id, now_ms)
         put_members(db, group_wa_id, fetched, now_ms)
     return queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
 
@@ -168,6 +170,7 @@ def preview(
         queued = 0
         if window_ms is not None:
             if fetched is not None:
+                ensure_group(db, group_wa_id, now_ms)
                 put_members(db, group_wa_id, fetched, now_ms)
             queued = queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
         entries = read_queue(db, group_wa_id)
@@ -184,6 +187,7 @@ def record_batch(
     skipped: Sequence[str],
     job_id: str,
     now_ms: int,
+    attempt: int | None = None,
 ) -> None:
     """Dequeue a processed batch and write its history, in the caller's transaction.
 
@@ -192,21 +196,33 @@ def record_batch(
     settles their intents (a remote one), so a removal and its history row
     are one fact.
     """
-    history = [
-        (group_wa_id, wid, outcome, reason, job_id, now_ms)
-        for outcome, outcomes in (("SUCCESS", removed), ("FAILURE", failed))
-        for wid, reason in outcomes.items()
-    ]
     db.executemany(
         "DELETE FROM removal_queue WHERE group_wa_id = ? AND whatsapp_id = ?",
         [(group_wa_id, wid) for wid in (*removed, *failed, *skipped)],
     )
-    db.executemany(
-        "INSERT INTO removal_history"
-        " (group_wa_id, whatsapp_id, alt_id, outcome, reason, job_id, at)"
-        " VALUES (?, ?, (SELECT alt_id FROM wa_members"
-        "  WHERE group_wa_id = ? AND whatsapp_id = ?), ?, ?, ?, ?)",
-        [(g, wid, g, wid, *rest) for g, wid, *rest in history],
-    )
+    record_history(db, group_wa_id, "SUCCESS", removed, job_id, now_ms, attempt)
+    record_history(db, group_wa_id, "FAILURE", failed, job_id, now_ms, attempt)
     # Whatever the gateway, our directory must show who is gone.
     mark_removed(db, group_wa_id, removed, now_ms)
+
+
+def record_history(
+    db: Database,
+    group_wa_id: str,
+    outcome: str,
+    reasons: Mapping[str, str],
+    job_id: str,
+    now_ms: int,
+    attempt: int | None = None,
+) -> None:
+    """One history row per member (with both its ids), in the caller's transaction."""
+    db.executemany(
+        "INSERT INTO removal_history"
+        " (group_wa_id, whatsapp_id, alt_id, outcome, reason, job_id, attempt, at)"
+        " VALUES (?, ?, (SELECT alt_id FROM wa_members"
+        "  WHERE group_wa_id = ? AND whatsapp_id = ?), ?, ?, ?, ?, ?)",
+        [
+            (group_wa_id, wid, group_wa_id, wid, outcome, reason, job_id, attempt, now_ms)
+            for wid, reason in reasons.items()
+        ],
+    )

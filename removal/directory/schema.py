@@ -67,6 +67,12 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
     (
         3,
+        # Which run of its job wrote each row: a job resumed across a deploy
+        # shows one history, each row with its attempt.
+        "ALTER TABLE removal_history ADD COLUMN attempt INTEGER",
+    ),
+    (
+        4,
         # A member may be known by two ids: a phone id (...@s.whatsapp.net)
         # and a LID (...@lid). whatsapp_id stays the member's key (the id it
         # was first seen by); alt_id holds the other one once known. Lookups
@@ -79,7 +85,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
-        4,
+        5,
         # The time of the latest membership fact applied to a member (a sync,
         # a webhook's add/remove/promote/demote, a message, an import, a
         # removal): a fact older than it is late and changes no membership, so
