@@ -60,7 +60,7 @@ class RemovalResult(msgspec.Struct, rename="camel"):
 
     group_wa_id: str
     dry_run: bool
-    queued: int = 0  # queued by this job's sync (always 0 in a dry run)
+    queued: int = 0  # queued by this job's sync; in a dry run, what it would queue
     removed_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
     failed: list[Failure] = msgspec.field(default_factory=list)
     skipped_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
@@ -103,7 +103,9 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
     if (not remote or not isinstance(config, RemovalWorkflowConfig)) and not group_exists(
         db, config.group_wa_id
     ):
-        raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
+        raise ConfigRejected(
+            "groupWaId", f"groupWaId: unknown group {config.group_wa_id!r}", status=404
+        )
 
 
 # A gateway's refusal at start, as the answer to the start request.
@@ -188,6 +190,7 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     resumable=True,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
+    """Sync the group's members, queue the inactive ones, then remove them in batches."""
     return _against_directory(ctx, config, run_workflow)
 
 
@@ -200,6 +203,7 @@ def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str
     resumable=True,
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
+    """Remove the members already in the group's removal queue, in batches."""
     return _against_directory(ctx, config, run_queue)
 
 
@@ -208,6 +212,12 @@ def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) ->
     db = connect(ctx.database_url)
     gateway = gateway_for(db, config.group_wa_id, sleep=ctx.sleep, log=ctx.log)
     try:
+        # Checked at the start too: a group deleted just after this job was
+        # accepted (past its check) must not be written to again. (A workflow
+        # through a remote gateway may name a group its sync adds.)
+        synced = isinstance(config, RemovalWorkflowConfig) and not gateway.transactional
+        if not synced and not group_exists(db, config.group_wa_id):
+            raise LookupError(f"group {config.group_wa_id!r} was deleted before the job began")
         return run(ctx, db, gateway, config)
     finally:
         close = getattr(gateway, "close", None)
@@ -231,6 +241,7 @@ def run_workflow(
         plan = queue.preview(
             db, group, current_ms(), fetched=fetched, window_ms=window, job_id=ctx.job_id
         )
+        result.queued = plan.queued  # what a user reads as the sync's count, dry or not
         ctx.progress(message=f"{plan.queued} inactive members would be queued", phase="sync")
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
     result.queued = sync(db, _writer(ctx), group, fetched, window)
@@ -284,6 +295,8 @@ def _remove_queued(
     last_row_ms = _carry_over(db, ctx.job_id, entries, result)
     if last_row_ms is not None:  # a batch may have landed after the place was saved
         place.due_at_ms = max(place.due_at_ms, last_row_ms + config.delay_ms)
+        recorded = -(-_processed(result) // config.batch_size)  # batches with rows, at least
+        place.batches_done = max(place.batches_done, recorded)
     step = _live_step(ctx, db, gateway, result)
 
     def saved(batches_done: int) -> None:

@@ -24,6 +24,7 @@ from supervisor.api.errors import (
     handle_domain_error,
     handle_unexpected,
 )
+from supervisor.api.query import checked
 from supervisor.errors import JobsupError
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
@@ -120,12 +121,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await runtime.stop()
 
     return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            *jobs.routes,
-            *registry.routes(),
-        ],
+        # Each route refuses the query parameters its endpoint does not declare.
+        routes=checked(
+            [
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/readyz", readyz, methods=["GET"]),
+                *jobs.routes,
+                *registry.routes(),
+            ]
+        ),
         middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
         exception_handlers={
             ApiError: handle_api_error,

@@ -367,8 +367,9 @@ class Run:
 
     def _goes_back(self, job: Job, outcome: Outcome) -> bool:
         """Stopped by a shutdown (ours, or the platform's SIGTERM) and able to resume."""
+        platform = self.signalled and self._settings.shutdown_mode == "requeue"
         return (
-            (self.requeue or self.signalled)
+            (self.requeue or platform)
             and outcome.status is JobStatus.CANCELLED
             and job.status is JobStatus.RUNNING  # a cancel someone asked for stays a cancel
             and resumable(job.type)

@@ -131,6 +131,8 @@ class Settings:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_env_name(name)} must not be negative")
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"PORT must be 1 to 65535, not {self.port}")
         if self.node_timeout_s < 2 * self.heartbeat_s:
             raise SettingsError(
                 "JOBSUP_NODE_TIMEOUT_S must be at least twice JOBSUP_HEARTBEAT_S, or live "
@@ -144,6 +146,11 @@ class Settings:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
+
+
+def env_names() -> list[str]:
+    """Every variable ``Settings`` reads (job modules add their own ``JOBSUP_*``)."""
+    return [_env_name(f.name) for f in fields(Settings) if f.name != "job_env"]
 
 
 def _env_name(field_name: str) -> str:

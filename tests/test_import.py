@@ -64,9 +64,9 @@ def test_members_from_csv_report_bad_lines_and_load_the_rest(
     loaded = members(server)
     assert sorted(loaded) == sorted([PN, "222@lid", "666@lid"])
     assert loaded[PN]["altId"] == LID
-    assert loaded[PN]["lastActiveAt"] == "2025-06-01T12:00:00Z"
+    assert loaded[PN]["lastActiveAt"] == "2025-06-01T12:00:00.000Z"
     assert (loaded["222@lid"]["isAdmin"], loaded["222@lid"]["lastActiveAt"]) == (True, None)
-    assert loaded["666@lid"]["joinedAt"] == "2025-01-31T22:00:00Z"
+    assert loaded["666@lid"]["joinedAt"] == "2025-01-31T22:00:00.000Z"
     # The group did not exist: the import made it, named by its id.
     assert server.client.get(f"/admin/groups/{GROUP}").json()["name"] == GROUP
 
@@ -137,8 +137,8 @@ def test_activity_moves_forward_only_and_reports_unknown_members(
     assert "no group '999@g.us'" in done.stderr
     assert "loaded 3 rows; 3 rejected" in done.stdout
     seen = members(server)
-    assert seen[PN]["lastActiveAt"] == "2025-06-01T00:00:00Z"
-    assert seen["222@lid"]["lastActiveAt"] == "2025-03-01T00:00:00Z"
+    assert seen[PN]["lastActiveAt"] == "2025-06-01T00:00:00.000Z"
+    assert seen["222@lid"]["lastActiveAt"] == "2025-03-01T00:00:00.000Z"
     # Again: nothing moves, nothing fails but the same rows.
     assert jobsup_import(server, "activity", str(path)).returncode == 1
     assert members(server) == seen

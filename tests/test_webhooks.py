@@ -32,7 +32,8 @@ T0 = int(time.time()) - 3600
 
 
 def iso_s(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    """A time as the API writes it (ISO 8601, milliseconds, Z); Evolution's date_time too."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def message(sender: str, at: int = T0, alt: str | None = None, **key: Any) -> dict[str, Any]:

@@ -263,6 +263,11 @@ def policy(env: Mapping[str, str]) -> Policy:
     return policy
 
 
+def setting_names() -> list[str]:
+    """The variables the loaded modules' settings are read from (``JOBSUP_*``)."""
+    return [s.env for e in _extensions for s in e.settings]
+
+
 def label_names() -> set[str]:
     return {t.label.name for t in _types.values() if t.label is not None}
 
