@@ -42,6 +42,11 @@ from removal.directory.shapes import in_range
 from supervisor.parsing import from_validation
 
 BATCH = 500
+EPILOG = (
+    "Bad rows are reported as FILE:LINE: message; the others load, in batches of "
+    f"{BATCH} rows, each one transaction. Exit status: 0 all rows loaded, 1 some "
+    "rows rejected, 2 the import could not run or finish. See docs/operations.md."
+)
 DEFAULT_URL = "http://127.0.0.1:8000"
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n", ""}
@@ -315,7 +320,7 @@ def add_parser(commands: Any) -> None:
         ("members", "members of one group: whatsappId, isAdmin, joinedAt, lastActiveAt"),
         ("activity", "last activity: whatsappId, groupWaId, lastActiveAt"),
     ):
-        sub = kinds.add_parser(name, help=text, description=text)
+        sub = kinds.add_parser(name, help=text, description=text, epilog=EPILOG)
         sub.add_argument("file", help="a .csv file (header row), a JSON array or JSON Lines")
         if name == "members":
             sub.add_argument("--group", required=True, help="the group's id (groupWaId)")

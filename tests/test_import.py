@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import ROOT, Server
 
@@ -169,3 +172,33 @@ def test_an_unreadable_file_or_server_is_one_line_and_exit_2(
     done = jobsup_import(server, "activity", str(wrong))
     assert done.returncode == 2
     assert done.stderr.startswith(f"{wrong}:1: unknown column 'group'")
+
+
+@pytest.mark.postgres
+def test_both_imports_on_postgresql(
+    make_server: Callable[..., Server], pg_url: str, tmp_path: Path
+) -> None:
+    server = make_server(DATABASE_URL=pg_url)
+    members_file = tmp_path / "members.jsonl"
+    members_file.write_text(
+        json.dumps(
+            {"whatsappId": PN, "altId": LID, "isAdmin": True, "joinedAt": "2025-01-01T00:00:00Z"}
+        )
+        + "\n"
+        + json.dumps({"whatsappId": "222@lid", "joinedAt": "2025-01-01T00:00:00Z"})
+        + "\n"
+    )
+    done = jobsup_import(server, "members", str(members_file), "--group", GROUP)
+    assert (done.returncode, done.stdout.strip()) == (0, "loaded 2 rows; 0 rejected"), done.stderr
+    activity_file = tmp_path / "activity.csv"
+    activity_file.write_text(
+        "whatsappId,groupWaId,lastActiveAt\n"
+        f"{LID},{GROUP},2025-06-01T00:00:00Z\n"
+        f"333@lid,{GROUP},2025-06-01T00:00:00Z\n"
+    )
+    done = jobsup_import(server, "activity", str(activity_file))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"{activity_file}:3: no member '333@lid'")
+    seen = members(server)
+    assert (seen[PN]["isAdmin"], seen[PN]["lastActiveAt"]) == (True, "2025-06-01T00:00:00.000Z")
+    assert seen["222@lid"]["lastActiveAt"] is None

@@ -10,6 +10,9 @@ should not; a delivery without the secret writes nothing.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +23,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import FAST, ROOT, Server, free_port
 
 SECRET = "s3cr3t-for-tests"
 GROUP = "120363295648424210@g.us"
@@ -361,3 +364,19 @@ def test_a_directory_refresh_is_newer_than_what_was_sent_before_it(
     assert members(server)[PN]["removedAt"] is None
     ok(server, message(PN, at=T0))  # activity is a fact of its own: it still counts
     assert members(server)[PN]["lastActiveAt"] == iso_s(T0)
+
+
+def test_a_jwt_key_too_short_stops_the_server_naming_it(sqlite_url: str) -> None:
+    short = "only-20-bytes-secret"
+    completed = subprocess.run(
+        [sys.executable, "-m", "supervisor", "serve", "--port", str(free_port())],
+        env={**os.environ, **FAST, "DATABASE_URL": sqlite_url, "JOBSUP_WEBHOOK_JWT_KEY": short},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert "JOBSUP_WEBHOOK_JWT_KEY must be at least 32 bytes" in completed.stderr
+    assert short not in completed.stderr + completed.stdout
