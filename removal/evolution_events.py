@@ -160,7 +160,7 @@ def _messages(name: str, data: Any, received_ms: int) -> Delivery:
             delivery.ignored = "no sender"
             continue
         at = _seconds(message.get("messageTimestamp"), received_ms)
-        delivery.facts.append(Seen(group, sender, at, alt_id=alt, active_at=at))
+        delivery.facts.append(Seen(group, sender, at, alt_id=alt, active_at=at, membership=False))
     if delivery.facts:
         delivery.ignored = None
     return delivery

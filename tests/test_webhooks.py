@@ -23,7 +23,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import FAST, ROOT, Server, free_port
+from tests.conftest import FAST, ROOT, Server, free_port, wait_until
 
 SECRET = "s3cr3t-for-tests"
 GROUP = "120363295648424210@g.us"
@@ -380,3 +380,51 @@ def test_a_jwt_key_too_short_stops_the_server_naming_it(sqlite_url: str) -> None
     assert completed.returncode == 2, completed.stderr
     assert "JOBSUP_WEBHOOK_JWT_KEY must be at least 32 bytes" in completed.stderr
     assert short not in completed.stderr + completed.stdout
+
+
+def test_a_message_never_undoes_a_removal(hooked: Server) -> None:
+    ok(hooked, participants("remove", [PN], T0 + 10))
+    ok(hooked, message(PN, at=T0 + 20))  # a clock ahead, or a late echo
+    gone = members(hooked)[PN]
+    assert (gone["removedAt"], gone["lastActiveAt"]) == (iso_s(T0 + 10), iso_s(T0 + 20))
+    ok(hooked, participants("add", [PN], T0 + 30))  # only an add brings them back
+    assert members(hooked)[PN]["removedAt"] is None
+
+
+def test_a_queued_member_who_writes_before_their_batch_is_not_removed(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(JOBSUP_WEBHOOK_SECRET=SECRET)
+    idle = iso_s(time.time() - 100 * 86400)
+    put_group(
+        server,
+        [
+            {"whatsappId": "5511900000000@s.whatsapp.net", "isAdmin": True, "joinedAt": idle},
+            {"whatsappId": PN, "joinedAt": idle},
+            {"whatsappId": OTHER, "joinedAt": idle},
+        ],
+    )
+    job_id = server.start_job(
+        {
+            "type": "removal_workflow",
+            "groupWaId": GROUP,
+            "inactivityWindowMs": 30 * 86_400_000,
+            "batchSize": 1,
+            "delayMs": 4000,
+            "dryRun": False,
+        }
+    )
+
+    def first_removed() -> str | None:
+        rows = server.client.get(f"/admin/groups/{GROUP}/removals").json()
+        rows = rows["items"] if isinstance(rows, dict) else rows
+        return str(rows[0]["whatsappId"]) if rows else None
+
+    removed = wait_until(first_removed, timeout=30)
+    waiting = OTHER if removed == PN else PN
+    # The other one writes during the delay before its batch.
+    ok(server, message(waiting, at=int(time.time())))
+    job = server.wait_status(job_id, "completed", timeout=30)
+    assert job["result"]["removedWhatsappIds"] == [removed]
+    assert job["result"]["skippedWhatsappIds"] == [waiting]
+    assert members(server)[waiting]["removedAt"] is None

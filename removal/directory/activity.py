@@ -34,6 +34,9 @@ class Seen:
     current member even when the fact is older than its ``membership_at``;
     membership itself still follows the order. A removal of someone never
     seen is recorded too, so that a late "add" cannot bring them in.
+    ``membership`` False (a message): for a known member, only the activity
+    counts; membership changes come from membership events and refreshes
+    only, so a message stamped by a clock ahead cannot undo a removal.
     """
 
     group_wa_id: str
@@ -45,6 +48,7 @@ class Seen:
     active_at: int | None = None
     joined_at: int | None = None
     restate: bool = False
+    membership: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +156,7 @@ def _apply_seen(db: Database, fact: Seen) -> None:
         sets.append("alt_id = ?")
         params.append(other)
     new_active = last_active
-    if membership_at is None or fact.at > membership_at:
+    if fact.membership and (membership_at is None or fact.at > membership_at):
         sets.append("membership_at = ?")
         params.append(fact.at)
         if not fact.present:
