@@ -284,25 +284,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = "/admin/activity/import"
     headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
-    rows = 0
     status = 0
     try:
         with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
             batch: list[tuple[int, dict[str, Any]]] = []
-            for line, values in read_file(Path(args.file), kind, report):
-                rows += 1
-                try:
-                    batch.append((line, check_row(kind, values)))
-                except ValueError as exc:
-                    report.reject(line, str(exc))
-                if len(batch) >= BATCH:
-                    _send(client, target, kind, batch, report)
-                    batch = []
+            try:
+                for line, values in read_file(Path(args.file), kind, report):
+                    try:
+                        batch.append((line, check_row(kind, values)))
+                    except ValueError as exc:
+                        report.reject(line, str(exc))
+                    if len(batch) >= BATCH:
+                        _send(client, target, kind, batch, report)
+                        batch = []
+            except FileError as exc:  # the rows read before it still load
+                where = f"{report.path}:{exc.line}" if exc.line else report.path
+                print(f"{where}: {exc}", file=sys.stderr)
+                status = 2
             _send(client, target, kind, batch, report)
-    except FileError as exc:
-        where = f"{report.path}:{exc.line}" if exc.line else report.path
-        print(f"{where}: {exc}", file=sys.stderr)
-        status = 2
     except ServerError as exc:
         print(f"jobsup import: {exc}", file=sys.stderr)
         status = 2

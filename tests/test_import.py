@@ -92,6 +92,18 @@ def test_members_from_json_and_json_lines_name_their_lines(server: Server, tmp_p
     assert "nickname" in done.stderr
     assert sorted(members(server)) == sorted([PN, "333@lid"])
 
+    broken = tmp_path / "broken.json"
+    broken.write_text(
+        "[\n"
+        + json.dumps({"whatsappId": "666@lid", "joinedAt": "2025-01-01T00:00:00Z"})
+        + ",\n{oops\n]\n"
+    )
+    done = jobsup_import(server, "members", str(broken), "--group", GROUP)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"{broken}:3: malformed JSON")
+    assert "loaded 1 rows" in done.stdout
+    assert "666@lid" in members(server)
+
     jsonl = tmp_path / "more.jsonl"
     jsonl.write_text(
         json.dumps({"whatsappId": "444@lid", "joinedAt": "2025-01-01T00:00:00Z"})
