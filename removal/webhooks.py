@@ -45,6 +45,14 @@ JWT_LEEWAY_S = 10
 MAX_HANDLING = 4  # clock difference tolerated between Evolution's host and ours
 
 
+class DeliveryAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a delivery changed: facts applied, or why it changed nothing by design."""
+
+    event: str
+    applied: int
+    ignored: str | None = None
+
+
 def _service(request: Request) -> ActivityService:
     state = request.app.state
     service: ActivityService | None = getattr(state, "activity", None)
@@ -110,10 +118,8 @@ async def _handle(request: Request, path_event: str | None) -> Response:
         raise MalformedJson(f"malformed JSON: {exc}") from None
     delivery = read_delivery(payload, path_event, now_ms())
     applied = await _service(request).apply(delivery.facts) if delivery.facts else 0
-    answer: dict[str, Any] = {"event": delivery.event, "applied": applied}
-    if delivery.ignored is not None and not applied:
-        answer["ignored"] = delivery.ignored
-    return json(answer)
+    ignored = delivery.ignored if not applied else None
+    return json(DeliveryAnswer(event=delivery.event, applied=applied, ignored=ignored))
 
 
 @public  # the gateway's secret, checked in authenticate()
