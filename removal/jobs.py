@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from removal.directory import MIGRATIONS, current_ms, group_exists, queue
+from removal.directory import MIGRATIONS, current_ms, group_exists, outcomes_of_job, queue
 from removal.directory.queue import Plan, QueueEntry
 from removal.gateways import Gateway, gateway_for
 from removal.steps import Writer, remove_batch, settle_leftovers, sync
@@ -172,8 +172,29 @@ def _remove_queued(
     result: RemovalResult,
 ) -> dict[str, Any]:
     entries = queue.read_queue(db, config.group_wa_id)
+    _carry_over(db, ctx.job_id, entries, result)
     step = _live_step(ctx, db, gateway, result)
     return _walk(ctx, entries, step, result, config.batch_size, config.delay_ms / 1000)
+
+
+def _carry_over(
+    db: Database, job_id: str, entries: list[QueueEntry], result: RemovalResult
+) -> None:
+    """A job run again (rescued after its instance died) reports its earlier runs too.
+
+    Its history rows are what those runs did: every member they removed, and
+    every failure not retried now (a member still queued gets this run's outcome).
+    """
+    retried = {entry.whatsapp_id for entry in entries}
+    latest: dict[str, tuple[str, str | None]] = {}
+    for wid, outcome, reason in outcomes_of_job(db, job_id):
+        latest.pop(wid, None)  # ordered by each member's last outcome
+        latest[wid] = (outcome, reason)
+    for wid, (outcome, reason) in latest.items():
+        if outcome == "SUCCESS":
+            result.removed_whatsapp_ids.append(wid)
+        elif wid not in retried:
+            result.failed.append(Failure(wid, reason or ""))
 
 
 def _walk(

@@ -28,3 +28,12 @@ def removal_history(
         )
         for wid, outcome, reason, job, at in rows
     ]
+
+
+def outcomes_of_job(db: Database, job_id: str) -> list[tuple[str, str, str | None]]:
+    """``(whatsapp id, outcome, reason)`` of every row a job wrote, oldest first."""
+    rows = db.query(
+        "SELECT whatsapp_id, outcome, reason FROM removal_history WHERE job_id = ? ORDER BY at, id",
+        (job_id,),
+    )
+    return [(wid, outcome, reason) for wid, outcome, reason in rows]
