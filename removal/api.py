@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from removal.directory import GroupIn, WhitelistIn
+from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json, parse, query_int
+from supervisor.api.contract import contract
 from supervisor.api.errors import ApiError
+
+
+class WhitelistAnswer(msgspec.Struct, rename="camel"):
+    group_wa_id: str
+    whatsapp_ids: list[str]
+
+
+_Window = Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_MS)]
+_Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
 
 def _service(request: Request) -> GroupService:
@@ -18,21 +31,27 @@ def _service(request: Request) -> GroupService:
 
 
 @needs(Role.ADMIN)
+@contract(body=GroupIn, returns=GroupSummary)
 async def put_group(request: Request) -> Response:
+    """Create or replace a group and its members."""
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, GroupIn)
     return json(await _service(request).upsert(group_wa_id, body))
 
 
 @needs(Role.VIEWER)
+@contract(query={"inactivityWindowMs": _Window}, returns=GroupSummary, errors=(404,))
 async def get_group(request: Request) -> Response:
+    """A group's summary: members, admins, whitelisted, inactive, queued, removed."""
     group_wa_id = request.path_params["groupWaId"]
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
     return json(await _service(request).summary(group_wa_id, window))
 
 
 @needs(Role.VIEWER)
+@contract(query={"includeRemoved": bool}, returns=list[MemberView], errors=(404,))
 async def list_members(request: Request) -> Response:
+    """A group's members (those removed too, on request)."""
     group_wa_id = request.path_params["groupWaId"]
     raw = request.query_params.get("includeRemoved", "false").lower()
     if raw not in ("true", "false"):
@@ -43,15 +62,19 @@ async def list_members(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@contract(body=WhitelistIn, returns=WhitelistAnswer, errors=(404,))
 async def put_whitelist(request: Request) -> Response:
+    """Replace a group's whitelist: these members are never removed."""
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, WhitelistIn)
     ids = await _service(request).set_whitelist(group_wa_id, body.whatsapp_ids)
-    return json({"groupWaId": group_wa_id, "whatsappIds": ids})
+    return json(WhitelistAnswer(group_wa_id, ids))
 
 
 @needs(Role.VIEWER)
+@contract(query={"limit": _Limit, "jobId": str}, returns=list[RemovalRecord], errors=(404,))
 async def list_removals(request: Request) -> Response:
+    """A group's removal history, newest first."""
     group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, 1000)
     job_id = request.query_params.get("jobId")

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -13,9 +14,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import jobs
+from supervisor.api import jobs, openapi
 from supervisor.api.access import public
 from supervisor.api.common import json
+from supervisor.api.contract import contract
 from supervisor.api.edge import BodyTimeout, Edge
 from supervisor.api.errors import (
     ApiError,
@@ -34,28 +36,44 @@ from workers.db import DatabaseUnavailable
 log = logging.getLogger("jobsup.api")
 
 
+class Health(msgspec.Struct, rename="camel"):
+    status: str
+    instance: str
+    running_jobs: int
+    jobs_in_memory: int
+    database_available: bool
+
+
+class Ready(msgspec.Struct):
+    status: str
+
+
 @public
+@contract(returns=Health)
 async def healthz(request: Request) -> Response:
+    """The process is up: its instance, running jobs, jobs in memory, the database's state."""
     runtime: Runtime = request.app.state.runtime
     return json(
-        {
-            "status": "ok",
-            "instance": runtime.settings.instance_id,
-            "runningJobs": runtime.scheduler.running(),
-            "jobsInMemory": len(runtime.table),
-            "databaseAvailable": runtime.store.available,
-        }
+        Health(
+            "ok",
+            runtime.settings.instance_id,
+            runtime.scheduler.running(),
+            len(runtime.table),
+            runtime.store.available,
+        )
     )
 
 
 @public
+@contract(returns=Ready)
 async def readyz(request: Request) -> Response:
+    """Ready for work: accepting jobs and the database available (503 otherwise)."""
     runtime: Runtime = request.app.state.runtime
     if not runtime.scheduler.accepting:
         return error_response(503, "shutting_down", "the server is shutting down")
     if not runtime.store.available:
         return error_response(503, "database_unavailable", "the database is unavailable")
-    return json({"status": "ready"})
+    return json(Ready("ready"))
 
 
 async def handle_unavailable(request: Request, exc: Exception) -> Response:
@@ -123,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi.openapi, methods=["GET"]),
             *jobs.routes,
             *registry.routes(),
         ],

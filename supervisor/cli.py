@@ -1,4 +1,4 @@
-"""The ``jobsup`` command: serve, demo, migrate."""
+"""The ``jobsup`` command: serve, demo, migrate, openapi."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def migrate(settings: Settings) -> None:
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
+def openapi(settings: Settings) -> None:
+    """Print the OpenAPI document of the app these settings make (docs/openapi.json)."""
+    from supervisor.api.openapi import text
+    from supervisor.app import create_app
+
+    sys.stdout.write(text(create_app(settings).routes))
+
+
 def bench(args: list[str]) -> None:
     """Run the benchmark suite of a source checkout (``python -m bench``)."""
     root = Path(__file__).resolve().parent.parent
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--host", help="interface to listen on (JOBSUP_HOST)")
         sub.add_argument("--port", type=int, help="port (PORT)")
     commands.add_parser("migrate", help="apply database migrations and exit")
+    commands.add_parser("openapi", help="print the OpenAPI document (docs/openapi.json)")
     # add_help=False: --help goes through to the suite's own options.
     commands.add_parser("bench", add_help=False, help="run the benchmark suite (python -m bench)")
     args, extra = parser.parse_known_args(argv)
@@ -85,5 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         from supervisor.demo import run_demo
 
         raise SystemExit(run_demo(settings))
+    elif args.command == "openapi":
+        openapi(settings)
     else:
         migrate(settings)
