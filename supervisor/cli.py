@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 from pathlib import Path
@@ -23,13 +22,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings) -> None:
+    from supervisor import logs
     from supervisor.app import create_app
     from supervisor.server import make_server
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    make_server(create_app(settings), settings).run()
+    logs.setup(settings.log_level, settings.log_format)
+    make_server(create_app(settings), settings, log_config=None).run()
 
 
 def migrate(settings: Settings) -> None:

@@ -16,9 +16,11 @@ import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.config import LOGGING_CONFIG
 
 from supervisor.connection import Limits, protocol_for
 from supervisor.settings import Settings
@@ -92,13 +94,20 @@ def limits_for(settings: Settings, file_limit: int) -> Limits:
     )
 
 
-def make_server(app: Starlette, settings: Settings, log_level: str | None = None) -> Server:
+def make_server(
+    app: Starlette,
+    settings: Settings,
+    log_level: str | None = None,
+    log_config: dict[str, Any] | None = LOGGING_CONFIG,
+) -> Server:
+    """``log_config=None`` when the caller configured logging (``supervisor.logs``)."""
     limits = limits_for(settings, raise_file_limit())
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=log_level or settings.log_level,
+        log_config=log_config,
         access_log=settings.access_log,
         # Open streams must not hold a shutdown hostage: jobs get their own grace.
         timeout_graceful_shutdown=5,

@@ -20,6 +20,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -69,7 +70,11 @@ class Settings:
     body_timeout_s: float = 30.0
     max_connections: int = 1000
     log_level: str = "info"
+    # text (the default) or json: one JSON object per line.
+    log_format: str = "text"
     access_log: bool = False
+    # A bearer token that may read GET /metrics and nothing else ("" = none).
+    metrics_token: str = ""
     instance_id: str = field(default_factory=_instance_id)
     # The other JOBSUP_* variables: the job modules' own settings (their
     # ``workers.registry.Setting``s), read by ``policy()`` once they are loaded.
@@ -135,6 +140,10 @@ class Settings:
             raise SettingsError("JOBSUP_CHILD_NICE must be 0 to 19: jobs never outrank the API")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"JOBSUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if self.metrics_token and len(self.metrics_token) < 16:
+            raise SettingsError("JOBSUP_METRICS_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
 
