@@ -14,7 +14,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import jobs, openapi
+from supervisor.api import events, jobs, openapi
+from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.contract import contract
@@ -26,7 +27,9 @@ from supervisor.api.errors import (
     handle_domain_error,
     handle_unexpected,
 )
+from supervisor.api.observe import Observe
 from supervisor.errors import JobsupError
+from supervisor.metrics import Metrics
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
 from supervisor.store import DatabaseBusy
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings if settings is not None else Settings.from_env()
     # Job modules bring their own routes (/admin/groups, say).
     registry.load(settings.job_modules)
+    metrics = Metrics()  # this app's own registry
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -132,20 +136,27 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.runtime = runtime
         app.state.jobs = runtime.service
         app.state.store = runtime.store
+        metrics.attach(runtime)
         try:
             yield
         finally:
             await runtime.stop()
+            metrics.detach()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi.openapi, methods=["GET"]),
+            Route("/metrics", metrics_api.metrics, methods=["GET"]),
+            *events.routes,
             *jobs.routes,
             *registry.routes(),
         ],
-        middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
+        middleware=[
+            Middleware(Observe, on_done=metrics.on_request),
+            Middleware(Edge, body_timeout_s=settings.body_timeout_s),
+        ],
         exception_handlers={
             ApiError: handle_api_error,
             JobsupError: handle_domain_error,
@@ -158,3 +169,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
+    return app

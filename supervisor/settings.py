@@ -69,6 +69,16 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_connections: int = 1000
+    # Event streams (SSE): events kept for Last-Event-ID resume; events
+    # waiting per subscriber before it is dropped; the keep-alive comment's
+    # period; the least time between two writes to one stream (progress in
+    # between is coalesced); how often jobs another instance owns are read
+    # from the store while someone follows them.
+    events_buffer: int = 10_000
+    events_queue: int = 1000
+    events_keepalive_s: float = 15.0
+    events_interval_s: float = 0.25
+    events_follow_s: float = 1.0
     log_level: str = "info"
     # text (the default) or json: one JSON object per line.
     log_format: str = "text"
@@ -116,6 +126,10 @@ class Settings:
             "header_timeout_s",
             "body_timeout_s",
             "max_connections",
+            "events_buffer",
+            "events_queue",
+            "events_keepalive_s",
+            "events_follow_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -127,6 +141,7 @@ class Settings:
             "shutdown_grace_s",
             "retention_days",
             "sigterm_hold_s",
+            "events_interval_s",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
