@@ -5,8 +5,8 @@ Two context variables say what a line is about:
 
 - ``request_id``: set by the request-id middleware (``supervisor.api.observe``)
   for everything done while serving one request;
-- ``job_id``: set by the job code paths that act on one job (``job_scope``),
-  or given for one line as ``extra=job(job_id)``.
+- ``job_id``: for code that acts on one job throughout; a single line names
+  its job with ``extra=about_job(job_id)`` (the job code paths do).
 
 A line's own ``extra`` wins over the context. In text format the ids are
 appended as ``[request=… job=…]``, so text lines carry them too.
@@ -14,11 +14,9 @@ appended as ``[request=… job=…]``, so text lines carry them too.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,19 +26,9 @@ job_id: ContextVar[str | None] = ContextVar("jobsup_job_id", default=None)
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(ids)s"
 
 
-def job(job_id_: str) -> dict[str, Any]:
+def about_job(job_id_: str) -> dict[str, Any]:
     """``extra=`` for one log line about a job."""
     return {"job_id": job_id_}
-
-
-@contextlib.contextmanager
-def job_scope(job_id_: str) -> Iterator[None]:
-    """Every line logged inside is about this job."""
-    token = job_id.set(job_id_)
-    try:
-        yield
-    finally:
-        job_id.reset(token)
 
 
 class _Context(logging.Filter):
