@@ -59,14 +59,17 @@ def _configs() -> Any:
     return Union[types]  # noqa: UP007 (a union built at run time)
 
 
+_Time = Annotated[datetime, msgspec.Meta(tz=True)]  # ISO 8601 with a zone
+
+
 def _list_query() -> dict[str, Any]:
     query: dict[str, Any] = {
         "status": JobStatus,
         "type": str,
         "limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_LIMIT)],
         "before": str,
-        "createdAfter": datetime,
-        "createdBefore": datetime,
+        "createdAfter": _Time,
+        "createdBefore": _Time,
         "include": Literal["result"],
     }
     return query | {name: str for name in sorted(registry.label_names())}

@@ -89,6 +89,8 @@ def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
         op_id = name if names.count(name) == 1 else f"{route.endpoint.__module__}.{name}"
         op = _operation(route, c, op_id, by_type, error_schema)
         paths.setdefault(path, {})[method.lower()] = op
+    for schema in [*components.values(), *_parameter_schemas(paths)]:
+        _no_nul(schema)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -102,6 +104,33 @@ def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+# Neither database stores a NUL, so no string the API takes or gives may hold
+# one (the edge and ``check_body`` refuse it): said once, on every string.
+NO_NUL = "^[^\\x00]*$"
+
+
+def _parameter_schemas(paths: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        p["schema"]
+        for ops in paths.values()
+        for op in ops.values()
+        for p in op.get("parameters", [])
+    ]
+
+
+def _no_nul(schema: Any) -> None:
+    """Add ``pattern: NO_NUL`` to every string schema within ``schema`` (in place)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("type") == "string" and "pattern" not in node and "format" not in node:
+                node["pattern"] = NO_NUL
+            stack.extend(v for k, v in node.items() if k not in ("enum", "const", "default"))
 
 
 def text(routes: Iterable[BaseRoute]) -> str:
