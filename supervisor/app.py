@@ -28,6 +28,7 @@ from supervisor.api.errors import (
     handle_unexpected,
 )
 from supervisor.api.observe import Observe
+from supervisor.api.query import checked
 from supervisor.errors import JobsupError
 from supervisor.metrics import Metrics
 from supervisor.runtime import Runtime
@@ -144,15 +145,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
             metrics.detach()
 
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/openapi.json", openapi.openapi, methods=["GET"]),
-            Route("/metrics", metrics_api.metrics, methods=["GET"]),
-            *events.routes,
-            *jobs.routes,
-            *registry.routes(),
-        ],
+        # Each route refuses the query parameters its endpoint does not declare.
+        routes=checked(
+            [
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/readyz", readyz, methods=["GET"]),
+                Route("/openapi.json", openapi.openapi, methods=["GET"]),
+                Route("/metrics", metrics_api.metrics, methods=["GET"]),
+                *events.routes,
+                *jobs.routes,
+                *registry.routes(),
+            ]
+        ),
         middleware=[
             Middleware(Observe, on_done=metrics.on_request),
             Middleware(Edge, body_timeout_s=settings.body_timeout_s),

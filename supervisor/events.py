@@ -56,6 +56,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor import wire
 from supervisor.job import Job, summary
 from supervisor.state import JobStatus
 from workers import registry
@@ -70,6 +71,11 @@ MAX_EVENT_RESULT_BYTES = 64 * 1024
 LABELS_KEPT = 10_000
 
 _encoder = msgspec.json.Encoder()
+
+
+def _encode(value: Any) -> bytes:
+    """Jobs (and their times) as the API's answers encode them."""
+    return wire.encode(value)
 
 
 class Kind(StrEnum):
@@ -110,6 +116,17 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     status: JobStatus
     label: str | None  # "name=value" (``store.jobs.label_of``), or None
     data: bytes  # the JSON of the SSE ``data:`` line
+    # The whole SSE event (event:, id:, data: lines), made once for every stream.
+    frame: bytes = b""
+
+
+def _framed(event: Event) -> Event:
+    frame = b"event: %s\nid: %s\ndata: %s\n\n" % (
+        event.kind.value.encode(),
+        event.id.encode(),
+        event.data,
+    )
+    return msgspec.structs.replace(event, frame=frame)
 
 
 def _label(job: Job) -> str | None:
@@ -137,12 +154,12 @@ def _bounded_result(result: Any) -> tuple[Any, bool]:
 def job_data(job: Job, with_result: bool, result_omitted: bool = False) -> bytes:
     """A job as the API shows it: whole (``GET /status``) or without its result (lists)."""
     if not with_result:
-        return _encoder.encode(summary(job))
+        return _encode(summary(job))
     result, omitted = _bounded_result(job.result)
     if omitted or result_omitted:
         body = msgspec.structs.asdict(msgspec.structs.replace(job, result=None))
-        return _encoder.encode(_camel(body) | {"resultOmitted": True})
-    return _encoder.encode(msgspec.structs.replace(job, result=result))
+        return _encode(_camel(body) | {"resultOmitted": True})
+    return _encode(msgspec.structs.replace(job, result=result))
 
 
 def _camel(values: dict[str, Any]) -> dict[str, Any]:
@@ -262,34 +279,36 @@ class EventBus:
         """Publish one event about ``job`` as it is now."""
         if kind is Kind.PROGRESS:
             p = job.progress
-            data = _encoder.encode(
+            data = _encode(
                 ProgressData(job.id, job.status, p.processed, p.total, p.message, p.phase)
             )
         elif kind is Kind.PARTIAL:
             result, omitted = _bounded_result(job.result)
-            data = _encoder.encode(PartialData(job.id, result, omitted))
+            data = _encode(PartialData(job.id, result, omitted))
         else:
             data = job_data(job, kind is Kind.FINISHED, result_omitted)
         return self._emit(kind, job, data)
 
     def _emit(self, kind: Kind, job: Job, data: bytes) -> Event:
         self.seq += 1
-        event = Event(
-            f"{self.epoch}-{self.seq}",
-            self.seq,
-            kind,
-            job.id,
-            job.type,
-            job.status,
-            self.label(job),
-            data,
+        event = _framed(
+            Event(
+                f"{self.epoch}-{self.seq}",
+                self.seq,
+                kind,
+                job.id,
+                job.type,
+                job.status,
+                self.label(job),
+                data,
+            )
         )
         self._buffer.append(event)
-        self._buffered_bytes += len(data)
+        self._buffered_bytes += len(event.frame)
         while self._buffer and (
             len(self._buffer) > self.buffer_events or self._buffered_bytes > self.buffer_bytes
         ):
-            self._buffered_bytes -= len(self._buffer.popleft().data)
+            self._buffered_bytes -= len(self._buffer.popleft().frame)
         if kind is Kind.FINISHED:
             self._labels.pop(job.id, None)
         for fn in self._listeners:
@@ -308,20 +327,22 @@ class EventBus:
         Not buffered, not broadcast; its id is the latest event's, so a
         client resuming from it gets what follows.
         """
-        return Event(
-            self.last_id,
-            self.seq,
-            Kind.SNAPSHOT,
-            job.id,
-            job.type,
-            job.status,
-            self.label(job),
-            job_data(job, with_result),
+        return _framed(
+            Event(
+                self.last_id,
+                self.seq,
+                Kind.SNAPSHOT,
+                job.id,
+                job.type,
+                job.status,
+                self.label(job),
+                job_data(job, with_result),
+            )
         )
 
     def finished_copy(self, snapshot: Event) -> Event:
         """The ``finished`` event a stream ends with when its snapshot is final already."""
-        return msgspec.structs.replace(snapshot, kind=Kind.FINISHED)
+        return _framed(msgspec.structs.replace(snapshot, kind=Kind.FINISHED))
 
     # -- subscribing ---------------------------------------------------------
 

@@ -69,6 +69,10 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     completed_at: datetime | None = None
     owner: str | None = None  # the instance running it
     attempts: int = 0
+    # A resumable job: when it last saved its place, and how many runs resumed from one.
+    saved_at: datetime | None = None
+    resumes: int = 0
+    rerun_of: str | None = None  # the job this one repeats (POST …/rerun)
 
 
 # A job without its result, as lists show it unless asked (results can be

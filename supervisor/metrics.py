@@ -168,9 +168,13 @@ class Metrics:
         if event.kind is Kind.CREATED:
             self.accepted.labels(event.job_type).inc()
             return
-        if event.kind not in (Kind.STARTED, Kind.FINISHED) or self._runtime is None:
+        if event.kind is Kind.FINISHED:
+            self.finished.labels(event.job_type, event.status.value).inc()
+        elif event.kind is not Kind.STARTED:
             return
-        job = self._runtime.table.get(event.job_id)
+        # The times are the job's own; a pending job cancelled in the store
+        # (never in this instance's memory) has none worth observing.
+        job = self._runtime.table.get(event.job_id) if self._runtime is not None else None
         if job is None:
             return
         if event.kind is Kind.STARTED:
@@ -178,7 +182,6 @@ class Metrics:
             if latency is not None:
                 self.start_latency.labels(job.type).observe(latency)
             return
-        self.finished.labels(job.type, job.status.value).inc()
         duration = _seconds(job.started_at, job.completed_at)
         if duration is not None:
             self.duration.labels(job.type, job.status.value).observe(duration)

@@ -19,12 +19,13 @@ from typing import Any
 import msgspec
 
 from supervisor.events import EventBus, Kind
-from supervisor.job import Job, Progress
+from supervisor.job import Job, Progress, now
 from supervisor.logs import about_job
 from supervisor.state import TERMINAL, JobStatus, check_transition
-from supervisor.store import Store, claims, is_unique_violation
+from supervisor.store import DatabaseBusy, Store, claims, is_unique_violation
 from supervisor.store import jobs as sql
 from workers import protocol
+from workers.db import DatabaseUnavailable
 from workers.times import now_ms
 
 log = logging.getLogger("jobsup.table")
@@ -52,6 +53,7 @@ class JobTable:
         self._jobs: dict[str, Job] = {}
         self._dirty: set[str] = set()  # progress or result to write
         self._state_dirty: set[str] = set()  # a state changed by move_soon to write
+        self._saved: dict[str, bytes] = {}  # saved places (JSON) to write with the next flush
         self._changed = asyncio.Event()
         self._waiting = 0  # wait() calls in progress; no waiter, no wake-up to make
         self._writes: set[asyncio.Future[Any]] = set()
@@ -76,7 +78,17 @@ class JobTable:
             job = self._jobs.get(job_id)
         if job is None or job_id in self._result_stored:
             job = await self.store.call(sql.get_job, job_id)
+        elif job.status in TERMINAL and not await self._still_stored(job_id):
+            self.forget(job_id)  # deleted, perhaps through another instance
+            job = None
         return job
+
+    async def _still_stored(self, job_id: str) -> bool:
+        """Whether a finished job kept in memory is still in the store (not deleted)."""
+        try:
+            return await self.store.call(sql.job_exists, job_id)  # type: ignore[no-any-return]
+        except (DatabaseUnavailable, DatabaseBusy):
+            return True  # memory answers while the store cannot
 
     async def list(self, f: sql.JobFilter) -> list[Job]:
         stored = await self.store.call(sql.list_jobs, f)
@@ -182,6 +194,8 @@ class JobTable:
         """
         self._dirty.discard(job.id)
         self._state_dirty.discard(job.id)
+        if job.id in self._saved and job.status not in TERMINAL:
+            self._dirty.add(job.id)  # the state's write does not carry the saved place
         write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
         write.add_done_callback(lambda _: self._state_written(job.id, write))
         self._last_write[job.id] = write
@@ -220,6 +234,7 @@ class JobTable:
     def forget(self, job_id: str) -> None:
         """Drop a job from memory without writing it (another instance owns it now)."""
         self._jobs.pop(job_id, None)
+        self._saved.pop(job_id, None)
         self._result_stored.discard(job_id)
         self._dirty.discard(job_id)
         self._state_dirty.discard(job_id)
@@ -227,6 +242,23 @@ class JobTable:
 
     def live_ids(self) -> list[str]:
         return [j.id for j in self._jobs.values() if j.status not in TERMINAL]
+
+    def requeue(self, job: Job) -> Awaitable[bool]:
+        """Put a running job back in the queue, with its saved place, for any instance.
+
+        Its latest saved place goes in the same write; the job leaves this
+        instance's memory (whoever claims it next runs it).
+        """
+        check_transition(job.status, JobStatus.PENDING)
+        saved = self._saved.pop(job.id, None)
+        stored = msgspec.structs.replace(job)
+        self.forget(job.id)
+        return self._write(claims.requeue_job, stored, saved, now_ms())
+
+    def save(self, job: Job, state_json: bytes) -> None:
+        """Keep the job's latest saved place; written by the next flush."""
+        self._saved[job.id] = state_json
+        self.update(job, saved_at=now())
 
     def release(self, job: Job) -> None:
         """Give a claimed job whose child never began it back to the queue."""
@@ -277,8 +309,9 @@ class JobTable:
         if not self._dirty:
             return None
         batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
+        saved = {j.id: self._saved.pop(j.id) for j in batch if j.id in self._saved}
         self._dirty.clear()
-        write = self._write(sql.update_progress, batch, now_ms())
+        write = self._write(sql.update_progress, batch, now_ms(), saved)
         write.add_done_callback(self._progress_written)
         return write
 

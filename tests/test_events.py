@@ -134,6 +134,22 @@ def test_filters_on_the_every_job_stream(server: Server) -> None:
     assert seen[-1].data["id"] == quick
 
 
+def test_a_queued_job_cancelled_before_it_started_ends_its_stream(make_server: Any) -> None:
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1")
+    blocker = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 60_000})
+    server.wait_status(blocker, "running")
+    queued = server.start_job({"type": "quick"})
+    with server.client.stream("GET", f"/admin/jobs/{queued}/events") as response:
+        lines = response.iter_lines()
+        events = parse(lines)
+        assert next(events).data["status"] == "pending"
+        assert server.client.post(f"/admin/jobs/{queued}/cancel").status_code == 200
+        rest = [e for e in events if e.kind != ":"]
+    assert kinds(rest) == ["finished"]
+    assert rest[0].data["status"] == "cancelled"
+    server.client.post(f"/admin/jobs/{blocker}/cancel")
+
+
 def test_resume_from_the_buffer_and_with_a_snapshot(server: Server) -> None:
     job_id = server.start_job({"type": "chatty", "count": 30, "stepMs": 60})
     path = f"/admin/jobs/{job_id}/events"

@@ -8,12 +8,13 @@ Every endpoint declares itself with ``@contract(...)``, next to its role::
 
 - ``body``: the msgspec type the handler decodes its JSON body into.
 - ``query``: query parameter name -> type (``Annotated[int, Meta(ge=1)]`` for
-  bounds); all optional.
+  bounds); all optional. These are also the names the route takes
+  (``supervisor.api.query.takes``): any other parameter is refused.
 - ``Deferred(fn)`` for ``body``, ``query`` or a query type known only once
   the job modules are loaded (the start body is the union of their configs).
 - ``returns``: the success answer's type (status 200), or ``responses`` for
   several statuses (``{202: StartAnswer}``); ``Text(media_type)`` for an
-  answer that is not JSON.
+  answer that is not JSON, ``NO_CONTENT`` for none (204).
 - ``errors``: the statuses the endpoint itself may answer besides the ones
   every endpoint may (``COMMON_ERRORS``, plus 401/403 unless it is public and
   408/413/415 when it takes a body), all in the error envelope.
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
+
+from supervisor.api.query import takes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +55,9 @@ class Text:
 
     media_type: str
     description: str = ""
+
+
+NO_CONTENT = Text("", "No content")
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,9 @@ def contract(
         params = query if isinstance(query, Deferred) else dict(query or {})
         declared = Contract(summary, body, params, answers, tuple(errors), dict(headers or {}))
         setattr(endpoint, _ATTRIBUTE, declared)
-        return endpoint
+        if isinstance(params, Deferred):
+            return takes(more=lambda: _now(params).keys())(endpoint)
+        return takes(*params)(endpoint)
 
     return mark
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
@@ -12,15 +11,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.access import Role, needs
-from supervisor.api.common import json, query_int, read_json
-from supervisor.api.contract import Deferred, contract
+from supervisor.api.common import json, read_json
+from supervisor.api.contract import NO_CONTENT, Deferred, contract
 from supervisor.api.errors import ApiError
+from supervisor.api.query import query_int, query_time
 from supervisor.job import Job, summary
-from supervisor.service import JobService
+from supervisor.service import JobService, JobTypeView
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, UnknownCursor, label_of
 from workers import registry
-from workers.times import in_range
 
 MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
@@ -29,14 +28,18 @@ MAX_RESULT_PAGE = 10_000
 # A job's config is a handful of fields, kept in memory while the job lives
 # and sent in every list answer: a start body is bounded far below a group's.
 MAX_START_BYTES = 64 * 1024
-# A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
-# A space before a trailing offset can only have been that "+".
-_PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 
 
 class StartAnswer(msgspec.Struct, rename="camel"):
     job_id: str
     status: JobStatus
+    message: str
+
+
+class RerunAnswer(msgspec.Struct, rename="camel"):
+    job_id: str
+    status: JobStatus
+    rerun_of: str | None
     message: str
 
 
@@ -60,6 +63,8 @@ def _configs() -> Any:
 
 
 _Time = Annotated[datetime, msgspec.Meta(tz=True)]  # ISO 8601 with a zone
+_Offset = Annotated[int, msgspec.Meta(ge=0)]
+_Page = Annotated[int, msgspec.Meta(ge=1, le=MAX_RESULT_PAGE)]
 
 
 def _list_query() -> dict[str, Any]:
@@ -72,6 +77,7 @@ def _list_query() -> dict[str, Any]:
         "createdBefore": _Time,
         "include": Literal["result"],
     }
+    # The job types' label filters (?groupWaId=).
     return query | {name: str for name in sorted(registry.label_names())}
 
 
@@ -95,10 +101,6 @@ async def status(request: Request) -> Response:
     return json(await _service(request).get(request.path_params["jobId"]))
 
 
-_Offset = Annotated[int, msgspec.Meta(ge=0)]
-_Page = Annotated[int, msgspec.Meta(ge=1, le=MAX_RESULT_PAGE)]
-
-
 @needs(Role.VIEWER)
 @contract(
     query={"offset": _Offset, "limit": _Page},
@@ -108,10 +110,6 @@ _Page = Annotated[int, msgspec.Meta(ge=1, le=MAX_RESULT_PAGE)]
 )
 async def result_list(request: Request) -> Response:
     """One page of a list in a job's result (a large group's members, say)."""
-    unknown = set(request.query_params) - {"offset", "limit"}
-    if unknown:  # a misspelt offset would silently serve the first page
-        name = sorted(unknown)[0]
-        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
     job = await _service(request).get(request.path_params["jobId"])
     name = request.path_params["list"]
     items = job.result.get(name) if isinstance(job.result, dict) else None
@@ -119,18 +117,37 @@ async def result_list(request: Request) -> Response:
         raise ApiError(404, "not_found", f"list: the job's result has no list {name!r}", "list")
     offset = query_int(request, "offset", 0, 0, len(items))
     limit = query_int(request, "limit", 1000, 1, MAX_RESULT_PAGE)
+    page = items[offset : offset + limit]
     response = json(
-        ResultPage(
-            job_id=job.id,
-            name=name,
-            total=len(items),
-            offset=offset,
-            items=items[offset : offset + limit],
-        )
+        ResultPage(job_id=job.id, name=name, total=len(items), offset=offset, items=page)
     )
     if offset + limit < len(items):
         response.headers["X-Next-Offset"] = str(offset + limit)
     return response
+
+
+@needs(Role.OPERATOR)
+@contract(responses={202: RerunAnswer}, errors=(404, 409, 429))
+async def rerun(request: Request) -> Response:
+    """Start a new job with a finished job's type and config."""
+    job = await _service(request).rerun(request.path_params["jobId"])
+    message = f"{job.type} job accepted, a rerun of {job.rerun_of}"
+    return json(RerunAnswer(job.id, job.status, job.rerun_of, message), 202)
+
+
+@needs(Role.OPERATOR)
+@contract(responses={204: NO_CONTENT}, errors=(404, 409))
+async def delete(request: Request) -> Response:
+    """Delete a finished job's record."""
+    await _service(request).delete(request.path_params["jobId"])
+    return Response(status_code=204)
+
+
+@needs(Role.VIEWER)
+@contract(returns=list[JobTypeView])
+async def job_types(request: Request) -> Response:
+    """Each job type: its name, description and its config's JSON Schema."""
+    return json(_service(request).types())
 
 
 @needs(Role.OPERATOR)
@@ -143,21 +160,6 @@ async def cancel(request: Request) -> Response:
     return json(CancelAnswer(job.id, JobStatus.CANCELLING), 202)
 
 
-def _time(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"+\1", raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, "invalid_field", f"{name} must be an ISO 8601 time", name) from None
-    if value.tzinfo is None:
-        raise ApiError(400, "invalid_field", f"{name} needs a time zone (e.g. Z)", name)
-    if not in_range(value):
-        raise ApiError(400, "invalid_field", f"{name}: outside years 1 to 9999 in UTC", name)
-    return value
-
-
 def _label(request: Request, names: set[str]) -> str | None:
     """The job types' label filter (``?groupWaId=``): one at a time, as jobs carry one."""
     for name in sorted(names & set(request.query_params)):
@@ -168,28 +170,13 @@ def _label(request: Request, names: set[str]) -> str | None:
 def _filter(request: Request) -> JobFilter:
     params = request.query_params
     labels = registry.label_names()
-    unknown = (
-        set(params)
-        - labels
-        - {
-            "status",
-            "type",
-            "limit",
-            "before",
-            "createdAfter",
-            "createdBefore",
-            "include",
-        }
-    )
-    if unknown:
-        name = sorted(unknown)[0]
-        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
     raw_status = params.get("status")
     try:
         job_status = JobStatus(raw_status) if raw_status is not None else None
     except ValueError:
         allowed = ", ".join(s.value for s in JobStatus)
-        raise ApiError(400, "invalid_field", f"status must be one of {allowed}", "status") from None
+        message = f"status: must be one of {allowed}"
+        raise ApiError(400, "invalid_field", message, "status") from None
     include = params.get("include")
     if include not in (None, "result"):
         raise ApiError(400, "invalid_field", "include: the only value is 'result'", "include")
@@ -199,8 +186,8 @@ def _filter(request: Request) -> JobFilter:
         type=params.get("type"),
         label=_label(request, labels),
         before=params.get("before"),
-        created_after=_time(request, "createdAfter"),
-        created_before=_time(request, "createdBefore"),
+        created_after=query_time(request, "createdAfter"),
+        created_before=query_time(request, "createdBefore"),
         limit=query_int(request, "limit", 50, 1, high),
         with_result=include is not None,
     )
@@ -231,5 +218,8 @@ routes = [
     Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
     Route("/admin/jobs/{jobId}/result/{list}", result_list, methods=["GET"]),
     Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
+    Route("/admin/jobs/{jobId}/rerun", rerun, methods=["POST"]),
+    Route("/admin/jobs/{jobId}", delete, methods=["DELETE"]),
+    Route("/admin/job-types", job_types, methods=["GET"]),
     Route("/admin/jobs", list_jobs, methods=["GET"]),
 ]

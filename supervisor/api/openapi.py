@@ -40,6 +40,7 @@ REQUEST_ID = "X-Request-ID"
 _REASONS = {
     200: "OK",
     202: "Accepted",
+    204: "Done; no content",
     400: "Bad request: the field named in the error is wrong",
     401: "No credential, or an unknown one",
     403: "The credential's role may not do this",
@@ -184,15 +185,15 @@ def _operation(
         op["requestBody"] = {"required": True, "content": _json(body_schema)}
     responses: dict[str, Any] = {}
     for status, answer in sorted(c.responses.items()):
-        if isinstance(answer, Text):
-            content = {answer.media_type: {"schema": {"type": "string"}}}
-        else:
-            content = _json(next(schemas))
-        responses[str(status)] = {
+        response: dict[str, Any] = {
             "description": _REASONS.get(status, "OK"),
             "headers": _headers(dict(c.headers)),
-            "content": content,
         }
+        if not isinstance(answer, Text):
+            response["content"] = _json(next(schemas))
+        elif answer.media_type:
+            response["content"] = {answer.media_type: {"schema": {"type": "string"}}}
+        responses[str(status)] = response
     errors = set(COMMON_ERRORS) | set(c.errors)
     if role is not Role.PUBLIC:
         errors |= set(AUTH_ERRORS)

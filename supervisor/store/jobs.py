@@ -7,6 +7,7 @@ runs them off the event loop.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -80,6 +81,20 @@ MIGRATIONS = [
         CREATE INDEX jobs_label_created ON jobs (label, created_at, id)
         """,
     ),
+    (
+        4,
+        # A resumable job's saved place (ctx.save), and how often it resumed from one.
+        """
+        ALTER TABLE jobs ADD COLUMN saved_state TEXT;
+        ALTER TABLE jobs ADD COLUMN saved_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0
+        """,
+    ),
+    (
+        5,
+        # A rerun names the job it repeats.
+        "ALTER TABLE jobs ADD COLUMN rerun_of TEXT",
+    ),
 ]
 # Claiming reads jobs_claimable in arrival order; an instance's own live jobs
 # (cancel requests, rescue of a dead instance) come from jobs_owner_live.
@@ -89,7 +104,7 @@ MIGRATIONS = [
 
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
-    " created_at, started_at, completed_at, owner, attempts"
+    " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of"
 )
 
 _json = msgspec.json.Encoder()
@@ -118,6 +133,9 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         completed,
         owner,
         attempts,
+        saved_at,
+        resumes,
+        rerun_of,
     ) = row
     return Job(
         id=id_,
@@ -134,13 +152,16 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         completed_at=from_ms(completed),
         owner=owner,
         attempts=attempts,
+        saved_at=from_ms(saved_at),
+        resumes=resumes,
+        rerun_of=rerun_of,
     )
 
 
 # What a state change writes: state_values(job) then the time of the write.
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
-    " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
+    " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?, updated_at = ?"
 )
 
 
@@ -157,6 +178,7 @@ def state_values(job: Job) -> tuple[Any, ...]:
         to_ms(job.completed_at),
         job.owner,
         job.attempts,
+        job.resumes,
     )
 
 
@@ -217,8 +239,9 @@ def insert_job(
 def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: int) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
-        " completed_at, owner, attempts, id, type, config, created_at, updated_at,"
-        " exclusive_key, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " completed_at, owner, attempts, resumes, id, type, config, created_at, updated_at,"
+        " exclusive_key, label, rerun_of)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -228,6 +251,7 @@ def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: 
             now_ms,
             key,
             label,
+            job.rerun_of,
         ),
     )
 
@@ -268,14 +292,31 @@ def _already_written(db: Database, job: Job) -> bool:
     return row is not None and row == mine
 
 
-def update_progress(db: Database, jobs: list[Job], now_ms: int) -> list[str]:
-    """Write live jobs' progress and results; returns the ids this instance no longer holds."""
+def update_progress(
+    db: Database, jobs: list[Job], now_ms: int, saved: Mapping[str, bytes] | None = None
+) -> list[str]:
+    """Write live jobs' progress and results, and the places in ``saved`` (job id -> JSON).
+
+    Returns the ids this instance no longer holds.
+    """
+    saved = saved or {}
     lost: list[str] = []
     for j in jobs:  # one statement each: a front stalled between them holds no lock
+        place = saved.get(j.id)
+        save_set = "" if place is None else ", saved_state = ?, saved_at = ?"
+        save_values = () if place is None else (place.decode(), to_ms(j.saved_at))
         changed = db.execute(
-            "UPDATE jobs SET progress = ?, result = ?, updated_at = ? WHERE id = ?"
+            f"UPDATE jobs SET progress = ?, result = ?, updated_at = ?{save_set} WHERE id = ?"
             f" AND owner = ? AND attempts = ? AND status IN {LIVE_SQL}",
-            (to_json(j.progress), to_json(j.result), now_ms, j.id, j.owner, j.attempts),
+            (
+                to_json(j.progress),
+                to_json(j.result),
+                now_ms,
+                *save_values,
+                j.id,
+                j.owner,
+                j.attempts,
+            ),
         )
         if not changed:
             lost.append(j.id)
@@ -285,6 +326,33 @@ def update_progress(db: Database, jobs: list[Job], now_ms: int) -> list[str]:
 def get_job(db: Database, job_id: str) -> Job | None:
     row = db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
     return None if row is None else row_to_job(row)
+
+
+def job_exists(db: Database, job_id: str) -> bool:
+    return db.one("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is not None
+
+
+def delete_finished(db: Database, job_id: str) -> tuple[bool, JobStatus | None]:
+    """Delete the job if it has finished: (whether it was deleted, its status; None: no job).
+
+    The DELETE itself decides: a job still live on any instance is not deleted.
+    """
+    deleted = db.query(
+        f"DELETE FROM jobs WHERE id = ? AND status IN {_in(TERMINAL)} RETURNING status",
+        (job_id,),
+    )
+    if deleted:
+        return True, JobStatus(deleted[0][0])
+    row = db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
+    return False, None if row is None else JobStatus(row[0])
+
+
+def live_with_label(db: Database, label: str) -> tuple[str, str] | None:
+    """``(id, status)`` of a live job carrying the label, on any instance, if there is one."""
+    row = db.one(
+        f"SELECT id, status FROM jobs WHERE label = ? AND status IN {LIVE_SQL} LIMIT 1", (label,)
+    )
+    return None if row is None else (row[0], row[1])
 
 
 class JobFilter(msgspec.Struct, kw_only=True):
