@@ -10,8 +10,9 @@ with the secret it was configured with, not with a jobsup token.
   webhook ``headers`` hold ``jwt_key``).
 
 When both are set, a delivery must pass both. When neither is, the routes
-answer 503 ``webhooks_not_configured``: an open endpoint would let anyone
-make a member look active. A refused delivery writes nothing.
+answer 404 ``webhooks_not_configured`` (the feature is off; a gateway does
+not retry a 404): an open endpoint would let anyone make a member look
+active. A refused delivery writes nothing.
 
 A delivery is answered 200 once its facts are committed (or with what it
 ignored); 400 naming the field for a body that is not what Evolution sends;
@@ -30,10 +31,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from removal.activity import ActivitiesImport, ActivityService, MembersImport
+from removal.activity import ActivitiesImport, ActivityService, ImportResult, MembersImport
 from removal.evolution_events import read_delivery
 from supervisor.api.access import Role, needs, public
 from supervisor.api.common import json, parse, read_json
+from supervisor.api.contract import contract
 from supervisor.api.errors import ApiError
 from supervisor.errors import MalformedJson
 from workers.times import now_ms
@@ -72,7 +74,7 @@ def authenticate(request: Request) -> None:
     key: str = policy.webhook_jwt_key.value
     if not secret and not key:
         raise ApiError(
-            503,
+            404,
             "webhooks_not_configured",
             "webhooks are not configured: set JOBSUP_WEBHOOK_SECRET or JOBSUP_WEBHOOK_JWT_KEY",
         )
@@ -123,24 +125,32 @@ async def _handle(request: Request, path_event: str | None) -> Response:
 
 
 @public  # the gateway's secret, checked in authenticate()
+@contract(body=dict[str, Any], returns=DeliveryAnswer, errors=(401, 404, 429))
 async def evolution(request: Request) -> Response:
+    """An Evolution API webhook delivery (secret or JWT, not a jobsup token)."""
     return await _receive(request, None)
 
 
 @public  # the gateway's secret, checked in authenticate()
+@contract(body=dict[str, Any], returns=DeliveryAnswer, errors=(401, 404, 429))
 async def evolution_by_event(request: Request) -> Response:
+    """An Evolution API webhook delivery, byEvents form (the event in the path)."""
     return await _receive(request, request.path_params["event"])
 
 
 @needs(Role.ADMIN)
+@contract(body=MembersImport, returns=ImportResult)
 async def import_members(request: Request) -> Response:
+    """Merge members into a group (created if unknown), one transaction."""
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, MembersImport)
     return json(await _service(request).import_members(group_wa_id, body))
 
 
 @needs(Role.ADMIN)
+@contract(body=ActivitiesImport, returns=ImportResult)
 async def import_activity(request: Request) -> Response:
+    """Move members' last activity forward, one transaction; unknown ones are listed."""
     body = await parse(request, ActivitiesImport)
     return json(await _service(request).import_activity(body))
 

@@ -260,7 +260,7 @@ def test_without_a_secret_configured_the_webhooks_refuse(server: Server) -> None
     response = server.client.post(
         "/webhooks/evolution", json=message(PN), headers={"x-webhook-secret": ""}
     )
-    assert response.status_code == 503
+    assert response.status_code == 404
     assert response.json()["error"]["code"] == "webhooks_not_configured"
 
 

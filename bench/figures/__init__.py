@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.figures import api, bulk, latency, resume, throughput, webhooks
+from bench.figures import api, bulk, events, latency, resume, throughput, webhooks
 from bench.session import Session
 from bench.stats import Row
 
@@ -29,6 +29,7 @@ FIGURES = (
     Figure("scale", bulk.scale, frozenset({"jobsup-bulk", "jobsup-order"})),
     Figure("results", bulk.results, frozenset({"jobsup-results"})),
     Figure("resume", resume.resume, frozenset({"jobsup-resume"})),
+    Figure("events", events.events, frozenset({"jobsup-events"})),
     Figure("webhooks", webhooks.webhooks, frozenset({"jobsup-webhooks"})),
 )
 NAMES = tuple(f.name for f in FIGURES)
