@@ -181,6 +181,19 @@ def test_the_by_events_paths(hooked: Server) -> None:
 
 
 def test_repeated_and_late_deliveries_never_go_back(hooked: Server) -> None:
+    repeated_and_late(hooked)
+
+
+@pytest.mark.postgres
+def test_repeated_and_late_deliveries_on_postgresql(
+    make_server: Callable[..., Server], pg_url: str
+) -> None:
+    server = make_server(DATABASE_URL=pg_url, JOBSUP_WEBHOOK_SECRET=SECRET)
+    ok(server, groups_upsert(GROUP, [{"id": PN, "admin": None}], T0 - 100))
+    repeated_and_late(server)
+
+
+def repeated_and_late(hooked: Server) -> None:
     newer, older = message(PN, at=T0 + 100), message(PN, at=T0)
     for body in (newer, newer, older, newer):
         ok(hooked, body)
