@@ -37,14 +37,14 @@ from supervisor.api.access import Role, needs, public
 from supervisor.api.common import json, parse, read_json
 from supervisor.api.contract import contract
 from supervisor.api.errors import ApiError
-from supervisor.errors import MalformedJson
+from supervisor.parsing import decode
 from workers.times import now_ms
 
 SECRET_HEADER = "x-webhook-secret"
-JWT_LEEWAY_S = 10
+JWT_LEEWAY_S = 10  # clock difference tolerated between Evolution's host and ours
 # Deliveries handled at once (the rest wait, cheaply). Measured by bench/
 # (the webhooks figure): more lets a burst slow GET status; fewer, the burst.
-MAX_HANDLING = 4  # clock difference tolerated between Evolution's host and ours
+MAX_HANDLING = 4
 
 
 class DeliveryAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -79,8 +79,9 @@ def authenticate(request: Request) -> None:
             "webhooks are not configured: set JOBSUP_WEBHOOK_SECRET or JOBSUP_WEBHOOK_JWT_KEY",
         )
     if secret:
-        given = request.headers.get(SECRET_HEADER, "")
-        if not secrets.compare_digest(given.encode(), secret.encode()):
+        # Starlette decodes header bytes as latin-1: encoding back gives them as sent.
+        given = request.headers.get(SECRET_HEADER, "").encode("latin-1")
+        if not secrets.compare_digest(given, secret.encode()):
             raise _unauthorized("missing or wrong X-Webhook-Secret", "X-Webhook-Secret")
     if key:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -113,11 +114,7 @@ async def _receive(request: Request, path_event: str | None) -> Response:
 
 
 async def _handle(request: Request, path_event: str | None) -> Response:
-    body = await read_json(request)
-    try:
-        payload: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise MalformedJson(f"malformed JSON: {exc}") from None
+    payload: Any = decode(await read_json(request), Any)  # type: ignore[arg-type]
     delivery = read_delivery(payload, path_event, now_ms())
     applied = await _service(request).apply(delivery.facts) if delivery.facts else 0
     ignored = delivery.ignored if not applied else None
