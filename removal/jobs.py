@@ -88,8 +88,7 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
     The delay floor holds for dry runs too (they do not wait), so that a dry
     run's config is one the real run will accept. With the Evolution
     gateway, the instance must be connected, accept our key and know the
-    group (one quick look, on this database reader thread); a workflow may
-    name a group our directory has not seen yet (its sync adds it).
+    group (one quick look, on this database reader thread).
     """
     if config.delay_ms < policy.min_delay_ms:
         raise ConfigRejected(
@@ -97,12 +96,9 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
             f"delayMs: must be at least {policy.min_delay_ms} ms between batches "
             "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
         )
-    remote = getattr(policy, "gateway", "local") == "evolution"
-    if remote:
+    if getattr(policy, "gateway", "local") == "evolution":
         _check_evolution(config.group_wa_id, policy)
-    if (not remote or not isinstance(config, RemovalWorkflowConfig)) and not group_exists(
-        db, config.group_wa_id
-    ):
+    if not group_exists(db, config.group_wa_id):
         raise ConfigRejected(
             "groupWaId", f"groupWaId: unknown group {config.group_wa_id!r}", status=404
         )
@@ -213,10 +209,8 @@ def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) ->
     gateway = gateway_for(db, config.group_wa_id, sleep=ctx.sleep, log=ctx.log)
     try:
         # Checked at the start too: a group deleted just after this job was
-        # accepted (past its check) must not be written to again. (A workflow
-        # through a remote gateway may name a group its sync adds.)
-        synced = isinstance(config, RemovalWorkflowConfig) and not gateway.transactional
-        if not synced and not group_exists(db, config.group_wa_id):
+        # accepted (past its check) must not be written to again.
+        if not group_exists(db, config.group_wa_id):
             raise LookupError(f"group {config.group_wa_id!r} was deleted before the job began")
         return run(ctx, db, gateway, config)
     finally:

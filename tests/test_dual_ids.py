@@ -42,6 +42,8 @@ def test_a_member_switching_to_its_lid_keeps_its_key_and_gains_the_other_id(db: 
     put_group(db, [with_alt(LID, PN, idle_days=100)])  # the group now speaks LIDs
     members = directory.list_members(db, GROUP, include_removed=True)
     assert [(m.whatsapp_id, m.alt_id, m.removed_at) for m in members] == [(PN, LID, None)]
+    view = msgspec.json.decode(msgspec.json.encode(directory.list_members(db, GROUP)))
+    assert view[0]["altId"] == LID  # and absent for a member whose other id is unknown
     assert directory.resolve_ids(db, GROUP, [PN, LID, "other@lid"]) == {PN: PN, LID: PN}
 
 

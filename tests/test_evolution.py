@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FAST, ROOT, Server, wait_until
+from tests.conftest import FAST, ROOT, Server, free_port, wait_until
 from tests.fake_evolution import INSTANCE, KEY, FakeEvolution, Fault, running
 from tests.helpers import iso_days_ago, removal
 
@@ -367,7 +367,7 @@ def test_bad_gateway_settings_stop_the_server_naming_them(
 ) -> None:
     settings = {**evolution_env("http://127.0.0.1:9"), **env}
     completed = subprocess.run(
-        [sys.executable, "-m", "supervisor", "serve", "--port", "0"],
+        [sys.executable, "-m", "supervisor", "serve", "--port", str(free_port())],
         env={**os.environ, **FAST, "DATABASE_URL": sqlite_url, **settings},
         cwd=ROOT,
         capture_output=True,

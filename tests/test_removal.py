@@ -130,8 +130,7 @@ def test_public_shapes_encode_camel_case_and_iso_times(db: Database) -> None:
     assert summary["createdAt"].endswith("Z")
     [view] = msgspec.json.decode(msgspec.json.encode(directory.list_members(db, GROUP)))
     assert set(view) == {
-        "whatsappId", "altId", "isAdmin", "joinedAt", "lastActiveAt", "removedAt", "whitelisted",
-        "queued",
+        "whatsappId", "isAdmin", "joinedAt", "lastActiveAt", "removedAt", "whitelisted", "queued",
     }  # fmt: skip
 
 

@@ -264,7 +264,7 @@ def policy(env: Mapping[str, str]) -> Policy:
 
 
 def setting_names() -> list[str]:
-    """The variables the loaded modules' settings are read from (``JOBSUP_*``)."""
+    """The variables the loaded modules' settings are read from (``JOBSUP_*`` or their own)."""
     return [s.env for e in _extensions for s in e.settings]
 
 

@@ -16,7 +16,6 @@ from removal.directory.history import (
 from removal.directory.members import (
     UnknownGroup,
     count_inactive,
-    ensure_group,
     first_seen,
     group_exists,
     group_summary,
@@ -55,7 +54,6 @@ __all__ = [
     "count_inactive",
     "current_ms",
     "delete_group",
-    "ensure_group",
     "first_seen",
     "from_ms",
     "group_exists",

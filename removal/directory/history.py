@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from removal.directory.shapes import RemovalRecord, from_ms
 from workers.db import Database
 
@@ -55,16 +57,15 @@ def history_page(
         where += " AND (at < ? OR (at = ? AND id < ?))"
         params += [row[0], row[0], row[1]]
     rows = db.query(
-        "SELECT whatsapp_id, alt_id, outcome, reason, job_id, attempt, at, id FROM removal_history"
-        + where
-        + " ORDER BY at DESC, id DESC LIMIT ?",
+        "SELECT whatsapp_id, alt_id, outcome, reason, job_id, attempt, at, id"
+        " FROM removal_history" + where + " ORDER BY at DESC, id DESC LIMIT ?",
         (*params, limit + 1),  # one more than asked tells whether there is a next page
     )
     records = [
         RemovalRecord(
             group_wa_id=group_wa_id,
             whatsapp_id=wid,
-            alt_id=alt,
+            alt_id=msgspec.UNSET if alt is None else alt,
             outcome=outcome,
             reason=reason,
             job_id=job,

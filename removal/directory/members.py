@@ -98,15 +98,6 @@ def first_seen(db: Database, group_wa_id: str, members: list[MemberIn]) -> list[
     return kept
 
 
-def ensure_group(db: Database, group_wa_id: str, now_ms: int) -> None:
-    """A group a gateway knows gets its row, named by its id; caller's transaction."""
-    db.execute(
-        "INSERT INTO wa_groups (group_wa_id, name, created_at, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (group_wa_id) DO NOTHING",
-        (group_wa_id, group_wa_id, now_ms, now_ms),
-    )
-
-
 def group_exists(db: Database, group_wa_id: str) -> bool:
     return db.one("SELECT 1 FROM wa_groups WHERE group_wa_id = ?", (group_wa_id,)) is not None
 
@@ -297,7 +288,7 @@ def list_members(
     return [
         MemberView(
             whatsapp_id=wid,
-            alt_id=alt,
+            alt_id=msgspec.UNSET if alt is None else alt,
             is_admin=bool(admin),
             joined_at=from_ms(joined),
             last_active_at=opt_from_ms(active),

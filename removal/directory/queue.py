@@ -17,7 +17,6 @@ from removal.directory.members import (
     IN_CHUNK,
     INACTIVE_MEMBER_SQL,
     WHITELISTED_SQL,
-    ensure_group,
     is_inactive,
     mark_removed,
     put_members,
@@ -101,7 +100,6 @@ def sync(
     """Apply the gateway's member list (if any) and queue the inactive, in the caller's
     transaction; returns how many queued."""
     if fetched is not None:
-        ensure_group(db, group_wa_id, now_ms)
         put_members(db, group_wa_id, fetched, now_ms)
     return queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
 
@@ -170,7 +168,6 @@ def preview(
         queued = 0
         if window_ms is not None:
             if fetched is not None:
-                ensure_group(db, group_wa_id, now_ms)
                 put_members(db, group_wa_id, fetched, now_ms)
             queued = queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
         entries = read_queue(db, group_wa_id)

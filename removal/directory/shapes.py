@@ -95,7 +95,7 @@ class GroupSummary(_View, kw_only=True):
 
 class MemberView(_View, kw_only=True):
     whatsapp_id: str
-    alt_id: str | None
+    alt_id: str | msgspec.UnsetType = msgspec.UNSET  # the other id; absent until known
     is_admin: bool
     joined_at: datetime
     last_active_at: datetime | None
@@ -107,7 +107,7 @@ class MemberView(_View, kw_only=True):
 class RemovalRecord(_View, kw_only=True):
     group_wa_id: str
     whatsapp_id: str
-    alt_id: str | None
+    alt_id: str | msgspec.UnsetType = msgspec.UNSET  # the member's other id, when known
     outcome: Literal["SUCCESS", "FAILURE"]
     reason: str | None
     job_id: str | None

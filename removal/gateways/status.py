@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+
+import msgspec
 
 from removal.gateways import GatewayError
 from workers.registry import Policy
@@ -38,20 +40,38 @@ def last_error() -> Seen | None:
         return _last_error
 
 
-def gateway_status(policy: Policy) -> dict[str, Any]:
+class LastError(msgspec.Struct, rename="camel"):
+    message: str
+    at: datetime
+
+
+class GatewayView(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """``GET /admin/gateway``'s answer; ``url`` and ``instance`` for Evolution only."""
+
+    gateway: str
+    connection_state: str | None
+    last_error: LastError | None
+    url: str | None = None
+    instance: str | None = None
+
+
+def gateway_status(policy: Policy) -> GatewayView:
     """Which gateway, its connection state now (a quick look; blocking) and the last error."""
-    answer: dict[str, Any] = {"gateway": policy.gateway, "connectionState": None}
+    state = url = instance = None
     if policy.gateway == "evolution":
         from removal.gateways.evolution import probe, settings_from_policy
 
         settings = settings_from_policy(policy)
-        answer.update(url=settings.url, instance=settings.instance)
+        url, instance = settings.url, settings.instance
         try:
-            answer["connectionState"] = probe(settings, None)
+            state = probe(settings, None)
         except GatewayError as exc:
             record_error(exc.reason)
     seen = last_error()
-    answer["lastError"] = (
-        None if seen is None else {"message": seen.message, "at": from_ms(seen.at_ms)}
+    return GatewayView(
+        gateway=policy.gateway,
+        connection_state=state,
+        last_error=None if seen is None else LastError(seen.message, from_ms(seen.at_ms)),
+        url=url,
+        instance=instance,
     )
-    return answer
