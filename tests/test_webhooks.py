@@ -257,6 +257,20 @@ def test_groups_upsert_registers_the_group_and_its_members(hooked: Server) -> No
         for m in hooked.client.get(f"/admin/groups/{new_group}/members").json()
     }
     assert listed == {PN: LID, "555@lid": OTHER}
+    # Later metadata without the second one (by its phone id this time): they left then.
+    ok(hooked, groups_upsert(new_group, [{"id": LID, "phoneNumber": PN, "admin": "admin"}], T0 + 5))
+    everyone = hooked.client.get(f"/admin/groups/{new_group}/members?includeRemoved=true").json()
+    assert {m["whatsappId"]: m["removedAt"] for m in everyone} == {
+        PN: None,
+        "555@lid": iso_s(T0 + 5),
+    }
+    # And an older copy of the first metadata, delivered late, brings nobody back.
+    ok(hooked, body, "/webhooks/evolution/groups-upsert")
+    everyone = hooked.client.get(f"/admin/groups/{new_group}/members?includeRemoved=true").json()
+    assert {m["whatsappId"]: m["removedAt"] for m in everyone} == {
+        PN: None,
+        "555@lid": iso_s(T0 + 5),
+    }
 
 
 def test_a_wrong_or_missing_secret_is_refused_and_writes_nothing(hooked: Server) -> None:
