@@ -1,4 +1,4 @@
-"""/admin/groups: the WhatsApp groups the removal jobs work on."""
+"""/admin/groups: the groups the removal jobs work on; /admin/gateway: how they reach them."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from base64 import b64decode, b64encode
 from typing import Annotated, Any
 
 import msgspec
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord, WhitelistIn
+from removal.gateways.status import GatewayView, gateway_status
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json, parse
@@ -150,7 +152,16 @@ async def list_removals(request: Request) -> Response:
     return _paged(*page)
 
 
+@needs(Role.ADMIN)
+@contract(returns=GatewayView)
+async def get_gateway(request: Request) -> Response:
+    """Which gateway the removals use, its connection state and its last error."""
+    policy = request.app.state.jobs.policy
+    return json(await run_in_threadpool(gateway_status, policy))
+
+
 routes = [
+    Route("/admin/gateway", get_gateway, methods=["GET"]),
     Route("/admin/groups", list_groups, methods=["GET"]),
     Route("/admin/groups/{groupWaId}", put_group, methods=["PUT"]),
     Route("/admin/groups/{groupWaId}", get_group, methods=["GET"]),

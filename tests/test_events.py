@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, wait_until
+from tests.helpers import group_body, removal
 
 TERMINAL = {"completed", "cancelled", "failed"}
 
@@ -148,6 +151,25 @@ def test_a_queued_job_cancelled_before_it_started_ends_its_stream(make_server: A
     assert kinds(rest) == ["finished"]
     assert rest[0].data["status"] == "cancelled"
     server.client.post(f"/admin/jobs/{blocker}/cancel")
+
+
+def test_a_label_filter_on_the_every_job_stream(server: Server) -> None:
+    for group in ("g1", "g2"):
+        response = server.client.put(f"/admin/groups/{group}", json=group_body(inactive=2))
+        assert response.status_code == 200, response.text
+    with server.client.stream("GET", "/admin/jobs/events?groupWaId=g2") as response:
+        lines = response.iter_lines()
+        server.start_job(removal("g1", dryRun=True))
+        wanted = server.start_job(removal("g2", dryRun=True))
+        seen = []
+        for event in parse(lines):
+            if event.kind == ":":
+                continue
+            seen.append(event)
+            if event.kind == "finished":
+                break
+    assert {e.data.get("id", e.data.get("jobId")) for e in seen} == {wanted}
+    assert seen[-1].data["result"]["groupWaId"] == "g2"
 
 
 def test_resume_from_the_buffer_and_with_a_snapshot(server: Server) -> None:
@@ -294,3 +316,36 @@ def test_a_job_streams_from_an_instance_that_does_not_own_it(pg_url: str, make_s
                     break
         assert seen[0] == "snapshot"
         assert seen[-1] == "finished"
+
+
+def test_a_resumable_job_stopped_by_a_signal_streams_requeued_then_runs_again(
+    make_server: Any,
+) -> None:
+    """A platform's SIGTERM to the child: the job goes back to the queue, then resumes."""
+    server = make_server(JOBSUP_SIGTERM_HOLD_S="0.5")
+    job_id = server.start_job({"type": "counter", "to": 30, "stepMs": 50})
+    pid = server.wait_status(job_id, "running")["pid"]
+    events: list[Sse] = []
+    opened = threading.Event()
+
+    def read() -> None:
+        path = f"/admin/jobs/{job_id}/events"
+        with server.client.stream("GET", path) as response:
+            for event in parse(response.iter_lines()):
+                if event.kind != ":":
+                    events.append(event)
+                    opened.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert opened.wait(30)
+    wait_until(lambda: server.status(job_id)["savedAt"] is not None)
+    os.kill(pid, signal.SIGTERM)
+    reader.join(60)  # the stream ends after finished
+    assert not reader.is_alive()
+    names = kinds(events)
+    assert "requeued" in names, names
+    assert "started" in names[names.index("requeued") :], names
+    assert events[-1].kind == "finished"
+    assert events[-1].data["status"] == "completed"
+    assert events[-1].data["resumes"] == 1
