@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import binascii
 from base64 import b64decode, b64encode
 from typing import Annotated
 
@@ -39,7 +38,7 @@ def _cursor(request: Request) -> str | None:
         return None
     try:
         return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 once decoded
         raise ApiError(
             400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
         ) from None
