@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import binascii
 from base64 import b64decode, b64encode
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from starlette.routing import Route
 
 from removal import webhooks
 from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord, WhitelistIn
-from removal.gateways.status import gateway_status
+from removal.gateways.status import GatewayView, gateway_status
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json, parse
@@ -57,7 +56,7 @@ def _cursor(request: Request) -> str | None:
         return None
     try:
         return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 once decoded
         raise ApiError(
             400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
         ) from None
@@ -154,9 +153,9 @@ async def list_removals(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
-@contract(returns=dict[str, Any])
+@contract(returns=GatewayView)
 async def get_gateway(request: Request) -> Response:
-    """How the removal jobs reach WhatsApp: the gateway, its connection state, the last error."""
+    """Which gateway the removals use, its connection state and its last error."""
     policy = request.app.state.jobs.policy
     return json(await run_in_threadpool(gateway_status, policy))
 

@@ -65,7 +65,7 @@ def test_metrics_after_jobs_of_each_outcome(server: Server) -> None:
     cancel_sum = _value(
         samples, "jobsup_job_cancel_latency_seconds_sum", type="sleepy", mode="cooperative"
     )
-    assert 0 < cancel_sum < 60
+    assert 0 <= cancel_sum < 60  # whole milliseconds: a quick stop may take none
     assert _value(samples, "jobsup_jobs_running") == 0
     assert _value(samples, "jobsup_jobs_pending") == 0
     assert _value(samples, "jobsup_db_write_seconds_count", outcome="ok") > 0
