@@ -439,6 +439,7 @@ class Run:
                     outcome.error.get("reason"),
                     len(job.attempt_errors or ()),
                     again.isoformat(),
+                    extra=about_job(job.id),
                 )
                 if outcome.result is not None:
                     job.result = outcome.result
