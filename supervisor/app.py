@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import events, jobs
+from supervisor.api import dashboard, events, jobs
 from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *events.routes,
                 *jobs.routes,
                 *registry.routes(),
+                *dashboard.routes,
             ]
         ),
         middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
