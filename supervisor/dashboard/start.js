@@ -72,7 +72,8 @@ function fieldInput(name, spec, required) {
   } else {
     input = el("input", { ...common, type: "text", value: spec.default ?? "" });
   }
-  const hint = spec.description || (required ? "required" : null);
+  // A checkbox always sends a value: "required" would only confuse.
+  const hint = spec.description || (required && kind !== "boolean" ? "required" : null);
   return el(
     "div",
     { class: "field" },
@@ -86,6 +87,9 @@ function fieldInput(name, spec, required) {
 function renderStartFields() {
   const box = $("start-fields");
   const typeName = $("start-type").value;
+  const type = (state.jobTypes || []).find((t) => t.name === typeName);
+  // The first paragraph of the type's description.
+  $("start-type-hint").textContent = ((type && type.description) || "").split("\n\n")[0];
   const schema = schemaOf(typeName);
   if (schema) {
     const required = new Set(schema.required || []);
