@@ -10,6 +10,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -31,6 +32,12 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 GROUP = "120363000000000001@g.us"
 TIMEOUT_MS = 15_000
+# A browser far from UTC, so that times shown in its own zone are told apart.
+BROWSER: dict[str, Any] = {
+    "viewport": {"width": 1280, "height": 800},
+    "locale": "en-US",
+    "timezone_id": "America/Sao_Paulo",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +56,7 @@ def open_page(browser: Browser) -> Iterator[Callable[[Server], Page]]:
     problems: list[str] = []
 
     def open_on(server: Server) -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context = browser.new_context(**BROWSER)
         contexts.append(context)
         context.set_default_timeout(TIMEOUT_MS)
         page = context.new_page()
@@ -196,6 +203,11 @@ def test_filters_and_paging(
     expect(page.get_by_role("button", name="Older →")).to_be_disabled()
     page.get_by_role("button", name="Newest").click()
     expect(rows.first).to_have_attribute("data-job-id", failed)
+    # Shown in the browser's zone (UTC-3), not as the API's UTC.
+    created = datetime.fromisoformat(server.status(failed)["createdAt"])
+    local = created.astimezone(timezone(timedelta(hours=-3)))
+    shown = f"{local:%-m/%-d/%y}, {local:%-I:%M:%S %p}"
+    expect(rows.first.locator("td").nth(3)).to_have_text(shown)
 
     page.get_by_label("Filter by type").fill("crash")
     page.get_by_role("button", name="Filter").click()
@@ -275,7 +287,7 @@ def test_sign_in_once_per_browser_session(
 ) -> None:
     server = make_server()
     authorization = server.client.headers.get("authorization")
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(**BROWSER)
     try:
         context.set_default_timeout(TIMEOUT_MS)
         page = context.new_page()
