@@ -219,6 +219,20 @@ def test_filters_and_paging(
     detail = page.locator("#view-job")
     expect(detail.locator(".traceback")).to_contain_text("RuntimeError: the job broke")
 
+    # Run it again: a new job with its config, which fails the same way.
+    detail.get_by_role("button", name="Run again").click()
+    expect(page).not_to_have_url(re.compile(f"#/job/{failed}$"))
+    rerun = page.url.rsplit("/", 1)[1]
+    expect(detail.locator(".badge")).to_have_text("failed")
+    expect(page.locator(f"#jobs-body tr[data-job-id='{rerun}']")).to_be_visible()
+    assert server.status(rerun)["rerunOf"] == failed
+
+    # Delete it, with a confirm: it leaves the list and the server.
+    page.once("dialog", lambda dialog: dialog.accept())
+    detail.get_by_role("button", name="Delete").click()
+    expect(page.locator(f"#jobs-body tr[data-job-id='{rerun}']")).to_have_count(0)
+    assert server.client.get(f"/admin/jobs/{rerun}/status").status_code == 404
+
 
 def test_group_page(
     make_server: Callable[..., Server], open_page: Callable[[Server], Page]

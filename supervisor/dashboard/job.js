@@ -1,7 +1,7 @@
 // One job in the panel: progress, times, partial result, cancel, error, config.
 
 import { api } from "./api.js";
-import { noteStatus, refetch, watchOpenJob } from "./jobs.js";
+import { forget, noteStatus, refetch, watchOpenJob } from "./jobs.js";
 import { state } from "./state.js";
 import {
   $,
@@ -134,9 +134,11 @@ function jobHead(job, trail) {
       live && job.status !== "cancelling"
         ? el("button", { type: "button", class: "danger", onclick: () => cancelJob(job.id) }, "Cancel job")
         : null,
+      el("button", { type: "button", onclick: () => rerunJob(job.id) }, "Run again"),
+      live ? null : el("button", { type: "button", onclick: () => deleteJob(job.id) }, "Delete"),
       group ? el("a", { href: `#/group/${encodeURIComponent(group)}` }, `Group ${group}`) : null,
     ),
-    el("p", { id: "cancel-error", class: "field-error", role: "alert" }),
+    el("p", { id: "job-action-error", class: "field-error", role: "alert" }),
   ];
 }
 
@@ -165,6 +167,11 @@ function jobBody(job) {
   ];
 }
 
+function actionFailed(error) {
+  const slot = $("job-action-error");
+  if (slot) slot.textContent = error.message;
+}
+
 async function cancelJob(id) {
   if (!confirm(`Cancel job ${id}?`)) return;
   try {
@@ -172,7 +179,28 @@ async function cancelJob(id) {
     // The stream brings cancelling, then the final state; without it, read it.
     if (!state.stream || state.stream.readyState !== EventSource.OPEN) refetch(id);
   } catch (error) {
-    const slot = $("cancel-error");
-    if (slot) slot.textContent = error.message;
+    actionFailed(error);
+  }
+}
+
+// A new job with the same config; the API checks it again, as for a start.
+async function rerunJob(id) {
+  try {
+    const { data } = await api("POST", `/admin/jobs/${encodeURIComponent(id)}/rerun`);
+    location.hash = `#/job/${encodeURIComponent(data.jobId)}`;
+    refetch(data.jobId);
+  } catch (error) {
+    actionFailed(error);
+  }
+}
+
+async function deleteJob(id) {
+  if (!confirm(`Delete job ${id}? Its removal history stays.`)) return;
+  try {
+    await api("DELETE", `/admin/jobs/${encodeURIComponent(id)}`);
+    forget(id);
+    location.hash = "#/";
+  } catch (error) {
+    actionFailed(error);
   }
 }

@@ -99,11 +99,20 @@ function setJob(job) {
   if (state.jobs.has(job.id)) {
     state.jobs.set(job.id, job);
     updateRow(job);
+  } else {
+    maybeInsert(job); // it may have just come to pass the filters
   }
   if (job.id === state.openJob) {
     state.openDetail = job;
     renderJob(job);
   }
+}
+
+// A deleted job leaves the page.
+export function forget(id) {
+  state.jobs.delete(id);
+  state.order = state.order.filter((other) => other !== id);
+  renderJobs();
 }
 
 // The open job's whole object (with its result), else the list's (without).
@@ -118,7 +127,6 @@ export async function refetch(id) {
   refetching.add(id);
   try {
     const { data } = await api("GET", `/admin/jobs/${encodeURIComponent(id)}/status`);
-    if (!state.jobs.has(id)) maybeInsert(data);
     setJob(data);
   } catch {
     /* gone, or not ours to see: the next page load tells */
