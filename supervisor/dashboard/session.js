@@ -9,6 +9,7 @@ export async function checkSession() {
   try {
     response = await fetch("/admin/session", { credentials: "same-origin" });
   } catch {
+    $("connection").textContent = "cannot reach the server";
     return false;
   }
   if (response.status === 404) {
@@ -20,7 +21,10 @@ export async function checkSession() {
     showSignIn();
     return false;
   }
-  if (!response.ok) return false;
+  if (!response.ok) {
+    $("connection").textContent = `the server answered ${response.status}; reload to retry`;
+    return false;
+  }
   const who = await response.json();
   $("session-who").textContent = `${who.name} (${who.role})`;
   // With authentication off everyone is "anonymous": there is nothing to sign out of.
@@ -43,13 +47,20 @@ export async function signIn(event) {
   event.preventDefault();
   const input = $("sign-in-token");
   $("sign-in-error").textContent = "";
-  const response = await fetch("/admin/session", {
-    method: "POST",
-    credentials: "same-origin",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ token: input.value }),
-  });
+  const token = input.value;
   input.value = ""; // the cookie is the credential from here on
+  let response;
+  try {
+    response = await fetch("/admin/session", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
+  } catch {
+    $("sign-in-error").textContent = "cannot reach the server";
+    return false;
+  }
   if (!response.ok) {
     let message = "sign-in refused";
     try {
@@ -58,7 +69,7 @@ export async function signIn(event) {
       /* keep the generic message */
     }
     $("sign-in-error").textContent = message;
-    return;
+    return false;
   }
   return checkSession();
 }
