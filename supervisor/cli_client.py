@@ -36,6 +36,16 @@ if TYPE_CHECKING:
     from supervisor.client import Client, Event
 
 EXIT = {"completed": 0, "failed": 1, "cancelled": 3}
+CLIENT_EPILOG = """\
+environment: JOBSUP_URL (default http://127.0.0.1:8000), JOBSUP_TOKEN
+
+exit codes (docs/client.md):
+  0    done; the job completed (or, for status, is still pending or running)
+  1    the job failed
+  2    bad usage, or the server refused the request (its message is printed)
+  3    the job was cancelled
+  4    the server cannot be reached, or answered 5xx
+  130  watch interrupted with Ctrl-C, the job left running"""
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
@@ -46,6 +56,7 @@ _encoder = msgspec.json.Encoder()
 
 def register(commands: Any) -> None:
     """Add the client commands to ``jobsup``'s subparsers."""
+    raw = argparse.RawDescriptionHelpFormatter
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the server (JOBSUP_URL; default http://127.0.0.1:8000)")
     common.add_argument("--token", help="API token (JOBSUP_TOKEN)")
@@ -89,6 +100,8 @@ def register(commands: Any) -> None:
     show.add_argument("group")
 
     for parser in (start, status, listing, cancel, watch, put, show):
+        parser.epilog = CLIENT_EPILOG
+        parser.formatter_class = raw
         # run(args) -> exit code: how jobsup's main calls a subcommand.
         parser.set_defaults(client_command=parser.prog.split(" ", 1)[1], run=run)
 

@@ -108,6 +108,18 @@ def _unreachable(url: str, exc: Exception) -> ClientError:
     return ClientError(None, "unreachable", f"cannot reach {url}: {exc}")
 
 
+class _Retry(Exception):
+    """An answer that says: try again shortly (503)."""
+
+    def __init__(self, error: ClientError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _given_up(url: str, exc: Exception) -> ClientError:
+    return exc.error if isinstance(exc, _Retry) else _unreachable(url, exc)
+
+
 def _decode(response: httpx.Response, type_: type[T]) -> T:
     if response.status_code >= 400:
         raise _error(response)
@@ -275,6 +287,9 @@ class Client:
                 with self._http.stream(
                     "GET", path, params=filters, headers=headers, timeout=timeout
                 ) as response:
+                    if response.status_code == 503:  # shutting down, too many connections
+                        response.read()
+                        raise _Retry(_error(response))
                     if response.status_code != 200:
                         response.read()
                         raise _error(response)
@@ -291,11 +306,11 @@ class Client:
                         yield event
                         if job_id is not None and event.kind == "finished":
                             return
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, _Retry) as exc:
                 now = time.monotonic()
                 failed_since = failed_since or now
                 if now - failed_since > self.reconnect_s:
-                    raise _unreachable(self.url, exc) from None
+                    raise _given_up(self.url, exc) from None
             if _deadline is not None and time.monotonic() > _deadline:
                 raise TimeoutError(f"job {job_id} did not end in time")
             time.sleep(delay)  # the stream ended early (shutdown, overflow): resume
@@ -383,6 +398,9 @@ class AsyncClient:
                 async with self._http.stream(
                     "GET", path, params=filters, headers=headers, timeout=timeout
                 ) as response:
+                    if response.status_code == 503:  # shutting down, too many connections
+                        await response.aread()
+                        raise _Retry(_error(response))
                     if response.status_code != 200:
                         await response.aread()
                         raise _error(response)
@@ -397,10 +415,10 @@ class AsyncClient:
                         yield event
                         if job_id is not None and event.kind == "finished":
                             return
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, _Retry) as exc:
                 now = time.monotonic()
                 failed_since = failed_since or now
                 if now - failed_since > self.reconnect_s:
-                    raise _unreachable(self.url, exc) from None
+                    raise _given_up(self.url, exc) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

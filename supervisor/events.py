@@ -46,7 +46,6 @@ flag; a subscriber's own coroutine does its writing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections import OrderedDict, deque
@@ -171,7 +170,12 @@ def _camel(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class Subscription:
-    """One subscriber's bounded queue (see the module docstring)."""
+    """One subscriber's bounded queue (see the module docstring).
+
+    It waits on one future at a time (``_sleep``), resolved by a timer or
+    by the event it waits for: no ``asyncio.Event``, no timeout exception
+    per wait, for the hundreds of streams a server may hold.
+    """
 
     def __init__(self, bus: EventBus, match: Callable[[Event], bool], max_queue: int) -> None:
         self._bus = bus
@@ -180,8 +184,8 @@ class Subscription:
         # Keyed by seq, or by (kind, job) for coalesced kinds: insertion order
         # is delivery order, and a coalesced event moves to the end.
         self._pending: dict[Any, Event] = {}
-        self._wake = asyncio.Event()
-        self._ended = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_on_put = False  # get() waits for events; pause() only for the end
         self.overflowed = False
         self.closed = False
 
@@ -195,40 +199,51 @@ class Subscription:
         if len(self._pending) > self.max_queue:
             self.overflowed = True
             self._end()
-        else:
-            self._wake.set()
+        elif self._wake_on_put:
+            self._notify()
 
     def _end(self) -> None:
         self._pending.clear()
         self.closed = True
         self._bus._subs.discard(self)
-        self._wake.set()
-        self._ended.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, seconds: float | None, wake_on_put: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._wake_on_put = wake_on_put
+        timer = None if seconds is None else loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+            self._wake_on_put = False
 
     async def get(self, wait_s: float | None = None) -> list[Event]:
-        """The events waiting (at least one), in order.
+        """The events waiting, in order; waits up to ``wait_s`` (None: no limit) for one.
 
         ``[]`` once the subscription ended (``closed``; ``overflowed`` says
         if it was dropped), or when ``wait_s`` passed with none.
         """
-        while not self._pending:
-            if self.closed:
-                return []
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                return []
+        if not self._pending and not self.closed:
+            await self._sleep(wait_s, wake_on_put=True)
+        while not self._pending and not self.closed and wait_s is None:
+            await self._sleep(None, wake_on_put=True)
         events = list(self._pending.values())
         self._pending.clear()
         return events
 
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds`` (events wait, coalescing), or less if the subscription ends."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._ended.wait()
+        if not self.closed:
+            await self._sleep(seconds, wake_on_put=False)
 
     def drop_through(self, seq: int) -> None:
         """Forget the waiting events up to ``seq`` (a snapshot taken since shows them)."""
@@ -238,6 +253,11 @@ class Subscription:
     def close(self) -> None:
         if not self.closed:
             self._end()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EventBus:

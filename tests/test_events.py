@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, wait_until
+from tests.helpers import group_body, removal
 
 TERMINAL = {"completed", "cancelled", "failed"}
 
@@ -148,6 +149,25 @@ def test_a_queued_job_cancelled_before_it_started_ends_its_stream(make_server: A
     assert kinds(rest) == ["finished"]
     assert rest[0].data["status"] == "cancelled"
     server.client.post(f"/admin/jobs/{blocker}/cancel")
+
+
+def test_a_label_filter_on_the_every_job_stream(server: Server) -> None:
+    for group in ("g1", "g2"):
+        response = server.client.put(f"/admin/groups/{group}", json=group_body(inactive=2))
+        assert response.status_code == 200, response.text
+    with server.client.stream("GET", "/admin/jobs/events?groupWaId=g2") as response:
+        lines = response.iter_lines()
+        server.start_job(removal("g1", dryRun=True))
+        wanted = server.start_job(removal("g2", dryRun=True))
+        seen = []
+        for event in parse(lines):
+            if event.kind == ":":
+                continue
+            seen.append(event)
+            if event.kind == "finished":
+                break
+    assert {e.data.get("id", e.data.get("jobId")) for e in seen} == {wanted}
+    assert seen[-1].data["result"]["groupWaId"] == "g2"
 
 
 def test_resume_from_the_buffer_and_with_a_snapshot(server: Server) -> None:

@@ -122,7 +122,6 @@ async def _pump(
     """Write ``first``, then the subscription's events; coalesced, with keep-alives."""
     settings = runtime.settings
     events = first
-    loop = asyncio.get_running_loop()
     while True:
         if events:
             chunk = b"".join(e.frame for e in events)
@@ -133,8 +132,7 @@ async def _pump(
                 # Give or take a quarter: streams woken by the same event do
                 # not all write again in the same instant.
                 await sub.pause(settings.events_interval_s * random.uniform(0.75, 1.25))
-        deadline = loop.time() + settings.events_keepalive_s
-        events = await sub.get(wait_s=max(0.0, deadline - loop.time()))
+        events = await sub.get(wait_s=settings.events_keepalive_s)
         if not events:
             if sub.overflowed:
                 yield _OVERFLOW
