@@ -45,7 +45,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 T = TypeVar("T")
 
 # Event kinds whose data is a job object.
-_JOB_KINDS = frozenset({"snapshot", "created", "started", "cancelling", "finished"})
+_JOB_KINDS = frozenset({"snapshot", "created", "started", "cancelling", "requeued", "finished"})
 TERMINAL = frozenset({"completed", "cancelled", "failed"})
 
 

@@ -84,6 +84,7 @@ class Kind(StrEnum):
     PROGRESS = "progress"
     PARTIAL = "partial"
     CANCELLING = "cancelling"
+    REQUEUED = "requeued"  # a resumable job back in the queue (a shutdown, a platform's SIGTERM)
     FINISHED = "finished"
 
 

@@ -86,9 +86,10 @@ class Settings:
     log_level: str = "info"
     access_log: bool = False
     instance_id: str = field(default_factory=_instance_id)
-    # The other JOBSUP_* variables: the job modules' own settings (their
-    # ``workers.registry.Setting``s), read by ``policy()`` once they are loaded.
-    job_env: Mapping[str, str] = field(default_factory=dict)
+    # The rest of the environment: the job modules' own settings (their
+    # ``workers.registry.Setting``s, JOBSUP_* or a variable they name), read
+    # by ``policy()`` once they are loaded. Not in repr: it may hold secrets.
+    job_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,9 +100,7 @@ class Settings:
             if name in env and env[name] != "" and f.name != "job_env":
                 values[f.name] = _parse(name, env[name], _PARSERS[f.name])
         known = {_env_name(f.name) for f in fields(cls)}
-        values["job_env"] = {
-            k: v for k, v in env.items() if k.startswith("JOBSUP_") and k not in known
-        }
+        values["job_env"] = {k: v for k, v in env.items() if k not in known}
         settings = cls(**values)
         settings.validate()
         return settings

@@ -252,6 +252,8 @@ class JobTable:
         saved = self._saved.pop(job.id, None)
         stored = msgspec.structs.replace(job)
         self.forget(job.id)
+        back = msgspec.structs.replace(job, status=JobStatus.PENDING, owner=None, pid=None)
+        self.events.publish(Kind.REQUEUED, back)
         return self._write(claims.requeue_job, stored, saved, now_ms())
 
     def save(self, job: Job, state_json: bytes) -> None:

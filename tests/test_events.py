@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -314,3 +316,36 @@ def test_a_job_streams_from_an_instance_that_does_not_own_it(pg_url: str, make_s
                     break
         assert seen[0] == "snapshot"
         assert seen[-1] == "finished"
+
+
+def test_a_resumable_job_stopped_by_a_signal_streams_requeued_then_runs_again(
+    make_server: Any,
+) -> None:
+    """A platform's SIGTERM to the child: the job goes back to the queue, then resumes."""
+    server = make_server(JOBSUP_SIGTERM_HOLD_S="0.5")
+    job_id = server.start_job({"type": "counter", "to": 30, "stepMs": 50})
+    pid = server.wait_status(job_id, "running")["pid"]
+    events: list[Sse] = []
+    opened = threading.Event()
+
+    def read() -> None:
+        path = f"/admin/jobs/{job_id}/events"
+        with server.client.stream("GET", path) as response:
+            for event in parse(response.iter_lines()):
+                if event.kind != ":":
+                    events.append(event)
+                    opened.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert opened.wait(30)
+    wait_until(lambda: server.status(job_id)["savedAt"] is not None)
+    os.kill(pid, signal.SIGTERM)
+    reader.join(60)  # the stream ends after finished
+    assert not reader.is_alive()
+    names = kinds(events)
+    assert "requeued" in names, names
+    assert "started" in names[names.index("requeued") :], names
+    assert events[-1].kind == "finished"
+    assert events[-1].data["status"] == "completed"
+    assert events[-1].data["resumes"] == 1
