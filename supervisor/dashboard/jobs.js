@@ -220,7 +220,16 @@ function isNews(jobId, kind, eventId) {
   return true;
 }
 
-const KINDS = ["snapshot", "created", "started", "progress", "partial", "cancelling", "finished"];
+const KINDS = [
+  "snapshot",
+  "created",
+  "started",
+  "progress",
+  "partial",
+  "cancelling",
+  "requeued", // a resumable job back in the queue: it will resume
+  "finished",
+];
 
 function listen(url, onFinished) {
   const source = new EventSource(url);

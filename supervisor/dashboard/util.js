@@ -1,7 +1,8 @@
 // Small helpers: building elements (text from the API goes in as text nodes,
 // never as HTML), times and durations, a job's badge and progress bar.
 
-export const LIVE = ["pending", "running", "cancelling"];
+// Statuses a job can still leave ("scheduled": waiting for its time).
+export const LIVE = ["scheduled", "pending", "running", "cancelling"];
 
 export function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
