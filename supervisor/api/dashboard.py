@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from supervisor.api.access import public
+from supervisor.api.contract import NO_CONTENT, Text, contract
 
 _MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -54,12 +55,17 @@ def _file(name: str) -> Response:
 
 
 @public
+@contract(returns=Text("text/html", "the dashboard page"))
 async def page(request: Request) -> Response:
     """The dashboard: jobs, their progress, a start form, groups."""
     return _file("index.html")
 
 
 @public
+@contract(
+    returns=Text("text/javascript", "a module of the page's script, or its style"),
+    errors=(404,),
+)
 async def static(request: Request) -> Response:
     """The dashboard's script (app.js and the modules it imports) and style (style.css)."""
     name = request.path_params["name"]
@@ -69,6 +75,7 @@ async def static(request: Request) -> Response:
 
 
 @public
+@contract(responses={307: NO_CONTENT}, headers={"Location": "/admin/, the dashboard"})
 async def home(request: Request) -> Response:
     """Redirects to the dashboard at /admin/."""
     return RedirectResponse("/admin/", status_code=307)
