@@ -6,7 +6,6 @@ Set UPDATE_SCREENSHOTS=1 to save the screenshots in docs/img/ as well.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -107,20 +106,15 @@ def inactive(n: int) -> list[dict[str, Any]]:
 
 
 def fill_start_form(page: Page, job_type: str, config: dict[str, Any]) -> None:
-    """Fill the start form, field by field when the server describes the type's
-    config, or as the JSON config otherwise."""
-    kind = page.locator("#start-type")
-    if kind.evaluate("e => e.tagName") == "SELECT":
-        kind.select_option(job_type)
-        for name, value in config.items():
-            field = page.locator(f"#start-fields [data-field='{name}']")
-            if isinstance(value, bool):
-                field.set_checked(value)
-            else:
-                field.fill(str(value))
-    else:
-        kind.fill(job_type)
-        page.get_by_label("Config (JSON object)").fill(json.dumps(config))
+    """Pick the type, then fill the fields the page built from its config's schema."""
+    page.get_by_label("Type", exact=True).select_option(job_type)
+    form = page.locator("#start-form")
+    for name, value in config.items():
+        field = form.get_by_label(name, exact=True)
+        if isinstance(value, bool):
+            field.set_checked(value)
+        else:
+            field.fill(str(value))
 
 
 def shot(page: Page, name: str) -> None:
