@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import dashboard, events, jobs, openapi
+from supervisor.api import dashboard, events, jobs, openapi, schedules
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         runtime = await Runtime.start(settings)
         app.state.runtime = runtime
         app.state.jobs = runtime.service
+        app.state.schedules = runtime.schedules
         app.state.store = runtime.store
         metrics.attach(runtime)
         try:
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Route("/metrics", metrics_api.metrics, methods=["GET"]),
                 *events.routes,
                 *jobs.routes,
+                *schedules.routes,
                 *registry.routes(),
                 *dashboard.routes,
             ]

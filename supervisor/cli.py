@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from supervisor import cli_client
+from supervisor import cli_client, cli_schedules
 from supervisor.settings import Settings, SettingsError, env_names
 from supervisor.startup import (
     EXIT_CODES,
@@ -235,6 +235,7 @@ COMMANDS: list[Register] = [
     register_openapi,
     register_bench,
     cli_client.register,  # start, status, list, cancel, watch, groups: a client of a server
+    cli_schedules.register,  # schedules put, list, show, delete
 ]
 
 
@@ -247,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
+        register(subparsers)
+    from workers import registry
+
+    registry.load(())  # the built-in job modules' own commands (jobsup import)
+    for register in registry.commands():
         register(subparsers)
     return parser
 
