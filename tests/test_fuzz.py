@@ -55,9 +55,10 @@ def _expressible(case: Any) -> bool:
     if query.get("include") == "result" and int(query.get("limit", 0)) > MAX_LIST_LIMIT_WITH_RESULT:
         return False
     members = case.body.get("members") if isinstance(case.body, dict) else None
-    if isinstance(members, list):
-        ids = [m.get("whatsappId") for m in members if isinstance(m, dict)]
-        return len(ids) == len(set(ids))
+    if isinstance(members, list):  # a member's phone id and LID (altId) both name it
+        ids = [m.get(k) for m in members if isinstance(m, dict) for k in ("whatsappId", "altId")]
+        named = [i for i in ids if i is not None]
+        return len(named) == len(set(named))
     return True
 
 
