@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from removal import webhooks
 from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord, WhitelistIn
 from removal.gateways.status import GatewayView, gateway_status
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
@@ -170,3 +171,5 @@ routes = [
     Route("/admin/groups/{groupWaId}/whitelist", get_whitelist, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
 ]
+# Webhook deliveries and imports: the directory's other sources (removal.webhooks).
+routes += webhooks.routes

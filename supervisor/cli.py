@@ -249,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(subparsers)
+    from workers import registry
+
+    registry.load(())  # the built-in job modules' own commands (jobsup import)
+    for register in registry.commands():
+        register(subparsers)
     return parser
 
 
