@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import events, jobs, openapi, schedules
+from supervisor.api import dashboard, events, jobs, openapi, schedules
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *jobs.routes,
                 *schedules.routes,
                 *registry.routes(),
+                *dashboard.routes,
             ]
         ),
         middleware=[

@@ -46,7 +46,7 @@ _ATTRIBUTE = "__jobsup_contract__"
 # the database is unavailable or busy, the server is stopping (503).
 COMMON_ERRORS = (400, 503)
 # With a credential check in front: no or an unknown credential, a role that may not.
-AUTH_ERRORS = (401, 403)
+AUTH_ERRORS = (401, 403, 429)  # 429: failed authentications past the per-address limit
 # With a body: too slow, too large, not JSON.
 BODY_ERRORS = (408, 413, 415)
 
