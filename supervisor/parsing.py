@@ -23,13 +23,18 @@ def decode(body: bytes, type_: type[T]) -> T:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         # JSON Schema (and so the OpenAPI document) counts ``2.0`` as the
-        # integer 2: a body that spells an integer so is read again with its
-        # whole floats as integers. Only a refused body pays for this.
+        # integer 2: a body refused for a float where an int belongs is read
+        # again with its whole floats as integers. Any other refusal is
+        # reported as it is (a second reading cannot rebuild raw fields).
+        if not str(exc).startswith("Expected `int`, got `float`"):
+            raise from_validation(exc) from None
         try:
             value = msgspec.json.decode(body)
             return msgspec.convert(_whole_floats_as_ints(value), type=type_)
         except msgspec.ValidationError as again:
-            raise from_validation(again) from None
+            # A raw field (kept as JSON text) cannot be rebuilt from a value.
+            raw = str(again).startswith("Expected `raw`")
+            raise from_validation(exc if raw else again) from None
         except (msgspec.DecodeError, RecursionError):
             raise from_validation(exc) from None
     except msgspec.DecodeError as exc:
