@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from removal.directory import GroupIn, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
-from supervisor.api.access import Role, needs
+from supervisor.api.access import Role, audited, needs
 from supervisor.api.common import json, parse, query_int
 from supervisor.api.errors import ApiError
 
@@ -18,6 +18,7 @@ def _service(request: Request) -> GroupService:
 
 
 @needs(Role.ADMIN)
+@audited("group.put", target="groupWaId")
 async def put_group(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, GroupIn)
@@ -43,6 +44,7 @@ async def list_members(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@audited("whitelist.put", target="groupWaId")
 async def put_whitelist(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, WhitelistIn)

@@ -1,4 +1,9 @@
-"""create_app(settings): routes, the edge middleware, error handlers, lifespan."""
+"""create_app(settings): routes, the edge middleware, error handlers, lifespan.
+
+Middleware, outermost first: the edge (paths, queries, headers on every
+answer), the Host check, CORS (only when origins are named), the access
+guard; then the router.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import jobs
+from supervisor import keys
+from supervisor.api import audit, jobs, session
 from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
@@ -24,6 +31,8 @@ from supervisor.api.errors import (
     handle_domain_error,
     handle_unexpected,
 )
+from supervisor.api.guard import Guard
+from supervisor.api.hosts import TrustedHosts
 from supervisor.errors import JobsupError
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
@@ -44,6 +53,7 @@ async def healthz(request: Request) -> Response:
             "runningJobs": runtime.scheduler.running(),
             "jobsInMemory": len(runtime.table),
             "databaseAvailable": runtime.store.available,
+            "auth": "on" if runtime.settings.auth else "off",
         }
     )
 
@@ -111,6 +121,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await Runtime.start(settings)
+        try:
+            app.state.keys = await keys.load(settings, runtime.store)
+        except BaseException:
+            await runtime.stop()
+            raise
         app.state.runtime = runtime
         app.state.jobs = runtime.service
         app.state.store = runtime.store
@@ -119,14 +134,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await runtime.stop()
 
-    return Starlette(
+    middleware = [
+        Middleware(Edge, body_timeout_s=settings.body_timeout_s),
+        Middleware(TrustedHosts, allowed_hosts=settings.host_names()),
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["authorization", "content-type"],
+                expose_headers=["Retry-After", "X-Next-Before", "X-Next-Offset"],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(Guard, cors_origins=settings.cors_origins))
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *jobs.routes,
+            *session.routes,
+            *audit.routes,
             *registry.routes(),
         ],
-        middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
+        middleware=middleware,
         exception_handlers={
             ApiError: handle_api_error,
             JobsupError: handle_domain_error,
@@ -139,3 +172,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.max_body_bytes = settings.max_body_bytes
+    return app

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from supervisor.job import CancelInfo, Job, now
+from supervisor.job import CancelInfo, Job, RequestedBy, now
 from supervisor.launcher import JobProcess, ProtocolError
 from supervisor.settings import Settings
 from supervisor.state import (
@@ -195,12 +195,12 @@ class Run:
 
     # -- cancellation ----------------------------------------------------------
 
-    def request_cancel(self, reason: str) -> None:
+    def request_cancel(self, reason: str, by: RequestedBy | None = None) -> None:
         job = self._table.get(self.job_id)
         if self.escalation is not None or self.settled or job is None:
             return
         self.escalation = Escalation.ASK
-        info = CancelInfo(requested_at=now(), reason=reason)
+        info = CancelInfo(requested_at=now(), reason=reason, requested_by=by)
         # Usually cancelled within milliseconds: the final state's write
         # carries this one too, and a 202 persists it first.
         self._table.move_soon(job, JobStatus.CANCELLING, cancel=info)

@@ -16,7 +16,7 @@ from supervisor.launcher import ensure_forkserver, forkserver_context
 from supervisor.scheduler import Scheduler
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.store import Store
+from supervisor.store import Store, access
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
@@ -79,6 +79,7 @@ class Runtime:
         dropped = self.table.sweep(self.settings.job_ttl_s)
         cutoff_ms = int((time.time() - self.settings.retention_days * 86400) * 1000)
         pruned = await self.store.call(sql.prune, cutoff_ms, write=True)
+        await self.store.call(access.prune_audit, cutoff_ms, write=True)
         if dropped or pruned:
             log.info(
                 "swept %d finished jobs from memory, pruned %d from the store", dropped, pruned

@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from supervisor.audit import entry
+from supervisor.credentials import Caller
 from supervisor.errors import (
     Conflict,
     Invalid,
@@ -71,7 +73,9 @@ class JobService:
             known = ", ".join(registry.names())
             raise Invalid(f"type: unknown job type {name!r} (known: {known})", "type") from None
 
-    async def submit(self, body: bytes) -> Job:
+    async def submit(self, body: bytes, caller: Caller | None = None) -> Job:
+        """Validate and insert a job; with ``caller``, it is the job's ``requestedBy``
+        and the start's audit entry is written in the insert's transaction."""
         job_type = self._job_type(body)
         config = decode(body, job_type.config)
         if job_type.check is not None:
@@ -90,7 +94,9 @@ class JobService:
             config=msgspec.Raw(msgspec.json.encode(config)),
             progress=Progress(),
             created_at=now(),
+            requested_by=None if caller is None else caller.who(),
         )
+        audit = None if caller is None else entry(caller, caller.peer, "job.start", job.id, 202)
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
         label = _label(job_type, config)
         slot = self.scheduler.reserve_slot()
@@ -101,6 +107,7 @@ class JobService:
                 label,
                 self.settings.max_pending_jobs,
                 self.settings.instance_id if slot else None,
+                audit,
             )
         except sql.KeyTaken as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
@@ -126,18 +133,19 @@ class JobService:
             raise NotFound(f"no job {job_id!r}", "jobId")
         return job
 
-    async def cancel(self, job_id: str, reason: str = "user") -> Job:
+    async def cancel(self, job_id: str, reason: str = "user", caller: Caller | None = None) -> Job:
         """Cancel a live job wherever it runs; waits briefly for it to stop.
 
         Returns the job as it then is: terminal, or still stopping.
         """
         job = await self.get(job_id)
+        by = None if caller is None else caller.who()
         for _ in range(3):  # a pending job may be claimed while we look at it
             if job.status in TERMINAL:
                 raise NotCancellable(
                     f"job {job_id} is already {job.status} and cannot be cancelled",
                 )
-            if await self.scheduler.cancel_local(job_id, reason):
+            if await self.scheduler.cancel_local(job_id, reason, by):
                 deadline = time.monotonic() + self.settings.cancel_wait_s
                 await self.table.wait(job_id, self.settings.cancel_wait_s)
                 # Its final state is written while its child exits: "cancelled"
@@ -152,10 +160,10 @@ class JobService:
                 job = await self.get(job_id)
                 continue
             if job.status is JobStatus.PENDING and job.owner is None:
-                if await self.scheduler.cancel_unclaimed(job, reason):
+                if await self.scheduler.cancel_unclaimed(job, reason, by):
                     return await self.get(job_id)
             elif job.owner is not None:
-                request = {"requestedAt": now().isoformat(), "reason": reason}
+                request = {"requestedAt": now().isoformat(), "reason": reason, "requestedBy": by}
                 await self.table.store.call(
                     claims.request_cancel, job_id, request, now_ms(), write=True
                 )

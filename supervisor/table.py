@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor.audit import AuditEntry
 from supervisor.job import Job, Progress
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import Store, claims, is_unique_violation
@@ -95,6 +96,7 @@ class JobTable:
         label: str | None,
         max_pending: int,
         claim_for: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> bool:
         """Insert a new pending job; in the store before this returns.
 
@@ -113,6 +115,7 @@ class JobTable:
                 now_ms(),
                 max_pending,
                 claim_for,
+                audit,
                 write=True,
                 retry_for=5.0,
                 queue_timeout=5.0,

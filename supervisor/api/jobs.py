@@ -9,9 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api.access import Role, needs
+from supervisor.api.access import Role, audited, limited, needs
 from supervisor.api.common import json, query_int, read_json
 from supervisor.api.errors import ApiError
+from supervisor.api.guard import caller_of, recorded
 from supervisor.job import summary
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
@@ -37,8 +38,12 @@ def _service(request: Request) -> JobService:
 
 
 @needs(Role.OPERATOR)
+@audited("job.start")
+@limited
 async def start(request: Request) -> Response:
-    job = await _service(request).submit(await read_json(request, MAX_START_BYTES))
+    body = await read_json(request, MAX_START_BYTES)
+    job = await _service(request).submit(body, caller_of(request))
+    recorded(request, job.id)  # in the insert's transaction
     return json({"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}, 202)
 
 
@@ -69,8 +74,10 @@ async def result_list(request: Request) -> Response:
 
 
 @needs(Role.OPERATOR)
+@audited("job.cancel", target="jobId")
+@limited
 async def cancel(request: Request) -> Response:
-    job = await _service(request).cancel(request.path_params["jobId"])
+    job = await _service(request).cancel(request.path_params["jobId"], caller=caller_of(request))
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
         return json({"jobId": job.id, "status": job.status})
     return json({"jobId": job.id, "status": JobStatus.CANCELLING}, 202)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from supervisor.store import jobs
+from supervisor.store import access, jobs
 from supervisor.store.migrations import migrate
 from workers import registry
 from workers.db import Database, DatabaseUnavailable, connect, dialect_of
@@ -243,7 +243,8 @@ class Store:
         db = connect(self.url)
         try:
             # The job table first; then what the loaded job modules contribute.
-            return migrate(db, {"jobs": jobs.MIGRATIONS, **registry.migrations()})
+            components = {"jobs": jobs.MIGRATIONS, "access": access.MIGRATIONS}
+            return migrate(db, {**components, **registry.migrations()})
         finally:
             db.close()
 

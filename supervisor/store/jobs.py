@@ -12,8 +12,10 @@ from typing import Any
 
 import msgspec
 
-from supervisor.job import CancelInfo, Job, Progress
+from supervisor.audit import AuditEntry
+from supervisor.job import CancelInfo, Job, Progress, RequestedBy
 from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
+from supervisor.store.access import insert_audit
 from workers.db import Database
 
 # Stored times: whole milliseconds, one rounding everywhere (workers.times).
@@ -80,6 +82,11 @@ MIGRATIONS = [
         CREATE INDEX jobs_label_created ON jobs (label, created_at, id)
         """,
     ),
+    (
+        4,
+        # Who started the job (a token's name, role and fingerprint), as JSON.
+        "ALTER TABLE jobs ADD COLUMN requested_by TEXT",
+    ),
 ]
 # Claiming reads jobs_claimable in arrival order; an instance's own live jobs
 # (cancel requests, rescue of a dead instance) come from jobs_owner_live.
@@ -89,12 +96,13 @@ MIGRATIONS = [
 
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
-    " created_at, started_at, completed_at, owner, attempts"
+    " created_at, started_at, completed_at, owner, attempts, requested_by"
 )
 
 _json = msgspec.json.Encoder()
 _cancel_decoder = msgspec.json.Decoder(CancelInfo)
 _progress_decoder = msgspec.json.Decoder(Progress)
+_requested_by_decoder = msgspec.json.Decoder(RequestedBy)
 
 
 def to_json(value: Any) -> str | None:
@@ -118,6 +126,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         completed,
         owner,
         attempts,
+        requested_by,
     ) = row
     return Job(
         id=id_,
@@ -134,6 +143,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         completed_at=from_ms(completed),
         owner=owner,
         attempts=attempts,
+        requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
     )
 
 
@@ -186,12 +196,14 @@ def insert_job(
     now_ms: int,
     max_pending: int,
     claim_for: str | None = None,
+    audit: AuditEntry | None = None,
 ) -> bool:
     """Insert a pending job, unless the queue is full or its key is taken.
 
     With ``claim_for``, an instance with a free slot takes the job at once
     when no older job is waiting (saving a claim round trip); returns
-    whether it did.
+    whether it did. ``audit``: the start's audit entry, written in the
+    same transaction, so that no job exists without its entry.
     """
     with db.transaction():
         stored = db.one("SELECT owner, attempts FROM jobs WHERE id = ?", (job.id,))
@@ -211,6 +223,8 @@ def insert_job(
             job.owner = claim_for
             job.attempts += 1
         _insert(db, job, key, label, now_ms)
+        if audit is not None:
+            insert_audit(db, audit)
     return claimed
 
 
@@ -218,7 +232,8 @@ def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: 
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
         " completed_at, owner, attempts, id, type, config, created_at, updated_at,"
-        " exclusive_key, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " exclusive_key, label, requested_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -228,6 +243,7 @@ def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: 
             now_ms,
             key,
             label,
+            to_json(job.requested_by),
         ),
     )
 

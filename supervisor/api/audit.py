@@ -1,0 +1,54 @@
+"""/admin/audit: the audit trail, newest first, paged like the job list."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from supervisor.api.access import Role, needs
+from supervisor.api.common import json, query_int
+from supervisor.api.errors import ApiError
+from supervisor.api.jobs import MAX_LIST_LIMIT
+from supervisor.api.jobs import _time as query_time
+from supervisor.audit import AuditFilter
+from supervisor.store import Store
+from supervisor.store import access as sql
+
+_PARAMS = {"action", "who", "since", "until", "before", "limit"}
+
+
+def _filter(request: Request) -> AuditFilter:
+    unknown = set(request.query_params) - _PARAMS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
+    params = request.query_params
+    return AuditFilter(
+        action=params.get("action"),
+        who=params.get("who"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
+        before=params.get("before"),
+        limit=query_int(request, "limit", 50, 1, MAX_LIST_LIMIT),
+    )
+
+
+@needs(Role.ADMIN)
+async def list_audit(request: Request) -> Response:
+    """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page.
+
+    Filters: ``action`` (``job.start``), ``who`` (a token's name or
+    fingerprint), ``since`` and ``until`` (ISO 8601 times).
+    """
+    f = _filter(request)
+    store: Store = request.app.state.store
+    entries = await store.call(sql.list_audit, f)
+    page = entries[: f.limit]
+    response = json(page)
+    if len(entries) > f.limit:
+        response.headers["X-Next-Before"] = page[-1].id
+    return response
+
+
+routes = [Route("/admin/audit", list_audit, methods=["GET"])]

@@ -1,0 +1,90 @@
+"""/admin/session: a token typed once, exchanged for a session cookie (browsers).
+
+``POST`` with ``{"token": "..."}`` answers ``{"name", "role"}`` and sets
+``jobsup_session`` (``HttpOnly; SameSite=Strict; Path=/``, plus ``Secure``
+over https); ``GET`` says who the cookie (or bearer token) is; ``DELETE``
+logs out. The cookie is signed (``supervisor.keys.Sessions``) and lasts
+``JOBSUP_SESSION_TTL_S``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from supervisor.api.access import Role, audited, needs, public
+from supervisor.api.common import json, read_json
+from supervisor.api.errors import ApiError
+from supervisor.api.guard import COOKIE, caller_of, peer_of, set_caller
+from supervisor.credentials import Caller
+from supervisor.keys import Keys
+from supervisor.parsing import decode
+
+MAX_LOGIN_BYTES = 4096
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+
+
+def _keys(request: Request) -> Keys:
+    keys: Keys = request.app.state.keys
+    return keys
+
+
+def _who(caller: Caller) -> dict[str, str]:
+    return {"name": caller.name, "role": caller.role}
+
+
+@public
+@audited("session.login")
+async def login(request: Request) -> Response:
+    keys = _keys(request)
+    if not keys.enabled:
+        raise ApiError(404, "not_found", "authentication is off: there are no sessions")
+    body = decode(await read_json(request, MAX_LOGIN_BYTES), Login)
+    peer = peer_of(request.scope)
+    token = keys.book.check(body.token)
+    if token is None:
+        retry = keys.failures.take(f"peer:{peer}")
+        if retry:
+            message = "too many failed authentications"
+            raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(retry)})
+        raise ApiError(401, "unauthorized", "token: not a token this server accepts", "token")
+    caller = Caller.of(token, peer)
+    set_caller(request, caller)
+    response = json(_who(caller))
+    response.set_cookie(
+        COOKIE,
+        keys.sessions.issue(token),
+        max_age=int(keys.sessions.ttl_s),
+        path="/",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@needs(Role.VIEWER)
+async def whoami(request: Request) -> Response:
+    caller = caller_of(request)
+    assert caller is not None
+    return json(_who(caller))
+
+
+@needs(Role.VIEWER)
+@audited("session.logout")
+async def logout(request: Request) -> Response:
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+routes = [
+    Route("/admin/session", login, methods=["POST"]),
+    Route("/admin/session", whoami, methods=["GET"]),
+    Route("/admin/session", logout, methods=["DELETE"]),
+]
