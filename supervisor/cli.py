@@ -41,6 +41,32 @@ def migrate(settings: Settings) -> None:
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
+def token_reset(settings: Settings) -> None:
+    """Replace the generated admin token (used while JOBSUP_TOKENS is unset); print the new one."""
+    from supervisor.keys import reset_admin_token
+    from supervisor.store import Store
+    from workers.db import connect
+
+    if settings.tokens:
+        print(
+            "jobsup token reset: JOBSUP_TOKENS is set, so no generated token is in use; "
+            "change JOBSUP_TOKENS instead",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    Store(settings.database_url).migrate()
+    db = connect(settings.database_url)
+    try:
+        token = reset_admin_token(db)
+    finally:
+        db.close()
+    print(
+        "new admin token (running servers accept it, and stop accepting the old one, "
+        "once restarted):"
+    )
+    print(token)
+
+
 def bench(args: list[str]) -> None:
     """Run the benchmark suite of a source checkout (``python -m bench``)."""
     root = Path(__file__).resolve().parent.parent
@@ -62,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--host", help="interface to listen on (JOBSUP_HOST)")
         sub.add_argument("--port", type=int, help="port (PORT)")
     commands.add_parser("migrate", help="apply database migrations and exit")
+    token = commands.add_parser("token", help="manage the generated admin token")
+    token.add_argument("action", choices=["reset"], help="reset: make a new one and print it")
     # add_help=False: --help goes through to the suite's own options.
     commands.add_parser("bench", add_help=False, help="run the benchmark suite (python -m bench)")
     args, extra = parser.parse_known_args(argv)
@@ -85,5 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         from supervisor.demo import run_demo
 
         raise SystemExit(run_demo(settings))
+    elif args.command == "token":
+        token_reset(settings)
     else:
         migrate(settings)
