@@ -174,9 +174,9 @@ class Guard:
             # Per credential; with authentication off, per peer address.
             retry = keys.starts.take(caller.fingerprint or f"peer:{peer}")
             if retry:
-                await refuse.rate_limited(retry, "too many starts and cancels; slow down")
                 if note is not None:
                     await record(store, entry(caller, peer, note.action, note.target, 429))
+                await refuse.rate_limited(retry, "too many starts and cancels; slow down")
                 return
         if note is None:
             await self.app(scope, receive, send)
@@ -218,21 +218,35 @@ class Guard:
         peer: str | None,
         note: AuditNote,
     ) -> None:
-        """Run the route; then record the status it answered, unless it recorded itself."""
+        """Run the route, recording the status it answered (unless it recorded itself)
+        before the answer's last byte: a client that has its answer finds the entry."""
         status = 500
+        written = False
+
+        async def write() -> None:
+            nonlocal written
+            written = True
+            if not note.recorded:
+                caller = scope.get(CALLER)
+                await record(store, entry(caller, peer, note.action, note.target, status))
 
         async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif not message.get("more_body", False) and not written:
+                await write()
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
-        finally:
-            if not note.recorded:
-                caller = scope.get(CALLER)
-                await record(store, entry(caller, peer, note.action, note.target, status))
+        except Exception:
+            if not written:
+                status = 500
+                await write()
+            raise
+        if not written:
+            await write()
 
     @staticmethod
     def _authenticate(
@@ -275,12 +289,12 @@ class _Refusal:
         caller: Caller | None = None,
         action: str = "auth.failed",
     ) -> None:
+        target = f"{self.scope['method']} {self.scope['path']}"
+        await record(self.store, entry(caller, self.peer, action, target[:300], status))
         response = error_response(status, code, message)
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="jobsup"'
         await response(self.scope, self.receive, self.send)
-        target = f"{self.scope['method']} {self.scope['path']}"
-        await record(self.store, entry(caller, self.peer, action, target[:300], status))
 
     async def rate_limited(self, retry_after: int, message: str) -> None:
         response = error_response(429, "rate_limited", message)
