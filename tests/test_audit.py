@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
+
+from supervisor.job import RequestedBy
+from supervisor.store import access, claims
+from supervisor.store import jobs as sql
+from supervisor.store.migrations import migrate
 from tests.conftest import ADMIN_TOKEN, OPERATOR_TOKEN, VIEWER_TOKEN, Server, wait_until
+from tests.helpers import pending_job
 from tests.test_auth import GROUP, SLEEPY, anonymous, bearer, fingerprint
+from workers.db import connect
 
 
 def audit(server: Server, **params: Any) -> list[dict[str, Any]]:
@@ -172,3 +182,39 @@ def test_only_an_admin_reads_the_trail(server: Server) -> None:
         for token in (VIEWER_TOKEN, OPERATOR_TOKEN):
             assert client.get("/admin/audit", headers=bearer(token)).status_code == 403
         assert client.get("/admin/audit").status_code == 401
+
+
+@pytest.mark.postgres
+def test_a_cancel_across_instances_says_who_asked(pg_url: str, make_server: Any) -> None:
+    cluster = {"JOBSUP_HEARTBEAT_S": "0.3", "JOBSUP_NODE_TIMEOUT_S": "2"}
+    a, b = (make_server(DATABASE_URL=pg_url, **cluster) for _ in range(2))
+    job_id = a.start_job(SLEEPY)
+    job = a.wait_status(job_id, "running")
+    other = b if job["owner"] == a.client.get("/healthz").json()["instance"] else a
+    other.wait_status(job_id, "running")
+    with anonymous(other) as client:
+        cancel = client.post(f"/admin/jobs/{job_id}/cancel", headers=bearer(OPERATOR_TOKEN))
+    assert cancel.status_code in (200, 202), cancel.text
+    done = other.wait_status(job_id, "cancelled")
+    who = {"name": "operator", "role": "operator", "fingerprint": fingerprint(OPERATOR_TOKEN)}
+    assert done["cancel"]["requestedBy"] == who
+    assert done["requestedBy"]["name"] == "admin"
+
+
+def test_a_cancel_request_left_in_the_store_carries_who_asked(tmp_path: Path) -> None:
+    """The owner's poll (when a NOTIFY is missed) and the NOTIFY payload both carry it."""
+    who = RequestedBy("ci", "operator", "9f86d081")
+    db = connect(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        migrate(db, {"jobs": sql.MIGRATIONS, "access": access.MIGRATIONS})
+        job = pending_job("quick")
+        sql.insert_job(db, job, None, None, 0, 100, claim_for="me")
+        request = {"requestedAt": "2026-01-01T00:00:00Z", "reason": "user", "requestedBy": who}
+        assert claims.request_cancel(db, job.id, request, 1)
+        assert claims.cancel_requests(db, "me") == [(job.id, "user", who)]
+    finally:
+        db.close()
+    payload = f"{job.id} user " + msgspec.json.encode(who).decode()
+    assert claims.parse_cancel_note(payload) == (job.id, "user", who)
+    assert claims.parse_cancel_note(f"{job.id} user null") == (job.id, "user", None)
+    assert claims.parse_cancel_note(f"{job.id} user") == (job.id, "user", None)
