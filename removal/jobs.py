@@ -6,16 +6,23 @@ removed. Each batch is removed, dequeued and written to the history as one
 fact (``removal.steps``), so a job stopped at any point, even by
 SIGKILL, leaves a queue that a new job can pick up and a history that equals
 what was done.
+
+Both types are resumable: a live removal saves its ``Place`` after its sync
+and after every batch. Run again (a deploy put it back in the queue, or its
+instance died), it skips the sync, walks what is still queued (a processed
+member is dequeued with its history row, so none is processed twice) and
+waits out what remains of its delay first, so that WhatsApp's pacing holds
+across the restart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
-from removal.directory import MIGRATIONS, current_ms, group_exists, queue
+from removal.directory import MIGRATIONS, current_ms, group_exists, outcomes_of_job, queue
 from removal.directory.queue import Plan, QueueEntry
 from removal.gateways import Gateway, gateway_for
 from removal.steps import Writer, remove_batch, settle_leftovers, sync
@@ -40,12 +47,20 @@ class Failure(msgspec.Struct, rename="camel"):
     reason: str
 
 
+class Place(msgspec.Struct, rename="camel"):
+    """Where a live removal is (``ctx.save``): after its sync, then after every batch."""
+
+    queued: int = 0  # what the sync queued
+    batches_done: int = 0
+    due_at_ms: int = 0  # the next batch starts no earlier (epoch ms): WhatsApp's pacing
+
+
 class RemovalResult(msgspec.Struct, rename="camel"):
     """The job's result, and its partial result after every batch."""
 
     group_wa_id: str
     dry_run: bool
-    queued: int = 0  # queued by this job's sync (always 0 in a dry run)
+    queued: int = 0  # queued by this job's sync; in a dry run, what it would queue
     removed_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
     failed: list[Failure] = msgspec.field(default_factory=list)
     skipped_whatsapp_ids: list[str] = msgspec.field(default_factory=list)
@@ -101,13 +116,19 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     exclusive_key=group_key,
     check=check_group,
     label=BY_GROUP,
+    resumable=True,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
     return _against_directory(ctx, config, run_workflow)
 
 
 @job_type(
-    RemovalQueueConfig, idempotent=True, exclusive_key=group_key, check=check_group, label=BY_GROUP
+    RemovalQueueConfig,
+    idempotent=True,
+    exclusive_key=group_key,
+    check=check_group,
+    label=BY_GROUP,
+    resumable=True,
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
     return _against_directory(ctx, config, run_queue)
@@ -126,6 +147,10 @@ def run_workflow(
     ctx: JobContext, db: Database, gateway: Gateway, config: RemovalWorkflowConfig
 ) -> dict[str, Any]:
     result = _begin(ctx, config)
+    place = _resumed_place(ctx, config)
+    if place is not None:  # synced before it was interrupted: the queue is its plan
+        result.queued = place.queued
+        return _remove_queued(ctx, db, gateway, config, result, place)
     group, window = config.group_wa_id, config.inactivity_window_ms
     ctx.progress(message="fetching members", phase="sync")
     fetched = gateway.fetch_members(group)
@@ -133,12 +158,15 @@ def run_workflow(
         plan = queue.preview(
             db, group, current_ms(), fetched=fetched, window_ms=window, job_id=ctx.job_id
         )
+        result.queued = plan.queued  # what a user reads as the sync's count, dry or not
         ctx.progress(message=f"{plan.queued} inactive members would be queued", phase="sync")
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
     result.queued = sync(db, _writer(ctx), group, fetched, window)
     ctx.partial(result.as_dict())
+    place = Place(queued=result.queued, due_at_ms=current_ms())
+    ctx.save(place)
     ctx.progress(message=f"queued {result.queued} inactive members", phase="sync")
-    return _remove_queued(ctx, db, gateway, config, result)
+    return _remove_queued(ctx, db, gateway, config, result, place)
 
 
 def run_queue(
@@ -149,7 +177,15 @@ def run_queue(
         plan = queue.preview(db, config.group_wa_id, current_ms())
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
     settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
-    return _remove_queued(ctx, db, gateway, config, result)
+    place = _resumed_place(ctx, config) or Place()
+    return _remove_queued(ctx, db, gateway, config, result, place)
+
+
+def _resumed_place(ctx: JobContext, config: RemovalQueueConfig) -> Place | None:
+    """The place a live removal saved before it was interrupted, if this run resumes one."""
+    if not ctx.resumed or config.dry_run:
+        return None
+    return msgspec.convert(ctx.state, Place)
 
 
 def _writer(ctx: JobContext) -> Writer:
@@ -170,10 +206,70 @@ def _remove_queued(
     gateway: Gateway,
     config: RemovalQueueConfig,
     result: RemovalResult,
+    place: Place,
 ) -> dict[str, Any]:
     entries = queue.read_queue(db, config.group_wa_id)
+    last_row_ms = _carry_over(db, ctx.job_id, entries, result)
+    if last_row_ms is not None:  # a batch may have landed after the place was saved
+        place.due_at_ms = max(place.due_at_ms, last_row_ms + config.delay_ms)
+        recorded = -(-_processed(result) // config.batch_size)  # batches with rows, at least
+        place.batches_done = max(place.batches_done, recorded)
     step = _live_step(ctx, db, gateway, result)
-    return _walk(ctx, entries, step, result, config.batch_size, config.delay_ms / 1000)
+
+    def saved(batches_done: int) -> None:
+        place.batches_done = batches_done
+        place.due_at_ms = current_ms() + config.delay_ms
+        ctx.save(place)
+
+    return _walk(
+        ctx,
+        entries,
+        step,
+        result,
+        config.batch_size,
+        config.delay_ms / 1000,
+        resume=Resume(place.batches_done, _processed(result), place.due_at_ms, saved),
+    )
+
+
+def _processed(result: RemovalResult) -> int:
+    return len(result.removed_whatsapp_ids) + len(result.failed)
+
+
+def _carry_over(
+    db: Database, job_id: str, entries: list[QueueEntry], result: RemovalResult
+) -> int | None:
+    """A job run again (rescued after its instance died) reports its earlier runs too.
+
+    Its history rows are what those runs did: every member they removed, and
+    every failure not retried now (a member still queued gets this run's outcome).
+    Returns when the last of those rows was written (epoch ms), None if none was.
+    """
+    retried = {entry.whatsapp_id for entry in entries}
+    latest: dict[str, tuple[str, str | None]] = {}
+    last_ms: int | None = None
+    for wid, outcome, reason, at in outcomes_of_job(db, job_id):
+        latest.pop(wid, None)  # ordered by each member's last outcome
+        latest[wid] = (outcome, reason)
+        last_ms = at
+    for wid, (outcome, reason) in latest.items():
+        if outcome == "SUCCESS":
+            result.removed_whatsapp_ids.append(wid)
+        elif wid not in retried:
+            result.failed.append(Failure(wid, reason or ""))
+    return last_ms
+
+
+class Resume(NamedTuple):
+    """Where a live walk starts, and what it calls after each batch (to save its place)."""
+
+    batches_done: int = 0
+    processed: int = 0  # members its earlier runs processed
+    due_at_ms: int = 0  # its first batch starts no earlier (epoch ms)
+    after_batch: Callable[[int], None] | None = None
+
+
+FROM_START = Resume()
 
 
 def _walk(
@@ -183,28 +279,37 @@ def _walk(
     result: RemovalResult,
     batch_size: int,
     delay_s: float,
+    resume: Resume = FROM_START,
 ) -> dict[str, Any]:
     """Run ``step`` over ``entries`` in batches: cancel points, progress, partials.
 
     The batches are cut from a snapshot taken once, so no batch is ever read
-    twice, whether or not the steps change the queue.
+    twice, whether or not the steps change the queue. A resumed walk goes on
+    from where its earlier runs stopped: numbering, counts and pacing.
     """
-    total = len(entries)
-    batches = [entries[i : i + batch_size] for i in range(0, total, batch_size)]
-    ctx.progress(processed=0, total=total, message=f"{total} queued", phase="removal")
-    for number, batch in enumerate(batches, start=1):
-        if number > 1 and delay_s > 0:
-            ctx.sleep(delay_s)
+    done, before = resume.batches_done, resume.processed
+    total = before + len(entries)
+    batches = [entries[i : i + batch_size] for i in range(0, len(entries), batch_size)]
+    last = done + len(batches)
+    ctx.progress(processed=before, total=total, message=f"{total - before} queued", phase="removal")
+    wait_s = (resume.due_at_ms - current_ms()) / 1000
+    for number, batch in enumerate(batches, start=done + 1):
+        if number > done + 1:
+            wait_s = delay_s
+        if wait_s > 0:
+            ctx.sleep(wait_s)
         ctx.checkpoint()
         ctx.flush()  # a batch may take long: show where the job is while it runs
         # Removing and recording a batch is one unit: a SIGTERM waits for it.
         with ctx.shielded():
             step(batch)
             ctx.partial(result.as_dict())
+            if resume.after_batch is not None:
+                resume.after_batch(number)
         ctx.progress(
-            processed=min(number * batch_size, total),
+            processed=min(before + (number - done) * batch_size, total),
             total=total,
-            message=f"batch {number}/{len(batches)}: {_tally(result)}",
+            message=f"batch {number}/{last}: {_tally(result)}",
             phase="removal",
         )
     return result.as_dict()

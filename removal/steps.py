@@ -104,6 +104,7 @@ def _in_one_transaction(
             skipped=list(outcome.skipped),
             job_id=writer.job_id,
             now_ms=now,
+            attempt=writer.attempt,
         )
         # Locked last, so a rescue waits for this commit only, not the whole batch.
         _hold(db, writer)
@@ -133,6 +134,7 @@ def _journaled(
             skipped=list(verdicts.skipped),
             job_id=writer.job_id,
             now_ms=now,
+            attempt=writer.attempt,
         )
     answers = gateway.remove(group_wa_id, list(intents)) if intents else {}
     with db.transaction():

@@ -1,4 +1,9 @@
-"""The ``jobsup`` command: serve, demo, migrate."""
+"""The ``jobsup`` command.
+
+Each subcommand comes from a ``register(subparsers)`` function in
+``COMMANDS``; it adds its parser and sets ``run=fn(args) -> exit code``.
+A module that brings its own subcommands adds its ``register`` to the list.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,97 @@ import dataclasses
 import logging
 import os
 import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
-from supervisor.settings import Settings, SettingsError
+from supervisor import token_command
+from supervisor.settings import Settings, SettingsError, env_names
+from supervisor.startup import (
+    EXIT_CODES,
+    EXIT_USAGE,
+    StartupFailed,
+    check_port,
+    load_job_modules,
+    lock_sqlite,
+    migrate_database,
+)
+
+Subparsers = Any  # argparse's _SubParsersAction, private by name
+Register = Callable[[Subparsers], None]
+
+DESCRIPTION = """\
+jobsup: a job supervisor for long-running Python functions. An HTTP server
+keeps the job table; each job runs in its own child process and can be
+watched and cancelled at any moment."""
+
+SETTINGS_NOTE = "Settings come from environment variables; see docs/configuration.md."
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    changes = {}
-    if getattr(args, "host", None):
+def _wrap(text: str) -> str:
+    return "\n".join(textwrap.fill(p, 79) for p in text.split("\n\n"))
+
+
+def _env_list(names: list[str]) -> str:
+    return _wrap("environment: " + ", ".join(names))
+
+
+def _server_env() -> str:
+    """What a server reads: the settings, and the built-in job modules' own."""
+    from workers import registry
+
+    registry.load(())
+    names = [*env_names(), *registry.setting_names()]
+    return _env_list([*names, "and the JOBSUP_JOB_MODULES modules' own settings"])
+
+
+def _exit_codes() -> str:
+    rows = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
+    return f"exit codes (docs/operations.md, Exit codes):\n{rows}"
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 1-65535")
+    return port
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with ``--host``/``--port`` over them; StartupFailed if bad."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise StartupFailed(EXIT_USAGE, str(exc)) from None
+    changes: dict[str, Any] = {}
+    if getattr(args, "host", None) is not None:
         changes["host"] = args.host
-    if getattr(args, "port", None):
+    if getattr(args, "port", None) is not None:
         changes["port"] = args.port
     return dataclasses.replace(settings, **changes)
 
 
-def serve(settings: Settings) -> None:
+# Held for the life of the process: a second server on the same SQLite file refuses.
+_sqlite_lock: IO[bytes] | None = None
+
+
+def prepare_to_serve(args: argparse.Namespace) -> Settings:
+    """Everything that can fail before the server starts, each with its one line and code."""
+    global _sqlite_lock
+    settings = load_settings(args)
+    load_job_modules(settings)
+    check_port(settings.host, settings.port)
+    _sqlite_lock = lock_sqlite(settings)
+    migrate_database(settings)
+    return settings
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = prepare_to_serve(args)
     from supervisor.app import create_app
     from supervisor.server import make_server
 
@@ -30,90 +110,134 @@ def serve(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     make_server(create_app(settings), settings).run()
+    return 0
 
 
-def migrate(settings: Settings) -> None:
-    from supervisor.store import Store
-    from workers import registry
+def demo(args: argparse.Namespace) -> int:
+    settings = prepare_to_serve(args)
+    from supervisor.demo import run_demo
 
-    registry.load(settings.job_modules)  # their tables too
-    applied = Store(settings.database_url).migrate()
+    return run_demo(settings)
+
+
+def migrate(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    load_job_modules(settings)  # their tables too
+    applied = migrate_database(settings)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
 
 
-def token_reset(settings: Settings) -> None:
-    """Replace the generated admin token (used while JOBSUP_TOKENS is unset); print the new one."""
-    from supervisor.keys import reset_admin_token
-    from supervisor.store import Store
-    from workers.db import connect
-
-    if settings.tokens:
-        print(
-            "jobsup token reset: JOBSUP_TOKENS is set, so no generated token is in use; "
-            "change JOBSUP_TOKENS instead",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    Store(settings.database_url).migrate()
-    db = connect(settings.database_url)
-    try:
-        token = reset_admin_token(db)
-    finally:
-        db.close()
-    print(
-        "new admin token (running servers accept it, and stop accepting the old one, "
-        "once restarted):"
-    )
-    print(token)
-
-
-def bench(args: list[str]) -> None:
+def bench(args: argparse.Namespace) -> int:
     """Run the benchmark suite of a source checkout (``python -m bench``)."""
     root = Path(__file__).resolve().parent.parent
     if not (root / "bench" / "__main__.py").exists():
-        print("jobsup bench: the suite comes with a source checkout (bench/)", file=sys.stderr)
-        raise SystemExit(2)
+        raise StartupFailed(EXIT_USAGE, "bench: the suite comes with a source checkout (bench/)")
     os.chdir(root)
-    os.execv(sys.executable, [sys.executable, "-m", "bench", *args])
+    os.execv(sys.executable, [sys.executable, "-m", "bench", *args.passthrough])
+    return 0  # not reached
+
+
+def _add(subparsers: Subparsers, name: str, summary: str, text: str, **kwargs: Any) -> Any:
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=_wrap(text),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to listen on (over JOBSUP_HOST)")
+    parser.add_argument("--port", type=_port, help="port, 1-65535 (over PORT)")
+
+
+def register_serve(subparsers: Subparsers) -> None:
+    parser = _add(
+        subparsers,
+        "serve",
+        "run the HTTP server",
+        "Run the HTTP server in the foreground: apply migrations, start the "
+        "forkserver, rescue the jobs of dead instances, then answer HTTP until "
+        "SIGTERM or SIGINT, which cancels running jobs and exits 0.",
+        epilog=_server_env() + "\n\n" + _exit_codes(),
+    )
+    _server_options(parser)
+    parser.set_defaults(run=serve)
+
+
+def register_demo(subparsers: Subparsers) -> None:
+    parser = _add(
+        subparsers,
+        "demo",
+        "serve, load a sample group and show a dry-run removal",
+        "Start the server, load a sample group of 60 members, run a dry-run "
+        "removal_workflow, print its progress and who would be removed, then "
+        "stop. Nothing is removed. Run it as often as you like.",
+        epilog=_server_env() + "\n\n" + _exit_codes(),
+    )
+    _server_options(parser)
+    parser.set_defaults(run=demo)
+
+
+def register_migrate(subparsers: Subparsers) -> None:
+    parser = _add(
+        subparsers,
+        "migrate",
+        "apply database migrations and exit",
+        "Apply the database migrations of jobsup and of the job modules, then "
+        "exit. The server also applies them when it starts; this is for a "
+        "release step.",
+        epilog=_env_list(["DATABASE_URL", "JOBSUP_JOB_MODULES (and those modules' settings)"])
+        + "\n\n"
+        + _exit_codes(),
+    )
+    parser.set_defaults(run=migrate)
+
+
+def register_bench(subparsers: Subparsers) -> None:
+    # add_help=False: --help and every flag go through to the suite.
+    parser = subparsers.add_parser(
+        "bench",
+        add_help=False,
+        help="run the benchmark suite of a source checkout (jobsup bench --help: its options)",
+    )
+    parser.set_defaults(run=bench, passthrough=[])
+
+
+COMMANDS: list[Register] = [
+    register_serve,
+    register_demo,
+    register_migrate,
+    token_command.register,
+    register_bench,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobsup",
+        description=DESCRIPTION,
+        epilog=SETTINGS_NOTE + "\n\n" + _exit_codes(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="jobsup", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("serve", "run the HTTP server"),
-        ("demo", "serve with a sample group and run a dry-run removal"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("--host", help="interface to listen on (JOBSUP_HOST)")
-        sub.add_argument("--port", type=int, help="port (PORT)")
-    commands.add_parser("migrate", help="apply database migrations and exit")
-    token = commands.add_parser("token", help="manage the generated admin token")
-    token.add_argument("action", choices=["reset"], help="reset: make a new one and print it")
-    # add_help=False: --help goes through to the suite's own options.
-    commands.add_parser("bench", add_help=False, help="run the benchmark suite (python -m bench)")
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":
-        bench(extra)
+        args.passthrough = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        settings = _settings(args)
-        if args.command != "bench":
-            from workers import registry
-
-            registry.load(settings.job_modules)
-            settings.policy()  # a job module's bad setting stops us here, named
-    except SettingsError as exc:
-        print(f"jobsup: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if args.command == "serve":
-        serve(settings)
-    elif args.command == "demo":
-        from supervisor.demo import run_demo
-
-        raise SystemExit(run_demo(settings))
-    elif args.command == "token":
-        token_reset(settings)
-    else:
-        migrate(settings)
+        code = args.run(args)
+    except StartupFailed as exc:
+        print(f"jobsup: {exc.message}", file=sys.stderr)
+        code = exc.code
+    raise SystemExit(code)

@@ -9,8 +9,6 @@ import asyncio
 import dataclasses
 import json
 import random
-import socket
-import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,18 +108,14 @@ async def _main(settings: Settings) -> int:
         settings = dataclasses.replace(settings, tokens=f"demo:admin:{token}")
     elif settings.auth:
         token = admin_token(settings.tokens)
-    if not _port_free(settings.host, settings.port):
-        print(
-            f"jobsup demo: port {settings.port} on {settings.host} is in use; "
-            "set PORT to another one",
-            file=sys.stderr,
-        )
-        return 1
+    # The command checked the port, the database and the job modules already;
+    # a failure still possible here is a StartupFailed, with its exit code.
     server = make_server(create_app(settings), settings, log_level="warning")
     serving = asyncio.ensure_future(server.serve())
     while not server.started:
         if serving.done():
-            return 1  # uvicorn said why (port in use, ...)
+            serving.result()  # raises what stopped the startup
+            return 1
         await asyncio.sleep(0.05)
     print(f"jobsup serving on http://{settings.host}:{settings.port} ({settings.database_url})")
     try:
@@ -129,15 +123,6 @@ async def _main(settings: Settings) -> int:
     finally:
         server.should_exit = True
         await serving
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def run_demo(settings: Settings) -> int:

@@ -79,6 +79,9 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     owner: str | None = None  # the instance running it
     attempts: int = 0
     requested_by: RequestedBy | None = None
+    # A resumable job: when it last saved its place, and how many runs resumed from one.
+    saved_at: datetime | None = None
+    resumes: int = 0
 
 
 # A job without its result, as lists show it unless asked (results can be

@@ -2,7 +2,8 @@
 
 Its pending jobs go back to the queue for any instance. Jobs that were
 running lost their child with the process that supervised it: an idempotent
-type is re-queued, any other fails with reason ``interrupted``; a job that
+or resumable type is re-queued (a resumable one keeps its saved place, which
+its next run resumes from), any other fails with reason ``interrupted``; a job that
 was being cancelled ends ``cancelled``. What they had done (partial result,
 the job type's own records) is kept.
 """
@@ -43,10 +44,11 @@ def decide(job: Job, previous_owner: str | None) -> Decision:
             },
         )
     try:
-        idempotent = registry.get(job.type).idempotent
+        job_type = registry.get(job.type)
+        again = job_type.idempotent or job_type.resumable
     except KeyError:
-        idempotent = False
-    if idempotent:
+        again = False
+    if again:
         return Decision(JobStatus.PENDING, {"pid": None, "started_at": None, "owner": None})
     error = job_error(
         "interrupted", "Interrupted", f"the supervisor{where} stopped while the job ran"

@@ -31,7 +31,7 @@ from supervisor.state import (
     classify_exit,
 )
 from supervisor.table import JobTable
-from workers import protocol
+from workers import protocol, registry
 from workers.times import as_stored
 
 log = logging.getLogger("jobsup.run")
@@ -57,14 +57,23 @@ def _pidfd_open(pid: int | None) -> int | None:
 READ_BUDGET = 64 * 1024
 
 
-class _Merged:
-    """Progress and partial frames of one read, folded into their net effect."""
+def resumable(job_type: str) -> bool:
+    """Jobs of this type save their place and go back to the queue at a shutdown."""
+    try:
+        return registry.get(job_type).resumable
+    except KeyError:
+        return False
 
-    __slots__ = ("partial", "progress")
+
+class _Merged:
+    """Progress, partial and saved frames of one read, folded into their net effect."""
+
+    __slots__ = ("partial", "progress", "saved")
 
     def __init__(self) -> None:
         self.progress: list[int | str | None] | None = None
         self.partial: protocol.Partial | None = None
+        self.saved: protocol.Saved | None = None
 
     def take(self, message: protocol.Message) -> bool:
         if isinstance(message, protocol.Progress):
@@ -75,6 +84,9 @@ class _Merged:
         if isinstance(message, protocol.Partial):
             self.partial = message
             return True
+        if isinstance(message, protocol.Saved):
+            self.saved = message
+            return True
         return False
 
     def apply(self, run: Run, job: Job | None) -> None:
@@ -82,8 +94,11 @@ class _Merged:
             run._table.merge_progress(job, *self.progress)  # type: ignore[arg-type]
         if job is not None and self.partial is not None:
             run._table.update(job, result=self.partial.result)
+        if job is not None and self.saved is not None:
+            run._table.save(job, self.saved.state_json)
         self.progress = None
         self.partial = None
+        self.saved = None
 
 
 class Run:
@@ -112,6 +127,7 @@ class Run:
         self._started_unsaved = False  # 'running' applied, its write not yet made
         self.fenced = False  # another instance holds the job: kill, write nothing
         self.signalled = False  # ended by a SIGTERM the supervisor did not send
+        self.requeue = False  # stopped by a shutdown: back to the queue, not cancelled
         # Resolved when the scheduler drops the run: the child is gone (or never came).
         self.gone: asyncio.Future[None] = self._loop.create_future()
 
@@ -204,6 +220,16 @@ class Run:
         # Usually cancelled within milliseconds: the final state's write
         # carries this one too, and a 202 persists it first.
         self._table.move_soon(job, JobStatus.CANCELLING, cancel=info)
+        if self.phase is not RunPhase.STARTING:
+            self._escalate_to(Escalation.ASK)
+
+    def request_requeue(self) -> None:
+        """A shutdown stops a resumable job: asked like a cancel, escalated like one,
+        but the job goes back to the queue with its saved place instead of ending."""
+        if self.escalation is not None or self.settled:
+            return
+        self.requeue = True
+        self.escalation = Escalation.ASK
         if self.phase is not RunPhase.STARTING:
             self._escalate_to(Escalation.ASK)
 
@@ -329,8 +355,25 @@ class Run:
             return
         partial = job.result if job is not None else None  # the last partial result
         outcome = classify_exit(exitcode, self.final, self.escalation, partial)
+        if job is not None and self._goes_back(job, outcome):
+            log.info("job %s stopped by a shutdown; back in the queue to resume", job.id)
+            if outcome.result is not None:
+                job.result = outcome.result
+            self._table.requeue(job)
+            self._on_settled(self)
+            return
         self._finish(outcome, exitcode)
         self._on_settled(self)
+
+    def _goes_back(self, job: Job, outcome: Outcome) -> bool:
+        """Stopped by a shutdown (ours, or the platform's SIGTERM) and able to resume."""
+        platform = self.signalled and self._settings.shutdown_mode == "requeue"
+        return (
+            (self.requeue or platform)
+            and outcome.status is JobStatus.CANCELLED
+            and job.status is JobStatus.RUNNING  # a cancel someone asked for stays a cancel
+            and resumable(job.type)
+        )
 
     def _finish(self, outcome: Outcome, exitcode: int | None) -> None:
         job = self._table.get(self.job_id)

@@ -21,7 +21,7 @@ import msgspec
 
 from supervisor.job import CancelInfo, Job, RequestedBy, now
 from supervisor.launcher import JobProcess
-from supervisor.runs import Run
+from supervisor.runs import Run, resumable
 from supervisor.settings import Settings
 from supervisor.spare import SparePool
 from supervisor.state import TERMINAL, JobStatus, check_transition, job_error
@@ -157,15 +157,16 @@ class Scheduler:
                     )
                 finally:
                     self._claiming_slots = 0
-                for job, _key in claimed:
+                for job, _saved in claimed:
                     job.owner = self._settings.instance_id  # shared, not one per job
                 # Shutdown or a SIGTERM began meanwhile, or (rarely) the child of
                 # a lost earlier attempt is still being killed: give them back.
                 back = [j for j, _ in claimed if not self.admitting() or j.id in self.runs]
-                for job, _key in claimed:
+                for job, saved in claimed:
                     if all(job is not b for b in back):
                         self._table.adopt(job)
-                        self._launch(job)
+                        if not self._gave_up(job):
+                            self._launch(job, saved)
                 if back:  # the next child exit or poll claims again
                     await self._unclaim(back)
                     break
@@ -176,7 +177,25 @@ class Scheduler:
         finally:
             self._claiming = False
 
-    def _launch(self, job: Job) -> None:
+    def _gave_up(self, job: Job) -> bool:
+        """A job interrupted too often (it may be what brings its instances down) fails."""
+        again = job.attempts - 1  # every claim counts an attempt; the first is no retry
+        if again <= self._settings.max_resumes:
+            return False
+        error = job_error(
+            "resume_limit",
+            "ResumeLimit",
+            f"interrupted {again} times without finishing (its last resume from"
+            f" {job.saved_at.isoformat() if job.saved_at else 'the start'});"
+            f" JOBSUP_MAX_RESUMES is {self._settings.max_resumes}",
+        )
+        log.error("job %s: %s", job.id, error["message"])
+        self._table.move(job, JobStatus.FAILED, error=error, completed_at=now())
+        return True
+
+    def _launch(self, job: Job, saved: bytes | None = None) -> None:
+        if saved is not None:
+            job.resumes += 1  # written with 'running'
         spec = ChildSpec(
             job.id,
             job.type,
@@ -185,6 +204,8 @@ class Scheduler:
             owner=job.owner or "",
             attempt=job.attempts,  # counted by the claim, stored before this child starts
             job_modules=self._settings.job_modules,
+            saved_json=saved,
+            resumes=job.resumes,
         )
         spare = self._spares.take()
         process = spare or JobProcess(self._ctx, self._settings.child_nice)
@@ -302,8 +323,13 @@ class Scheduler:
         self._spares.drop()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
+        requeue = self._settings.shutdown_mode == "requeue"
         for run in list(self.runs.values()):
-            run.request_cancel("shutdown")
+            job = self._table.get(run.job_id)
+            if requeue and job is not None and resumable(job.type):
+                run.request_requeue()  # its next run, on any instance, resumes it
+            else:
+                run.request_cancel("shutdown")
         deadline = time.monotonic() + grace_s
         try:
             await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))

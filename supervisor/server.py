@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import logging
 import resource
+import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from supervisor.connection import Limits, protocol_for
-from supervisor.settings import Settings
+from supervisor.settings import Settings, SettingsError
+from supervisor.startup import (
+    EXIT_FAILED,
+    EXIT_IN_USE,
+    StartupFailed,
+    database_failure,
+    is_database_error,
+    port_failure,
+)
 
 log = logging.getLogger("jobsup.server")
 
@@ -33,10 +44,58 @@ BASE_FDS = 64
 FDS_PER_JOB = 8
 
 
+class StartupErrors:
+    """ASGI wrapper: keeps the lifespan's startup error, and its traceback out of the log.
+
+    A startup that fails for a reason a user can fix (an instance id in use,
+    a database gone) ends with one line and an exit code (``StartupFailed``),
+    not with the traceback Starlette hands uvicorn to print.
+    """
+
+    def __init__(self, app: Starlette, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.failure: StartupFailed | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def quiet(message: Any) -> None:
+            # Starlette sends this from inside its ``except``: the error is at hand.
+            if message["type"] == "lifespan.startup.failed":
+                self.failure = self._classify(sys.exc_info()[1])
+                if self.failure.code != EXIT_FAILED:  # a bug keeps its traceback
+                    message = {**message, "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, quiet)
+
+    def _classify(self, exc: BaseException | None) -> StartupFailed:
+        if isinstance(exc, SettingsError):
+            return StartupFailed(EXIT_IN_USE, str(exc))
+        if is_database_error(exc):
+            return database_failure(self.settings.database_url, exc)
+        return StartupFailed(EXIT_FAILED, f"startup failed: {type(exc).__name__}: {exc}")
+
+
 class Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+    def __init__(self, config: uvicorn.Config, app: Starlette, errors: StartupErrors) -> None:
         super().__init__(config)
         self._app = app
+        self._errors = errors
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup, its ``sys.exit(3)`` turned into a ``StartupFailed`` that says why."""
+        try:
+            await super().startup(sockets)
+        except SystemExit as exc:
+            failure = self._errors.failure
+            if failure is None:  # the lifespan went well: the listening socket failed
+                cause = exc.__context__ or OSError("address unavailable")
+                failure = port_failure(self.config.host, self.config.port, cause)
+            raise failure from None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Start no job from this instant: the platform is stopping every
@@ -94,8 +153,9 @@ def limits_for(settings: Settings, file_limit: int) -> Limits:
 
 def make_server(app: Starlette, settings: Settings, log_level: str | None = None) -> Server:
     limits = limits_for(settings, raise_file_limit())
+    errors = StartupErrors(app, settings)
     config = uvicorn.Config(
-        app,
+        errors,
         host=settings.host,
         port=settings.port,
         log_level=log_level or settings.log_level,
@@ -110,4 +170,4 @@ def make_server(app: Starlette, settings: Settings, log_level: str | None = None
         proxy_headers=settings.trust_proxy,
         forwarded_allow_ips="*",
     )
-    return Server(config, app)
+    return Server(config, app, errors)

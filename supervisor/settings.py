@@ -50,6 +50,11 @@ class Settings:
     cleanup_interval_s: float = 600.0
     job_modules: tuple[str, ...] = ()
     shutdown_grace_s: float = 25.0
+    # At a shutdown, jobs of resumable types go back to the queue ("requeue")
+    # to resume on the next instance, or are cancelled like the others ("cancel").
+    shutdown_mode: str = "requeue"
+    # A job interrupted (re-queued or rescued) more often than this fails.
+    max_resumes: int = 10
     retention_days: float = 30.0
     progress_flush_s: float = 0.25
     # Many instances: heartbeat period, and silence after which an instance
@@ -142,10 +147,13 @@ class Settings:
             "retention_days",
             "sigterm_hold_s",
             "rate_start_per_min",
+            "max_resumes",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_env_name(name)} must not be negative")
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"PORT must be 1 to 65535, not {self.port}")
         if self.node_timeout_s < 2 * self.heartbeat_s:
             raise SettingsError(
                 "JOBSUP_NODE_TIMEOUT_S must be at least twice JOBSUP_HEARTBEAT_S, or live "
@@ -153,6 +161,8 @@ class Settings:
             )
         if not 0 <= self.child_nice <= 19:
             raise SettingsError("JOBSUP_CHILD_NICE must be 0 to 19: jobs never outrank the API")
+        if self.shutdown_mode not in ("requeue", "cancel"):
+            raise SettingsError("JOBSUP_SHUTDOWN_MODE must be requeue or cancel")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if self.rate_start_per_min > 0 and self.rate_burst < 1:
@@ -181,6 +191,11 @@ class Settings:
 
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+
+def env_names() -> list[str]:
+    """Every variable ``Settings`` reads (job modules add their own ``JOBSUP_*``)."""
+    return [_env_name(f.name) for f in fields(Settings) if f.name != "job_env"]
 
 
 def _env_name(field_name: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from supervisor.audit import AuditEntry
-from supervisor.job import Job, Progress
+from supervisor.job import Job, Progress, now
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import Store, claims, is_unique_violation
 from supervisor.store import jobs as sql
@@ -45,6 +45,7 @@ class JobTable:
         self._jobs: dict[str, Job] = {}
         self._dirty: set[str] = set()  # progress or result to write
         self._state_dirty: set[str] = set()  # a state changed by move_soon to write
+        self._saved: dict[str, bytes] = {}  # saved places (JSON) to write with the next flush
         self._changed = asyncio.Event()
         self._waiting = 0  # wait() calls in progress; no waiter, no wake-up to make
         self._writes: set[asyncio.Future[Any]] = set()
@@ -162,6 +163,8 @@ class JobTable:
         """
         self._dirty.discard(job.id)
         self._state_dirty.discard(job.id)
+        if job.id in self._saved and job.status not in TERMINAL:
+            self._dirty.add(job.id)  # the state's write does not carry the saved place
         write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
         write.add_done_callback(lambda _: self._state_written(job.id, write))
         self._last_write[job.id] = write
@@ -200,6 +203,7 @@ class JobTable:
     def forget(self, job_id: str) -> None:
         """Drop a job from memory without writing it (another instance owns it now)."""
         self._jobs.pop(job_id, None)
+        self._saved.pop(job_id, None)
         self._result_stored.discard(job_id)
         self._dirty.discard(job_id)
         self._state_dirty.discard(job_id)
@@ -207,6 +211,23 @@ class JobTable:
 
     def live_ids(self) -> list[str]:
         return [j.id for j in self._jobs.values() if j.status not in TERMINAL]
+
+    def requeue(self, job: Job) -> Awaitable[bool]:
+        """Put a running job back in the queue, with its saved place, for any instance.
+
+        Its latest saved place goes in the same write; the job leaves this
+        instance's memory (whoever claims it next runs it).
+        """
+        check_transition(job.status, JobStatus.PENDING)
+        saved = self._saved.pop(job.id, None)
+        stored = msgspec.structs.replace(job)
+        self.forget(job.id)
+        return self._write(claims.requeue_job, stored, saved, now_ms())
+
+    def save(self, job: Job, state_json: bytes) -> None:
+        """Keep the job's latest saved place; written by the next flush."""
+        self._saved[job.id] = state_json
+        self.update(job, saved_at=now())
 
     def release(self, job: Job) -> None:
         """Give a claimed job whose child never began it back to the queue."""
@@ -253,8 +274,9 @@ class JobTable:
         if not self._dirty:
             return None
         batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
+        saved = {j.id: self._saved.pop(j.id) for j in batch if j.id in self._saved}
         self._dirty.clear()
-        write = self._write(sql.update_progress, batch, now_ms())
+        write = self._write(sql.update_progress, batch, now_ms(), saved)
         write.add_done_callback(self._progress_written)
         return write
 

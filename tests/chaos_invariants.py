@@ -137,16 +137,13 @@ def removal_result_violations(url: str) -> list[str]:
     """Every removal job whose stored result disagrees with its history.
 
     The rule. ``R`` is the job's result's ``removedWhatsappIds``; ``S`` its
-    SUCCESS rows (``job_id`` = the job). A result describes only the job's
-    last run (a rescued job starts again from an empty result), so ``S`` is
-    split at the last run's ``started_at`` (the child's own clock, taken
-    before it reads anything): ``S_last`` from then on, ``S_early`` before.
+    SUCCESS rows (``job_id`` = the job), from every run it had: a job run
+    again after a rescue carries its earlier runs' removals into its result.
 
-    - Always: ``R`` has no duplicates, ``R`` is within ``S_last``, and
-      ``S_early`` is empty unless the job ran more than once.
+    - Always: ``R`` has no duplicates and ``R`` is within ``S``.
     - A run that ended by its child's own word, read by its own front
       (completed, or cancelled at a cancel point or by SIGTERM), reports
-      every batch: ``R`` = ``S_last``.
+      every batch: ``R`` = ``S``.
     - A run cut short (its child killed, or its front dead so the job was
       rescued, then cancelled or failed without running again) keeps the
       last partial result its front stored, which may lag the child by the
@@ -154,8 +151,7 @@ def removal_result_violations(url: str) -> list[str]:
     """
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT id, status, result, cancel, attempts, started_at FROM jobs"
-            " WHERE type = 'removal_workflow'"
+            "SELECT id, status, result, cancel, attempts FROM jobs WHERE type = 'removal_workflow'"
         ).fetchall()
         history = conn.execute(
             "SELECT job_id, whatsapp_id, at FROM removal_history WHERE outcome = 'SUCCESS'"
@@ -164,7 +160,7 @@ def removal_result_violations(url: str) -> list[str]:
     for job_id, wid, at in history:
         successes[job_id][wid] = at
     problems = []
-    for job_id, status, result, cancel, attempts, started in rows:
+    for job_id, status, result, cancel, attempts in rows:
         if status in FINAL:
             where = f"job {job_id} ({status}, attempt {attempts}, cancel {cancel})"
             removed = (json.loads(result) if result else None) or {}
@@ -173,29 +169,24 @@ def removal_result_violations(url: str) -> list[str]:
                 and json.loads(cancel or "{}").get("mode") in ("cooperative", "terminated")
             )
             problems += _result_against_history(
-                where, removed.get("removedWhatsappIds", []), successes[job_id],
-                started or 0, attempts, own_end,
-            )  # fmt: skip
+                where, removed.get("removedWhatsappIds", []), successes[job_id], own_end
+            )
     return problems
 
 
 def _result_against_history(
-    where: str, removed: list[str], rows: dict[str, int], since: int, attempts: int, own: bool
+    where: str, removed: list[str], rows: dict[str, int], own: bool
 ) -> list[str]:
-    last = {wid: at for wid, at in rows.items() if at >= since}
-    early = sorted(wid for wid, at in rows.items() if at < since)
-    missing = sorted(set(last) - set(removed))
+    missing = sorted(set(rows) - set(removed))
     problems = []
     if len(removed) != len(set(removed)):
         problems.append(f"{where}: result lists a member twice: {sorted(removed)}")
-    if not set(removed) <= set(last):
+    if not set(removed) <= set(rows):
         problems.append(f"{where}: result lists removals without their row:"
-                        f" {sorted(set(removed) - set(last))}")  # fmt: skip
-    if early and attempts < 2:
-        problems.append(f"{where}: rows before its only run started: {early}")
+                        f" {sorted(set(removed) - set(rows))}")  # fmt: skip
     if missing and own:
         problems.append(f"{where}: rows the result does not list: {missing}")
-    latest = max((last[wid] for wid in removed if wid in last), default=0)
-    if missing and not own and min(last[wid] for wid in missing) < latest:
+    latest = max((rows[wid] for wid in removed if wid in rows), default=0)
+    if missing and not own and min(rows[wid] for wid in missing) < latest:
         problems.append(f"{where}: the result skips rows before ones it lists: {missing}")
     return problems

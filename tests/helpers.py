@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from supervisor.job import Job, Progress, new_job_id, now
 from supervisor.state import JobStatus
+from workers.db import connect
 
 DAY_MS = 24 * 3600 * 1000
 WINDOW_MS = 30 * DAY_MS
@@ -80,3 +82,36 @@ def pending_job(type_: str = "quick") -> Job:
         progress=Progress(),
         created_at=now(),
     )
+
+
+def proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, session id) of a live process, None if it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text.rsplit(") ", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[1]), int(fields[3])
+
+
+def session_pids(leader: int) -> list[int]:
+    """Every live process of the session ``leader`` started (the server's, all of it)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = proc_stat(int(entry))
+            if stat is not None and stat[1] == leader:
+                pids.append(int(entry))
+    return pids
+
+
+def rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    db = connect(url)
+    try:
+        cursor = db.conn.execute(db._sql(sql), params)
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        db.close()

@@ -119,3 +119,23 @@ def record(ctx: JobContext, config: RecordConfig) -> dict[str, Any]:
         db.close()
     ctx.sleep(config.step_ms / 1000)
     return {"pid": os.getpid()}
+
+
+class CounterConfig(JobConfig, tag="counter"):
+    """Resumable: counts to ``to``, saving its place after each step."""
+
+    to: int = 5
+    step_ms: int = 50
+    save_bytes: int = 0  # pad the saved place to this size (to test the bound)
+
+
+@job_type(CounterConfig, resumable=True)
+def counter(ctx: JobContext, config: CounterConfig) -> dict[str, Any]:
+    start = ctx.state["next"] if ctx.resumed else 0
+    seen = list(ctx.state["seen"]) if ctx.resumed else []
+    for n in range(start, config.to):
+        ctx.sleep(config.step_ms / 1000)
+        seen.append(n)
+        ctx.save({"next": n + 1, "seen": seen, "pad": "x" * config.save_bytes})
+        ctx.progress(processed=n + 1, total=config.to)
+    return {"seen": seen, "resumes": ctx.resumes}

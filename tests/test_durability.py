@@ -148,9 +148,10 @@ def test_shutdown_keeps_its_deadline_while_the_database_is_locked(
     assert server.status(job_id)["status"] == "failed"  # ...so the next start rescues it
 
 
-def test_two_live_processes_cannot_share_an_instance_id(make_server: Any) -> None:
-    make_server(JOBSUP_INSTANCE_ID="web.1")
-    second = make_server(start=False, JOBSUP_INSTANCE_ID="web.1")
+@pytest.mark.postgres  # on SQLite, the second server is refused for the file already
+def test_two_live_processes_cannot_share_an_instance_id(pg_url: str, make_server: Any) -> None:
+    make_server(DATABASE_URL=pg_url, JOBSUP_INSTANCE_ID="web.1")
+    second = make_server(start=False, DATABASE_URL=pg_url, JOBSUP_INSTANCE_ID="web.1")
     with pytest.raises(RuntimeError, match="in use by a live instance"):
         second.start()
 

@@ -356,7 +356,7 @@ def test_dry_run_changes_nothing_and_lists_each_member_once(
     assert result == {
         "groupWaId": GROUP,
         "dryRun": True,
-        "queued": 0,
+        "queued": 4,  # what the sync would have queued: idle-4 was queued already
         "removedWhatsappIds": [],
         "failed": [],
         "skippedWhatsappIds": ["friend"],

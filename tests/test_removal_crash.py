@@ -161,3 +161,27 @@ def test_backend_terminated_between_the_steps_of_a_batch(pg_url: str, make_serve
     counts = assert_removal_invariants(pg_url, [GROUP])
     assert (counts.removed, counts.success_rows) == (0, 0)  # the batch rolled back whole
     finish_and_check(server, pg_url)
+
+
+def test_a_rescued_removal_reports_what_its_earlier_run_removed(
+    sqlite_url: str, make_server: Any
+) -> None:
+    """The result of a job run twice lists every member it removed, in both runs."""
+    server = make_server(DATABASE_URL=sqlite_url)
+    group = "g-rescued"
+    response = server.client.put(f"/admin/groups/{group}", json=group_body(inactive=6))
+    assert response.status_code == 200, response.text
+    # Batches of 2, 1.5 s apart: the front dies during the wait after the first.
+    job_id = server.start_job(removal(group, batchSize=2, delayMs=1500))
+    wait_until(lambda: server.status(job_id)["progress"]["processed"] >= 2, timeout=30)
+    server.kill()
+    server.start()  # the job is rescued and runs the rest
+
+    job = server.wait_status(job_id, "completed", timeout=60)
+    assert job["attempts"] == 2
+    everyone = [f"in-{i:03d}" for i in range(6)]
+    assert sorted(job["result"]["removedWhatsappIds"]) == everyone
+    assert job["result"]["failed"] == []
+    removals = server.client.get(f"/admin/groups/{group}/removals").json()
+    rows = removals["removals"] if isinstance(removals, dict) else removals
+    assert sorted(r["whatsappId"] for r in rows if r["jobId"] == job_id) == everyone

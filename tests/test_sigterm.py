@@ -17,34 +17,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, wait_until
-from tests.helpers import group_body, removal
-from workers.db import connect
+from tests.helpers import group_body, proc_stat, removal, rows, session_pids
 
 # Every running removal job removes one member, then sleeps a minute (cancellable).
 SLOW = {"batchSize": 1, "delayMs": 60_000}
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, session id) of a live process, None if it is gone or a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text.rsplit(") ", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[1]), int(fields[3])
-
-
-def session_pids(leader: int) -> list[int]:
-    """Every live process of the session ``leader`` started (the server's, all of it)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None and stat[1] == leader:
-                pids.append(int(entry))
-    return pids
 
 
 def forkserver_pid(server: Server) -> int:
@@ -57,17 +33,7 @@ def forkserver_pid(server: Server) -> int:
 def forked(server: Server) -> list[int]:
     """The forkserver's children: job children and the spare."""
     parent = forkserver_pid(server)
-    return [p for p in session_pids(server.pid) if (_stat(p) or (0, 0))[0] == parent]
-
-
-def rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
-    db = connect(url)
-    try:
-        cursor = db.conn.execute(db._sql(sql), params)
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-    finally:
-        db.close()
+    return [p for p in session_pids(server.pid) if (proc_stat(p) or (0, 0))[0] == parent]
 
 
 def _removed(url: str, group: str) -> int:
@@ -109,7 +75,10 @@ def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
 
 
 def test_sigterm_to_every_process_keeps_pending_jobs(url: str, make_server: Any) -> None:
-    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="4", DATABASE_URL=url)
+    # Cancel mode: the running removals end here (their resume is tests/test_resume.py).
+    server = make_server(
+        JOBSUP_MAX_CONCURRENT_JOBS="4", DATABASE_URL=url, JOBSUP_SHUTDOWN_MODE="cancel"
+    )
     running, pending = _six_removals(server, url)
     everyone = session_pids(server.pid)
     signalled_at = int(time.time() * 1000)
@@ -143,16 +112,15 @@ def test_sigterm_to_the_forkserver_stops_the_server(make_server: Any, sqlite_url
     assert server.process is not None
     assert server.process.wait(30) == 0  # passed on to the front: a graceful stop
     _assert_pending_untouched(sqlite_url, pending)
-    for job_id in running:
-        (row,) = rows(sqlite_url, "SELECT status, cancel FROM jobs WHERE id = ?", job_id)
-        assert row["status"] == "cancelled"
-        assert '"reason":"shutdown"' in row["cancel"]
+    for job_id in running:  # removals are resumable: back in the queue with their place
+        (row,) = rows(sqlite_url, "SELECT * FROM jobs WHERE id = ?", job_id)
+        assert (row["status"], row["owner"], row["cancel"]) == ("pending", None, None), row
+        assert row["saved_state"] is not None
 
 
 def test_sigterm_to_one_child_pauses_admissions(make_server: Any, sqlite_url: str) -> None:
     server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="1", JOBSUP_SIGTERM_HOLD_S="5")
-    server.client.put("/admin/groups/g0", json=group_body(inactive=3))
-    first = server.start_job(removal("g0", **SLOW))
+    first = server.start_job({"type": "sleepy", "steps": 1000, "stepMs": 50})  # not resumable
     waiting = server.start_job({"type": "quick", "value": 7})
     pid = server.wait_status(first, "running")["pid"]
     os.kill(pid, signal.SIGTERM)  # by hand, to one job's child

@@ -16,7 +16,7 @@ import pytest
 
 from supervisor.store import DatabaseBusy, Store, _is_unavailable
 from tests.conftest import Server
-from workers.db import Database
+from workers.db import Database, connect
 
 
 class Gate:
@@ -151,3 +151,33 @@ def test_large_group_writes_do_not_starve_a_job_start(make_server: Any) -> None:
 def test_a_statement_past_a_postgresql_limit_is_not_an_outage() -> None:
     assert not _is_unavailable(psycopg.errors.ProgramLimitExceeded("index row size exceeds"))
     assert _is_unavailable(psycopg.OperationalError("connection lost"))
+
+
+def test_a_stalled_postgresql_transaction_frees_its_locks(pg_url: str) -> None:
+    """A process stopped inside a transaction does not hold its row locks forever."""
+    stalled = connect(pg_url, idle_in_transaction_ms=300)
+    other = connect(pg_url)
+    try:
+        other.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        other.execute("INSERT INTO t VALUES (1)")
+        stalled.conn.execute("BEGIN")
+        stalled.execute("SELECT id FROM t WHERE id = 1 FOR UPDATE")
+        # What a stopped process does next: nothing. The server ends its session.
+        other.execute("SET lock_timeout = '20s'")
+        other.execute("UPDATE t SET id = 2 WHERE id = 1")
+        assert other.query("SELECT id FROM t") == [(2,)]
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout) as ended:
+            stalled.execute("SELECT 1")
+        assert _is_unavailable(ended.value)  # the front's store reconnects and retries
+    finally:
+        stalled.conn.close()
+        other.close()
+
+
+def test_options_in_the_url_are_kept_beside_the_idle_timeout(pg_url: str) -> None:
+    db = connect(f"{pg_url}?options=-c%20application_name%3Dmine")
+    try:
+        assert db.query("SHOW application_name") == [("mine",)]
+        assert db.query("SHOW idle_in_transaction_session_timeout") == [("1min",)]
+    finally:
+        db.close()

@@ -4,7 +4,8 @@ Everything a job type needs is here::
 
     from workers import ConfigRejected, Database, JobConfig, JobContext, Policy, job_type
 
-plus ``JobCancelled`` (raised at a cancel point), ``Setting`` and ``Label``
+plus ``JobCancelled`` (raised at a cancel point), ``SavedStateTooLarge``
+(``ctx.save`` given too much), ``Setting`` and ``Label``
 and ``extend`` (what a module contributes beyond its job types). The older
 paths (``workers.registry``, ``workers.context``, ``workers.db``) import the
 same names.
@@ -15,7 +16,7 @@ in their own packages (the removal domain in ``removal``). It never imports
 the web layer (``supervisor``); the supervisor imports the registry from here.
 """
 
-from workers.context import JobCancelled, JobContext
+from workers.context import JobCancelled, JobContext, SavedStateTooLarge
 from workers.db import Database
 from workers.registry import (
     ConfigRejected,
@@ -35,6 +36,7 @@ __all__ = [
     "JobContext",
     "Label",
     "Policy",
+    "SavedStateTooLarge",
     "Setting",
     "extend",
     "job_type",

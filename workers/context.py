@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+import msgspec
+
 from workers import protocol
 from workers.fence import Fence
 
@@ -18,6 +20,12 @@ from workers.fence import Fence
 PROGRESS_INTERVAL_S = 0.02
 # poll() takes a C int of milliseconds; longer waits take several.
 MAX_POLL_MS = 2**31 - 1
+# A saved place is a cursor, not the job's data: it travels in every resume.
+MAX_SAVED_BYTES = 64 * 1024
+
+
+class SavedStateTooLarge(ValueError):
+    """``ctx.save`` was given more than ``MAX_SAVED_BYTES`` of JSON."""
 
 
 class JobCancelled(BaseException):
@@ -119,6 +127,8 @@ class JobContext:
         *,
         owner: str | None = None,
         attempt: int = 0,
+        saved: Any = None,
+        resumes: int = 0,
     ) -> None:
         self.job_id = job_id
         self.database_url = database_url
@@ -126,6 +136,11 @@ class JobContext:
         # supervisor (a script, a unit test) has no owner and so no fence.
         self.owner = owner
         self.attempt = attempt
+        # What the job saved before it was interrupted (None on a first run),
+        # and how many times it has resumed from a saved place.
+        self.state: Any = saved
+        self.resumed = saved is not None
+        self.resumes = resumes
         self._channel = channel
         self._cancel = cancel
         self.last_partial: Any = None
@@ -216,6 +231,24 @@ class JobContext:
         self.flush()
         self.last_partial = result
         self._channel.send(protocol.Partial(result))
+
+    def save(self, state: Any) -> None:
+        """Save the job's place, to resume from if it is interrupted (deploy, crash).
+
+        ``state`` is anything msgspec encodes as JSON, at most
+        ``MAX_SAVED_BYTES`` of it: a cursor, not data. The supervisor keeps
+        the latest; a resumed run finds it in ``ctx.state`` (``ctx.resumed``
+        is True). Only job types declared ``resumable`` are resumed.
+        """
+        encoded = msgspec.json.encode(state)
+        if len(encoded) > MAX_SAVED_BYTES:
+            raise SavedStateTooLarge(
+                f"saved state is {len(encoded)} bytes of JSON; at most {MAX_SAVED_BYTES}"
+                " may be saved"
+            )
+        self.flush()
+        self.state = state
+        self._channel.send(protocol.Saved(encoded))
 
     def log(self, message: str, level: str = "info") -> None:
         self.flush()

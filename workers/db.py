@@ -24,6 +24,14 @@ MAX_ID_LENGTH = 256
 # comes from the operating system's file cache.
 SQLITE_CACHE_KIB = 512
 
+# A PostgreSQL session left inside a transaction this long is ended by the
+# server, which rolls the transaction back and frees its locks. No write of
+# ours holds a transaction open while it waits on anything but the database,
+# so only a stalled process (stopped, swapping, cut off) reaches it; without
+# it a stalled front or child holds its row locks, and every other instance
+# waiting on them, until it wakes. Fencing makes its late writes harmless.
+IDLE_IN_TRANSACTION_MS = 60_000
+
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached or stayed locked; the caller may retry."""
@@ -108,11 +116,21 @@ def connect_sqlite(path: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> 
     return conn
 
 
-def connect(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Database:
-    """Open ``url``. ``busy_timeout_ms``: how long SQLite waits on a lock before failing."""
+def connect(
+    url: str,
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    idle_in_transaction_ms: int = IDLE_IN_TRANSACTION_MS,
+) -> Database:
+    """Open ``url``. ``busy_timeout_ms``: how long SQLite waits on a lock before failing;
+    ``idle_in_transaction_ms``: how long PostgreSQL lets a transaction sit idle."""
     dialect = dialect_of(url)
     if dialect == "sqlite":
         return Database(connect_sqlite(sqlite_path(url), busy_timeout_ms), dialect)
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
-    return Database(psycopg.connect(url, autocommit=True, connect_timeout=5), dialect)
+    # Added to whatever options the URL already sets, not in their place.
+    given = conninfo_to_dict(url).get("options") or ""
+    options = f"{given} -c idle_in_transaction_session_timeout={idle_in_transaction_ms}".strip()
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=5, options=options)
+    return Database(conn, dialect)

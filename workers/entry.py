@@ -46,6 +46,9 @@ class ChildSpec(msgspec.Struct, array_like=True, frozen=True):
     owner: str
     attempt: int
     job_modules: tuple[str, ...] = ()
+    # A resumed run: the job's saved place (JSON) and how many resumes this is.
+    saved_json: bytes | None = None
+    resumes: int = 0
 
 
 spec_encoder = msgspec.msgpack.Encoder()
@@ -122,7 +125,14 @@ def child_main(
     spec_conn.close()
     channel = Channel(progress_conn, cancel)
     ctx = JobContext(
-        spec.job_id, spec.database_url, channel, cancel, owner=spec.owner, attempt=spec.attempt
+        spec.job_id,
+        spec.database_url,
+        channel,
+        cancel,
+        owner=spec.owner,
+        attempt=spec.attempt,
+        saved=None if spec.saved_json is None else msgspec.json.decode(spec.saved_json),
+        resumes=spec.resumes,
     )
     state.ctx = ctx
     code, message = _run(spec, ctx, state)

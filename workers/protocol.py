@@ -45,6 +45,12 @@ class Partial(_Frame, tag="partial"):
     result: Any
 
 
+class Saved(_Frame, tag="saved"):
+    """The job's saved place (``ctx.save``), as JSON: the latest one wins."""
+
+    state_json: bytes
+
+
 class Log(_Frame, tag="log"):
     level: str
     message: str
@@ -67,7 +73,7 @@ class Failed(_Frame, tag="failed"):
     traceback: str
 
 
-Message = Started | Progress | Partial | Log | Done | Cancelled | Failed
+Message = Started | Progress | Partial | Saved | Log | Done | Cancelled | Failed
 
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Message)

@@ -143,6 +143,9 @@ class JobType:
     check: CheckFunction | None = None
     # Indexed beside the job: the list of jobs filters on it.
     label: Label | None = None
+    # Saves its place (ctx.save): a shutdown puts it back in the queue, and
+    # its next run, on any instance, resumes from there.
+    resumable: bool = False
 
 
 _types: dict[str, JobType] = {}
@@ -156,13 +159,16 @@ def job_type(
     exclusive_key: Callable[[Any], str | None] | None = None,
     check: CheckFunction | None = None,
     label: Label | None = None,
+    resumable: bool = False,
 ) -> Callable[[RunFunction], RunFunction]:
     name = config.__struct_config__.tag
     if not isinstance(name, str):
         raise TypeError(f"{config.__name__} needs a string tag: class X(JobConfig, tag='name')")
 
     def register(run: RunFunction) -> RunFunction:
-        _types[name] = JobType(name, config, run, idempotent, exclusive_key, check, label)
+        _types[name] = JobType(
+            name, config, run, idempotent, exclusive_key, check, label, resumable
+        )
         return run
 
     return register
@@ -208,6 +214,11 @@ def policy(env: Mapping[str, str]) -> Policy:
     """Every contributed setting's value from ``env``; ValueError naming a bad variable."""
     values = {s.name: s.read(env) for e in _extensions for s in e.settings}
     return Policy(**values)
+
+
+def setting_names() -> list[str]:
+    """The variables the loaded modules' settings are read from (``JOBSUP_*``)."""
+    return [s.env for e in _extensions for s in e.settings]
 
 
 def label_names() -> set[str]:

@@ -5,7 +5,7 @@ front process uses what is exported here; the removal jobs also use
 ``removal.directory.queue`` and ``removal.directory.journal``.
 """
 
-from removal.directory.history import removal_history
+from removal.directory.history import outcomes_of_job, removal_history
 from removal.directory.members import (
     UnknownGroup,
     count_inactive,
@@ -48,6 +48,7 @@ __all__ = [
     "is_inactive",
     "list_members",
     "mark_removed",
+    "outcomes_of_job",
     "put_members",
     "removal_history",
     "set_whitelist",

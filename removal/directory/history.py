@@ -11,7 +11,7 @@ def removal_history(
 ) -> list[RemovalRecord]:
     """The group's removals, newest first."""
     rows = db.query(
-        "SELECT whatsapp_id, outcome, reason, job_id, at FROM removal_history"
+        "SELECT whatsapp_id, outcome, reason, job_id, attempt, at FROM removal_history"
         " WHERE group_wa_id = ?"
         + ("" if job_id is None else " AND job_id = ?")
         + " ORDER BY at DESC, id DESC LIMIT ?",
@@ -24,7 +24,18 @@ def removal_history(
             outcome=outcome,
             reason=reason,
             job_id=job,
+            attempt=attempt,
             at=from_ms(at),
         )
-        for wid, outcome, reason, job, at in rows
+        for wid, outcome, reason, job, attempt, at in rows
     ]
+
+
+def outcomes_of_job(db: Database, job_id: str) -> list[tuple[str, str, str | None, int]]:
+    """``(whatsapp id, outcome, reason, at ms)`` of every row a job wrote, oldest first."""
+    rows = db.query(
+        "SELECT whatsapp_id, outcome, reason, at FROM removal_history"
+        " WHERE job_id = ? ORDER BY at, id",
+        (job_id,),
+    )
+    return [(wid, outcome, reason, at) for wid, outcome, reason, at in rows]

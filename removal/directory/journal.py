@@ -84,18 +84,25 @@ def settle(
         else:
             failed[wid] = answer
     record_batch(
-        db, group_wa_id, removed=removed, failed=failed, skipped=(), job_id=job_id, now_ms=now_ms
+        db,
+        group_wa_id,
+        removed=removed,
+        failed=failed,
+        skipped=(),
+        job_id=job_id,
+        now_ms=now_ms,
+        attempt=attempt,
     )
     return Settled(removed, failed)
 
 
-def pending(db: Database, group_wa_id: str) -> dict[str, tuple[str, str]]:
-    """The group's unsettled intents: whatsapp id -> (job id, reason)."""
+def pending(db: Database, group_wa_id: str) -> dict[str, tuple[str, int, str]]:
+    """The group's unsettled intents: whatsapp id -> (job id, attempt, reason)."""
     rows = db.query(
-        "SELECT whatsapp_id, job_id, reason FROM removal_intents WHERE group_wa_id = ?",
+        "SELECT whatsapp_id, job_id, attempt, reason FROM removal_intents WHERE group_wa_id = ?",
         (group_wa_id,),
     )
-    return {wid: (job, reason) for wid, job, reason in rows}
+    return {wid: (job, attempt, reason) for wid, job, attempt, reason in rows}
 
 
 def settle_leftovers(
@@ -108,14 +115,21 @@ def settle_leftovers(
     the intent is dropped and the member stays queued for this run.
     """
     present = {m.whatsapp_id for m in members}
-    gone: dict[str, dict[str, str]] = {}  # job id -> whatsapp id -> reason
+    gone: dict[tuple[str, int], dict[str, str]] = {}  # (job, attempt) -> whatsapp id -> reason
     leftovers = pending(db, group_wa_id)
-    for wid, (job_id, reason) in leftovers.items():
+    for wid, (job_id, attempt, reason) in leftovers.items():
         if wid not in present:
-            gone.setdefault(job_id, {})[wid] = reason
+            gone.setdefault((job_id, attempt), {})[wid] = reason
     db.execute("DELETE FROM removal_intents WHERE group_wa_id = ?", (group_wa_id,))
-    for job_id, removed in gone.items():
+    for (job_id, attempt), removed in gone.items():
         record_batch(
-            db, group_wa_id, removed=removed, failed={}, skipped=(), job_id=job_id, now_ms=now_ms
+            db,
+            group_wa_id,
+            removed=removed,
+            failed={},
+            skipped=(),
+            job_id=job_id,
+            now_ms=now_ms,
+            attempt=attempt,
         )
     return Settled({w: r for removed in gone.values() for w, r in removed.items()}, {})

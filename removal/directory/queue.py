@@ -185,6 +185,7 @@ def record_batch(
     skipped: Sequence[str],
     job_id: str,
     now_ms: int,
+    attempt: int | None = None,
 ) -> None:
     """Dequeue a processed batch and write its history, in the caller's transaction.
 
@@ -194,7 +195,7 @@ def record_batch(
     are one fact.
     """
     history = [
-        (group_wa_id, wid, outcome, reason, job_id, now_ms)
+        (group_wa_id, wid, outcome, reason, job_id, attempt, now_ms)
         for outcome, outcomes in (("SUCCESS", removed), ("FAILURE", failed))
         for wid, reason in outcomes.items()
     ]
@@ -203,8 +204,9 @@ def record_batch(
         [(group_wa_id, wid) for wid in (*removed, *failed, *skipped)],
     )
     db.executemany(
-        "INSERT INTO removal_history (group_wa_id, whatsapp_id, outcome, reason, job_id, at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO removal_history"
+        " (group_wa_id, whatsapp_id, outcome, reason, job_id, attempt, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
         history,
     )
     # Whatever the gateway, our directory must show who is gone.

@@ -65,4 +65,10 @@ MIGRATIONS: list[tuple[int, str]] = [
         )
         """,
     ),
+    (
+        3,
+        # Which run of its job wrote each row: a job resumed across a deploy
+        # shows one history, each row with its attempt.
+        "ALTER TABLE removal_history ADD COLUMN attempt INTEGER",
+    ),
 ]

@@ -107,4 +107,5 @@ class RemovalRecord(_View, kw_only=True):
     outcome: Literal["SUCCESS", "FAILURE"]
     reason: str | None
     job_id: str | None
+    attempt: int | None = None  # which run of the job wrote it
     at: datetime

@@ -129,7 +129,14 @@ def _is_unavailable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
         return False  # SQLSTATE class 54: this statement is at fault, not the database
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    # 25P03: the server ended a session that sat idle inside a transaction
+    # (workers.db.IDLE_IN_TRANSACTION_MS); the connection is gone, as in a restart.
+    return isinstance(
+        exc,
+        psycopg.OperationalError
+        | psycopg.InterfaceError
+        | psycopg.errors.IdleInTransactionSessionTimeout,
+    )
 
 
 # SQLite's extended codes for a duplicate key; a NOT NULL or CHECK failure is

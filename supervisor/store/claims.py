@@ -25,8 +25,10 @@ from supervisor.store.jobs import (
 from workers.db import Database
 
 
-def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, str | None]]:
+def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, bytes | None]]:
     """Take up to ``limit`` unclaimed pending jobs, oldest first, for ``owner``.
+
+    Each comes with its saved place (JSON), if a run of it saved one.
 
     Each claim counts an attempt: ``(owner, attempts)`` is the run's fencing
     token, stored before any child starts. A pending job someone asked to
@@ -47,10 +49,10 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
             "UPDATE jobs SET owner = ?, attempts = attempts + 1, updated_at = ? WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
             f" ORDER BY created_at, id LIMIT ?{lock})"
-            f" RETURNING {COLUMNS}, exclusive_key",
+            f" RETURNING {COLUMNS}, saved_state",
             (owner, now_ms, limit),
         )
-    claimed = [(row_to_job(r[:-1]), r[-1]) for r in rows]
+    claimed = [(row_to_job(r[:-1]), None if r[-1] is None else r[-1].encode()) for r in rows]
     claimed.sort(key=lambda pair: (pair[0].created_at, pair[0].id))
     return claimed
 
@@ -82,6 +84,32 @@ def give_back_strays(db: Database, owner: str, held: frozenset[str], before_ms: 
         [(job_id, owner, attempts) for job_id, attempts in strays],
     )
     return [job_id for job_id, _ in strays]
+
+
+def requeue_job(db: Database, job: Job, saved: bytes | None, now_ms: int) -> bool:
+    """Put a running job back in the queue with its saved place, for any instance.
+
+    Fenced like every write of a run: False if the run no longer holds it.
+    """
+    changed = db.execute(
+        "UPDATE jobs SET status = 'pending', progress = ?, result = ?, pid = NULL,"
+        " started_at = NULL, owner = NULL, saved_state = COALESCE(?, saved_state),"
+        " saved_at = COALESCE(?, saved_at), updated_at = ?"
+        " WHERE id = ? AND owner = ? AND attempts = ? AND status = 'running'",
+        (
+            to_json(job.progress),
+            to_json(job.result),
+            None if saved is None else saved.decode(),
+            to_ms(job.saved_at) if saved is not None else None,
+            now_ms,
+            job.id,
+            job.owner,
+            job.attempts,
+        ),
+    )
+    if changed:
+        notify_pending(db)
+    return changed == 1
 
 
 def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:

@@ -7,6 +7,7 @@ runs them off the event loop.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -84,6 +85,15 @@ MIGRATIONS = [
     ),
     (
         4,
+        # A resumable job's saved place (ctx.save), and how often it resumed from one.
+        """
+        ALTER TABLE jobs ADD COLUMN saved_state TEXT;
+        ALTER TABLE jobs ADD COLUMN saved_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0
+        """,
+    ),
+    (
+        5,
         # Who started the job (a token's name, role and fingerprint), as JSON.
         "ALTER TABLE jobs ADD COLUMN requested_by TEXT",
     ),
@@ -96,7 +106,7 @@ MIGRATIONS = [
 
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
-    " created_at, started_at, completed_at, owner, attempts, requested_by"
+    " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, requested_by"
 )
 
 _json = msgspec.json.Encoder()
@@ -126,6 +136,8 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         completed,
         owner,
         attempts,
+        saved_at,
+        resumes,
         requested_by,
     ) = row
     return Job(
@@ -143,6 +155,8 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         completed_at=from_ms(completed),
         owner=owner,
         attempts=attempts,
+        saved_at=from_ms(saved_at),
+        resumes=resumes,
         requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
     )
 
@@ -150,7 +164,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
 # What a state change writes: state_values(job) then the time of the write.
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
-    " started_at = ?, completed_at = ?, owner = ?, attempts = ?, updated_at = ?"
+    " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?, updated_at = ?"
 )
 
 
@@ -167,6 +181,7 @@ def state_values(job: Job) -> tuple[Any, ...]:
         to_ms(job.completed_at),
         job.owner,
         job.attempts,
+        job.resumes,
     )
 
 
@@ -231,9 +246,9 @@ def insert_job(
 def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: int) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
-        " completed_at, owner, attempts, id, type, config, created_at, updated_at,"
+        " completed_at, owner, attempts, resumes, id, type, config, created_at, updated_at,"
         " exclusive_key, label, requested_by)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -284,14 +299,31 @@ def _already_written(db: Database, job: Job) -> bool:
     return row is not None and row == mine
 
 
-def update_progress(db: Database, jobs: list[Job], now_ms: int) -> list[str]:
-    """Write live jobs' progress and results; returns the ids this instance no longer holds."""
+def update_progress(
+    db: Database, jobs: list[Job], now_ms: int, saved: Mapping[str, bytes] | None = None
+) -> list[str]:
+    """Write live jobs' progress and results, and the places in ``saved`` (job id -> JSON).
+
+    Returns the ids this instance no longer holds.
+    """
+    saved = saved or {}
     lost: list[str] = []
     for j in jobs:  # one statement each: a front stalled between them holds no lock
+        place = saved.get(j.id)
+        save_set = "" if place is None else ", saved_state = ?, saved_at = ?"
+        save_values = () if place is None else (place.decode(), to_ms(j.saved_at))
         changed = db.execute(
-            "UPDATE jobs SET progress = ?, result = ?, updated_at = ? WHERE id = ?"
+            f"UPDATE jobs SET progress = ?, result = ?, updated_at = ?{save_set} WHERE id = ?"
             f" AND owner = ? AND attempts = ? AND status IN {LIVE_SQL}",
-            (to_json(j.progress), to_json(j.result), now_ms, j.id, j.owner, j.attempts),
+            (
+                to_json(j.progress),
+                to_json(j.result),
+                now_ms,
+                *save_values,
+                j.id,
+                j.owner,
+                j.attempts,
+            ),
         )
         if not changed:
             lost.append(j.id)
