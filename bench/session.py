@@ -26,6 +26,7 @@ SERVERS: dict[str, dict[str, str]] = {
     "jobsup-order": {"JOBSUP_MAX_CONCURRENT_JOBS": "1"},  # scale (admission order)
     "jobsup-results": {},  # results (memory with large results)
     "jobsup-open": {"JOBSUP_MAX_CONCURRENT_JOBS": "8", "JOBSUP_AUTH": "off"},  # auth on vs off
+    "jobsup-resume": {},  # resume (restarted between batches)
 }
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import binascii
+from base64 import b64decode, b64encode
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -9,12 +13,62 @@ from starlette.routing import Route
 from removal.directory import GroupIn, WhitelistIn
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, audited, needs
-from supervisor.api.common import json, parse, query_int
+from supervisor.api.common import json, parse
 from supervisor.api.errors import ApiError
+from supervisor.api.query import query_bool, query_int, takes
+
+MAX_PAGE = 1000
 
 
 def _service(request: Request) -> GroupService:
     return GroupService(request.app.state.store)
+
+
+def _paged(items: Any, cursor: str | None) -> Response:
+    """A page of a list; ``X-Next-Before`` names the next page's cursor, as in the jobs list.
+
+    The cursor is an id, which may hold any character: it travels as
+    unpadded base64url, which fits a header and a query string unescaped.
+    """
+    response = json(items)
+    if cursor is not None:
+        response.headers["X-Next-Before"] = b64encode(cursor.encode(), b"-_").decode().rstrip("=")
+    return response
+
+
+def _cursor(request: Request) -> str | None:
+    raw = request.query_params.get("before")
+    if raw is None:
+        return None
+    try:
+        return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(
+            400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
+        ) from None
+
+
+@needs(Role.VIEWER)
+@takes("before", "limit", "inactivityWindowMs")
+async def list_groups(request: Request) -> Response:
+    """Groups sorted by groupWaId, each with its counts."""
+    window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
+    limit = query_int(request, "limit", 50, 1, MAX_PAGE)
+    return _paged(*await _service(request).list(_cursor(request), limit, window))
+
+
+@needs(Role.ADMIN)
+@audited("group.delete", target="groupWaId")
+async def delete_group(request: Request) -> Response:
+    await _service(request).delete(request.path_params["groupWaId"])
+    return Response(status_code=204)
+
+
+@needs(Role.ADMIN)
+async def get_whitelist(request: Request) -> Response:
+    group_wa_id = request.path_params["groupWaId"]
+    ids = await _service(request).whitelist(group_wa_id)
+    return json({"groupWaId": group_wa_id, "whatsappIds": ids})
 
 
 @needs(Role.ADMIN)
@@ -26,6 +80,7 @@ async def put_group(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@takes("inactivityWindowMs")
 async def get_group(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
@@ -33,14 +88,13 @@ async def get_group(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@takes("includeRemoved", "before", "limit")
 async def list_members(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
-    raw = request.query_params.get("includeRemoved", "false").lower()
-    if raw not in ("true", "false"):
-        raise ApiError(
-            400, "invalid_field", "includeRemoved must be true or false", "includeRemoved"
-        )
-    return json(await _service(request).members(group_wa_id, raw == "true"))
+    include_removed = query_bool(request, "includeRemoved", False)
+    limit = query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE)
+    page = await _service(request).members(group_wa_id, include_removed, _cursor(request), limit)
+    return _paged(*page)
 
 
 @needs(Role.ADMIN)
@@ -53,17 +107,22 @@ async def put_whitelist(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@takes("limit", "jobId", "before")
 async def list_removals(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
-    limit = query_int(request, "limit", 100, 1, 1000)
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     job_id = request.query_params.get("jobId")
-    return json(await _service(request).removals(group_wa_id, limit, job_id))
+    page = await _service(request).removals(group_wa_id, limit, job_id, _cursor(request))
+    return _paged(*page)
 
 
 routes = [
+    Route("/admin/groups", list_groups, methods=["GET"]),
     Route("/admin/groups/{groupWaId}", put_group, methods=["PUT"]),
     Route("/admin/groups/{groupWaId}", get_group, methods=["GET"]),
+    Route("/admin/groups/{groupWaId}", delete_group, methods=["DELETE"]),
     Route("/admin/groups/{groupWaId}/members", list_members, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/whitelist", put_whitelist, methods=["PUT"]),
+    Route("/admin/groups/{groupWaId}/whitelist", get_whitelist, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
 ]

@@ -95,7 +95,9 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
             "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
         )
     if not group_exists(db, config.group_wa_id):
-        raise ConfigRejected("groupWaId", f"unknown group {config.group_wa_id!r}", status=404)
+        raise ConfigRejected(
+            "groupWaId", f"groupWaId: unknown group {config.group_wa_id!r}", status=404
+        )
 
 
 # What the removal domain adds to the supervisor: the directory's tables, the
@@ -119,6 +121,7 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     resumable=True,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
+    """Sync the group's members, queue the inactive ones, then remove them in batches."""
     return _against_directory(ctx, config, run_workflow)
 
 
@@ -131,6 +134,7 @@ def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str
     resumable=True,
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
+    """Remove the members already in the group's removal queue, in batches."""
     return _against_directory(ctx, config, run_queue)
 
 
@@ -138,6 +142,10 @@ def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) ->
     """Run a removal with its own connection and the group's gateway."""
     db = connect(ctx.database_url)
     try:
+        # Checked at the start too: a group deleted just after this job was
+        # accepted (past its check) must not be written to again.
+        if not group_exists(db, config.group_wa_id):
+            raise LookupError(f"group {config.group_wa_id!r} was deleted before the job began")
         return run(ctx, db, gateway_for(db, config.group_wa_id), config)
     finally:
         db.close()

@@ -33,6 +33,7 @@ from supervisor.api.errors import (
 )
 from supervisor.api.guard import Guard
 from supervisor.api.hosts import TrustedHosts
+from supervisor.api.query import checked
 from supervisor.errors import JobsupError
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
@@ -151,14 +152,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
     middleware.append(Middleware(Guard, cors_origins=settings.cors_origins))
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            *jobs.routes,
-            *session.routes,
-            *audit.routes,
-            *registry.routes(),
-        ],
+        # Each route refuses the query parameters its endpoint does not declare.
+        routes=checked(
+            [
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/readyz", readyz, methods=["GET"]),
+                *jobs.routes,
+                *session.routes,
+                *audit.routes,
+                *registry.routes(),
+            ]
+        ),
         middleware=middleware,
         exception_handlers={
             ApiError: handle_api_error,

@@ -82,6 +82,7 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     # A resumable job: when it last saved its place, and how many runs resumed from one.
     saved_at: datetime | None = None
     resumes: int = 0
+    rerun_of: str | None = None  # the job this one repeats (POST …/rerun)
 
 
 # A job without its result, as lists show it unless asked (results can be

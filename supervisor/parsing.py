@@ -20,9 +20,15 @@ def decode(body: bytes, type_: type[T]) -> T:
     except msgspec.ValidationError as exc:
         raise from_validation(exc) from None
     except msgspec.DecodeError as exc:
-        raise MalformedJson(f"malformed JSON: {exc}") from None
+        raise MalformedJson(_malformed(str(exc))) from None
     except RecursionError:
         raise MalformedJson("JSON nested too deeply") from None
+
+
+def _malformed(text: str) -> str:
+    """``malformed JSON: trailing comma in array (byte 3)``, said once."""
+    detail = text.removeprefix("JSON is malformed: ")
+    return f"malformed JSON: {detail[:1].lower()}{detail[1:]}"
 
 
 def from_validation(exc: msgspec.ValidationError) -> Invalid:
@@ -38,5 +44,5 @@ def from_validation(exc: msgspec.ValidationError) -> Invalid:
     if missing or unknown:
         name = (missing or unknown).group(1)  # type: ignore[union-attr]
         field = f"{field}.{name}" if field else name
-    message = f"{field}: {text}" if field and not (missing or unknown) else text
-    return Invalid(message, field)
+        text = "required field missing" if missing else "unknown field"
+    return Invalid(f"{field}: {text}" if field else text, field)

@@ -9,6 +9,7 @@ inserted, so a rejected request leaves no record behind.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from typing import Any
 
@@ -46,6 +47,20 @@ class _TypeOnly(msgspec.Struct):
     type: str
 
 
+class JobTypeView(msgspec.Struct, rename="camel"):
+    """A job type as clients see it: enough to build a form for its config."""
+
+    name: str
+    description: str | None
+    config_schema: dict[str, Any]
+
+
+def describe(job_type: JobType) -> JobTypeView:
+    doc = inspect.getdoc(job_type.run) or job_type.config.__doc__
+    schema = msgspec.json.schema(job_type.config)
+    return JobTypeView(job_type.name, inspect.cleandoc(doc) if doc else None, schema)
+
+
 def _run_check(db: Database, job_type: JobType, config: Any, policy: Policy) -> None:
     assert job_type.check is not None
     job_type.check(config, db, policy)
@@ -73,9 +88,30 @@ class JobService:
             known = ", ".join(registry.names())
             raise Invalid(f"type: unknown job type {name!r} (known: {known})", "type") from None
 
-    async def submit(self, body: bytes, caller: Caller | None = None) -> Job:
+    def types(self) -> list[JobTypeView]:
+        return [describe(registry.get(name)) for name in registry.names()]
+
+    async def rerun(self, job_id: str, caller: Caller | None = None) -> Job:
+        """A new job with the original's config, checked again as a new start is."""
+        original = await self.get(job_id)
+        return await self.submit(bytes(original.config), caller, rerun_of=original.id)
+
+    async def delete(self, job_id: str) -> JobStatus:
+        """Delete a finished job, whichever instance ran it; a live one is refused."""
+        deleted, status = await self.table.store.call(sql.delete_finished, job_id, write=True)
+        if status is None:
+            raise NotFound(f"no job {job_id!r}", "jobId")
+        if not deleted:
+            raise Conflict(f"job {job_id} is {status}: only a finished job can be deleted")
+        self.table.forget(job_id)
+        return status
+
+    async def submit(
+        self, body: bytes, caller: Caller | None = None, rerun_of: str | None = None
+    ) -> Job:
         """Validate and insert a job; with ``caller``, it is the job's ``requestedBy``
-        and the start's audit entry is written in the insert's transaction."""
+        and the start's audit entry (``job.start``, or ``job.rerun`` on the original's
+        id) is written in the insert's transaction."""
         job_type = self._job_type(body)
         config = decode(body, job_type.config)
         if job_type.check is not None:
@@ -94,9 +130,11 @@ class JobService:
             config=msgspec.Raw(msgspec.json.encode(config)),
             progress=Progress(),
             created_at=now(),
+            rerun_of=rerun_of,
             requested_by=None if caller is None else caller.who(),
         )
-        audit = None if caller is None else entry(caller, caller.peer, "job.start", job.id, 202)
+        action = "job.start" if rerun_of is None else "job.rerun"
+        audit = None if caller is None else entry(caller, caller.peer, action, job.id, 202)
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
         label = _label(job_type, config)
         slot = self.scheduler.reserve_slot()

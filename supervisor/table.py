@@ -21,9 +21,10 @@ import msgspec
 from supervisor.audit import AuditEntry
 from supervisor.job import Job, Progress, now
 from supervisor.state import TERMINAL, JobStatus, check_transition
-from supervisor.store import Store, claims, is_unique_violation
+from supervisor.store import DatabaseBusy, Store, claims, is_unique_violation
 from supervisor.store import jobs as sql
 from workers import protocol
+from workers.db import DatabaseUnavailable
 from workers.times import now_ms
 
 log = logging.getLogger("jobsup.table")
@@ -70,7 +71,17 @@ class JobTable:
             job = self._jobs.get(job_id)
         if job is None or job_id in self._result_stored:
             job = await self.store.call(sql.get_job, job_id)
+        elif job.status in TERMINAL and not await self._still_stored(job_id):
+            self.forget(job_id)  # deleted, perhaps through another instance
+            job = None
         return job
+
+    async def _still_stored(self, job_id: str) -> bool:
+        """Whether a finished job kept in memory is still in the store (not deleted)."""
+        try:
+            return await self.store.call(sql.job_exists, job_id)  # type: ignore[no-any-return]
+        except (DatabaseUnavailable, DatabaseBusy):
+            return True  # memory answers while the store cannot
 
     async def list(self, f: sql.JobFilter) -> list[Job]:
         stored = await self.store.call(sql.list_jobs, f)

@@ -241,6 +241,13 @@ def test_config_decoding_accepts_both_types() -> None:
                             type=RemovalQueueConfig)  # fmt: skip
 
 
+def test_a_removal_whose_group_is_gone_fails_before_writing(db: Database, make_job: Any) -> None:
+    """A group deleted between a start's check and its run: nothing is written for it."""
+    with pytest.raises(LookupError, match="was deleted before the job began"):
+        removal_workflow(make_job("job-8").ctx, workflow(batch_size=2))
+    assert snapshot(db)["wa_members"] == []
+
+
 def test_workflow_removes_in_batches_and_records_history(db: Database, make_job: Any) -> None:
     garden(db)
     job = make_job("job-7")

@@ -30,6 +30,16 @@ def as_stored(moment: datetime) -> datetime:
     return from_ms(to_ms(moment))
 
 
+def iso(moment: datetime) -> str:
+    """The one text form of a time in answers: UTC, milliseconds always present, ``Z``.
+
+    ``2026-11-29T07:41:53.300Z``; the fraction is cut to milliseconds as
+    ``to_ms`` rounds, so a time reads the same from memory as from the store.
+    """
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
+
+
 def opt_to_ms(moment: datetime | None) -> int | None:
     return None if moment is None else to_ms(moment)
 

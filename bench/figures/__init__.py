@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.figures import api, bulk, latency, throughput
+from bench.figures import api, bulk, latency, resume, throughput
 from bench.session import Session
 from bench.stats import Row
 
@@ -29,6 +29,7 @@ FIGURES = (
     Figure("memory", bulk.memory, frozenset({"jobsup-bulk", "forkserver"})),
     Figure("scale", bulk.scale, frozenset({"jobsup-bulk", "jobsup-order"})),
     Figure("results", bulk.results, frozenset({"jobsup-results"})),
+    Figure("resume", resume.resume, frozenset({"jobsup-resume"})),
 )
 NAMES = tuple(f.name for f in FIGURES)
 

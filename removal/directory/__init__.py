@@ -5,7 +5,14 @@ front process uses what is exported here; the removal jobs also use
 ``removal.directory.queue`` and ``removal.directory.journal``.
 """
 
-from removal.directory.history import outcomes_of_job, removal_history
+from removal.directory.groups import GroupInUse, delete_group, list_groups, whitelist
+from removal.directory.history import (
+    UnknownCursor,
+    history_page,
+    known_group,
+    outcomes_of_job,
+    removal_history,
+)
 from removal.directory.members import (
     UnknownGroup,
     count_inactive,
@@ -34,18 +41,24 @@ from removal.directory.shapes import (
 __all__ = [
     "MIGRATIONS",
     "GroupIn",
+    "GroupInUse",
     "GroupSummary",
     "MemberIn",
     "MemberView",
     "RemovalRecord",
+    "UnknownCursor",
     "UnknownGroup",
     "WhitelistIn",
     "count_inactive",
     "current_ms",
+    "delete_group",
     "from_ms",
     "group_exists",
     "group_summary",
+    "history_page",
     "is_inactive",
+    "known_group",
+    "list_groups",
     "list_members",
     "mark_removed",
     "outcomes_of_job",
@@ -54,4 +67,5 @@ __all__ = [
     "set_whitelist",
     "to_ms",
     "upsert_group",
+    "whitelist",
 ]

@@ -186,7 +186,27 @@ def count_inactive(db: Database, group_wa_id: str, window_ms: int, now_ms: int) 
     return int(row[0]) if row else 0
 
 
-def list_members(db: Database, group_wa_id: str, include_removed: bool = False) -> list[MemberView]:
+def by_code_point(db: Database) -> str:
+    """The collation that sorts text by code point, as SQLite does and Python sorts."""
+    return ' COLLATE "C"' if db.dialect == "postgresql" else ""
+
+
+def list_members(
+    db: Database,
+    group_wa_id: str,
+    include_removed: bool = False,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[MemberView]:
+    """Sorted by whatsappId; with ``limit``, that many from the first id after ``after``."""
+    page = ""
+    params: tuple[object, ...] = (group_wa_id,)
+    if after is not None:
+        page += f" AND m.whatsapp_id{by_code_point(db)} > ?"
+        params += (after,)
+    if limit is not None:
+        page += f" ORDER BY m.whatsapp_id{by_code_point(db)} LIMIT ?"
+        params += (limit,)
     rows = db.query(
         "SELECT m.whatsapp_id, m.is_admin, m.joined_at, m.last_active_at, m.removed_at,"
         " EXISTS (SELECT 1 FROM wa_whitelist w"
@@ -194,8 +214,9 @@ def list_members(db: Database, group_wa_id: str, include_removed: bool = False) 
         " EXISTS (SELECT 1 FROM removal_queue q"
         "  WHERE q.group_wa_id = m.group_wa_id AND q.whatsapp_id = m.whatsapp_id)"
         " FROM wa_members m WHERE m.group_wa_id = ?"
-        + ("" if include_removed else " AND m.removed_at IS NULL"),
-        (group_wa_id,),
+        + ("" if include_removed else " AND m.removed_at IS NULL")
+        + page,
+        params,
     )
     # Sorted here: PostgreSQL's ORDER BY follows the database's collation.
     rows.sort(key=lambda row: row[0])

@@ -7,22 +7,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.access import Role, needs
-from supervisor.api.common import json, query_int
-from supervisor.api.errors import ApiError
+from supervisor.api.common import json
 from supervisor.api.jobs import MAX_LIST_LIMIT
-from supervisor.api.jobs import _time as query_time
+from supervisor.api.query import query_int, query_time, takes
 from supervisor.audit import AuditFilter
 from supervisor.store import Store
 from supervisor.store import access as sql
 
-_PARAMS = {"action", "who", "since", "until", "before", "limit"}
-
 
 def _filter(request: Request) -> AuditFilter:
-    unknown = set(request.query_params) - _PARAMS
-    if unknown:
-        name = sorted(unknown)[0]
-        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
     params = request.query_params
     return AuditFilter(
         action=params.get("action"),
@@ -35,6 +28,7 @@ def _filter(request: Request) -> AuditFilter:
 
 
 @needs(Role.ADMIN)
+@takes("action", "who", "since", "until", "before", "limit")
 async def list_audit(request: Request) -> Response:
     """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page.
 

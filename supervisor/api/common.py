@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from supervisor.api.edge import check_body
 from supervisor.api.errors import ApiError
+from supervisor.api.query import query_int
 from supervisor.parsing import decode
+from supervisor.wire import encode, wire
 
 T = TypeVar("T")
 
-_encoder = msgspec.json.Encoder()
+__all__ = ["json", "parse", "query_int", "read_json", "wire"]
 
 
 async def read_json(request: Request, max_bytes: int | None = None) -> bytes:
@@ -50,17 +51,4 @@ async def parse(request: Request, type_: type[T]) -> T:
 
 
 def json(value: Any, status: int = 200) -> Response:
-    return Response(_encoder.encode(value), status_code=status, media_type="application/json")
-
-
-def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_field", f"{name} must be an integer", name) from None
-    if not low <= value <= high:
-        raise ApiError(400, "invalid_field", f"{name} must be between {low} and {high}", name)
-    return value
+    return Response(encode(value), status_code=status, media_type="application/json")

@@ -73,6 +73,8 @@ def _clip(text: str) -> str:
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    if code == "invalid_field" and field and not message.startswith(field):
+        message = f"{field}: {message}"  # every invalid_field message starts with its field
     clipped = ErrorBody(code, _clip(message), None if field is None else _clip(field))
     body = msgspec.json.encode(ErrorEnvelope(clipped))
     return Response(body, status_code=status, media_type="application/json")

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.access import Role, audited, limited, needs
-from supervisor.api.common import json, query_int, read_json
+from supervisor.api.common import json, read_json
 from supervisor.api.errors import ApiError
 from supervisor.api.guard import caller_of, recorded
+from supervisor.api.query import query_int, query_time, takes
 from supervisor.job import summary
 from supervisor.service import JobService
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, UnknownCursor, label_of
 from workers import registry
-from workers.times import in_range
 
 MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
@@ -27,9 +24,6 @@ MAX_RESULT_PAGE = 10_000
 # A job's config is a handful of fields, kept in memory while the job lives
 # and sent in every list answer: a start body is bounded far below a group's.
 MAX_START_BYTES = 64 * 1024
-# A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
-# A space before a trailing offset can only have been that "+".
-_PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 
 
 def _service(request: Request) -> JobService:
@@ -53,12 +47,9 @@ async def status(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@takes("offset", "limit")
 async def result_list(request: Request) -> Response:
     """One page of a list in a job's result (a large group's members, say)."""
-    unknown = set(request.query_params) - {"offset", "limit"}
-    if unknown:  # a misspelt offset would silently serve the first page
-        name = sorted(unknown)[0]
-        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
     job = await _service(request).get(request.path_params["jobId"])
     name = request.path_params["list"]
     items = job.result.get(name) if isinstance(job.result, dict) else None
@@ -74,6 +65,30 @@ async def result_list(request: Request) -> Response:
 
 
 @needs(Role.OPERATOR)
+@audited("job.rerun", target="jobId")
+@limited
+async def rerun(request: Request) -> Response:
+    job = await _service(request).rerun(request.path_params["jobId"], caller_of(request))
+    recorded(request, job.id)  # in the insert's transaction, on the new job's id
+    message = f"{job.type} job accepted, a rerun of {job.rerun_of}"
+    body = {"jobId": job.id, "status": job.status, "rerunOf": job.rerun_of, "message": message}
+    return json(body, 202)
+
+
+@needs(Role.OPERATOR)
+@audited("job.delete", target="jobId")
+async def delete(request: Request) -> Response:
+    await _service(request).delete(request.path_params["jobId"])
+    return Response(status_code=204)
+
+
+@needs(Role.VIEWER)
+async def job_types(request: Request) -> Response:
+    """Each job type: its name, description and its config's JSON Schema."""
+    return json(_service(request).types())
+
+
+@needs(Role.OPERATOR)
 @audited("job.cancel", target="jobId")
 @limited
 async def cancel(request: Request) -> Response:
@@ -81,21 +96,6 @@ async def cancel(request: Request) -> Response:
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
         return json({"jobId": job.id, "status": job.status})
     return json({"jobId": job.id, "status": JobStatus.CANCELLING}, 202)
-
-
-def _time(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"+\1", raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, "invalid_field", f"{name} must be an ISO 8601 time", name) from None
-    if value.tzinfo is None:
-        raise ApiError(400, "invalid_field", f"{name} needs a time zone (e.g. Z)", name)
-    if not in_range(value):
-        raise ApiError(400, "invalid_field", f"{name}: outside years 1 to 9999 in UTC", name)
-    return value
 
 
 def _label(request: Request, names: set[str]) -> str | None:
@@ -108,28 +108,13 @@ def _label(request: Request, names: set[str]) -> str | None:
 def _filter(request: Request) -> JobFilter:
     params = request.query_params
     labels = registry.label_names()
-    unknown = (
-        set(params)
-        - labels
-        - {
-            "status",
-            "type",
-            "limit",
-            "before",
-            "createdAfter",
-            "createdBefore",
-            "include",
-        }
-    )
-    if unknown:
-        name = sorted(unknown)[0]
-        raise ApiError(400, "invalid_field", f"unknown query parameter {name!r}", name)
     raw_status = params.get("status")
     try:
         job_status = JobStatus(raw_status) if raw_status is not None else None
     except ValueError:
         allowed = ", ".join(s.value for s in JobStatus)
-        raise ApiError(400, "invalid_field", f"status must be one of {allowed}", "status") from None
+        message = f"status: must be one of {allowed}"
+        raise ApiError(400, "invalid_field", message, "status") from None
     include = params.get("include")
     if include not in (None, "result"):
         raise ApiError(400, "invalid_field", "include: the only value is 'result'", "include")
@@ -139,14 +124,24 @@ def _filter(request: Request) -> JobFilter:
         type=params.get("type"),
         label=_label(request, labels),
         before=params.get("before"),
-        created_after=_time(request, "createdAfter"),
-        created_before=_time(request, "createdBefore"),
+        created_after=query_time(request, "createdAfter"),
+        created_before=query_time(request, "createdBefore"),
         limit=query_int(request, "limit", 50, 1, high),
         with_result=include is not None,
     )
 
 
 @needs(Role.VIEWER)
+@takes(
+    "status",
+    "type",
+    "limit",
+    "before",
+    "createdAfter",
+    "createdBefore",
+    "include",
+    more=registry.label_names,  # the job types' label filters (?groupWaId=)
+)
 async def list_jobs(request: Request) -> Response:
     """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page."""
     f = _filter(request)
@@ -166,5 +161,8 @@ routes = [
     Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
     Route("/admin/jobs/{jobId}/result/{list}", result_list, methods=["GET"]),
     Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
+    Route("/admin/jobs/{jobId}/rerun", rerun, methods=["POST"]),
+    Route("/admin/jobs/{jobId}", delete, methods=["DELETE"]),
+    Route("/admin/job-types", job_types, methods=["GET"]),
     Route("/admin/jobs", list_jobs, methods=["GET"]),
 ]

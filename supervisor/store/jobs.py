@@ -94,6 +94,11 @@ MIGRATIONS = [
     ),
     (
         5,
+        # A rerun names the job it repeats.
+        "ALTER TABLE jobs ADD COLUMN rerun_of TEXT",
+    ),
+    (
+        6,
         # Who started the job (a token's name, role and fingerprint), as JSON.
         "ALTER TABLE jobs ADD COLUMN requested_by TEXT",
     ),
@@ -106,7 +111,8 @@ MIGRATIONS = [
 
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
-    " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, requested_by"
+    " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
+    " requested_by"
 )
 
 _json = msgspec.json.Encoder()
@@ -138,6 +144,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempts,
         saved_at,
         resumes,
+        rerun_of,
         requested_by,
     ) = row
     return Job(
@@ -157,6 +164,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempts=attempts,
         saved_at=from_ms(saved_at),
         resumes=resumes,
+        rerun_of=rerun_of,
         requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
     )
 
@@ -247,8 +255,8 @@ def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: 
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
         " completed_at, owner, attempts, resumes, id, type, config, created_at, updated_at,"
-        " exclusive_key, label, requested_by)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " exclusive_key, label, rerun_of, requested_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -258,6 +266,7 @@ def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: 
             now_ms,
             key,
             label,
+            job.rerun_of,
             to_json(job.requested_by),
         ),
     )
@@ -333,6 +342,33 @@ def update_progress(
 def get_job(db: Database, job_id: str) -> Job | None:
     row = db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
     return None if row is None else row_to_job(row)
+
+
+def job_exists(db: Database, job_id: str) -> bool:
+    return db.one("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is not None
+
+
+def delete_finished(db: Database, job_id: str) -> tuple[bool, JobStatus | None]:
+    """Delete the job if it has finished: (whether it was deleted, its status; None: no job).
+
+    The DELETE itself decides: a job still live on any instance is not deleted.
+    """
+    deleted = db.query(
+        f"DELETE FROM jobs WHERE id = ? AND status IN {_in(TERMINAL)} RETURNING status",
+        (job_id,),
+    )
+    if deleted:
+        return True, JobStatus(deleted[0][0])
+    row = db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
+    return False, None if row is None else JobStatus(row[0])
+
+
+def live_with_label(db: Database, label: str) -> tuple[str, str] | None:
+    """``(id, status)`` of a live job carrying the label, on any instance, if there is one."""
+    row = db.one(
+        f"SELECT id, status FROM jobs WHERE label = ? AND status IN {LIVE_SQL} LIMIT 1", (label,)
+    )
+    return None if row is None else (row[0], row[1])
 
 
 class JobFilter(msgspec.Struct, kw_only=True):

@@ -1,0 +1,136 @@
+"""Query parameters: which ones each endpoint takes, declared once, and how they read.
+
+Every endpoint that takes query parameters declares their names with
+``@takes("limit", "before")``, as it declares its role with ``@needs``; an
+endpoint that declares nothing takes none. ``checked(routes)`` makes each
+route refuse, before its endpoint runs, a parameter it does not take (400
+``invalid_field`` naming it): a misspelt ``limit`` would otherwise be ignored
+in silence. ``accepted(endpoint)`` is the declared set, for whoever documents
+the routes.
+
+The readers give every route the same answers: integers within a range,
+booleans spelt exactly ``true`` or ``false``, times in ISO 8601 with a zone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from supervisor.api.errors import ApiError
+from workers.times import in_range
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ATTRIBUTE = "__jobsup_query__"
+# A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
+# A space before a trailing offset can only have been that "+", so it is read
+# as one; any other space gets the hint to escape it.
+_PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
+PLUS_HINT = "a '+' in a query string must be sent as %2B (a bare '+' reads as a space)"
+
+
+class _Declared:
+    """The names an endpoint takes; ``more`` adds names known only once job types load."""
+
+    def __init__(self, names: Iterable[str], more: Callable[[], Iterable[str]] | None) -> None:
+        self.names = frozenset(names)
+        self.more = more
+
+    def all(self) -> frozenset[str]:
+        return self.names if self.more is None else self.names | frozenset(self.more())
+
+
+def takes(*names: str, more: Callable[[], Iterable[str]] | None = None) -> Callable[[F], F]:
+    declared = _Declared(names, more)
+
+    def mark(endpoint: F) -> F:
+        setattr(endpoint, _ATTRIBUTE, declared)
+        return endpoint
+
+    return mark
+
+
+def accepted(endpoint: Callable[..., Any]) -> frozenset[str]:
+    declared: _Declared | None = getattr(endpoint, _ATTRIBUTE, None)
+    return frozenset() if declared is None else declared.all()
+
+
+def refuse_unknown(request: Request, names: frozenset[str]) -> None:
+    unknown = set(request.query_params) - names
+    if unknown:
+        name = sorted(unknown)[0]
+        takes_ = ", ".join(sorted(names)) or "none"
+        message = f"{name}: unknown query parameter (this route takes: {takes_})"
+        raise ApiError(400, "invalid_field", message, name)
+
+
+class _Checked:
+    """A route's app behind the check of its endpoint's declared parameters."""
+
+    def __init__(self, app: ASGIApp, endpoint: Callable[..., Any]) -> None:
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("query_string"):
+            refuse_unknown(Request(scope), accepted(self.endpoint))
+        await self.app(scope, receive, send)
+
+
+def checked(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """The routes, each refusing the query parameters its endpoint does not declare."""
+    out = list(routes)
+    for route in out:
+        if isinstance(route, Route) and not isinstance(route.app, _Checked):
+            route.app = _Checked(route.app, route.endpoint)
+    return out
+
+
+def _invalid(name: str, problem: str) -> ApiError:
+    return ApiError(400, "invalid_field", f"{name}: {problem}", name)
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _invalid(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise _invalid(name, f"must be between {low} and {high}")
+    return value
+
+
+def query_bool(request: Request, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise _invalid(name, "must be true or false")
+    return raw == "true"
+
+
+def query_time(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 time with a zone (``Z`` or ``+hh:mm``, which must be sent as ``%2B``)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"+\1", raw).replace("Z", "+00:00"))
+    except ValueError:
+        hint = f"; {PLUS_HINT}" if " " in raw else ""
+        raise _invalid(name, f"must be an ISO 8601 time{hint}") from None
+    if value.tzinfo is None:
+        raise _invalid(name, "needs a time zone (e.g. Z)")
+    if not in_range(value):
+        raise _invalid(name, "outside years 1 to 9999 in UTC")
+    return value
