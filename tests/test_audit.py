@@ -168,6 +168,7 @@ def test_the_peer_is_the_socket_unless_the_proxy_is_trusted(make_server: Any) ->
             server.client.put("/admin/groups/g", json=GROUP, headers=forwarded).status_code == 200
         )
         assert audit(server)[0]["peer"] == peer
+        server.stop()  # one server per SQLite file
 
 
 def test_audit_entries_follow_the_retention_setting(make_server: Any) -> None:

@@ -45,6 +45,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("PUT", "/admin/groups/g", GROUP, "admin"),
     ("PUT", "/admin/groups/g/whitelist", {"whatsappIds": []}, "admin"),
     ("GET", "/admin/audit", None, "admin"),
+    ("GET", "/admin/groups", None, "viewer"),
+    ("GET", "/admin/job-types", None, "viewer"),
+    ("POST", "/admin/jobs/nope/rerun", None, "operator"),
+    ("DELETE", "/admin/jobs/nope", None, "operator"),
+    ("GET", "/admin/groups/g/whitelist", None, "admin"),
+    ("DELETE", "/admin/groups/nope", None, "admin"),
 ]
 RANK = {"viewer": 1, "operator": 2, "admin": 3}
 TOKEN_OF = {"viewer": VIEWER_TOKEN, "operator": OPERATOR_TOKEN, "admin": ADMIN_TOKEN}
@@ -205,6 +211,7 @@ def test_no_cors_headers_unless_origins_are_named(make_server: Any) -> None:
     answer = closed.client.get("/admin/jobs", headers={"origin": "https://ui.example"})
     assert answer.status_code == 200
     assert "access-control-allow-origin" not in answer.headers
+    closed.stop()  # one server per SQLite file
 
     open_to_ui = make_server(JOBSUP_CORS_ORIGINS="https://ui.example")
     with anonymous(open_to_ui) as client:
@@ -314,6 +321,7 @@ def test_session_cookie_is_secure_behind_an_https_proxy(make_server: Any) -> Non
         )
         assert login.status_code == 200
         assert "secure" in login.headers["set-cookie"].lower()
+    trusted.stop()  # one server per SQLite file
     untrusted = make_server()
     with anonymous(untrusted) as browser:
         login = browser.post(
