@@ -17,7 +17,7 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supervisor.credentials import GENERATED_NAME, Token, TokenBook, digest, new_token, parse_tokens
 from supervisor.ratelimit import RateLimiter
@@ -75,6 +75,8 @@ class Keys:
     sessions: Sessions
     starts: RateLimiter  # starts and cancels, per credential
     failures: RateLimiter  # refused credentials, per peer address
+    # Tokens good for one path only: JOBSUP_METRICS_TOKEN for GET /metrics (viewer).
+    by_path: dict[str, TokenBook] = field(default_factory=dict)
 
 
 def _generated(db: Database) -> tuple[Token, str | None]:
@@ -117,6 +119,10 @@ async def load(settings: Settings, store: Store) -> Keys:
     if not settings.auth:
         log.warning("JOBSUP_AUTH=off: every route is open to anyone who reaches the port")
     session_key = await store.call(_session_key, write=True, retry_for=10)
+    by_path: dict[str, TokenBook] = {}
+    metrics_token = getattr(settings, "metrics_token", "")
+    if metrics_token:  # a scraper's token, good for /metrics alone
+        by_path["/metrics"] = TokenBook([Token("metrics", "viewer", digest(metrics_token))])
     per_min, burst = settings.rate_start_per_min, settings.rate_burst
     return Keys(
         enabled=settings.auth,
@@ -124,4 +130,5 @@ async def load(settings: Settings, store: Store) -> Keys:
         sessions=Sessions(session_key, tokens, settings.session_ttl_s),
         starts=RateLimiter(per_min, burst),
         failures=RateLimiter(per_min, burst),
+        by_path=by_path,
     )

@@ -190,7 +190,7 @@ class Guard:
         if not keys.enabled:
             return Caller(ANONYMOUS, "admin", "", peer)
         authorization, cookie, origin, host = _headers(scope)
-        caller, by_cookie = self._authenticate(keys, authorization, cookie, peer)
+        caller, by_cookie = self._authenticate(keys, authorization, cookie, peer, scope["path"])
         if caller is None:
             retry = keys.failures.take(f"peer:{peer}")
             if retry:  # not recorded: the trail's writes stay bounded
@@ -250,7 +250,7 @@ class Guard:
 
     @staticmethod
     def _authenticate(
-        keys: Keys, authorization: str | None, cookie: str | None, peer: str | None
+        keys: Keys, authorization: str | None, cookie: str | None, peer: str | None, path: str
     ) -> tuple[Caller | None, bool]:
         """The caller, and whether it came by the session cookie."""
         if authorization is not None:  # a bad header is not made good by a cookie
@@ -258,6 +258,8 @@ class Guard:
             if scheme.lower() != "bearer":
                 return None, False
             found = keys.book.check(token.strip())
+            if found is None and path in keys.by_path:
+                found = keys.by_path[path].check(token.strip())
             return (None if found is None else Caller.of(found, peer)), False
         session = _cookie(cookie) if cookie is not None else None
         if session:
