@@ -219,3 +219,26 @@ def test_a_cancel_request_left_in_the_store_carries_who_asked(tmp_path: Path) ->
     assert claims.parse_cancel_note(payload) == (job.id, "user", who)
     assert claims.parse_cancel_note(f"{job.id} user null") == (job.id, "user", None)
     assert claims.parse_cancel_note(f"{job.id} user") == (job.id, "user", None)
+
+
+def test_reruns_deletes_and_group_deletes_are_recorded(server: Server) -> None:
+    original = server.start_job({"type": "quick"})
+    server.wait_status(original, "completed")
+    with anonymous(server) as client:
+        operator = bearer(OPERATOR_TOKEN)
+        rerun = client.post(f"/admin/jobs/{original}/rerun", headers=operator)
+        assert rerun.status_code == 202, rerun.text
+        again = rerun.json()["jobId"]
+        job = server.wait_status(again, "completed")
+        assert job["requestedBy"]["fingerprint"] == fingerprint(OPERATOR_TOKEN)
+        assert job["rerunOf"] == original
+        assert client.delete(f"/admin/jobs/{original}", headers=operator).status_code == 204
+    assert server.client.put("/admin/groups/g", json=GROUP).status_code == 200
+    assert server.client.delete("/admin/groups/g").status_code in (200, 204)
+    entries = audit(server)
+    assert [(e["action"], e["target"], e["who"]) for e in entries[:4]] == [
+        ("group.delete", "g", "admin"),
+        ("group.put", "g", "admin"),
+        ("job.delete", original, "operator"),
+        ("job.rerun", again, "operator"),
+    ]
