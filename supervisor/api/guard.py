@@ -17,9 +17,10 @@ the router will pick and reads its declarations (``supervisor.api.access``):
    cross-site without CORS allowing it).
 4. ``@limited`` endpoints (starts and cancels) take a token from the
    caller's bucket: 429 ``rate_limited`` with ``Retry-After`` when empty.
-5. ``@audited`` endpoints get an audit entry after the answer, with the
-   status answered, unless the handler wrote it itself (a start's entry is
-   written in the job insert's transaction).
+5. ``@audited`` endpoints get an audit entry with the status answered,
+   written before the answer's last byte is sent (so a client that has its
+   answer finds the entry), unless the handler wrote it itself (a start's
+   entry is written in the job insert's transaction).
 
 The handler finds the caller with ``caller_of(request)``, as data
 (``supervisor.credentials.Caller``) to hand to the service.
