@@ -337,3 +337,22 @@ def test_a_bearer_token_needs_no_origin(server: Server) -> None:
         "/admin/jobs/start", json={"type": "quick"}, headers={"origin": "https://elsewhere"}
     )
     assert answer.status_code == 202
+
+
+def test_a_session_survives_a_restart(make_server: Any) -> None:
+    first = make_server()
+    with anonymous(first) as browser:
+        assert _login(browser, VIEWER_TOKEN).status_code == 200
+        cookie = browser.cookies["jobsup_session"]
+    first.stop()
+    second = make_server()  # the same database: the same signing key
+    with anonymous(second) as browser:
+        answer = browser.get("/admin/session", headers={"cookie": f"jobsup_session={cookie}"})
+        assert answer.json() == {"name": "viewer", "role": "viewer"}
+    second.stop()
+    # Removing its token from JOBSUP_TOKENS ends the session.
+    tokens = f"admin:admin:{ADMIN_TOKEN}"
+    third = make_server(JOBSUP_TOKENS=tokens)
+    with anonymous(third) as browser:
+        answer = browser.get("/admin/session", headers={"cookie": f"jobsup_session={cookie}"})
+        assert answer.status_code == 401
