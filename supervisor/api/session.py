@@ -29,13 +29,20 @@ class Login(msgspec.Struct, forbid_unknown_fields=True):
     token: str
 
 
+class SessionView(msgspec.Struct):
+    """Who a session (or a bearer token) is: the token's name and role."""
+
+    name: str
+    role: str
+
+
 def _keys(request: Request) -> Keys:
     keys: Keys = request.app.state.keys
     return keys
 
 
-def _who(caller: Caller) -> dict[str, str]:
-    return {"name": caller.name, "role": caller.role}
+def _who(caller: Caller) -> SessionView:
+    return SessionView(caller.name, caller.role)
 
 
 @public
