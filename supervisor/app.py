@@ -31,7 +31,7 @@ from supervisor.api.errors import (
     handle_domain_error,
     handle_unexpected,
 )
-from supervisor.api.guard import Guard
+from supervisor.api.guard import Guard, reuse_matches
 from supervisor.api.hosts import TrustedHosts
 from supervisor.api.query import checked
 from supervisor.errors import JobsupError
@@ -177,4 +177,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.max_body_bytes = settings.max_body_bytes
+    reuse_matches(app.router)
     return app
