@@ -27,6 +27,7 @@ SERVERS: dict[str, dict[str, str]] = {
     "jobsup-results": {},  # results (memory with large results)
     "jobsup-open": {"JOBSUP_MAX_CONCURRENT_JOBS": "8", "JOBSUP_AUTH": "off"},  # auth on vs off
     "jobsup-resume": {},  # resume (restarted between batches)
+    "jobsup-events": {"JOBSUP_MAX_CONCURRENT_JOBS": "8"},  # events (SSE subscribers)
 }
 
 

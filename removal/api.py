@@ -1,4 +1,4 @@
-"""/admin/groups: the WhatsApp groups the removal jobs work on."""
+"""/admin/groups: the groups the removal jobs work on; /admin/gateway: how they reach them."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import binascii
 from base64 import b64decode, b64encode
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from removal.directory import GroupIn, WhitelistIn
+from removal.gateways.status import gateway_status
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, audited, needs
 from supervisor.api.common import json, parse
@@ -116,7 +118,14 @@ async def list_removals(request: Request) -> Response:
     return _paged(*page)
 
 
+@needs(Role.ADMIN)
+async def get_gateway(request: Request) -> Response:
+    policy = request.app.state.jobs.policy
+    return json(await run_in_threadpool(gateway_status, policy))
+
+
 routes = [
+    Route("/admin/gateway", get_gateway, methods=["GET"]),
     Route("/admin/groups", list_groups, methods=["GET"]),
     Route("/admin/groups/{groupWaId}", put_group, methods=["PUT"]),
     Route("/admin/groups/{groupWaId}", get_group, methods=["GET"]),

@@ -24,7 +24,7 @@ import msgspec
 
 from removal.directory import MIGRATIONS, current_ms, group_exists, outcomes_of_job, queue
 from removal.directory.queue import Plan, QueueEntry
-from removal.gateways import Gateway, gateway_for
+from removal.gateways import Gateway, GatewayError, evolution, gateway_for, status
 from removal.steps import Writer, remove_batch, settle_leftovers, sync
 from workers.context import JobContext
 from workers.db import Database, connect
@@ -86,7 +86,9 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
     """Refuse a removal that would break WhatsApp's rate limits or has no group.
 
     The delay floor holds for dry runs too (they do not wait), so that a dry
-    run's config is one the real run will accept.
+    run's config is one the real run will accept. With the Evolution
+    gateway, the instance must be connected, accept our key and know the
+    group (one quick look, on this database reader thread).
     """
     if config.delay_ms < policy.min_delay_ms:
         raise ConfigRejected(
@@ -94,20 +96,70 @@ def check_group(config: RemovalQueueConfig, db: Database, policy: Policy = NO_PO
             f"delayMs: must be at least {policy.min_delay_ms} ms between batches "
             "(WhatsApp rate limits; JOBSUP_MIN_DELAY_MS)",
         )
+    if getattr(policy, "gateway", "local") == "evolution":
+        _check_evolution(config.group_wa_id, policy)
     if not group_exists(db, config.group_wa_id):
         raise ConfigRejected(
             "groupWaId", f"groupWaId: unknown group {config.group_wa_id!r}", status=404
         )
 
 
+# A gateway's refusal at start, as the answer to the start request.
+_CHECK_STATUS = {
+    GatewayError.NO_GROUP: 404,
+    GatewayError.REJECTED: 400,
+    GatewayError.FORBIDDEN: 403,
+}
+
+
+def _check_evolution(group_wa_id: str, policy: Policy) -> None:
+    try:
+        evolution.probe(evolution.settings_from_policy(policy), group_wa_id)
+    except GatewayError as exc:
+        status.record_error(exc.reason)
+        raise ConfigRejected(
+            "groupWaId", exc.reason, status=_CHECK_STATUS.get(exc.kind, 503)
+        ) from None
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _gateway_name(value: str) -> str:
+    if value not in ("local", "evolution"):
+        raise ValueError("must be local or evolution")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
 # What the removal domain adds to the supervisor: the directory's tables, the
-# /admin/groups routes (front process only), the delay floor between batches
-# (WhatsApp rate limits), and its jobs listed by group (?groupWaId=).
+# /admin/groups and /admin/gateway routes (front process only), the delay
+# floor between batches (WhatsApp rate limits), the gateway and its settings,
+# and its jobs listed by group (?groupWaId=).
 extend(
     "directory",
     migrations=MIGRATIONS,
     routes="removal.api:routes",
-    settings=[Setting("min_delay_ms", 10_000, int, minimum=0)],
+    settings=[
+        Setting("min_delay_ms", 10_000, int, minimum=0),
+        Setting("gateway", "local", _gateway_name),
+        Setting("evolution_api_url", "", _http_url, variable="EVOLUTION_API_URL"),
+        Setting("evolution_api_key", "", str, variable="EVOLUTION_API_KEY", secret=True),
+        Setting("evolution_instance", "", str, variable="EVOLUTION_INSTANCE"),
+        Setting("evolution_timeout_s", 30.0, _positive, variable="EVOLUTION_TIMEOUT_S"),
+        Setting("gateway_backoff_ms", 2_000, int, minimum=1),
+        Setting("gateway_retries", 5, int, minimum=0),
+    ],
+    validate=evolution.validate,
 )
 BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
 
@@ -141,13 +193,17 @@ def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, 
 def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) -> Any:
     """Run a removal with its own connection and the group's gateway."""
     db = connect(ctx.database_url)
+    gateway = gateway_for(db, config.group_wa_id, sleep=ctx.sleep, log=ctx.log)
     try:
         # Checked at the start too: a group deleted just after this job was
         # accepted (past its check) must not be written to again.
         if not group_exists(db, config.group_wa_id):
             raise LookupError(f"group {config.group_wa_id!r} was deleted before the job began")
-        return run(ctx, db, gateway_for(db, config.group_wa_id), config)
+        return run(ctx, db, gateway, config)
     finally:
+        close = getattr(gateway, "close", None)
+        if close is not None:
+            close()
         db.close()
 
 
@@ -349,5 +405,8 @@ def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalR
         result.removed_whatsapp_ids.extend(outcome.removed)
         result.failed.extend(Failure(wid, reason) for wid, reason in outcome.failed.items())
         result.skipped_whatsapp_ids.extend(outcome.skipped)
+        if outcome.error is not None:  # the gateway failed the whole batch: stop here
+            ctx.partial(result.as_dict())
+            raise outcome.error
 
     return step

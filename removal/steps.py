@@ -7,7 +7,10 @@ instance stalled and its job rescued) writes nothing.
 A batch through a gateway in our database is one transaction: fence,
 re-check, remove, dequeue, history. A batch through a remote gateway is
 three steps: fence, re-check and journal the intents; the gateway call; the
-settle of the intents into outcome rows (``removal.directory.journal``).
+settle of the intents into outcome rows (``removal.directory.journal``). A
+call that failed whole and surely did nothing turns the intents into
+FAILURE rows and leaves the members queued; one that may have acted (no
+answer) leaves them to the next sync.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from removal.directory import MemberIn, current_ms, journal, queue
-from removal.directory.journal import NO_ANSWER
+from removal.directory.journal import ALREADY_GONE, NO_ANSWER
 from removal.directory.queue import QueueEntry
-from removal.gateways import Gateway
+from removal.gateways import Gateway, GatewayError
 from workers.db import Database
 from workers.fence import Fence
 
@@ -39,6 +42,8 @@ class BatchOutcome:
     removed: dict[str, str] = field(default_factory=dict)  # whatsapp id -> reason
     failed: dict[str, str] = field(default_factory=dict)  # whatsapp id -> reason
     skipped: dict[str, str] = field(default_factory=dict)  # whatsapp id -> why
+    # The whole call failed (the members in ``failed`` stay queued): the job stops.
+    error: GatewayError | None = None
 
 
 def sync(
@@ -136,7 +141,24 @@ def _journaled(
             now_ms=now,
             attempt=writer.attempt,
         )
-    answers = gateway.remove(group_wa_id, list(intents)) if intents else {}
+    try:
+        answers = gateway.remove(group_wa_id, list(intents)) if intents else {}
+    except GatewayError as exc:
+        failed: list[str] = []
+        if not exc.unsure:  # nothing happened: FAILURE rows, the members stay queued
+            with db.transaction():
+                failed = journal.fail(
+                    db,
+                    group_wa_id,
+                    intents,
+                    exc.reason,
+                    job_id=writer.job_id,
+                    attempt=writer.attempt,
+                    now_ms=current_ms(),
+                )
+        # Unsure (no answer came back): the intents wait for the next sync,
+        # which settles them from the group's real member list.
+        return BatchOutcome({}, dict.fromkeys(failed, exc.reason), dict(verdicts.skipped), exc)
     with db.transaction():
         settled = journal.settle(
             db,
@@ -168,6 +190,8 @@ def _outcome(
         answer = answers.get(wid, NO_ANSWER)
         if answer is None:
             outcome.removed[wid] = reason
+        elif answer == ALREADY_GONE:
+            outcome.removed[wid] = ALREADY_GONE
         else:
             outcome.failed[wid] = answer
     return outcome

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor import keys
-from supervisor.api import audit, jobs, session
+from supervisor.api import audit, events, jobs, session
 from supervisor.api.access import public
 from supervisor.api.common import json
 from supervisor.api.edge import BodyTimeout, Edge
@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             [
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/readyz", readyz, methods=["GET"]),
+                *events.routes,
                 *jobs.routes,
                 *session.routes,
                 *audit.routes,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from supervisor import token_command
+from supervisor import cli_client, token_command
 from supervisor.settings import Settings, SettingsError, env_names
 from supervisor.startup import (
     EXIT_CODES,
@@ -212,6 +212,7 @@ COMMANDS: list[Register] = [
     register_migrate,
     token_command.register,
     register_bench,
+    cli_client.register,  # start, status, list, cancel, watch, groups: a client of a server
 ]
 
 

@@ -55,3 +55,7 @@ class QueueFull(JobsupError):
 
 class ShuttingDown(JobsupError):
     """This instance takes no new jobs."""
+
+
+class Unavailable(JobsupError):
+    """Something the request needs outside jobsup (a job type's gateway) cannot serve it now."""

@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from supervisor.cluster import Cluster
+from supervisor.events import EventBus
+from supervisor.follow import Follower
 from supervisor.launcher import ensure_forkserver, forkserver_context
 from supervisor.scheduler import Scheduler
 from supervisor.service import JobService
@@ -41,6 +43,20 @@ class Runtime:
         self.service = JobService(table, scheduler, settings)
         self.cluster = Cluster(settings, store, scheduler)
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Streams of jobs other instances hold (PostgreSQL: there can be others).
+        self.follower: Follower | None = None
+        if store.dialect == "postgresql":
+            self.follower = Follower(table, settings.instance_id, settings.events_follow_s)
+
+    @property
+    def events(self) -> EventBus:
+        return self.table.events
+
+    def end_streams_soon(self) -> None:
+        """End every open event stream; safe in a signal handler (schedules it on the loop)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.table.events.close)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -52,8 +68,10 @@ class Runtime:
             log.info("applied migrations: %s", ", ".join(applied))
         ctx = forkserver_context(settings.job_modules)
         await loop.run_in_executor(None, ensure_forkserver)
-        table = JobTable(store)
+        events = EventBus(settings.events_buffer, max_queue=settings.events_queue)
+        table = JobTable(store, events)
         runtime = cls(settings, store, table, Scheduler(table, ctx, settings))
+        runtime._loop = loop
         await runtime.cluster.join()
         runtime.scheduler.wake()
         runtime.scheduler.refill()
@@ -101,6 +119,9 @@ class Runtime:
     async def stop(self) -> None:
         """Shut down, always to the end: a failed step is logged, and the next one runs."""
         log.info("shutting down: cancelling %d running jobs", len(self.scheduler.runs))
+        self.table.events.close()  # open event streams end: they hold nothing up
+        if self.follower is not None:
+            self.follower.stop()
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         try:
             await self._stop_loops()

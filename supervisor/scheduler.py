@@ -19,6 +19,7 @@ from multiprocessing.context import ForkServerContext
 
 import msgspec
 
+from supervisor.events import Kind
 from supervisor.job import CancelInfo, Job, RequestedBy, now
 from supervisor.launcher import JobProcess
 from supervisor.runs import Run, resumable
@@ -295,7 +296,10 @@ class Scheduler:
             completed_at=now(),
             cancel=CancelInfo(requested_at=now(), reason=reason, requested_by=by),
         )
-        return await self._store.call(claims.cancel_unclaimed, cancelled, now_ms(), write=True)
+        done = await self._store.call(claims.cancel_unclaimed, cancelled, now_ms(), write=True)
+        if done:  # the one final state not applied through the table: announced here
+            self._table.events.publish(Kind.FINISHED, cancelled)
+        return bool(done)
 
     # -- fencing -------------------------------------------------------------------
 

@@ -104,6 +104,9 @@ class Server(uvicorn.Server):
         runtime = getattr(self._app.state, "runtime", None)
         if runtime is not None:
             runtime.scheduler.stop_admissions()
+            # Open event streams end now: uvicorn waits for every open
+            # response before the lifespan's shutdown (which stops the jobs).
+            runtime.end_streams_soon()
         super().handle_exit(sig, frame)
 
     @contextmanager

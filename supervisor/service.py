@@ -25,6 +25,7 @@ from supervisor.errors import (
     QueueFull,
     Rejected,
     ShuttingDown,
+    Unavailable,
 )
 from supervisor.job import Job, Progress, new_job_id, now
 from supervisor.parsing import decode
@@ -118,6 +119,8 @@ class JobService:
             try:
                 await self.table.store.call(_run_check, job_type, config, self.policy)
             except ConfigRejected as exc:
+                if exc.status == 503:  # the type's check could not reach what it needs
+                    raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
         if not self.scheduler.accepting:
             raise ShuttingDown("the server is shutting down; retry elsewhere")

@@ -75,6 +75,16 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_connections: int = 1000
+    # Event streams (SSE): events kept for Last-Event-ID resume; events
+    # waiting per subscriber before it is dropped; the keep-alive comment's
+    # period; the least time between two writes to one stream (progress in
+    # between is coalesced); how often jobs another instance owns are read
+    # from the store while someone follows them.
+    events_buffer: int = 10_000
+    events_queue: int = 1000
+    events_keepalive_s: float = 15.0
+    events_interval_s: float = 0.25
+    events_follow_s: float = 1.0
     log_level: str = "info"
     access_log: bool = False
     # Access: bearer tokens ("role:token" or "name:role:token", comma-separated);
@@ -93,9 +103,10 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     session_ttl_s: float = 12 * 3600.0
     instance_id: str = field(default_factory=_instance_id)
-    # The other JOBSUP_* variables: the job modules' own settings (their
-    # ``workers.registry.Setting``s), read by ``policy()`` once they are loaded.
-    job_env: Mapping[str, str] = field(default_factory=dict)
+    # The rest of the environment: the job modules' own settings (their
+    # ``workers.registry.Setting``s, JOBSUP_* or a variable they name), read
+    # by ``policy()`` once they are loaded. Not in repr: it may hold secrets.
+    job_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,9 +117,7 @@ class Settings:
             if name in env and env[name] != "" and f.name != "job_env":
                 values[f.name] = _parse(name, env[name], _PARSERS[f.name])
         known = {_env_name(f.name) for f in fields(cls)}
-        values["job_env"] = {
-            k: v for k, v in env.items() if k.startswith("JOBSUP_") and k not in known
-        }
+        values["job_env"] = {k: v for k, v in env.items() if k not in known}
         settings = cls(**values)
         settings.validate()
         return settings
@@ -135,6 +144,10 @@ class Settings:
             "max_connections",
             "max_body_bytes",
             "session_ttl_s",
+            "events_buffer",
+            "events_queue",
+            "events_keepalive_s",
+            "events_follow_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -147,6 +160,7 @@ class Settings:
             "retention_days",
             "sigterm_hold_s",
             "rate_start_per_min",
+            "events_interval_s",
             "max_resumes",
         )
         for name in non_negative:

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from supervisor.audit import AuditEntry
+from supervisor.events import EventBus, Kind
 from supervisor.job import Job, Progress, now
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import DatabaseBusy, Store, claims, is_unique_violation
@@ -40,9 +41,15 @@ RESULT_KEPT_BYTES = 64 * 1024
 _encoder = msgspec.json.Encoder()
 
 
+# The events a state change publishes at once (a final state: once stored).
+_STATE_EVENTS = {JobStatus.RUNNING: Kind.STARTED, JobStatus.CANCELLING: Kind.CANCELLING}
+
+
 class JobTable:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, events: EventBus | None = None) -> None:
         self.store = store
+        # Every change applied here is published on it, once (supervisor.events).
+        self.events = events if events is not None else EventBus()
         self._jobs: dict[str, Job] = {}
         self._dirty: set[str] = set()  # progress or result to write
         self._state_dirty: set[str] = set()  # a state changed by move_soon to write
@@ -119,7 +126,7 @@ class JobTable:
         instances), ``sql.QueueFull`` past ``max_pending`` pending jobs.
         """
         try:
-            return await self.store.call(
+            claimed = await self.store.call(
                 sql.insert_job,
                 job,
                 key,
@@ -138,6 +145,8 @@ class JobTable:
             if key is not None and is_unique_violation(exc):
                 raise sql.KeyTaken(key, None) from None  # a race with another instance
             raise
+        self.events.publish(Kind.CREATED, job)
+        return claimed
 
     def adopt(self, job: Job) -> None:
         """Keep a job this instance has claimed in memory."""
@@ -147,7 +156,17 @@ class JobTable:
     def move(self, job: Job, status: JobStatus, **changes: Any) -> Awaitable[bool]:
         """Change a job's status (and fields) now; returns its store write."""
         self._apply(job, status, changes)
-        return self.persist(job)
+        write = self.persist(job)
+        if status in TERMINAL:
+            # Announced once stored: the write may yet be fenced off.
+            write.add_done_callback(lambda _: self._finished(job, write))
+        return write
+
+    def _finished(self, job: Job, write: asyncio.Future[bool]) -> None:
+        if write.cancelled() or write.exception() is not None or write.result() is False:
+            return
+        # A large result has just been let go from memory: the event says so.
+        self.events.publish(Kind.FINISHED, job, result_omitted=job.id in self._result_stored)
 
     def move_soon(self, job: Job, status: JobStatus, **changes: Any) -> None:
         """Change a job's status now, and write it with the next flush.
@@ -165,6 +184,9 @@ class JobTable:
         for name, value in changes.items():
             setattr(job, name, value)
         self._publish(job)
+        kind = _STATE_EVENTS.get(status)
+        if kind is not None:
+            self.events.publish(kind, job)
 
     def persist(self, job: Job) -> Awaitable[bool]:
         """Write the job's whole state now (ordered after every earlier write).
@@ -233,6 +255,8 @@ class JobTable:
         saved = self._saved.pop(job.id, None)
         stored = msgspec.structs.replace(job)
         self.forget(job.id)
+        back = msgspec.structs.replace(job, status=JobStatus.PENDING, owner=None, pid=None)
+        self.events.publish(Kind.REQUEUED, back)
         return self._write(claims.requeue_job, stored, saved, now_ms())
 
     def save(self, job: Job, state_json: bytes) -> None:
@@ -257,6 +281,10 @@ class JobTable:
             setattr(job, name, value)
         self._dirty.add(job.id)
         self._publish(job)
+        if "progress" in changes:
+            self.events.publish(Kind.PROGRESS, job)
+        if "result" in changes:
+            self.events.publish(Kind.PARTIAL, job)
 
     def merge_progress(
         self,

@@ -121,6 +121,30 @@ def record(ctx: JobContext, config: RecordConfig) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
+class ChattyConfig(JobConfig, tag="chatty"):
+    """Progress (and optionally a partial result) as fast as it goes, ``count`` times."""
+
+    count: int = 1000
+    message_bytes: int = 0
+    partial_bytes: int = 0
+    step_ms: int = 0
+
+
+@job_type(ChattyConfig)
+def chatty(ctx: JobContext, config: ChattyConfig) -> dict[str, Any]:
+    filler = "x" * config.message_bytes
+    blob = "y" * config.partial_bytes
+    for i in range(config.count):
+        ctx.progress(processed=i + 1, total=config.count, message=filler or None, phase="chatting")
+        if blob:
+            ctx.partial({"i": i, "blob": blob})
+        if config.step_ms:
+            ctx.sleep(config.step_ms / 1000)
+        else:
+            ctx.checkpoint()
+    return {"count": config.count}
+
+
 class CounterConfig(JobConfig, tag="counter"):
     """Resumable: counts to ``to``, saving its place after each step."""
 

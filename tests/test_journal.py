@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from removal.gateways import GatewayError
 from tests.removal_world import (
     GROUP,
     INACTIVE,
@@ -212,3 +213,48 @@ def test_a_member_with_an_unsettled_intent_is_not_asked_for_again(db: Database) 
             now_ms=2,
         )
     assert (list(first), list(second)) == (["idle-1"], ["idle-2"])
+
+
+class FailingRemote(FakeRemote):
+    """The whole call fails: surely nothing done, or no answer (it may have acted)."""
+
+    def __init__(self, db: Database, unsure: bool) -> None:
+        super().__init__(db)
+        self.unsure = unsure
+
+    def remove(self, group_wa_id: str, whatsapp_ids: list[str]) -> dict[str, str | None]:
+        self.calls.append(list(whatsapp_ids))
+        if self.unsure:
+            for wid in whatsapp_ids:  # it did act; its answer was lost
+                self.members.pop(wid, None)
+        raise GatewayError("no luck", GatewayError.UNAVAILABLE, unsure=self.unsure)
+
+
+def test_a_call_that_surely_did_nothing_records_failures_and_keeps_them_queued(
+    db: Database, make_job: Any
+) -> None:
+    garden(db)
+    gateway = FailingRemote(db, unsure=False)
+    with pytest.raises(GatewayError):
+        run_workflow(make_job("job-f").ctx, db, gateway, workflow(batch_size=2))
+    assert history(db) == [(w, "FAILURE", "no luck", "job-f") for w in INACTIVE[:2]]
+    assert intents(db) == []
+    assert queued_ids(db) == INACTIVE  # nobody dequeued: the next removal tries again
+
+
+def test_a_call_without_an_answer_is_settled_by_the_next_sync(db: Database, make_job: Any) -> None:
+    garden(db)
+    gateway = FailingRemote(db, unsure=True)
+    with pytest.raises(GatewayError):
+        run_workflow(make_job("job-u").ctx, db, gateway, workflow(batch_size=2))
+    assert history(db) == []
+    assert [i[0] for i in intents(db)] == INACTIVE[:2]
+    gateway.unsure = False
+    fine = FakeRemote(db)
+    fine.members = gateway.members  # the group as it now is: the first two are gone
+    run_workflow(make_job("job-v").ctx, db, fine, workflow(batch_size=2))
+    assert history(db) == sorted(
+        [(w, "SUCCESS", REASON, "job-u") for w in INACTIVE[:2]]
+        + [(w, "SUCCESS", REASON, "job-v") for w in INACTIVE[2:]]
+    )
+    assert intents(db) == []

@@ -80,22 +80,46 @@ class Policy:
         return f"Policy({values!r})"
 
 
+class Secret:
+    """A secret setting's value: its repr never shows it (a Policy may be printed)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self.value else "Secret('')"
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """A deployment setting a job-type module reads: ``JOBSUP_<NAME>``, parsed and bounded."""
+    """A deployment setting a job-type module reads: ``JOBSUP_<NAME>``, parsed and bounded.
+
+    ``variable`` names another variable instead (one the module shares with
+    another tool, such as a gateway's URL). A ``secret`` one is read as a
+    ``Secret`` and its value is never quoted in an error.
+    """
 
     name: str
     default: Any
     parse: Callable[[str], Any] = int
     minimum: float | None = None
+    variable: str | None = None
+    secret: bool = False
 
     @property
     def env(self) -> str:
-        return "JOBSUP_" + self.name.upper()
+        return self.variable or "JOBSUP_" + self.name.upper()
 
     def read(self, env: Mapping[str, str]) -> Any:
         """The value from ``env``; ValueError naming the variable when it is not valid."""
         raw = env.get(self.env, "")
+        if self.secret:
+            return Secret(raw)
         if raw == "":
             return self.default
         try:
@@ -125,6 +149,8 @@ class Extension:
     migrations: tuple[tuple[int, str], ...] = ()
     routes: str | None = None  # "module:attribute", a list of Starlette routes
     settings: tuple[Setting, ...] = ()
+    # Checks the settings together (one needs another); ValueError naming the variable.
+    validate: Callable[[Policy], None] | None = None
 
 
 CheckFunction = Callable[[Any, Database, Policy], None]
@@ -188,11 +214,12 @@ def extend(
     migrations: Iterable[tuple[int, str]] = (),
     routes: str | None = None,
     settings: Iterable[Setting] = (),
+    validate: Callable[[Policy], None] | None = None,
 ) -> None:
     """Contribute a module's tables, routes and settings (once per component)."""
     if any(e.component == component for e in _extensions):
         return  # a module imported again under another name
-    _extensions.append(Extension(component, tuple(migrations), routes, tuple(settings)))
+    _extensions.append(Extension(component, tuple(migrations), routes, tuple(settings), validate))
 
 
 def migrations() -> dict[str, list[tuple[int, str]]]:
@@ -213,11 +240,15 @@ def routes() -> list[Any]:
 def policy(env: Mapping[str, str]) -> Policy:
     """Every contributed setting's value from ``env``; ValueError naming a bad variable."""
     values = {s.name: s.read(env) for e in _extensions for s in e.settings}
-    return Policy(**values)
+    policy = Policy(**values)
+    for extension in _extensions:
+        if extension.validate is not None:
+            extension.validate(policy)
+    return policy
 
 
 def setting_names() -> list[str]:
-    """The variables the loaded modules' settings are read from (``JOBSUP_*``)."""
+    """The variables the loaded modules' settings are read from (``JOBSUP_*`` or their own)."""
     return [s.env for e in _extensions for s in e.settings]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.figures import api, bulk, latency, resume, throughput
+from bench.figures import api, bulk, events, latency, resume, throughput
 from bench.session import Session
 from bench.stats import Row
 
@@ -30,6 +30,7 @@ FIGURES = (
     Figure("scale", bulk.scale, frozenset({"jobsup-bulk", "jobsup-order"})),
     Figure("results", bulk.results, frozenset({"jobsup-results"})),
     Figure("resume", resume.resume, frozenset({"jobsup-resume"})),
+    Figure("events", events.events, frozenset({"jobsup-events"})),
 )
 NAMES = tuple(f.name for f in FIGURES)
 

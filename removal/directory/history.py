@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from removal.directory.shapes import RemovalRecord, from_ms
 from workers.db import Database
 
@@ -55,24 +57,24 @@ def history_page(
         where += " AND (at < ? OR (at = ? AND id < ?))"
         params += [row[0], row[0], row[1]]
     rows = db.query(
-        "SELECT whatsapp_id, outcome, reason, job_id, attempt, at, id FROM removal_history"
-        + where
-        + " ORDER BY at DESC, id DESC LIMIT ?",
+        "SELECT whatsapp_id, alt_id, outcome, reason, job_id, attempt, at, id"
+        " FROM removal_history" + where + " ORDER BY at DESC, id DESC LIMIT ?",
         (*params, limit + 1),  # one more than asked tells whether there is a next page
     )
     records = [
         RemovalRecord(
             group_wa_id=group_wa_id,
             whatsapp_id=wid,
+            alt_id=msgspec.UNSET if alt is None else alt,
             outcome=outcome,
             reason=reason,
             job_id=job,
             attempt=attempt,
             at=from_ms(at),
         )
-        for wid, outcome, reason, job, attempt, at, _ in rows[:limit]
+        for wid, alt, outcome, reason, job, attempt, at, _ in rows[:limit]
     ]
-    return records, str(rows[limit - 1][6]) if len(rows) > limit else None
+    return records, str(rows[limit - 1][7]) if len(rows) > limit else None
 
 
 def outcomes_of_job(db: Database, job_id: str) -> list[tuple[str, str, str | None, int]]:

@@ -15,12 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from removal.directory.queue import record_batch
+from removal.directory.members import resolve_ids
+from removal.directory.queue import record_batch, record_history
 from removal.directory.shapes import MemberIn
 from workers.db import Database
 
 # What a settled intent records when the gateway answered nothing for it.
 NO_ANSWER = "no answer from the gateway"
+# A gateway's answer for a member the group did not have: not a failure, the
+# member is out; recorded as SUCCESS with this reason.
+ALREADY_GONE = "already gone: not in the group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,8 @@ def settle(
         answer = answers.get(wid, NO_ANSWER)
         if answer is None:
             removed[wid] = reason
+        elif answer == ALREADY_GONE:
+            removed[wid] = ALREADY_GONE
         else:
             failed[wid] = answer
     record_batch(
@@ -94,6 +100,33 @@ def settle(
         attempt=attempt,
     )
     return Settled(removed, failed)
+
+
+def fail(
+    db: Database,
+    group_wa_id: str,
+    reasons: Mapping[str, str],
+    why: str,
+    *,
+    job_id: str,
+    attempt: int,
+    now_ms: int,
+) -> list[str]:
+    """A whole call that failed and did nothing: this run's intents become FAILURE rows.
+
+    The members stay queued (a later removal tries them again). Caller's
+    transaction; returns those recorded.
+    """
+    failed: list[str] = []
+    for wid in reasons:
+        if db.execute(
+            "DELETE FROM removal_intents WHERE group_wa_id = ? AND whatsapp_id = ?"
+            " AND job_id = ? AND attempt = ?",
+            (group_wa_id, wid, job_id, attempt),
+        ):
+            failed.append(wid)
+    record_history(db, group_wa_id, "FAILURE", dict.fromkeys(failed, why), job_id, now_ms, attempt)
+    return failed
 
 
 def pending(db: Database, group_wa_id: str) -> dict[str, tuple[str, int, str]]:
@@ -114,7 +147,9 @@ def settle_leftovers(
     intent's job's SUCCESS. Still there: it did not, and nothing is recorded;
     the intent is dropped and the member stays queued for this run.
     """
-    present = {m.whatsapp_id for m in members}
+    listed = [m.whatsapp_id for m in members]
+    listed.extend(m.alt_id for m in members if m.alt_id is not None)
+    present = set(resolve_ids(db, group_wa_id, listed).values())  # members' keys
     gone: dict[tuple[str, int], dict[str, str]] = {}  # (job, attempt) -> whatsapp id -> reason
     leftovers = pending(db, group_wa_id)
     for wid, (job_id, attempt, reason) in leftovers.items():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from removal.directory.shapes import (
     GroupIn,
     GroupSummary,
@@ -19,13 +21,18 @@ from removal.directory.shapes import (
 )
 from workers.db import Database
 
+# Whether member ``m`` is whitelisted: an entry may name either of its ids.
+WHITELISTED_SQL = (
+    "EXISTS (SELECT 1 FROM wa_whitelist w WHERE w.group_wa_id = m.group_wa_id"
+    " AND w.whatsapp_id IN (m.whatsapp_id, m.alt_id))"
+)
+
 # The inactivity rule, shared by the counts, the queueing and the re-check at
 # removal time (is_inactive); parameters: group id, now_ms - window_ms.
 INACTIVE_MEMBER_SQL = (
     "m.group_wa_id = ? AND m.removed_at IS NULL AND NOT m.is_admin"
     " AND coalesce(m.last_active_at, m.joined_at) < ?"
-    " AND NOT EXISTS (SELECT 1 FROM wa_whitelist w"
-    " WHERE w.group_wa_id = m.group_wa_id AND w.whatsapp_id = m.whatsapp_id)"
+    f" AND NOT {WHITELISTED_SQL}"
 )
 
 
@@ -40,6 +47,55 @@ class UnknownGroup(LookupError):
 def is_inactive(last_seen_ms: int, window_ms: int, now_ms: int) -> bool:
     """``last_seen_ms`` is the last activity, or the join time if never active."""
     return last_seen_ms < now_ms - window_ms
+
+
+def resolve_ids(db: Database, group_wa_id: str, ids: Iterable[str]) -> dict[str, str]:
+    """Each of ``ids`` the group knows, by either of a member's ids -> the member's key.
+
+    The key is ``wa_members.whatsapp_id``, the id the queue, the intents and
+    the history use. Members who left are included (their key still names them).
+    """
+    wanted = list(dict.fromkeys(ids))
+    keys: dict[str, str] = {}
+    for start in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[start : start + IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = db.query(
+            "SELECT whatsapp_id, alt_id FROM wa_members WHERE group_wa_id = ?"
+            f" AND (whatsapp_id IN ({marks}) OR alt_id IN ({marks}))",
+            (group_wa_id, *chunk, *chunk),
+        )
+        for key, alt in rows:
+            keys[key] = key
+            if alt is not None:
+                keys.setdefault(alt, key)
+    return {wid: keys[wid] for wid in wanted if wid in keys}
+
+
+def first_seen(db: Database, group_wa_id: str, members: list[MemberIn]) -> list[MemberIn]:
+    """Members as a gateway lists them, each current one with the join time we first saw.
+
+    A gateway that knows no join times lists everyone as joining now; a
+    member already in the group keeps the time it was first seen.
+    """
+    keys = resolve_ids(db, group_wa_id, _all_ids(members))
+    joined: dict[str, int] = {}
+    wanted = sorted(set(keys.values()))
+    for start in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[start : start + IN_CHUNK]
+        rows = db.query(
+            "SELECT whatsapp_id, joined_at FROM wa_members WHERE group_wa_id = ?"
+            f" AND removed_at IS NULL AND whatsapp_id IN ({', '.join('?' * len(chunk))})",
+            (group_wa_id, *chunk),
+        )
+        joined.update((wid, int(at)) for wid, at in rows)
+    kept: list[MemberIn] = []
+    for m in members:
+        key = keys.get(m.whatsapp_id) or keys.get(m.alt_id or "")
+        if key in joined:
+            m = msgspec.structs.replace(m, joined_at=from_ms(joined[key]))
+        kept.append(m)
+    return kept
 
 
 def group_exists(db: Database, group_wa_id: str) -> bool:
@@ -71,9 +127,10 @@ def upsert_group(
 # older one) must not make a member look inactive, unless the member is
 # coming back after having left, when the old activity no longer counts.
 _UPSERT_MEMBER = """
-INSERT INTO wa_members (group_wa_id, whatsapp_id, is_admin, joined_at, last_active_at)
-VALUES (?, ?, ?, ?, ?)
+INSERT INTO wa_members (group_wa_id, whatsapp_id, alt_id, is_admin, joined_at, last_active_at)
+VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (group_wa_id, whatsapp_id) DO UPDATE SET
+    alt_id = coalesce(excluded.alt_id, wa_members.alt_id),
     is_admin = excluded.is_admin,
     joined_at = excluded.joined_at,
     last_active_at = CASE
@@ -89,32 +146,38 @@ ON CONFLICT (group_wa_id, whatsapp_id) DO UPDATE SET
 def put_members(db: Database, group_wa_id: str, members: list[MemberIn], now_ms: int) -> None:
     """Make ``members`` the group's current members, in the caller's transaction.
 
-    Members absent from the list left the group: they are marked removed, with
-    no history row (nobody removed them).
+    A listed member is matched to a known one by either of its ids (a group
+    that switched between phone ids and LIDs keeps its members), and its
+    other id is filled in. Members absent from the list left the group: they
+    are marked removed, with no history row (nobody removed them).
     """
+    known = resolve_ids(db, group_wa_id, _all_ids(members))
     listed: set[str] = set()
-    for member in members:
-        if member.whatsapp_id in listed:
-            raise ValueError(f"duplicate whatsappId {member.whatsapp_id!r}")
-        listed.add(member.whatsapp_id)
-    db.executemany(
-        _UPSERT_MEMBER,
-        [
-            (
-                group_wa_id,
-                m.whatsapp_id,
-                m.is_admin,
-                to_ms(m.joined_at),
-                None if m.last_active_at is None else to_ms(m.last_active_at),
-            )
-            for m in members
-        ],
-    )
+    seen: set[str] = set()
+    rows = []
+    for m in members:
+        key = known.get(m.whatsapp_id) or known.get(m.alt_id or "") or m.whatsapp_id
+        ids = {m.whatsapp_id, key} | ({m.alt_id} if m.alt_id else set())
+        if key in listed or ids & seen:
+            raise ValueError(f"duplicate whatsappId {m.whatsapp_id!r}")
+        listed.add(key)
+        seen |= ids
+        other = m.alt_id if key == m.whatsapp_id else m.whatsapp_id
+        joined = to_ms(m.joined_at)
+        active = None if m.last_active_at is None else to_ms(m.last_active_at)
+        rows.append((group_wa_id, key, other, m.is_admin, joined, active))
+    db.executemany(_UPSERT_MEMBER, rows)
     current = db.query(
         "SELECT whatsapp_id FROM wa_members WHERE group_wa_id = ? AND removed_at IS NULL",
         (group_wa_id,),
     )
     mark_removed(db, group_wa_id, [wid for (wid,) in current if wid not in listed], now_ms)
+
+
+def _all_ids(members: list[MemberIn]) -> list[str]:
+    ids = [m.whatsapp_id for m in members]
+    ids.extend(m.alt_id for m in members if m.alt_id is not None)
+    return ids
 
 
 def mark_removed(
@@ -208,9 +271,8 @@ def list_members(
         page += f" ORDER BY m.whatsapp_id{by_code_point(db)} LIMIT ?"
         params += (limit,)
     rows = db.query(
-        "SELECT m.whatsapp_id, m.is_admin, m.joined_at, m.last_active_at, m.removed_at,"
-        " EXISTS (SELECT 1 FROM wa_whitelist w"
-        "  WHERE w.group_wa_id = m.group_wa_id AND w.whatsapp_id = m.whatsapp_id),"
+        "SELECT m.whatsapp_id, m.alt_id, m.is_admin, m.joined_at, m.last_active_at,"
+        f" m.removed_at, {WHITELISTED_SQL},"
         " EXISTS (SELECT 1 FROM removal_queue q"
         "  WHERE q.group_wa_id = m.group_wa_id AND q.whatsapp_id = m.whatsapp_id)"
         " FROM wa_members m WHERE m.group_wa_id = ?"
@@ -223,6 +285,7 @@ def list_members(
     return [
         MemberView(
             whatsapp_id=wid,
+            alt_id=msgspec.UNSET if alt is None else alt,
             is_admin=bool(admin),
             joined_at=from_ms(joined),
             last_active_at=opt_from_ms(active),
@@ -230,7 +293,7 @@ def list_members(
             whitelisted=bool(whitelisted),
             queued=bool(queued),
         )
-        for wid, admin, joined, active, removed, whitelisted, queued in rows
+        for wid, alt, admin, joined, active, removed, whitelisted, queued in rows
     ]
 
 

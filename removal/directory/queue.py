@@ -16,6 +16,7 @@ from typing import NamedTuple
 from removal.directory.members import (
     IN_CHUNK,
     INACTIVE_MEMBER_SQL,
+    WHITELISTED_SQL,
     is_inactive,
     mark_removed,
     put_members,
@@ -122,9 +123,7 @@ def _member_states(
         chunk = whatsapp_ids[start : start + IN_CHUNK]
         rows = db.query(
             "SELECT m.whatsapp_id, m.removed_at IS NULL, m.is_admin,"
-            " EXISTS (SELECT 1 FROM wa_whitelist w"
-            "  WHERE w.group_wa_id = m.group_wa_id AND w.whatsapp_id = m.whatsapp_id),"
-            " coalesce(m.last_active_at, m.joined_at)"
+            f" {WHITELISTED_SQL}, coalesce(m.last_active_at, m.joined_at)"
             " FROM wa_members m WHERE m.group_wa_id = ?"
             f" AND m.whatsapp_id IN ({', '.join('?' * len(chunk))})",
             (group_wa_id, *chunk),
@@ -194,20 +193,33 @@ def record_batch(
     settles their intents (a remote one), so a removal and its history row
     are one fact.
     """
-    history = [
-        (group_wa_id, wid, outcome, reason, job_id, attempt, now_ms)
-        for outcome, outcomes in (("SUCCESS", removed), ("FAILURE", failed))
-        for wid, reason in outcomes.items()
-    ]
     db.executemany(
         "DELETE FROM removal_queue WHERE group_wa_id = ? AND whatsapp_id = ?",
         [(group_wa_id, wid) for wid in (*removed, *failed, *skipped)],
     )
-    db.executemany(
-        "INSERT INTO removal_history"
-        " (group_wa_id, whatsapp_id, outcome, reason, job_id, attempt, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        history,
-    )
+    record_history(db, group_wa_id, "SUCCESS", removed, job_id, now_ms, attempt)
+    record_history(db, group_wa_id, "FAILURE", failed, job_id, now_ms, attempt)
     # Whatever the gateway, our directory must show who is gone.
     mark_removed(db, group_wa_id, removed, now_ms)
+
+
+def record_history(
+    db: Database,
+    group_wa_id: str,
+    outcome: str,
+    reasons: Mapping[str, str],
+    job_id: str,
+    now_ms: int,
+    attempt: int | None = None,
+) -> None:
+    """One history row per member (with both its ids), in the caller's transaction."""
+    db.executemany(
+        "INSERT INTO removal_history"
+        " (group_wa_id, whatsapp_id, alt_id, outcome, reason, job_id, attempt, at)"
+        " VALUES (?, ?, (SELECT alt_id FROM wa_members"
+        "  WHERE group_wa_id = ? AND whatsapp_id = ?), ?, ?, ?, ?, ?)",
+        [
+            (group_wa_id, wid, group_wa_id, wid, outcome, reason, job_id, attempt, now_ms)
+            for wid, reason in reasons.items()
+        ],
+    )

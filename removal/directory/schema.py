@@ -71,4 +71,17 @@ MIGRATIONS: list[tuple[int, str]] = [
         # shows one history, each row with its attempt.
         "ALTER TABLE removal_history ADD COLUMN attempt INTEGER",
     ),
+    (
+        4,
+        # A member may be known by two ids: a phone id (...@s.whatsapp.net)
+        # and a LID (...@lid). whatsapp_id stays the member's key (the id it
+        # was first seen by); alt_id holds the other one once known. Lookups
+        # match either (members.resolve_ids, WHITELISTED_SQL). The history
+        # keeps both, as they were when the row was written.
+        """
+        ALTER TABLE wa_members ADD COLUMN alt_id TEXT;
+        CREATE INDEX wa_members_alt ON wa_members (group_wa_id, alt_id);
+        ALTER TABLE removal_history ADD COLUMN alt_id TEXT
+        """,
+    ),
 ]

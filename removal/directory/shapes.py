@@ -54,6 +54,8 @@ class _View(msgspec.Struct, rename="camel"):
 
 class MemberIn(_Body, kw_only=True):
     whatsapp_id: WhatsappId
+    # The member's other id, when known: its LID beside a phone id, or the reverse.
+    alt_id: WhatsappId | None = None
     is_admin: bool = False
     joined_at: AwareDatetime
     last_active_at: AwareDatetime | None = None
@@ -93,6 +95,7 @@ class GroupSummary(_View, kw_only=True):
 
 class MemberView(_View, kw_only=True):
     whatsapp_id: str
+    alt_id: str | msgspec.UnsetType = msgspec.UNSET  # the other id; absent until known
     is_admin: bool
     joined_at: datetime
     last_active_at: datetime | None
@@ -104,6 +107,7 @@ class MemberView(_View, kw_only=True):
 class RemovalRecord(_View, kw_only=True):
     group_wa_id: str
     whatsapp_id: str
+    alt_id: str | msgspec.UnsetType = msgspec.UNSET  # the member's other id, when known
     outcome: Literal["SUCCESS", "FAILURE"]
     reason: str | None
     job_id: str | None

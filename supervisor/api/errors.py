@@ -33,6 +33,7 @@ DOMAIN_STATUS: dict[type[errors.JobsupError], tuple[int, str]] = {
     errors.NotCancellable: (400, "not_cancellable"),
     errors.QueueFull: (429, "queue_full"),
     errors.ShuttingDown: (503, "shutting_down"),
+    errors.Unavailable: (503, "unavailable"),
 }
 
 
@@ -82,7 +83,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 def status_of(exc: errors.JobsupError) -> tuple[int, str]:
     if isinstance(exc, errors.Rejected):
-        return exc.status, "not_found" if exc.status == 404 else "invalid_field"
+        return exc.status, {404: "not_found", 403: "forbidden"}.get(exc.status, "invalid_field")
     for cls in type(exc).__mro__:
         if cls in DOMAIN_STATUS:
             return DOMAIN_STATUS[cls]  # type: ignore[index]

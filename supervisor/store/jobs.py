@@ -422,3 +422,27 @@ def prune(db: Database, cutoff_ms: int) -> int:
     return db.execute(
         "DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ?", (cutoff_ms,)
     )
+
+
+def get_jobs(db: Database, ids: list[str], with_result: bool) -> list[Job]:
+    """The jobs with these ids (those that exist), for following them."""
+    if not ids:
+        return []
+    columns = COLUMNS if with_result else COLUMNS.replace(" result,", " NULL,")
+    marks = ", ".join("?" * len(ids))
+    return [
+        row_to_job(r) for r in db.query(f"SELECT {columns} FROM jobs WHERE id IN ({marks})", ids)
+    ]
+
+
+def foreign_live_jobs(db: Database, me: str, limit: int) -> list[Job]:
+    """Live jobs not held by instance ``me`` (others', or still unclaimed), without results."""
+    columns = COLUMNS.replace(" result,", " NULL,")
+    return [
+        row_to_job(r)
+        for r in db.query(
+            f"SELECT {columns} FROM jobs WHERE status IN {LIVE_SQL}"
+            " AND (owner IS NULL OR owner <> ?) ORDER BY created_at, id LIMIT ?",
+            (me, limit),
+        )
+    ]
