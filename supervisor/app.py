@@ -31,8 +31,9 @@ from supervisor.api.errors import (
     handle_domain_error,
     handle_unexpected,
 )
-from supervisor.api.guard import Guard, reuse_matches
+from supervisor.api.guard import Guard
 from supervisor.api.hosts import TrustedHosts
+from supervisor.api.matching import reuse_matches
 from supervisor.api.query import checked
 from supervisor.errors import JobsupError
 from supervisor.runtime import Runtime

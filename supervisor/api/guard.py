@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match, Mount, Router
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supervisor.api.access import Role, audit_of, is_limited, role_of
 from supervisor.api.errors import error_response
+from supervisor.api.matching import MATCHED, endpoint_of, first_match
 from supervisor.audit import AuditEntry, entry
 from supervisor.credentials import Caller
 from supervisor.keys import Keys
@@ -48,7 +48,6 @@ log = logging.getLogger("jobsup.auth")
 
 CALLER = "jobsup.caller"
 NOTE = "jobsup.audit"
-MATCHED = "jobsup.matched"  # the route and its child scope, for reuse_matches
 COOKIE = "jobsup_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ROLES = {"viewer": Role.VIEWER, "operator": Role.OPERATOR, "admin": Role.ADMIN}
@@ -86,58 +85,6 @@ def peer_of(scope: Scope) -> str | None:
     """The client's address (X-Forwarded-For's, when JOBSUP_TRUST_PROXY lets uvicorn read it)."""
     client = scope.get("client")
     return str(client[0]) if client else None
-
-
-def _first(routes: list[BaseRoute], scope: Scope) -> tuple[BaseRoute, Match, Scope] | None:
-    """The route the router picks: the first full match, else the first partial one."""
-    partial: tuple[BaseRoute, Match, Scope] | None = None
-    for route in routes:
-        match, child = route.matches(scope)
-        if match is Match.FULL:
-            return route, match, child
-        if match is Match.PARTIAL and partial is None:
-            partial = (route, match, child)
-    return partial
-
-
-def _endpoint(route: BaseRoute, child: Scope, scope: Scope) -> tuple[Any, Scope] | None:
-    if isinstance(route, Mount) and route.routes:
-        inner_scope = {**scope, **child}
-        inner = _first(route.routes, inner_scope)
-        return None if inner is None else _endpoint(inner[0], inner[2], inner_scope)
-    return child.get("endpoint", getattr(route, "app", None)), child
-
-
-def resolve(routes: list[BaseRoute], scope: Scope) -> tuple[Any, Scope] | None:
-    """The endpoint the router will pick, with its path parameters, as it picks it."""
-    first = _first(routes, scope)
-    return None if first is None else _endpoint(first[0], first[2], scope)
-
-
-def reuse_matches(router: Router) -> None:
-    """Let the router take the route the guard matched instead of matching again.
-
-    Matching costs about as much as the rest of a simple request; done twice
-    it would be the guard's main cost. ``Guard`` leaves a full match in the
-    scope; the router's entry takes it from there, as its own loop would.
-    A router with middleware of its own is left alone.
-    """
-    if router.middleware_stack != router.app:
-        return
-    match_again = router.middleware_stack
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        found = scope.pop(MATCHED, None)
-        if found is None:
-            await match_again(scope, receive, send)
-            return
-        route, child = found
-        scope.setdefault("router", router)
-        scope["route"] = route
-        scope.update(child)
-        await route.handle(scope, receive, send)
-
-    router.middleware_stack = app
 
 
 async def record(store: Store, audit: AuditEntry) -> None:
@@ -186,8 +133,8 @@ class Guard:
         app = scope["app"]
         keys: Keys = app.state.keys
         store: Store = app.state.store
-        first = _first(app.router.routes, scope)
-        found = None if first is None else _endpoint(first[0], first[2], scope)
+        first = first_match(app.router.routes, scope)
+        found = None if first is None else endpoint_of(first[0], first[2], scope)
         endpoint, child = found if found is not None else (None, {})
         needed = role_of(endpoint) if endpoint is not None else Role.VIEWER
         peer = peer_of(scope)
