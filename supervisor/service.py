@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from supervisor.errors import (
     Unavailable,
 )
 from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.logs import about_job
 from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
@@ -39,6 +41,8 @@ from workers import registry
 from workers.db import Database, DatabaseUnavailable
 from workers.registry import ConfigRejected, JobType, Policy
 from workers.times import now_ms
+
+log = logging.getLogger("jobsup.service")
 
 # How often a cancel made here looks for the owning instance's answer.
 REMOTE_POLL_S = 0.05
@@ -160,6 +164,7 @@ class JobService:
             raise QueueFull("too many pending jobs; retry later") from None
         finally:
             self.scheduler.release_slot(slot)
+        log.info("job %s accepted (%s)", job.id, job.type, extra=about_job(job.id))
         if claimed:
             self.scheduler.run_claimed(job)
         else:
@@ -181,6 +186,8 @@ class JobService:
         """
         job = await self.get(job_id)
         by = None if caller is None else caller.who()
+        if job.status not in TERMINAL:
+            log.info("job %s: cancel requested (%s)", job_id, reason, extra=about_job(job_id))
         for _ in range(3):  # a pending job may be claimed while we look at it
             if job.status in TERMINAL:
                 raise NotCancellable(

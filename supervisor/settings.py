@@ -22,6 +22,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -86,6 +87,8 @@ class Settings:
     events_interval_s: float = 0.25
     events_follow_s: float = 1.0
     log_level: str = "info"
+    # text (the default) or json: one JSON object per line.
+    log_format: str = "text"
     access_log: bool = False
     # Access: bearer tokens ("role:token" or "name:role:token", comma-separated);
     # unset, an admin token is generated at first start. auth=False runs open.
@@ -102,6 +105,8 @@ class Settings:
     rate_burst: int = 20
     max_body_bytes: int = 1024 * 1024
     session_ttl_s: float = 12 * 3600.0
+    # A bearer token that may read GET /metrics and nothing else ("" = none).
+    metrics_token: str = ""
     instance_id: str = field(default_factory=_instance_id)
     # The rest of the environment: the job modules' own settings (their
     # ``workers.registry.Setting``s, JOBSUP_* or a variable they name), read
@@ -196,6 +201,10 @@ class Settings:
                 raise SettingsError(
                     f"JOBSUP_ALLOWED_HOSTS: {host[:100]!r}: a wildcard is only '*.domain' or '*'"
                 )
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"JOBSUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if self.metrics_token and len(self.metrics_token) < 16:
+            raise SettingsError("JOBSUP_METRICS_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
 

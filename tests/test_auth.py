@@ -356,3 +356,13 @@ def test_a_session_survives_a_restart(make_server: Any) -> None:
     with anonymous(third) as browser:
         answer = browser.get("/admin/session", headers={"cookie": f"jobsup_session={cookie}"})
         assert answer.status_code == 401
+
+
+def test_the_metrics_token_reads_metrics_and_nothing_else(make_server: Any) -> None:
+    scraper = "scraper-token-0123456789"
+    server = make_server(JOBSUP_METRICS_TOKEN=scraper)
+    with anonymous(server) as client:
+        assert client.get("/metrics", headers=bearer(scraper)).status_code == 200
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=bearer(VIEWER_TOKEN)).status_code == 200
+        assert client.get("/admin/jobs", headers=bearer(scraper)).status_code == 401

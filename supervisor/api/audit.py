@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json
+from supervisor.api.contract import contract
 from supervisor.api.jobs import MAX_LIST_LIMIT
-from supervisor.api.query import query_int, query_time, takes
-from supervisor.audit import AuditFilter
+from supervisor.api.query import query_int, query_time
+from supervisor.audit import AuditEntry, AuditFilter
 from supervisor.store import Store
 from supervisor.store import access as sql
 
@@ -27,10 +32,25 @@ def _filter(request: Request) -> AuditFilter:
     )
 
 
+_Time = Annotated[datetime, msgspec.Meta(tz=True)]  # ISO 8601 with a zone
+_QUERY = {
+    "action": str,
+    "who": str,
+    "since": _Time,
+    "until": _Time,
+    "before": str,
+    "limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_LIMIT)],
+}
+
+
 @needs(Role.ADMIN)
-@takes("action", "who", "since", "until", "before", "limit")
+@contract(
+    query=_QUERY,
+    returns=list[AuditEntry],
+    headers={"X-Next-Before": "the cursor of the next page, when there is one"},
+)
 async def list_audit(request: Request) -> Response:
-    """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page.
+    """The audit trail, newest first; ``X-Next-Before`` names the cursor of the next page.
 
     Filters: ``action`` (``job.start``), ``who`` (a token's name or
     fingerprint), ``since`` and ``until`` (ISO 8601 times).

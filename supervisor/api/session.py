@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from supervisor.api.access import Role, audited, needs, public
 from supervisor.api.common import json, read_json
+from supervisor.api.contract import NO_CONTENT, contract
 from supervisor.api.errors import ApiError
 from supervisor.api.guard import COOKIE, caller_of, peer_of, set_caller
 from supervisor.credentials import Caller
@@ -47,7 +48,9 @@ def _who(caller: Caller) -> SessionView:
 
 @public
 @audited("session.login")
+@contract(body=Login, returns=SessionView, errors=(401, 404, 429))
 async def login(request: Request) -> Response:
+    """Exchange a token for a session cookie (browsers)."""
     keys = _keys(request)
     if not keys.enabled:
         raise ApiError(404, "not_found", "authentication is off: there are no sessions")
@@ -76,7 +79,9 @@ async def login(request: Request) -> Response:
 
 
 @needs(Role.VIEWER)
+@contract(returns=SessionView)
 async def whoami(request: Request) -> Response:
+    """Who the session cookie (or the bearer token) is."""
     caller = caller_of(request)
     assert caller is not None
     return json(_who(caller))
@@ -84,7 +89,9 @@ async def whoami(request: Request) -> Response:
 
 @needs(Role.VIEWER)
 @audited("session.logout")
+@contract(responses={204: NO_CONTENT})
 async def logout(request: Request) -> Response:
+    """End the session: the cookie is cleared."""
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
