@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import binascii
 from base64 import b64decode, b64encode
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from removal import webhooks
 from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord, WhitelistIn
 from removal.gateways.status import GatewayView, gateway_status
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
@@ -56,7 +56,7 @@ def _cursor(request: Request) -> str | None:
         return None
     try:
         return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 once decoded
         raise ApiError(
             400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
         ) from None
@@ -174,3 +174,5 @@ routes = [
     Route("/admin/groups/{groupWaId}/whitelist", get_whitelist, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
 ]
+# Webhook deliveries and imports: the directory's other sources (removal.webhooks).
+routes += webhooks.routes

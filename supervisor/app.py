@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor import keys
-from supervisor.api import audit, events, jobs, openapi, session
+from supervisor.api import audit, dashboard, events, jobs, openapi, schedules, session
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             raise
         app.state.runtime = runtime
         app.state.jobs = runtime.service
+        app.state.schedules = runtime.schedules
         app.state.store = runtime.store
         metrics.attach(runtime)
         try:
@@ -190,7 +191,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *jobs.routes,
                 *session.routes,
                 *audit.routes,
+                *schedules.routes,
                 *registry.routes(),
+                *dashboard.routes,
             ]
         ),
         middleware=middleware,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from supervisor import cli_client, token_command
+from supervisor import cli_client, cli_schedules, token_command
 from supervisor.settings import Settings, SettingsError, env_names
 from supervisor.startup import (
     EXIT_CODES,
@@ -236,6 +236,7 @@ COMMANDS: list[Register] = [
     register_openapi,
     register_bench,
     cli_client.register,  # start, status, list, cancel, watch, groups: a client of a server
+    cli_schedules.register,  # schedules put, list, show, delete
 ]
 
 
@@ -248,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
+        register(subparsers)
+    from workers import registry
+
+    registry.load(())  # the built-in job modules' own commands (jobsup import)
+    for register in registry.commands():
         register(subparsers)
     return parser
 

@@ -257,6 +257,25 @@ class Client:
     def group(self, group_wa_id: str) -> dict[str, Any]:
         return self._call("GET", f"/admin/groups/{group_wa_id}", dict[str, Any])
 
+    def put_schedule(self, name: str, body: Any) -> dict[str, Any]:
+        """Create or replace a schedule: ``{"cron", "timezone", "job", "enabled", "catchUp"}``."""
+        return self._call("PUT", f"/admin/schedules/{name}", dict[str, Any], json=body)
+
+    def schedule(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/admin/schedules/{name}", dict[str, Any])
+
+    def schedules(self, limit: int | None = None) -> list[dict[str, Any]]:
+        params = {} if limit is None else {"limit": limit}
+        return self._call("GET", "/admin/schedules", list[dict[str, Any]], params=params)
+
+    def delete_schedule(self, name: str) -> None:
+        try:
+            response = self._http.request("DELETE", f"/admin/schedules/{name}")
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from None
+        if response.status_code >= 400:  # 204 has no body to decode
+            raise _error(response)
+
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Follow the job's events until it ends; its final state. TimeoutError past ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout

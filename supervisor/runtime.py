@@ -16,9 +16,10 @@ from supervisor.events import EventBus
 from supervisor.follow import Follower
 from supervisor.launcher import ensure_forkserver, forkserver_context
 from supervisor.scheduler import Scheduler
+from supervisor.schedules import ScheduleService
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.store import Store, access
+from supervisor.store import DatabaseBusy, Store, access
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
@@ -42,6 +43,7 @@ class Runtime:
         self.scheduler = scheduler
         self.service = JobService(table, scheduler, settings)
         self.cluster = Cluster(settings, store, scheduler)
+        self.schedules = ScheduleService(self.service, store, scheduler, settings)
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # Streams of jobs other instances hold (PostgreSQL: there can be others).
@@ -79,6 +81,7 @@ class Runtime:
         runtime._every(settings.cleanup_interval_s, runtime.sweep)
         runtime._every(settings.heartbeat_s, runtime.cluster.beat)
         runtime._every(settings.poll_s, runtime.poll)
+        runtime._tasks.append(asyncio.ensure_future(runtime.fire_schedules()))
         if store.dialect == "postgresql":
             runtime._tasks.append(asyncio.ensure_future(runtime.cluster.listen()))
             # Ready means listening: a cancel sent from another instance right
@@ -92,6 +95,21 @@ class Runtime:
         """The fallback for missed NOTIFYs: new pending jobs, remote cancel requests."""
         self.scheduler.wake()
         await self.cluster.poll_cancel_requests()
+
+    async def fire_schedules(self) -> None:
+        """Fire due schedules; wake at the earliest tick known, and at least every poll period.
+
+        Every instance runs this; ``ScheduleService.tick`` fires each tick once among them.
+        """
+        while True:
+            wait = self.settings.poll_s
+            try:
+                wait = min(wait, await self.schedules.tick())
+            except (DatabaseUnavailable, DatabaseBusy) as exc:
+                log.warning("background fire_schedules: database unavailable (%s)", exc)
+            except Exception:
+                log.exception("background fire_schedules failed")
+            await asyncio.sleep(wait)
 
     async def sweep(self) -> None:
         dropped = self.table.sweep(self.settings.job_ttl_s)

@@ -96,6 +96,37 @@ class JobService:
     def types(self) -> list[JobTypeView]:
         return [describe(registry.get(name)) for name in registry.names()]
 
+    async def validate(self, body: bytes) -> tuple[JobType, Any]:
+        """A start request's type and config, checked as ``submit`` checks them; nothing written.
+
+        For requests kept to start later (a schedule's job): the same type
+        lookup, decoding and type check, with the same errors.
+        """
+        job_type = self._job_type(body)
+        config = decode(body, job_type.config)
+        if job_type.check is not None:
+            try:
+                await self.table.store.call(_run_check, job_type, config, self.policy)
+            except ConfigRejected as exc:
+                if exc.status == 503:  # the type's check could not reach what it needs
+                    raise Unavailable(exc.message) from None
+                raise Rejected(exc.message, exc.field, exc.status) from None
+        return job_type, config
+
+    @staticmethod
+    def new_job(job_type: JobType, config: Any) -> tuple[Job, str | None, str | None]:
+        """A pending job for a config ``validate`` returned, with its exclusive key and label."""
+        job = Job(
+            id=new_job_id(),
+            type=job_type.name,
+            status=JobStatus.PENDING,
+            config=msgspec.Raw(msgspec.json.encode(config)),
+            progress=Progress(),
+            created_at=now(),
+        )
+        key = job_type.exclusive_key(config) if job_type.exclusive_key else None
+        return job, key, _label(job_type, config)
+
     async def rerun(self, job_id: str, caller: Caller | None = None) -> Job:
         """A new job with the original's config, checked again as a new start is."""
         original = await self.get(job_id)

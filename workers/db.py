@@ -85,9 +85,20 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
+        """A transaction; inside another one, a savepoint (an error undoes the inner part only)."""
         if self.dialect == "postgresql":
-            with self.conn.transaction():
+            with self.conn.transaction():  # psycopg nests as a savepoint
                 yield self
+            return
+        if self.conn.in_transaction:
+            self.conn.execute("SAVEPOINT nested")
+            try:
+                yield self
+            except BaseException:
+                self.conn.execute("ROLLBACK TO SAVEPOINT nested")
+                self.conn.execute("RELEASE SAVEPOINT nested")
+                raise
+            self.conn.execute("RELEASE SAVEPOINT nested")
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:

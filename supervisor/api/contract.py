@@ -10,6 +10,8 @@ Every endpoint declares itself with ``@contract(...)``, next to its role::
 - ``query``: query parameter name -> type (``Annotated[int, Meta(ge=1)]`` for
   bounds); all optional. These are also the names the route takes
   (``supervisor.api.query.takes``): any other parameter is refused.
+- ``path``: path parameter name -> type, where the route holds it to more
+  than a non-empty id (``Annotated[str, Meta(pattern=...)]``).
 - ``Deferred(fn)`` for ``body``, ``query`` or a query type known only once
   the job modules are loaded (the start body is the union of their configs).
 - ``returns``: the success answer's type (status 200), or ``responses`` for
@@ -75,6 +77,7 @@ class Contract:
     responses: Mapping[int, Any] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    path: Mapping[str, Any] = field(default_factory=dict)
 
 
 def contract(
@@ -85,6 +88,7 @@ def contract(
     responses: Mapping[int, Any] | None = None,
     errors: Iterable[int] = (),
     headers: Mapping[str, str] | None = None,
+    path: Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Declare what the endpoint takes and answers (see the module's docstring)."""
     answers = dict(responses or {})
@@ -97,7 +101,9 @@ def contract(
         doc = (endpoint.__doc__ or endpoint.__name__.replace("_", " ")).strip()
         summary = doc.splitlines()[0]
         params = query if isinstance(query, Deferred) else dict(query or {})
-        declared = Contract(summary, body, params, answers, tuple(errors), dict(headers or {}))
+        declared = Contract(
+            summary, body, params, answers, tuple(errors), dict(headers or {}), dict(path or {})
+        )
         setattr(endpoint, _ATTRIBUTE, declared)
         if isinstance(params, Deferred):
             return takes(more=lambda: _now(params).keys())(endpoint)
@@ -119,6 +125,7 @@ def contract_of(endpoint: Callable[..., Any]) -> Contract | None:
         declared.responses,
         declared.errors,
         declared.headers,
+        declared.path,
     )
 
 
@@ -128,7 +135,8 @@ def _now(value: Any) -> Any:
 
 def schema_types(declared: Contract) -> list[Any]:
     """Every msgspec type the declaration names, for ``schema_components``."""
-    types = [] if declared.body is None else [declared.body]
+    types = list(declared.path.values())
+    types += [] if declared.body is None else [declared.body]
     types += list(declared.query.values())
     types += [t for _, t in sorted(declared.responses.items()) if not isinstance(t, Text)]
     return types

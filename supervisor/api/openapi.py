@@ -156,8 +156,10 @@ def _headers(extra: dict[str, str]) -> dict[str, Any]:
     return headers
 
 
-def _path_parameter(name: str, convertor: Any) -> dict[str, Any]:
-    if isinstance(convertor, IntegerConvertor):
+def _path_parameter(name: str, convertor: Any, declared: dict[str, Any] | None) -> dict[str, Any]:
+    if declared is not None:
+        schema = declared
+    elif isinstance(convertor, IntegerConvertor):
         schema: dict[str, Any] = {"type": "integer", "minimum": 0}
     elif isinstance(convertor, FloatConvertor):
         schema = {"type": "number", "minimum": 0}
@@ -175,7 +177,10 @@ def _operation(
         "summary": c.summary,
         "x-jobsup-role": role.name.lower(),
     }
-    params = [_path_parameter(n, conv) for n, conv in route.param_convertors.items()]
+    declared_path = {name: next(schemas) for name in c.path}
+    params = [
+        _path_parameter(n, conv, declared_path.get(n)) for n, conv in route.param_convertors.items()
+    ]
     body_schema = next(schemas) if c.body is not None else None
     for name in c.query:
         params.append({"name": name, "in": "query", "required": False, "schema": next(schemas)})
