@@ -37,15 +37,20 @@ class Response:
 
 
 class Client:
-    def __init__(self, host: str, port: int, timeout: float = 30) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float = 30, headers: dict[str, str] | None = None
+    ) -> None:
         self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._headers = dict(headers or {})  # sent with every request (the token)
 
     def request(
         self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None
     ) -> Response:
         url = f"{path}?{urlencode(params)}" if params else path
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        headers = {} if data is None else {"content-type": "application/json"}
+        headers = dict(self._headers)
+        if data is not None:
+            headers["content-type"] = "application/json"
         for attempt in range(2):
             try:
                 self._conn.request(method, url, data, headers)

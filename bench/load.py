@@ -43,18 +43,24 @@ class LoadResult:
         return self.requests / self.seconds
 
 
-def generate(url: str, seconds: int, connections: int = 50) -> LoadResult:
-    """Load ``url`` for ``seconds`` (whole seconds: wrk takes no fractions)."""
+def generate(
+    url: str, seconds: int, connections: int = 50, headers: dict[str, str] | None = None
+) -> LoadResult:
+    """Load ``url`` for ``seconds`` (whole seconds: wrk takes no fractions), sending
+    ``headers`` (a server's token) with every request."""
+    headers = headers or {}
     if shutil.which("wrk"):
-        return _wrk(url, seconds, connections)
-    return asyncio.run(_httpx(url, seconds, connections))
+        return _wrk(url, seconds, connections, headers)
+    return asyncio.run(_httpx(url, seconds, connections, headers))
 
 
-def _wrk(url: str, seconds: int, connections: int) -> LoadResult:
+def _wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "report.lua"
         script.write_text(_WRK_REPORT)
         command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+        for name, value in headers.items():
+            command += ["-H", f"{name}: {value}"]
         done = subprocess.run(
             [*command, "-s", str(script), url],
             capture_output=True,
@@ -69,11 +75,11 @@ def _wrk(url: str, seconds: int, connections: int) -> LoadResult:
     return LoadResult(requests, duration_us / 1e6, errors, latency, "wrk")
 
 
-async def _httpx(url: str, seconds: int, connections: int) -> LoadResult:
+async def _httpx(url: str, seconds: int, connections: int, headers: dict[str, str]) -> LoadResult:
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=10, headers=headers) as client:
         start = time.perf_counter()
         deadline = start + seconds
 

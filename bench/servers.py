@@ -49,7 +49,7 @@ class ServerProcess(testing.ServerProcess):
 
     def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
         super().__init__(command, env, log_path, cwd=ROOT)
-        self.client = Client("127.0.0.1", self.port)
+        self.client = Client("127.0.0.1", self.port, headers=self.headers)
 
     def start(self, health_path: str = "/healthz") -> None:
         self.spawn()
@@ -75,6 +75,9 @@ class JobsupServer(ServerProcess):
             "DATABASE_URL": f"sqlite:///{workdir / name}.db",
             "JOBSUP_MIN_DELAY_MS": "0",
             "JOBSUP_JOB_MODULES": "bench.jobs",
+            # The figures send thousands of starts and groups of 100,000 members.
+            "JOBSUP_RATE_START_PER_MIN": "0",
+            "JOBSUP_MAX_BODY_BYTES": str(256 * 1024 * 1024),
             **env,
         }
         command = [sys.executable, "-m", "supervisor", "serve"]

@@ -25,6 +25,7 @@ SERVERS: dict[str, dict[str, str]] = {
     "jobsup-bulk": {"JOBSUP_MAX_CONCURRENT_JOBS": "4"},  # memory, scale (list)
     "jobsup-order": {"JOBSUP_MAX_CONCURRENT_JOBS": "1"},  # scale (admission order)
     "jobsup-results": {},  # results (memory with large results)
+    "jobsup-open": {"JOBSUP_MAX_CONCURRENT_JOBS": "8", "JOBSUP_AUTH": "off"},  # auth on vs off
     "jobsup-resume": {},  # resume (restarted between batches)
     "jobsup-events": {"JOBSUP_MAX_CONCURRENT_JOBS": "8"},  # events (SSE subscribers)
     "jobsup-webhooks": {"JOBSUP_WEBHOOK_SECRET": "bench-webhook-secret"},  # webhooks

@@ -15,7 +15,7 @@ from removal import webhooks
 from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord, WhitelistIn
 from removal.gateways.status import GatewayView, gateway_status
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
-from supervisor.api.access import Role, needs
+from supervisor.api.access import Role, audited, needs
 from supervisor.api.common import json, parse
 from supervisor.api.contract import NO_CONTENT, contract
 from supervisor.api.errors import ApiError
@@ -76,6 +76,7 @@ async def list_groups(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@audited("group.delete", target="groupWaId")
 @contract(responses={204: NO_CONTENT}, errors=(404, 409))
 async def delete_group(request: Request) -> Response:
     """Delete a group, its members, whitelist and history."""
@@ -93,6 +94,7 @@ async def get_whitelist(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@audited("group.put", target="groupWaId")
 @contract(body=GroupIn, returns=GroupSummary)
 async def put_group(request: Request) -> Response:
     """Create or replace a group and its members."""
@@ -127,6 +129,7 @@ async def list_members(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@audited("whitelist.put", target="groupWaId")
 @contract(body=WhitelistIn, returns=WhitelistAnswer, errors=(404,))
 async def put_whitelist(request: Request) -> Response:
     """Replace a group's whitelist: these members are never removed."""

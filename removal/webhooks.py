@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from removal.activity import ActivitiesImport, ActivityService, ImportResult, MembersImport
 from removal.evolution_events import read_delivery
-from supervisor.api.access import Role, needs, public
+from supervisor.api.access import Role, audited, needs, public
 from supervisor.api.common import json, parse, read_json
 from supervisor.api.contract import contract
 from supervisor.api.errors import ApiError
@@ -136,6 +136,7 @@ async def evolution_by_event(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@audited("members.import", target="groupWaId")
 @contract(body=MembersImport, returns=ImportResult)
 async def import_members(request: Request) -> Response:
     """Merge members into a group (created if unknown), one transaction."""
@@ -145,6 +146,7 @@ async def import_members(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@audited("activity.import")
 @contract(body=ActivitiesImport, returns=ImportResult)
 async def import_activity(request: Request) -> Response:
     """Move members' last activity forward, one transaction; unknown ones are listed."""

@@ -1,4 +1,9 @@
-"""create_app(settings): routes, the edge middleware, error handlers, lifespan."""
+"""create_app(settings): routes, the edge middleware, error handlers, lifespan.
+
+Middleware, outermost first: the edge (paths, queries, headers on every
+answer), the Host check, CORS (only when origins are named), the access
+guard; then the router.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import dashboard, events, jobs, openapi, schedules
+from supervisor import keys
+from supervisor.api import audit, dashboard, events, jobs, openapi, schedules, session
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
@@ -27,6 +34,9 @@ from supervisor.api.errors import (
     handle_domain_error,
     handle_unexpected,
 )
+from supervisor.api.guard import Guard
+from supervisor.api.hosts import TrustedHosts
+from supervisor.api.matching import reuse_matches
 from supervisor.api.observe import Observe
 from supervisor.api.query import checked
 from supervisor.errors import JobsupError
@@ -46,6 +56,7 @@ class Health(msgspec.Struct, rename="camel"):
     running_jobs: int
     jobs_in_memory: int
     database_available: bool
+    auth: str  # "on", or "off" when JOBSUP_AUTH=off runs the server open
 
 
 class Ready(msgspec.Struct):
@@ -64,6 +75,7 @@ async def healthz(request: Request) -> Response:
             runtime.scheduler.running(),
             len(runtime.table),
             runtime.store.available,
+            "on" if runtime.settings.auth else "off",
         )
     )
 
@@ -134,6 +146,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await Runtime.start(settings)
+        try:
+            app.state.keys = await keys.load(settings, runtime.store)
+        except BaseException:
+            await runtime.stop()
+            raise
         app.state.runtime = runtime
         app.state.jobs = runtime.service
         app.state.schedules = runtime.schedules
@@ -145,6 +162,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await runtime.stop()
             metrics.detach()
 
+    middleware = [
+        Middleware(Observe, on_done=metrics.on_request),
+        Middleware(Edge, body_timeout_s=settings.body_timeout_s),
+        Middleware(TrustedHosts, allowed_hosts=settings.host_names()),
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["authorization", "content-type"],
+                expose_headers=["Retry-After", "X-Next-Before", "X-Next-Offset"],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(Guard, cors_origins=settings.cors_origins))
     app = Starlette(
         # Each route refuses the query parameters its endpoint does not declare.
         routes=checked(
@@ -155,15 +189,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Route("/metrics", metrics_api.metrics, methods=["GET"]),
                 *events.routes,
                 *jobs.routes,
+                *session.routes,
+                *audit.routes,
                 *schedules.routes,
                 *registry.routes(),
                 *dashboard.routes,
             ]
         ),
-        middleware=[
-            Middleware(Observe, on_done=metrics.on_request),
-            Middleware(Edge, body_timeout_s=settings.body_timeout_s),
-        ],
+        middleware=middleware,
         exception_handlers={
             ApiError: handle_api_error,
             JobsupError: handle_domain_error,
@@ -176,5 +209,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.max_body_bytes = settings.max_body_bytes
+    reuse_matches(app.router)
     app.state.metrics = metrics
     return app

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from supervisor import cli_client, cli_schedules
+from supervisor import cli_client, cli_schedules, token_command
 from supervisor.settings import Settings, SettingsError, env_names
 from supervisor.startup import (
     EXIT_CODES,
@@ -232,6 +232,7 @@ COMMANDS: list[Register] = [
     register_serve,
     register_demo,
     register_migrate,
+    token_command.register,
     register_openapi,
     register_bench,
     cli_client.register,  # start, status, list, cancel, watch, groups: a client of a server

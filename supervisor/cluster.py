@@ -128,8 +128,8 @@ class Cluster:
             self.scheduler.wake()
 
     async def poll_cancel_requests(self) -> None:
-        for job_id, reason in await self.store.call(claims.cancel_requests, self.me):
-            await self.scheduler.cancel_local(job_id, reason)
+        for job_id, reason, by in await self.store.call(claims.cancel_requests, self.me):
+            await self.scheduler.cancel_local(job_id, reason, by)
 
     async def listen(self) -> None:
         """LISTEN for cancel requests and new jobs (PostgreSQL only); reconnects."""
@@ -147,8 +147,8 @@ class Cluster:
                     delay = 0.5
                     async for note in conn.notifies():
                         if note.channel == "jobsup_cancel":
-                            job_id, _, reason = note.payload.partition(" ")
-                            await self.scheduler.cancel_local(job_id, reason or "user")
+                            job_id, reason, by = claims.parse_cancel_note(note.payload)
+                            await self.scheduler.cancel_local(job_id, reason, by)
                         else:
                             self.scheduler.wake()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

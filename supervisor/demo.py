@@ -6,13 +6,16 @@ It talks to its own server over HTTP, as any client would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from supervisor.credentials import new_token
 from supervisor.settings import Settings
+from supervisor.testing import admin_token
 
 GROUP = "120363000000000001@g.us"
 DAY_MS = 24 * 3600 * 1000
@@ -36,21 +39,23 @@ def sample_group(seed: int = 7, size: int = 60) -> dict[str, Any]:
     return {"name": "Neighbourhood garden (demo)", "members": members}
 
 
-def _call(base: str, method: str, path: str, body: Any = None) -> Any:
+def _call(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(base + path, data=data, method=method)
     request.add_header("content-type", "application/json")
+    if token is not None:
+        request.add_header("authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
-async def _drive(base: str) -> int:
-    call = asyncio.to_thread
-    group = await call(_call, base, "PUT", f"/admin/groups/{GROUP}", sample_group())
+async def _drive(base: str, token: str | None) -> int:
+    def call(*args: Any) -> Any:
+        return asyncio.to_thread(_call, base, token, *args)
+
+    group = await call("PUT", f"/admin/groups/{GROUP}", sample_group())
     print(f"loaded group {GROUP}: {group['memberCount']} members")
     started = await call(
-        _call,
-        base,
         "POST",
         "/admin/jobs/start",
         {
@@ -66,7 +71,7 @@ async def _drive(base: str) -> int:
     print(f"started dry-run removal_workflow {job_id}")
     last = None
     while True:
-        job = await call(_call, base, "GET", f"/admin/jobs/{job_id}/status")
+        job = await call("GET", f"/admin/jobs/{job_id}/status")
         progress = job["progress"]
         line = (
             f"  [{job['status']:>9}] {progress.get('phase') or '-'}: "
@@ -96,6 +101,13 @@ async def _main(settings: Settings) -> int:
     from supervisor.app import create_app
     from supervisor.server import make_server
 
+    token = None
+    if settings.auth and not settings.tokens:
+        # The demo's own client gets a token of its own, good for this run only.
+        token = new_token()
+        settings = dataclasses.replace(settings, tokens=f"demo:admin:{token}")
+    elif settings.auth:
+        token = admin_token(settings.tokens)
     # The command checked the port, the database and the job modules already;
     # a failure still possible here is a StartupFailed, with its exit code.
     server = make_server(create_app(settings), settings, log_level="warning")
@@ -107,7 +119,7 @@ async def _main(settings: Settings) -> int:
         await asyncio.sleep(0.05)
     print(f"jobsup serving on http://{settings.host}:{settings.port} ({settings.database_url})")
     try:
-        return await _drive(f"http://{settings.host}:{settings.port}")
+        return await _drive(f"http://{settings.host}:{settings.port}", token)
     finally:
         server.should_exit = True
         await serving

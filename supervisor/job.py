@@ -47,11 +47,20 @@ class Progress(msgspec.Struct, rename="camel", gc=False):
     phase: str | None = None
 
 
+class RequestedBy(msgspec.Struct, frozen=True, gc=False):
+    """Who asked: a token's name, its role and its fingerprint (never the token)."""
+
+    name: str
+    role: str
+    fingerprint: str
+
+
 class CancelInfo(msgspec.Struct, rename="camel"):
     requested_at: datetime
     reason: str  # "user" or "shutdown"
     mode: str | None = None  # CancelMode, once the job has stopped
     exited_at: datetime | None = None
+    requested_by: RequestedBy | None = None  # None for the server's own (shutdown)
 
 
 class RetryPolicy(msgspec.Struct, rename="camel", gc=False):
@@ -93,6 +102,7 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     completed_at: datetime | None = None
     owner: str | None = None  # the instance running it
     attempts: int = 0
+    requested_by: RequestedBy | None = None
     # A resumable job: when it last saved its place, and how many runs resumed from one.
     saved_at: datetime | None = None
     resumes: int = 0

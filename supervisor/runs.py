@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from supervisor import timing
-from supervisor.job import CancelInfo, Job, now
+from supervisor.job import CancelInfo, Job, RequestedBy, now
 from supervisor.launcher import JobProcess, ProtocolError
 from supervisor.logs import about_job
 from supervisor.settings import Settings
@@ -222,7 +222,7 @@ class Run:
 
     # -- cancellation ----------------------------------------------------------
 
-    def request_cancel(self, reason: str) -> None:
+    def request_cancel(self, reason: str, by: RequestedBy | None = None) -> None:
         job = self._table.get(self.job_id)
         if self.escalation is not None or self.settled or job is None:
             return
@@ -231,7 +231,7 @@ class Run:
             log.info(
                 "job %s: cancel requested (%s)", self.job_id, reason, extra=about_job(self.job_id)
             )
-        info = CancelInfo(requested_at=now(), reason=reason)
+        info = CancelInfo(requested_at=now(), reason=reason, requested_by=by)
         # Usually cancelled within milliseconds: the final state's write
         # carries this one too, and a 202 persists it first.
         self._table.move_soon(job, JobStatus.CANCELLING, cancel=info)

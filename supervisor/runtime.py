@@ -19,7 +19,7 @@ from supervisor.scheduler import Scheduler
 from supervisor.schedules import ScheduleService
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.store import DatabaseBusy, Store
+from supervisor.store import DatabaseBusy, Store, access
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
@@ -115,6 +115,7 @@ class Runtime:
         dropped = self.table.sweep(self.settings.job_ttl_s)
         cutoff_ms = int((time.time() - self.settings.retention_days * 86400) * 1000)
         pruned = await self.store.call(sql.prune, cutoff_ms, write=True)
+        await self.store.call(access.prune_audit, cutoff_ms, write=True)
         if dropped or pruned:
             log.info(
                 "swept %d finished jobs from memory, pruned %d from the store", dropped, pruned

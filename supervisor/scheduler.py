@@ -25,7 +25,7 @@ from multiprocessing.context import ForkServerContext
 import msgspec
 
 from supervisor.events import Kind
-from supervisor.job import CancelInfo, Job, now
+from supervisor.job import CancelInfo, Job, RequestedBy, now
 from supervisor.launcher import JobProcess
 from supervisor.logs import about_job
 from supervisor.runs import Run, resumable
@@ -304,16 +304,16 @@ class Scheduler:
 
     # -- cancellation --------------------------------------------------------------
 
-    async def cancel_local(self, job_id: str, reason: str) -> bool:
+    async def cancel_local(self, job_id: str, reason: str, by: RequestedBy | None = None) -> bool:
         """Cancel a job this instance owns; False if it is not one of ours."""
         run = self.runs.get(job_id)
         job = self._table.get(job_id)
         if run is not None and job is not None:
-            run.request_cancel(reason)
+            run.request_cancel(reason, by)
             return True
         if job is None or job.status is not JobStatus.PENDING:
             return False
-        info = CancelInfo(requested_at=now(), reason=reason)
+        info = CancelInfo(requested_at=now(), reason=reason, requested_by=by)
         log.info("job %s stopped before it started", job_id, extra=about_job(job_id))
         await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
         return True
@@ -325,7 +325,7 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(run.gone), deadline - time.monotonic())
 
-    async def cancel_unclaimed(self, job: Job, reason: str) -> bool:
+    async def cancel_unclaimed(self, job: Job, reason: str, by: RequestedBy | None = None) -> bool:
         """Cancel a pending job nobody has claimed; False if someone has meanwhile.
 
         Checked against TRANSITIONS like a move in the table (the job is not
@@ -337,7 +337,7 @@ class Scheduler:
             job,
             status=JobStatus.CANCELLED,
             completed_at=now(),
-            cancel=CancelInfo(requested_at=now(), reason=reason),
+            cancel=CancelInfo(requested_at=now(), reason=reason, requested_by=by),
         )
         done = await self._store.call(claims.cancel_unclaimed, cancelled, now_ms(), write=True)
         if done:  # the one final state not applied through the table: announced here

@@ -176,5 +176,9 @@ def make_server(
         http=protocol_for(limits),
         server_header=False,
         ws="none",  # no WebSocket routes: an upgrade is served as plain HTTP
+        # The peer and scheme from X-Forwarded-For and -Proto only behind a
+        # proxy we were told to trust; else anyone could claim any address.
+        proxy_headers=settings.trust_proxy,
+        forwarded_allow_ips="*",
     )
     return Server(config, app, errors)

@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 
 from supervisor import timing
+from supervisor.audit import entry
+from supervisor.credentials import Caller
 from supervisor.errors import (
     Conflict,
     Invalid,
@@ -126,10 +128,10 @@ class JobService:
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
         return job, key, _label(job_type, config)
 
-    async def rerun(self, job_id: str) -> Job:
+    async def rerun(self, job_id: str, caller: Caller | None = None) -> Job:
         """A new job with the original's config, checked again as a new start is."""
         original = await self.get(job_id)
-        return await self.submit(bytes(original.config), rerun_of=original.id)
+        return await self.submit(bytes(original.config), caller, rerun_of=original.id)
 
     async def delete(self, job_id: str) -> JobStatus:
         """Delete a finished job, whichever instance ran it; a live one is refused."""
@@ -141,9 +143,11 @@ class JobService:
         self.table.forget(job_id)
         return status
 
-    async def submit(self, body: bytes, rerun_of: str | None = None) -> Job:
+    async def submit(
+        self, body: bytes, caller: Caller | None = None, rerun_of: str | None = None
+    ) -> Job:
         """Accept a start request (``start``), and return its job."""
-        return (await self.start(body, rerun_of)).job
+        return (await self.start(body, caller, rerun_of)).job
 
     async def validate(self, body: bytes) -> tuple[JobType, Any]:
         """A start request's type and config, checked as ``start`` checks them; nothing written.
@@ -154,7 +158,9 @@ class JobService:
         prepared = await self.prepare(body)
         return registry.get(prepared.job.type), prepared.config
 
-    async def prepare(self, body: bytes, rerun_of: str | None = None) -> Prepared:
+    async def prepare(
+        self, body: bytes, rerun_of: str | None = None, caller: Caller | None = None
+    ) -> Prepared:
         """Everything a start does before its insert: the checks, and the job to insert.
 
         For a caller that inserts the job itself (a schedule's tick): the
@@ -186,23 +192,30 @@ class JobService:
             priority=options.priority,
             retry=retry,
             idempotency_key=options.idempotency_key,
+            requested_by=None if caller is None else caller.who(),
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
         rank = sql.queue_rank(job, self.scheduler.aging_ms)
         return Prepared(job, config, key, _label(job_type, config), rank)
 
-    async def start(self, body: bytes, rerun_of: str | None = None) -> Started:
+    async def start(
+        self, body: bytes, caller: Caller | None = None, rerun_of: str | None = None
+    ) -> Started:
         """Accept a start request: a new job, or the one its idempotency key already names.
 
         The request's own fields (``supervisor.timing``) are checked first and
-        taken out; the rest is the job type's config.
+        taken out; the rest is the job type's config. With ``caller``, it is
+        the job's ``requestedBy`` and the start's audit entry (``job.start``,
+        or ``job.rerun``) is written in the insert's transaction.
         """
-        prepared = await self.prepare(body, rerun_of)
+        prepared = await self.prepare(body, rerun_of, caller)
         if not self.scheduler.accepting:
             raise ShuttingDown("the server is shutting down; retry elsewhere")
         if not self.table.store.available:
             raise DatabaseUnavailable("the database is not taking writes")
         job, key, label = prepared.job, prepared.key, prepared.label
+        action = "job.start" if rerun_of is None else "job.rerun"
+        audit = None if caller is None else entry(caller, caller.peer, action, job.id, 202)
         run_at = job.run_at
         slot = self.scheduler.reserve_slot() if run_at is None else False
         try:
@@ -214,6 +227,7 @@ class JobService:
                 self.settings.instance_id if slot else None,
                 rank=prepared.rank,
                 idempotency_ttl_ms=int(self.settings.idempotency_ttl_s * 1000),
+                audit=audit,
             )
         except sql.IdempotentReplay as exc:
             return Started(await self.get(exc.job_id), replayed=True)
@@ -244,12 +258,13 @@ class JobService:
             raise NotFound(f"no job {job_id!r}", "jobId")
         return job
 
-    async def cancel(self, job_id: str, reason: str = "user") -> Job:
+    async def cancel(self, job_id: str, reason: str = "user", caller: Caller | None = None) -> Job:
         """Cancel a live job wherever it runs; waits briefly for it to stop.
 
         Returns the job as it then is: terminal, or still stopping.
         """
         job = await self.get(job_id)
+        by = None if caller is None else caller.who()
         if job.status not in TERMINAL:
             log.info("job %s: cancel requested (%s)", job_id, reason, extra=about_job(job_id))
         for _ in range(3):  # a pending job may be claimed while we look at it
@@ -257,7 +272,7 @@ class JobService:
                 raise NotCancellable(
                     f"job {job_id} is already {job.status} and cannot be cancelled",
                 )
-            if await self.scheduler.cancel_local(job_id, reason):
+            if await self.scheduler.cancel_local(job_id, reason, by):
                 deadline = time.monotonic() + self.settings.cancel_wait_s
                 await self.table.wait(job_id, self.settings.cancel_wait_s)
                 # Its final state is written while its child exits: "cancelled"
@@ -272,10 +287,10 @@ class JobService:
                 job = await self.get(job_id)
                 continue
             if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED) and job.owner is None:
-                if await self.scheduler.cancel_unclaimed(job, reason):
+                if await self.scheduler.cancel_unclaimed(job, reason, by):
                     return await self.get(job_id)
             elif job.owner is not None:
-                request = {"requestedAt": now().isoformat(), "reason": reason}
+                request = {"requestedAt": now().isoformat(), "reason": reason, "requestedBy": by}
                 await self.table.store.call(
                     claims.request_cancel, job_id, request, now_ms(), write=True
                 )

@@ -7,12 +7,14 @@ Variables are ``JOBSUP_*`` plus ``PORT`` and ``DATABASE_URL``. Tests build
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from supervisor.credentials import TokenError, parse_tokens
 from workers import registry
 from workers.registry import Policy
 
@@ -95,6 +97,21 @@ class Settings:
     # text (the default) or json: one JSON object per line.
     log_format: str = "text"
     access_log: bool = False
+    # Access: bearer tokens ("role:token" or "name:role:token", comma-separated);
+    # unset, an admin token is generated at first start. auth=False runs open.
+    auth: bool = True
+    tokens: str = field(default="", repr=False)
+    # Host headers answered (against DNS rebinding); empty: the bind address,
+    # localhost and 127.0.0.1. CORS headers only for the origins named here.
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    # Behind a reverse proxy: the peer and scheme from X-Forwarded-For/-Proto.
+    trust_proxy: bool = False
+    # Starts and cancels per credential: a token bucket; 0 per minute: no limit.
+    rate_start_per_min: float = 60.0
+    rate_burst: int = 20
+    max_body_bytes: int = 1024 * 1024
+    session_ttl_s: float = 12 * 3600.0
     # A bearer token that may read GET /metrics and nothing else ("" = none).
     metrics_token: str = ""
     instance_id: str = field(default_factory=_instance_id)
@@ -140,6 +157,8 @@ class Settings:
             "header_timeout_s",
             "body_timeout_s",
             "max_connections",
+            "max_body_bytes",
+            "session_ttl_s",
             "events_buffer",
             "events_queue",
             "events_keepalive_s",
@@ -155,6 +174,7 @@ class Settings:
             "shutdown_grace_s",
             "retention_days",
             "sigterm_hold_s",
+            "rate_start_per_min",
             "events_interval_s",
             "max_resumes",
         )
@@ -174,12 +194,36 @@ class Settings:
             raise SettingsError("JOBSUP_SHUTDOWN_MODE must be requeue or cancel")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.rate_start_per_min > 0 and self.rate_burst < 1:
+            raise SettingsError("JOBSUP_RATE_BURST must be at least 1 while a rate is set")
+        try:
+            parse_tokens(self.tokens)
+        except TokenError as exc:
+            raise SettingsError(str(exc)) from None
+        for origin in self.cors_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    f"JOBSUP_CORS_ORIGINS: {origin[:100]!r} is not an origin"
+                    " (scheme://host[:port], no path, no wildcard)"
+                )
+        for host in self.allowed_hosts:
+            if "*" in host[1:] or (host.startswith("*") and not host.startswith("*.")):
+                raise SettingsError(
+                    f"JOBSUP_ALLOWED_HOSTS: {host[:100]!r}: a wildcard is only '*.domain' or '*'"
+                )
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"JOBSUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if self.metrics_token and len(self.metrics_token) < 16:
             raise SettingsError("JOBSUP_METRICS_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
+
+    def host_names(self) -> tuple[str, ...]:
+        """The Host headers answered: JOBSUP_ALLOWED_HOSTS, or the bind address and loopback."""
+        return self.allowed_hosts or (self.host, "localhost", "127.0.0.1", "::1")
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 
 
 def env_names() -> list[str]:

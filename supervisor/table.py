@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor.audit import AuditEntry
 from supervisor.events import EventBus, Kind
 from supervisor.job import Job, Progress, now
 from supervisor.logs import about_job
@@ -118,6 +119,7 @@ class JobTable:
         claim_for: str | None = None,
         rank: int | None = None,
         idempotency_ttl_ms: int = 0,
+        audit: AuditEntry | None = None,
     ) -> bool:
         """Insert a new pending (or scheduled) job; in the store before this returns.
 
@@ -141,6 +143,7 @@ class JobTable:
                 claim_for,
                 rank,
                 idempotency_ttl_ms,
+                audit,
                 write=True,
                 retry_for=5.0,
                 queue_timeout=5.0,

@@ -5,11 +5,16 @@ file, stopped with SIGTERM (SIGKILL to its group after a timeout). The
 project's tests and benchmarks use it; so can the tests of your own job
 types. How to ask it whether it is up is the caller's: a test client, a
 benchmark client, anything that speaks HTTP.
+
+Unless ``env`` sets ``JOBSUP_TOKENS`` or ``JOBSUP_AUTH=off``, the server is
+given one admin token of its own (``token``); ``headers`` carries it, for
+whatever client the caller makes.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +44,15 @@ def wait_until(condition: Callable[[], T | None], timeout: float, interval: floa
         time.sleep(interval)
 
 
+def admin_token(tokens: str) -> str | None:
+    """The first admin token in a ``JOBSUP_TOKENS`` value, if it holds one."""
+    for entry in tokens.split(","):
+        parts = entry.strip().split(":")
+        if len(parts) in (2, 3) and parts[-2] == "admin":
+            return parts[-1]
+    return None
+
+
 class ServerProcess:
     def __init__(
         self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
@@ -47,6 +61,15 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = command
         self.env = {**os.environ, "PORT": str(self.port), **env}
+        self.token: str | None = None
+        self.headers: dict[str, str] = {}
+        if "JOBSUP_TOKENS" not in env and env.get("JOBSUP_AUTH", "").lower() != "off":
+            self.token = secrets.token_urlsafe(24)
+            self.env["JOBSUP_TOKENS"] = f"testing:admin:{self.token}"
+        elif "JOBSUP_TOKENS" in env:
+            self.token = admin_token(env["JOBSUP_TOKENS"])
+        if self.token is not None:
+            self.headers = {"authorization": f"Bearer {self.token}"}
         self.log_path = log_path
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None

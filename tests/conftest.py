@@ -15,10 +15,34 @@ import pytest
 from supervisor import testing
 from supervisor.testing import free_port
 
-__all__ = ["ROOT", "Server", "free_port", "wait_until"]
+__all__ = [
+    "ADMIN_TOKEN",
+    "OPERATOR_TOKEN",
+    "RAW_AUTH",
+    "ROOT",
+    "VIEWER_TOKEN",
+    "Server",
+    "free_port",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# One token per role; the test client sends the admin one.
+ADMIN_TOKEN = "tests-admin-token-0123456789"
+OPERATOR_TOKEN = "tests-operator-token-0123456789"
+VIEWER_TOKEN = "tests-viewer-token-0123456789"
+TOKENS = ",".join(
+    f"{role}:{role}:{token}"
+    for role, token in (
+        ("admin", ADMIN_TOKEN),
+        ("operator", OPERATOR_TOKEN),
+        ("viewer", VIEWER_TOKEN),
+    )
+)
+# For requests written by hand on a socket: a Host the server accepts and the admin token.
+RAW_AUTH = f"Host: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n".encode()
 
 # Test settings: short delays and grace periods so escalation is quick.
 FAST = {
@@ -28,6 +52,9 @@ FAST = {
     "JOBSUP_CANCEL_WAIT_S": "3",
     "JOBSUP_JOB_MODULES": "tests.jobs",
     "JOBSUP_LOG_LEVEL": "info",
+    "JOBSUP_TOKENS": TOKENS,
+    # Tests start jobs by the hundred; the rate limits' own tests turn them on.
+    "JOBSUP_RATE_START_PER_MIN": "0",
 }
 
 
@@ -70,7 +97,7 @@ class Server(ApiHelpers, testing.ServerProcess):
     ) -> None:
         command = command or [sys.executable, "-m", "supervisor", "serve"]
         super().__init__(command, {**FAST, **env}, log_path, cwd=ROOT)
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = httpx.Client(base_url=self.url, headers=self.headers, timeout=30)
 
     def start(self) -> Server:
         self.spawn()

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import RAW_AUTH, Server
 from tests.helpers import group_body, removal
 
 
@@ -289,8 +289,9 @@ def test_rejected_starts_log_no_error(make_server: Any) -> None:
     # A client that goes away mid-body is not an error of ours either.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /admin/jobs/start HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-            b'content-length: 100\r\n\r\n{"type"'
+            b"POST /admin/jobs/start HTTP/1.1\r\n"
+            + RAW_AUTH
+            + b'content-type: application/json\r\ncontent-length: 100\r\n\r\n{"type"'
         )
     assert server.client.post(f"/admin/jobs/{holder}/cancel").status_code == 200
     server.wait_status(waiting, "completed")

@@ -26,7 +26,7 @@ from supervisor.app import create_app
 from supervisor.errors import Invalid
 from supervisor.parsing import decode
 from supervisor.settings import Settings
-from tests.conftest import ApiHelpers
+from tests.conftest import ADMIN_TOKEN, TOKENS, ApiHelpers
 from tests.test_api import (  # noqa: F401  (collected here, against this module's server)
     api,
     test_405_names_the_allowed_methods,
@@ -60,8 +60,12 @@ def server(tmp_path: Path) -> Iterator[InProcess]:
         kill_after_s=0.5,
         cancel_wait_s=3.0,
         job_env={"JOBSUP_MIN_DELAY_MS": "0"},
+        tokens=TOKENS,
+        allowed_hosts=("testserver",),  # TestClient's Host
+        rate_start_per_min=0,
     )
-    with TestClient(create_app(settings)) as client:
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(settings), headers=auth) as client:
         yield InProcess(client)
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from tests.conftest import Server
+from tests.conftest import RAW_AUTH, Server
 
 WEBSOCKET = (
-    b"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"GET {path} HTTP/1.1\r\n" + RAW_AUTH + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
 )
 MALFORMED = [
@@ -68,7 +68,7 @@ def test_malformed_http_gets_the_envelope_and_no_log_line(server: Server) -> Non
 def test_a_body_announced_too_large_is_refused_before_it_arrives(server: Server) -> None:
     """413 at once, not a wait for a body the server would refuse anyway."""
     head = (
-        b"POST /admin/jobs/start HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /admin/jobs/start HTTP/1.1\r\n" + RAW_AUTH + b"Content-Type: application/json\r\n"
         b"Content-Length: 8388609\r\n\r\n{"
     )
     status, _headers, body = _exchange(server, head)  # the socket gives up after 10 s

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from tests.conftest import Server, wait_until
+from tests.conftest import RAW_AUTH, Server, wait_until
 
 FILE_LIMIT = 256  # with one job slot, leaves 256 - 64 - 8 * (1 + 1) = 176 for connections
 
@@ -80,12 +80,12 @@ def test_slow_clients_are_closed_and_jobs_still_start(make_server: Any) -> None:
     server.client.close()  # its keep-alive connection would count against the limit
 
     body_head = (
-        b"POST /admin/jobs/start HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"POST /admin/jobs/start HTTP/1.1\r\n" + RAW_AUTH + b"content-type: application/json\r\n"
         b"content-length: 100\r\n\r\n{"
     )
     # Idle, half a request line, half the headers, half a body: none finishes.
     unread_body = (
-        b"POST /admin/jobs/nope/cancel HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{"
+        b"POST /admin/jobs/nope/cancel HTTP/1.1\r\n" + RAW_AUTH + b"content-length: 100\r\n\r\n{"
     )
     # (Idle ones last: whether or not they count past the limit, they get 408.)
     slow = Watch(
@@ -119,7 +119,7 @@ def test_slow_clients_are_closed_and_jobs_still_start(make_server: Any) -> None:
             watch.close()
 
     # The jobs accepted before, started meanwhile, all ran.
-    server.client = client = httpx.Client(base_url=server.url, timeout=30)
+    server.client = client = httpx.Client(base_url=server.url, headers=server.headers, timeout=30)
     for job_id in [first, *queued]:
         assert server.wait_status(job_id, "completed", "failed")["status"] == "completed"
     # And a new start works once the slow clients are gone.

@@ -125,14 +125,15 @@ def _members(n: int) -> bytes:
     return json.dumps({"name": "big", "members": members}).encode()
 
 
-def test_large_group_writes_do_not_starve_a_job_start(server: Server) -> None:
-    body = _members(20_000)
+def test_large_group_writes_do_not_starve_a_job_start(make_server: Any) -> None:
+    body = _members(20_000)  # about 1.7 MB: past the default body limit
+    server: Server = make_server(JOBSUP_MAX_BODY_BYTES=str(4 * 1024 * 1024))
 
     def put(i: int) -> int:
         response = httpx.put(
             f"{server.url}/admin/groups/big-{i}",
             content=body,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **server.headers},
             timeout=60,
         )
         return response.status_code

@@ -24,6 +24,7 @@ FIGURES = (
     Figure("cancel", latency.cancel, LATENCY_NEEDS),
     Figure("throughput", throughput.throughput, frozenset({"jobsup", "rq"})),
     Figure("api", api.api, frozenset({"jobsup-api", "bare"})),
+    Figure("auth", api.auth, frozenset({"jobsup-api", "jobsup-open"})),
     Figure("progress", api.progress, frozenset({"jobsup-api", "bare", "forkserver"})),
     Figure("memory", bulk.memory, frozenset({"jobsup-bulk", "forkserver"})),
     Figure("scale", bulk.scale, frozenset({"jobsup-bulk", "jobsup-order"})),

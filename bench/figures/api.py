@@ -103,17 +103,48 @@ def api(session: Session) -> list[Row]:
     runs: dict[str, list[load.LoadResult]] = {"idle": [], "bare": [], "busy": []}
     sent = 0.0
     for _ in range(rounds):
-        runs["idle"].append(load.generate(idle_url, seconds))
+        runs["idle"].append(load.generate(idle_url, seconds, headers=server.headers))
         runs["bare"].append(load.generate(bare_url, seconds))
         ids = _running(server, chatty, CHATTY_JOBS)
         before = sum(server.status(i)["progress"]["processed"] for i in ids)
-        runs["busy"].append(load.generate(_status_url(server, ids[0]), seconds))
+        runs["busy"].append(
+            load.generate(_status_url(server, ids[0]), seconds, headers=server.headers)
+        )
         sent += sum(server.status(i)["progress"]["processed"] for i in ids) - before
         for job_id in ids:
             server.cancel(job_id)
     rate = sent / sum(r.seconds for r in runs["busy"])
     note = f"{rate:,.0f} progress msg/s meanwhile, {runs['busy'][0].tool}"
     return _rows(f"{CHATTY_JOBS} jobs x {CHATTY_RATE:,} msg/s", note, runs)
+
+
+def auth(session: Session) -> list[Row]:
+    """GET status with authentication on (a bearer token checked on every request)
+    against the same server code with ``JOBSUP_AUTH=off``; rounds and medians."""
+    on, off = session.jobsup("jobsup-api"), session.jobsup("jobsup-open")
+    seconds, rounds = session.count(3, 2), session.count(5, 1)
+    on_url, off_url = _status_url(on, _finished_job(on)), _status_url(off, _finished_job(off))
+    runs: dict[str, list[load.LoadResult]] = {"on": [], "off": []}
+    for _ in range(rounds):
+        runs["off"].append(load.generate(off_url, seconds))
+        runs["on"].append(load.generate(on_url, seconds, headers=on.headers))
+    errors = sum(r.errors for results in runs.values() for r in results)
+    if errors:
+        raise RuntimeError(f"{errors} requests failed (401?) while measuring auth on/off")
+    on_rate, _ = _median(runs["on"])
+    off_rate, _ = _median(runs["off"])
+    return [
+        Row(
+            "api req/s, auth on",
+            "req/s",
+            Summary.single(on_rate),
+            "auth off",
+            Summary.single(off_rate),
+            Target(">=", 0.95),
+            f"GET status, bearer token, {runs['on'][0].tool}",
+            extra={name: _raw(results) for name, results in runs.items()},
+        )
+    ]
 
 
 def _flood(server: JobsupServer, seconds: float) -> float:
@@ -158,12 +189,15 @@ def _api_during_flood(session: Session, server: JobsupServer) -> list[Row]:
     bare_url = f"{session.bare_server().url}/bare"
     rates = []
     for _ in range(rounds):
-        runs["idle"].append(load.generate(_status_url(server, _finished_job(server)), seconds))
+        idle_url = _status_url(server, _finished_job(server))
+        runs["idle"].append(load.generate(idle_url, seconds, headers=server.headers))
         runs["bare"].append(load.generate(bare_url, seconds))
         with _cpu_burner():
             runs["burner"].append(load.generate(bare_url, seconds))
         (job_id,) = _running(server, {"type": "bench_flood", "seconds": seconds + 1}, 1)
-        runs["busy"].append(load.generate(_status_url(server, job_id), seconds))
+        runs["busy"].append(
+            load.generate(_status_url(server, job_id), seconds, headers=server.headers)
+        )
         job = server.wait_status(job_id, ("completed",), timeout=seconds + 60)
         elapsed = timestamp(job["completedAt"]) - timestamp(job["startedAt"])
         rates.append(job["result"]["sent"] / elapsed)

@@ -26,8 +26,8 @@ ROUNDS = 2
 SLOTS = int(SERVERS["jobsup"]["JOBSUP_MAX_CONCURRENT_JOBS"])
 
 
-async def _submit(url: str, count: int) -> list[str]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+async def _submit(url: str, headers: dict[str, str], count: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
 
         async def submitter(share: int) -> list[str]:
             ids = []
@@ -59,7 +59,7 @@ def _jobs(server: JobsupServer, ids: list[str]) -> list[dict[str, Any]]:
 def run_jobs(server: JobsupServer, count: int) -> None:
     """Submit ``count`` no-op jobs and wait until the server has run them all."""
     if count > 0:
-        asyncio.run(_submit(server.url, count))
+        asyncio.run(_submit(server.url, server.headers, count))
     server.wait_idle(count)
 
 
@@ -68,7 +68,7 @@ def jobsup_drain(server: JobsupServer, count: int) -> float:
     blockers = [server.submit({"type": "bench_wait", "stepMs": 600_000}) for _ in range(SLOTS)]
     for job_id in blockers:
         server.wait_status(job_id, ("running",))
-    ids = asyncio.run(_submit(server.url, count))
+    ids = asyncio.run(_submit(server.url, server.headers, count))
     for job_id in blockers:
         server.cancel(job_id)
     server.wait_idle(count)

@@ -21,11 +21,12 @@ T = TypeVar("T")
 
 __all__ = ["json", "parse", "query_int", "read_json", "wire"]
 
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
-
-async def read_json(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
-    """The body of a JSON request, refusing other content types and bodies over ``max_bytes``."""
+async def read_json(request: Request, max_bytes: int | None = None) -> bytes:
+    """The body of a JSON request, refusing other content types and bodies over ``max_bytes``
+    (at most ``JOBSUP_MAX_BODY_BYTES``, kept in ``app.state.max_body_bytes``)."""
+    limit: int = request.app.state.max_body_bytes
+    max_bytes = limit if max_bytes is None else min(max_bytes, limit)
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")

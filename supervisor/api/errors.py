@@ -39,12 +39,20 @@ DOMAIN_STATUS: dict[type[errors.JobsupError], tuple[int, str]] = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = headers or {}
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -85,7 +93,9 @@ def status_of(exc: errors.JobsupError) -> tuple[int, str]:
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.field)
+    response = error_response(exc.status, exc.code, exc.message, exc.field)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> Response:

@@ -10,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api.access import Role, needs
+from supervisor.api.access import Role, audited, limited, needs
 from supervisor.api.common import json, read_json
 from supervisor.api.contract import NO_CONTENT, Deferred, contract
 from supervisor.api.errors import ApiError
+from supervisor.api.guard import caller_of, recorded
 from supervisor.api.query import query_int, query_time
 from supervisor.job import Job, summary
 from supervisor.service import JobService, JobTypeView
@@ -89,6 +90,8 @@ def _service(request: Request) -> JobService:
 
 
 @needs(Role.OPERATOR)
+@audited("job.start")
+@limited
 @contract(
     body=Deferred(_configs), responses={200: StartAnswer, 202: StartAnswer}, errors=(404, 409, 429)
 )
@@ -98,11 +101,13 @@ async def start(request: Request) -> Response:
 
     200 with ``replayed``: the idempotencyKey names a job already accepted.
     """
-    started = await _service(request).start(await read_json(request, MAX_START_BYTES))
+    body = await read_json(request, MAX_START_BYTES)
+    started = await _service(request).start(body, caller_of(request))
     job = started.job
     if started.replayed:  # its idempotency key names a job already accepted: that one
         message = f"{job.type} job already accepted with this idempotencyKey"
         return json(StartAnswer(job.id, job.status, message, replayed=True), 200)
+    recorded(request, job.id)  # in the insert's transaction
     message = f"{job.type} job accepted"
     return json(StartAnswer(job.id, job.status, message, run_at=job.run_at), 202)
 
@@ -140,15 +145,19 @@ async def result_list(request: Request) -> Response:
 
 
 @needs(Role.OPERATOR)
+@audited("job.rerun", target="jobId")
+@limited
 @contract(responses={202: RerunAnswer}, errors=(404, 409, 429))
 async def rerun(request: Request) -> Response:
     """Start a new job with a finished job's type and config."""
-    job = await _service(request).rerun(request.path_params["jobId"])
+    job = await _service(request).rerun(request.path_params["jobId"], caller_of(request))
+    recorded(request, job.id)  # in the insert's transaction, on the new job's id
     message = f"{job.type} job accepted, a rerun of {job.rerun_of}"
     return json(RerunAnswer(job.id, job.status, job.rerun_of, message), 202)
 
 
 @needs(Role.OPERATOR)
+@audited("job.delete", target="jobId")
 @contract(responses={204: NO_CONTENT}, errors=(404, 409))
 async def delete(request: Request) -> Response:
     """Delete a finished job's record."""
@@ -164,10 +173,12 @@ async def job_types(request: Request) -> Response:
 
 
 @needs(Role.OPERATOR)
+@audited("job.cancel", target="jobId")
+@limited
 @contract(responses={200: CancelAnswer, 202: CancelAnswer}, errors=(404, 409, 429))
 async def cancel(request: Request) -> Response:
     """Cancel a job: 200 once it is final, 202 while it stops."""
-    job = await _service(request).cancel(request.path_params["jobId"])
+    job = await _service(request).cancel(request.path_params["jobId"], caller=caller_of(request))
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
         return json(CancelAnswer(job.id, job.status))
     return json(CancelAnswer(job.id, JobStatus.CANCELLING), 202)

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api.access import Role, needs
+from supervisor.api.access import Role, audited, needs
 from supervisor.api.common import json, read_json
 from supervisor.api.contract import NO_CONTENT, contract
 from supervisor.api.errors import ApiError
@@ -45,6 +45,7 @@ def _cursor(request: Request) -> str | None:
 
 
 @needs(Role.ADMIN)
+@audited("schedule.put", target="name")
 @contract(path=_NAME, body=ScheduleIn, responses={200: ScheduleView, 201: ScheduleView})
 async def put_schedule(request: Request) -> Response:
     """Create (201) or replace (200) a schedule: a start request fired by cron in a zone."""
@@ -77,6 +78,7 @@ async def list_schedules(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@audited("schedule.delete", target="name")
 @contract(path=_NAME, responses={204: NO_CONTENT}, errors=(404,))
 async def delete_schedule(request: Request) -> Response:
     """Delete a schedule; the jobs it started stay."""

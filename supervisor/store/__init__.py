@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from supervisor.store import jobs, schedules
+from supervisor.store import access, jobs, schedules
 from supervisor.store.migrations import migrate
 from workers import registry
 from workers.db import Database, DatabaseUnavailable, connect, dialect_of
@@ -283,8 +283,13 @@ class Store:
         """Apply pending migrations (blocking; for startup and ``jobsup migrate``)."""
         db = connect(self.url)
         try:
-            # The job table first, the schedules; then what the loaded job modules contribute.
-            components = {"jobs": jobs.MIGRATIONS, "schedules": schedules.MIGRATIONS}
+            # The job table first, the schedules, the access tables; then what the
+            # loaded job modules contribute.
+            components = {
+                "jobs": jobs.MIGRATIONS,
+                "schedules": schedules.MIGRATIONS,
+                "access": access.MIGRATIONS,
+            }
             return migrate(db, {**components, **registry.migrations()})
         finally:
             db.close()

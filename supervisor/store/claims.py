@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from supervisor.job import Job
+from supervisor.job import Job, RequestedBy
 from supervisor.state import TERMINAL
 from supervisor.store.jobs import (
     COLUMNS,
@@ -191,19 +191,42 @@ def request_cancel(db: Database, job_id: str, request: dict[str, Any], now_ms: i
         (to_json(request), now_ms, job_id),
     )
     if changed and db.dialect == "postgresql":
-        payload = f"{job_id} {request.get('reason', 'user')}"
+        # "<job id> <reason> <requestedBy as JSON>": none of them holds a space.
+        by = to_json(request.get("requestedBy")) or "null"
+        payload = f"{job_id} {request.get('reason', 'user')} {by}"
         db.execute("SELECT pg_notify('jobsup_cancel', ?)", (payload,))
     return changed == 1
 
 
-def cancel_requests(db: Database, owner: str) -> list[tuple[str, str]]:
-    """(job id, reason) of this owner's live jobs that another instance asked to cancel."""
+def cancel_requests(db: Database, owner: str) -> list[tuple[str, str, RequestedBy | None]]:
+    """(job id, reason, who) of this owner's live jobs another instance asked to cancel."""
     rows = db.query(
         "SELECT id, cancel_request FROM jobs WHERE owner = ?"
         f" AND status IN {LIVE_SQL} AND cancel_request IS NOT NULL",
         (owner,),
     )
-    return [(r[0], msgspec.json.decode(r[1]).get("reason", "user")) for r in rows]
+    requests = [(r[0], _request_decoder.decode(r[1])) for r in rows]
+    return [(job_id, r.reason, r.requested_by) for job_id, r in requests]
+
+
+class _CancelRequest(msgspec.Struct, rename="camel"):
+    reason: str = "user"
+    requested_by: RequestedBy | None = None
+
+
+_request_decoder = msgspec.json.Decoder(_CancelRequest)
+_by_decoder = msgspec.json.Decoder(RequestedBy | None)
+
+
+def parse_cancel_note(payload: str) -> tuple[str, str, RequestedBy | None]:
+    """The NOTIFY payload ``request_cancel`` sends: job id, reason, who."""
+    job_id, _, rest = payload.partition(" ")
+    reason, _, by = rest.partition(" ")
+    try:
+        requested_by = _by_decoder.decode(by) if by else None
+    except msgspec.DecodeError:
+        requested_by = None
+    return job_id, reason or "user", requested_by
 
 
 def notify_pending(db: Database) -> None:

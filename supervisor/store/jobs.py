@@ -13,8 +13,10 @@ from typing import Any
 
 import msgspec
 
-from supervisor.job import AttemptError, CancelInfo, Job, Progress, RetryPolicy
+from supervisor.audit import AuditEntry
+from supervisor.job import AttemptError, CancelInfo, Job, Progress, RequestedBy, RetryPolicy
 from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
+from supervisor.store.access import insert_audit
 from workers.db import Database
 
 # Stored times: whole milliseconds, one rounding everywhere (workers.times).
@@ -96,6 +98,11 @@ MIGRATIONS = [
         "ALTER TABLE jobs ADD COLUMN rerun_of TEXT",
     ),
     (
+        6,
+        # Who started the job (a token's name, role and fingerprint), as JSON.
+        "ALTER TABLE jobs ADD COLUMN requested_by TEXT",
+    ),
+    (
         7,
         # Time in the claim: scheduled jobs (run_at), the claim order
         # (queue_rank: arrival minus priority times the aging step, see
@@ -133,7 +140,7 @@ MIGRATIONS = [
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
     " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
-    " run_at, priority, retry, attempt_errors, idempotency_key"
+    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by"
 )
 
 _json = msgspec.json.Encoder()
@@ -141,6 +148,7 @@ _cancel_decoder = msgspec.json.Decoder(CancelInfo)
 _progress_decoder = msgspec.json.Decoder(Progress)
 _retry_decoder = msgspec.json.Decoder(RetryPolicy)
 _attempts_decoder = msgspec.json.Decoder(list[AttemptError])
+_requested_by_decoder = msgspec.json.Decoder(RequestedBy)
 
 
 def to_json(value: Any) -> str | None:
@@ -172,6 +180,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         retry,
         attempt_errors,
         idempotency_key,
+        requested_by,
     ) = row
     return Job(
         id=id_,
@@ -196,6 +205,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         retry=None if retry is None else _retry_decoder.decode(retry),
         attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
         idempotency_key=idempotency_key,
+        requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
     )
 
 
@@ -281,6 +291,7 @@ def insert_job(
     claim_for: str | None = None,
     rank: int | None = None,
     idempotency_ttl_ms: int = 0,
+    audit: AuditEntry | None = None,
 ) -> bool:
     """Insert a pending (or scheduled) job, unless the queue is full or its key is taken.
 
@@ -288,7 +299,9 @@ def insert_job(
     once when no other job is waiting (saving a claim round trip); returns
     whether it did. A job whose ``idempotency_key`` a job created within
     ``idempotency_ttl_ms`` carries is not inserted: ``IdempotentReplay``
-    names that job (an older holder of the key gives it up).
+    names that job (an older holder of the key gives it up). ``audit``: the
+    start's audit entry, written in the same transaction, so that no job
+    exists without its entry.
     """
     with db.transaction():
         stored = db.one("SELECT owner, attempts FROM jobs WHERE id = ?", (job.id,))
@@ -312,6 +325,8 @@ def insert_job(
             job.owner = claim_for
             job.attempts += 1
         _insert(db, job, key, label, now_ms, rank)
+        if audit is not None:
+            insert_audit(db, audit)
     return claimed
 
 
@@ -343,8 +358,8 @@ def _insert(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
         " completed_at, owner, attempts, resumes, attempt_errors, id, type, config, created_at,"
         " updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank, retry,"
-        " idempotency_key)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " idempotency_key, requested_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -360,6 +375,7 @@ def _insert(
             queue_rank(job, DEFAULT_AGING_MS) if rank is None else rank,
             to_json(job.retry),
             job.idempotency_key,
+            to_json(job.requested_by),
         ),
     )
 
