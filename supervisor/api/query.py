@@ -14,7 +14,9 @@ booleans spelt exactly ``true`` or ``false``, times in ISO 8601 with a zone.
 
 from __future__ import annotations
 
+import binascii
 import re
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -34,6 +36,8 @@ _ATTRIBUTE = "__jobsup_query__"
 # as one; any other space gets the hint to escape it.
 _PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 PLUS_HINT = "a '+' in a query string must be sent as %2B (a bare '+' reads as a space)"
+# A list's cursor is the id of its last item: ids are at most this long.
+MAX_CURSOR_CHARS = 256
 
 
 class _Declared:
@@ -133,4 +137,29 @@ def query_time(request: Request, name: str) -> datetime | None:
         raise _invalid(name, "needs a time zone (e.g. Z)")
     if not in_range(value):
         raise _invalid(name, "outside years 1 to 9999 in UTC")
+    return value
+
+
+def encode_cursor(cursor: str) -> str:
+    """A page cursor (an id, which may hold any character) as unpadded base64url,
+    which fits a header and a query string unescaped."""
+    return b64encode(cursor.encode(), b"-_").decode().rstrip("=")
+
+
+def query_cursor(request: Request, name: str = "before") -> str | None:
+    """The cursor ``encode_cursor`` gave, decoded; anything no list can have given is a 400.
+
+    That is text that is not base64url (a non-ASCII character included), bytes that
+    are not UTF-8, and text holding NUL or longer than an id: no id is either, and
+    PostgreSQL cannot compare with a NUL.
+    """
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII input, or not UTF-8
+        value = None
+    if value is None or "\x00" in value or len(value) > MAX_CURSOR_CHARS:
+        raise _invalid(name, "not a cursor from X-Next-Before")
     return value

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import binascii
-from base64 import b64decode, b64encode
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json, read_json
-from supervisor.api.errors import ApiError
-from supervisor.api.query import query_int, takes
+from supervisor.api.query import encode_cursor, query_cursor, query_int, takes
 from supervisor.schedules import ScheduleService
 
 MAX_PAGE = 1000
@@ -23,19 +19,6 @@ MAX_SCHEDULE_BYTES = 80 * 1024
 def _service(request: Request) -> ScheduleService:
     service: ScheduleService = request.app.state.schedules
     return service
-
-
-def _cursor(request: Request) -> str | None:
-    """The page cursor (a schedule's name), as unpadded base64url, as the other lists send it."""
-    raw = request.query_params.get("before")
-    if raw is None:
-        return None
-    try:
-        return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise ApiError(
-            400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
-        ) from None
 
 
 @needs(Role.ADMIN)
@@ -55,10 +38,10 @@ async def get_schedule(request: Request) -> Response:
 async def list_schedules(request: Request) -> Response:
     """Schedules sorted by name; ``X-Next-Before`` is the next page's cursor."""
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
-    items, cursor = await _service(request).list(_cursor(request), limit)
+    items, cursor = await _service(request).list(query_cursor(request), limit)
     response = json(items)
     if cursor is not None:
-        response.headers["X-Next-Before"] = b64encode(cursor.encode(), b"-_").decode().rstrip("=")
+        response.headers["X-Next-Before"] = encode_cursor(cursor)
     return response
 
 

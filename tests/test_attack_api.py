@@ -1,0 +1,71 @@
+"""What a hostile client sends to the lists: cursors that no list gave, repeated
+parameters. Each gets a 400 naming the field, never a 500 or a silent guess."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Server
+from tests.helpers import group_body
+
+LISTS = (
+    "/admin/groups",
+    "/admin/groups/g1/members",
+    "/admin/groups/g1/removals",
+    "/admin/schedules",
+)
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Not base64url at all (a non-ASCII character), base64 of bytes that are not
+# UTF-8, of text holding NUL (which no id holds, and PostgreSQL cannot take), of
+# text longer than any id.
+BAD_CURSORS = ("💥", "é", b64(b"\xff\xfe"), "AAAA", b64(b"g0\x00"), b64(b"g" * 1000))
+
+
+def refuses_bad_cursors(server: Server) -> None:
+    response = server.client.put("/admin/groups/g1", json=group_body(inactive=3))
+    assert response.status_code == 200, response.text
+    for path in LISTS:
+        for cursor in BAD_CURSORS:
+            response = server.client.get(path, params={"before": cursor})
+            assert response.status_code == 400, (path, cursor, response.text)
+            assert response.json()["error"]["field"] == "before", (path, cursor)
+    # A cursor a list gave still pages.
+    response = server.client.get("/admin/groups/g1/members", params={"limit": 2})
+    cursor = response.headers["X-Next-Before"]
+    page = server.client.get("/admin/groups/g1/members", params={"limit": 2, "before": cursor})
+    assert page.status_code == 200, page.text
+    assert len(page.json()) >= 1
+    assert server.client.get("/healthz").status_code == 200
+
+
+def test_a_cursor_no_list_gave_is_refused_naming_before(server: Server) -> None:
+    refuses_bad_cursors(server)
+
+
+@pytest.mark.postgres
+def test_a_cursor_no_list_gave_is_refused_naming_before_on_postgres(
+    pg_url: str, make_server: Callable[..., Server]
+) -> None:
+    refuses_bad_cursors(make_server(DATABASE_URL=pg_url))
+
+
+def test_a_query_parameter_given_twice_is_refused_naming_it(server: Server) -> None:
+    for path, name in (
+        ("/admin/jobs?limit=5&limit=6", "limit"),
+        ("/admin/groups?limit=5&limit=5", "limit"),
+        ("/admin/jobs?status=running&status=failed", "status"),
+        ("/admin/jobs/events?type=a&type=b", "type"),
+    ):
+        response = server.client.get(path)
+        assert response.status_code == 400, (path, response.text)
+        error = response.json()["error"]
+        assert error["field"] == name, (path, error)
+        assert "more than once" in error["message"], error
