@@ -3,8 +3,8 @@
 Every endpoint that takes query parameters declares their names with
 ``@takes("limit", "before")``, as it declares its role with ``@needs``; an
 endpoint that declares nothing takes none. ``checked(routes)`` makes each
-route refuse, before its endpoint runs, a parameter it does not take (400
-``invalid_field`` naming it): a misspelt ``limit`` would otherwise be ignored
+route refuse, before its endpoint runs, a parameter it does not take or one
+given twice (400 ``invalid_field`` naming it): a misspelt ``limit`` would otherwise be ignored
 in silence. ``accepted(endpoint)`` is the declared set, for whoever documents
 the routes.
 
@@ -67,12 +67,18 @@ def accepted(endpoint: Callable[..., Any]) -> frozenset[str]:
 
 
 def refuse_unknown(request: Request, names: frozenset[str]) -> None:
-    unknown = set(request.query_params) - names
+    """Refuse a parameter the route does not take, and one given twice: every
+    reader takes one value, and which of two it took would be a guess."""
+    params = request.query_params
+    unknown = set(params) - names
     if unknown:
         name = sorted(unknown)[0]
         takes_ = ", ".join(sorted(names)) or "none"
         message = f"{name}: unknown query parameter (this route takes: {takes_})"
         raise ApiError(400, "invalid_field", message, name)
+    repeated = sorted(name for name in params if len(params.getlist(name)) > 1)
+    if repeated:
+        raise _invalid(repeated[0], "given more than once")
 
 
 class _Checked:
