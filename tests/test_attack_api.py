@@ -69,3 +69,15 @@ def test_a_query_parameter_given_twice_is_refused_naming_it(server: Server) -> N
         error = response.json()["error"]
         assert error["field"] == name, (path, error)
         assert "more than once" in error["message"], error
+
+
+def test_an_integer_parameter_is_ascii_digits(server: Server) -> None:
+    # Python's int() reads all of these; a client sending them has a bug to hear of.
+    for raw in ("５", "1_0", "+5", " 5", "5 ", "٥"):
+        response = server.client.get("/admin/groups", params={"limit": raw})
+        assert response.status_code == 400, (raw, response.text)
+        assert response.json()["error"]["field"] == "limit"
+    huge = server.client.get("/admin/groups", params={"limit": "9" * 5000})
+    assert huge.status_code == 400, huge.text
+    assert huge.json()["error"]["message"] == "limit: must be between 1 and 1000"
+    assert server.client.get("/admin/groups", params={"limit": "0005"}).status_code == 200

@@ -34,6 +34,7 @@ _ATTRIBUTE = "__jobsup_query__"
 # A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
 # A space before a trailing offset can only have been that "+", so it is read
 # as one; any other space gets the hint to escape it.
+_INTEGER = re.compile(r"-?[0-9]+")
 _PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 PLUS_HINT = "a '+' in a query string must be sent as %2B (a bare '+' reads as a space)"
 # A list's cursor is the id of its last item: ids are at most this long.
@@ -111,10 +112,11 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(name, "must be an integer") from None
+    # ASCII digits only: int() also reads "+5", " 5", "1_0" and other scripts' digits.
+    if _INTEGER.fullmatch(raw) is None:
+        raise _invalid(name, "must be an integer")
+    # Past 20 digits no bound fits, and int() refuses over 4300 of them.
+    value = int(raw) if len(raw) <= 20 else (high + 1 if raw[0] != "-" else low - 1)
     if not low <= value <= high:
         raise _invalid(name, f"must be between {low} and {high}")
     return value
