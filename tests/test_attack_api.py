@@ -73,7 +73,7 @@ def test_a_query_parameter_given_twice_is_refused_naming_it(server: Server) -> N
 
 def test_an_integer_parameter_is_ascii_digits(server: Server) -> None:
     # Python's int() reads all of these; a client sending them has a bug to hear of.
-    for raw in ("５", "1_0", "+5", " 5", "5 ", "٥"):
+    for raw in ("\uff15", "1_0", "+5", " 5", "5 ", "\u0665"):  # fullwidth, Arabic-Indic 5
         response = server.client.get("/admin/groups", params={"limit": raw})
         assert response.status_code == 400, (raw, response.text)
         assert response.json()["error"]["field"] == "limit"
@@ -81,3 +81,15 @@ def test_an_integer_parameter_is_ascii_digits(server: Server) -> None:
     assert huge.status_code == 400, huge.text
     assert huge.json()["error"]["message"] == "limit: must be between 1 and 1000"
     assert server.client.get("/admin/groups", params={"limit": "0005"}).status_code == 200
+
+
+def test_the_cli_shows_times_as_the_api_writes_them(server: Server) -> None:
+    from tests.test_client import jobsup
+
+    job_id = server.start_job({"type": "quick"})
+    created = server.wait_status(job_id, "completed")["createdAt"]
+    shown = jobsup(server, "status", job_id)
+    assert shown.returncode == 0, shown.stderr
+    assert created in shown.stdout, (created, shown.stdout)
+    listed = jobsup(server, "list")
+    assert created in listed.stdout, (created, listed.stdout)

@@ -56,7 +56,8 @@ def test_help_describes_every_subcommand() -> None:
     assert "``" not in result.stdout  # no raw markup
     assert "exit codes" in result.stdout
     # The table is the server commands'; the client's 3 (a cancelled job) differs.
-    assert "client commands" in result.stdout and "docs/client.md" in result.stdout
+    assert "client commands" in result.stdout
+    assert "docs/client.md" in result.stdout
 
 
 @pytest.mark.parametrize(
