@@ -93,3 +93,18 @@ def test_the_cli_shows_times_as_the_api_writes_them(server: Server) -> None:
     assert created in shown.stdout, (created, shown.stdout)
     listed = jobsup(server, "list")
     assert created in listed.stdout, (created, listed.stdout)
+
+
+def test_a_schedule_zone_is_a_zone_name_not_a_host_file(server: Server) -> None:
+    """localtime is whatever zone the host is in, posixrules a tzdata build file, right/…
+    zones count leap seconds: two instances could read the same schedule differently."""
+    assert server.client.put("/admin/groups/g1", json=group_body(inactive=1)).status_code == 200
+    job = {"type": "removal_queue", "groupWaId": "g1", "batchSize": 1, "delayMs": 10000}
+    for name in ("localtime", "posixrules", "posix/UTC", "right/UTC"):
+        body = {"cron": "0 3 * * *", "timezone": name, "job": job | {"dryRun": True}}
+        response = server.client.put("/admin/schedules/s1", json=body)
+        assert response.status_code == 400, (name, response.text)
+        assert response.json()["error"]["field"] == "timezone"
+    assert server.client.get("/admin/schedules/s1").status_code == 404
+    body = {"cron": "0 3 * * *", "timezone": "Etc/GMT-14", "job": job | {"dryRun": True}}
+    assert server.client.put("/admin/schedules/s1", json=body).status_code == 201
