@@ -141,14 +141,24 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _validate(policy: Policy) -> None:
+    evolution.validate(policy)
+    # RFC 7518 3.2: an HS256 key at least as long as the hash.
+    key = policy.webhook_jwt_key.value
+    if key and len(key.encode()) < 32:
+        raise ValueError("JOBSUP_WEBHOOK_JWT_KEY must be at least 32 bytes (an HS256 key)")
+
+
 # What the removal domain adds to the supervisor: the directory's tables, the
-# /admin/groups and /admin/gateway routes (front process only), the delay
-# floor between batches (WhatsApp rate limits), the gateway and its settings,
-# and its jobs listed by group (?groupWaId=).
+# /admin/groups and /admin/gateway routes (front process only), the webhook
+# and import routes, the jobsup import command, the delay floor between
+# batches (WhatsApp rate limits), the gateway and its settings, the webhooks'
+# credentials, and its jobs listed by group (?groupWaId=).
 extend(
     "directory",
     migrations=MIGRATIONS,
     routes="removal.api:routes",
+    commands="removal.importer:add_parser",
     settings=[
         Setting("min_delay_ms", 10_000, int, minimum=0),
         Setting("gateway", "local", _gateway_name),
@@ -158,8 +168,11 @@ extend(
         Setting("evolution_timeout_s", 30.0, _positive, variable="EVOLUTION_TIMEOUT_S"),
         Setting("gateway_backoff_ms", 2_000, int, minimum=1),
         Setting("gateway_retries", 5, int, minimum=0),
+        # The webhook routes' credentials (removal.webhooks); neither set: they refuse.
+        Setting("webhook_secret", "", str, secret=True),
+        Setting("webhook_jwt_key", "", str, secret=True),
     ],
-    validate=evolution.validate,
+    validate=_validate,
 )
 BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import msgspec
 from supervisor.events import Kind
 from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess
+from supervisor.logs import about_job
 from supervisor.runs import Run, resumable
 from supervisor.settings import Settings
 from supervisor.spare import SparePool
@@ -64,7 +66,10 @@ class Scheduler:
         table.on_lost = self._lost
 
     def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        # A fresh context: the request that woke the scheduler is not what its
+        # work (another job's start, say) is about; its id stays off those lines.
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(coro, context=contextvars.Context())  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -272,6 +277,7 @@ class Scheduler:
         if job is None or job.status is not JobStatus.PENDING:
             return False
         info = CancelInfo(requested_at=now(), reason=reason)
+        log.info("job %s stopped before it started", job_id, extra=about_job(job_id))
         await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
         return True
 
@@ -298,6 +304,7 @@ class Scheduler:
         )
         done = await self._store.call(claims.cancel_unclaimed, cancelled, now_ms(), write=True)
         if done:  # the one final state not applied through the table: announced here
+            log.info("job %s stopped before it started", job.id, extra=about_job(job.id))
             self._table.events.publish(Kind.FINISHED, cancelled)
         return bool(done)
 

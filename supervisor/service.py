@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from supervisor.errors import (
     Unavailable,
 )
 from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.logs import about_job
 from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
@@ -37,6 +39,8 @@ from workers import registry
 from workers.db import Database, DatabaseUnavailable
 from workers.registry import ConfigRejected, JobType, Policy
 from workers.times import now_ms
+
+log = logging.getLogger("jobsup.service")
 
 # How often a cancel made here looks for the owning instance's answer.
 REMOTE_POLL_S = 0.05
@@ -180,6 +184,7 @@ class JobService:
             raise QueueFull("too many pending jobs; retry later") from None
         finally:
             self.scheduler.release_slot(slot)
+        log.info("job %s accepted (%s)", job.id, job.type, extra=about_job(job.id))
         if claimed:
             self.scheduler.run_claimed(job)
         else:
@@ -200,6 +205,8 @@ class JobService:
         Returns the job as it then is: terminal, or still stopping.
         """
         job = await self.get(job_id)
+        if job.status not in TERMINAL:
+            log.info("job %s: cancel requested (%s)", job_id, reason, extra=about_job(job_id))
         for _ in range(3):  # a pending job may be claimed while we look at it
             if job.status in TERMINAL:
                 raise NotCancellable(

@@ -20,6 +20,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -84,7 +85,11 @@ class Settings:
     events_interval_s: float = 0.25
     events_follow_s: float = 1.0
     log_level: str = "info"
+    # text (the default) or json: one JSON object per line.
+    log_format: str = "text"
     access_log: bool = False
+    # A bearer token that may read GET /metrics and nothing else ("" = none).
+    metrics_token: str = ""
     instance_id: str = field(default_factory=_instance_id)
     # The rest of the environment: the job modules' own settings (their
     # ``workers.registry.Setting``s, JOBSUP_* or a variable they name), read
@@ -159,6 +164,10 @@ class Settings:
             raise SettingsError("JOBSUP_SHUTDOWN_MODE must be requeue or cancel")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"JOBSUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if self.metrics_token and len(self.metrics_token) < 16:
+            raise SettingsError("JOBSUP_METRICS_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
 

@@ -20,6 +20,7 @@ import msgspec
 
 from supervisor.events import EventBus, Kind
 from supervisor.job import Job, Progress, now
+from supervisor.logs import about_job
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import DatabaseBusy, Store, claims, is_unique_violation
 from supervisor.store import jobs as sql
@@ -396,4 +397,7 @@ class JobTable:
         for job_id in old:
             del self._jobs[job_id]
             self._result_stored.discard(job_id)
+            log.info(
+                "job %s swept from memory (the store keeps it)", job_id, extra=about_job(job_id)
+            )
         return len(old)

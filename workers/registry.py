@@ -151,6 +151,9 @@ class Extension:
     settings: tuple[Setting, ...] = ()
     # Checks the settings together (one needs another); ValueError naming the variable.
     validate: Callable[[Policy], None] | None = None
+    # "module:attribute", a function given the jobsup command's subparsers;
+    # a subcommand it adds sets ``run`` (args -> exit status) as a default.
+    commands: str | None = None
 
 
 CheckFunction = Callable[[Any, Database, Policy], None]
@@ -215,16 +218,29 @@ def extend(
     routes: str | None = None,
     settings: Iterable[Setting] = (),
     validate: Callable[[Policy], None] | None = None,
+    commands: str | None = None,
 ) -> None:
-    """Contribute a module's tables, routes and settings (once per component)."""
+    """Contribute a module's tables, routes, settings and commands (once per component)."""
     if any(e.component == component for e in _extensions):
         return  # a module imported again under another name
-    _extensions.append(Extension(component, tuple(migrations), routes, tuple(settings), validate))
+    _extensions.append(
+        Extension(component, tuple(migrations), routes, tuple(settings), validate, commands)
+    )
 
 
 def migrations() -> dict[str, list[tuple[int, str]]]:
     """Each contributing component's migrations, in the order the modules were loaded."""
     return {e.component: list(e.migrations) for e in _extensions if e.migrations}
+
+
+def commands() -> list[Callable[[Any], None]]:
+    """Every contributed ``jobsup`` subcommand's registering function, imported now."""
+    found: list[Callable[[Any], None]] = []
+    for extension in _extensions:
+        if extension.commands is not None:
+            module, _, attribute = extension.commands.partition(":")
+            found.append(getattr(importlib.import_module(module), attribute))
+    return found
 
 
 def routes() -> list[Any]:
