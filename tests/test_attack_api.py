@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.conftest import Server
@@ -108,3 +110,31 @@ def test_a_schedule_zone_is_a_zone_name_not_a_host_file(server: Server) -> None:
     assert server.client.get("/admin/schedules/s1").status_code == 404
     body = {"cron": "0 3 * * *", "timezone": "Etc/GMT-14", "job": job | {"dryRun": True}}
     assert server.client.put("/admin/schedules/s1", json=body).status_code == 201
+
+
+@pytest.mark.postgres
+def test_a_group_put_and_deleted_at_once_never_answers_500(
+    pg_url: str, make_server: Callable[..., Server]
+) -> None:
+    """A delete that finds no group must not delete the one a concurrent put commits
+    between its statements, under the members that put wrote (a foreign key error)."""
+    server = make_server(DATABASE_URL=pg_url)
+    body = group_body(inactive=20)
+    answers: list[tuple[int, str]] = []
+
+    def hammer(i: int) -> None:
+        with httpx.Client(base_url=server.url, headers=server.client.headers, timeout=30) as c:
+            for k in range(30):
+                if (i + k) % 2:
+                    response = c.put("/admin/groups/race", json=body)
+                else:
+                    response = c.delete("/admin/groups/race")
+                answers.append((response.status_code, response.text))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(hammer, range(8)))
+    assert {code for code, _ in answers} <= {200, 204, 404}, [a for a in answers if a[0] >= 500][:2]
+    summary = server.client.get("/admin/groups/race")
+    if summary.status_code == 200:  # the last word was a put: whole
+        assert summary.json()["memberCount"] == len(body["members"])
+    assert server.client.get("/healthz").status_code == 200
