@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from base64 import b64decode, b64encode
 from typing import Annotated, Any
 
 import msgspec
@@ -18,8 +17,7 @@ from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, audited, needs
 from supervisor.api.common import json, parse
 from supervisor.api.contract import NO_CONTENT, contract
-from supervisor.api.errors import ApiError
-from supervisor.api.query import query_bool, query_int
+from supervisor.api.query import encode_cursor, query_bool, query_cursor, query_int
 
 MAX_PAGE = 1000
 
@@ -39,27 +37,11 @@ def _service(request: Request) -> GroupService:
 
 
 def _paged(items: Any, cursor: str | None) -> Response:
-    """A page of a list; ``X-Next-Before`` names the next page's cursor, as in the jobs list.
-
-    The cursor is an id, which may hold any character: it travels as
-    unpadded base64url, which fits a header and a query string unescaped.
-    """
+    """A page of a list; ``X-Next-Before`` names the next page's cursor, as in the jobs list."""
     response = json(items)
     if cursor is not None:
-        response.headers["X-Next-Before"] = b64encode(cursor.encode(), b"-_").decode().rstrip("=")
+        response.headers["X-Next-Before"] = encode_cursor(cursor)
     return response
-
-
-def _cursor(request: Request) -> str | None:
-    raw = request.query_params.get("before")
-    if raw is None:
-        return None
-    try:
-        return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
-    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 once decoded
-        raise ApiError(
-            400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
-        ) from None
 
 
 @needs(Role.VIEWER)
@@ -72,7 +54,7 @@ async def list_groups(request: Request) -> Response:
     """Groups sorted by groupWaId, each with its counts."""
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
     limit = query_int(request, "limit", 50, 1, MAX_PAGE)
-    return _paged(*await _service(request).list(_cursor(request), limit, window))
+    return _paged(*await _service(request).list(query_cursor(request), limit, window))
 
 
 @needs(Role.ADMIN)
@@ -124,7 +106,9 @@ async def list_members(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     include_removed = query_bool(request, "includeRemoved", False)
     limit = query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE)
-    page = await _service(request).members(group_wa_id, include_removed, _cursor(request), limit)
+    page = await _service(request).members(
+        group_wa_id, include_removed, query_cursor(request), limit
+    )
     return _paged(*page)
 
 
@@ -151,7 +135,7 @@ async def list_removals(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     job_id = request.query_params.get("jobId")
-    page = await _service(request).removals(group_wa_id, limit, job_id, _cursor(request))
+    page = await _service(request).removals(group_wa_id, limit, job_id, query_cursor(request))
     return _paged(*page)
 
 

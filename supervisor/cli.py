@@ -56,6 +56,14 @@ def _server_env() -> str:
     return _env_list([*names, "and the JOBSUP_JOB_MODULES modules' own settings"])
 
 
+# The client commands' codes differ (3 is a cancelled job there): say so where
+# the server's table is the only one shown.
+CLIENT_CODES_NOTE = (
+    "\n\nThe client commands (start, status, list, cancel, watch, groups, schedules)"
+    "\nhave their own exit codes: jobsup start --help, docs/client.md."
+)
+
+
 def _exit_codes() -> str:
     rows = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
     return f"exit codes (docs/operations.md, Exit codes):\n{rows}"
@@ -244,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobsup",
         description=DESCRIPTION,
-        epilog=SETTINGS_NOTE + "\n\n" + _exit_codes(),
+        epilog=SETTINGS_NOTE + "\n\n" + _exit_codes() + CLIENT_CODES_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

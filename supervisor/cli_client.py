@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 
 from supervisor.job import Job
+from workers.times import iso
 
 if TYPE_CHECKING:
     from supervisor.client import Client, Event
@@ -222,7 +223,8 @@ def _console() -> Any:
 
 
 def _time(value: Any) -> str:
-    return "-" if value is None else value.isoformat().replace("+00:00", "Z")
+    """A time as the API writes it (milliseconds, ``Z``), so it can be searched for."""
+    return "-" if value is None else iso(value)
 
 
 def _list(client: Client, args: argparse.Namespace) -> int:

@@ -68,10 +68,19 @@ def parse_cron(expression: str) -> str:
     return text
 
 
+# Files in a zoneinfo directory that are not zone names: ``localtime`` is the host's
+# own zone, ``posixrules`` a build file, ``posix/`` and ``right/`` copies of every
+# zone (``right/`` counting leap seconds). Two instances could read them differently.
+_HOST_FILES = ("localtime", "posixrules")
+_HOST_TREES = ("posix/", "right/")
+
+
 def zone(name: str) -> ZoneInfo:
     """The IANA zone by name; ``BadZone`` for anything else (paths, blanks, unknown names)."""
     if not name or len(name) > MAX_ZONE_LENGTH or name != name.strip():
         raise BadZone(f"{name!r} is not an IANA time zone name")
+    if name in _HOST_FILES or name.startswith(_HOST_TREES):
+        raise BadZone(f"{name!r} is not an IANA time zone name (e.g. America/Sao_Paulo)")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

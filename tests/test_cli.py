@@ -55,6 +55,9 @@ def test_help_describes_every_subcommand() -> None:
         assert f"\n    {command} " in result.stdout, result.stdout
     assert "``" not in result.stdout  # no raw markup
     assert "exit codes" in result.stdout
+    # The table is the server commands'; the client's 3 (a cancelled job) differs.
+    assert "client commands" in result.stdout
+    assert "docs/client.md" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -251,9 +251,13 @@ def import_members(db: Database, group_wa_id: str, rows: Sequence[Seen], now_ms:
     Unlike a sync, members not listed are left as they are.
     """
     with db.transaction():
+        # DO UPDATE (of nothing) rather than DO NOTHING: it locks the group row it finds
+        # or inserts, so a concurrent delete waits for this transaction instead of
+        # deleting the group under the members it writes (or deadlocking with it).
         db.execute(
             "INSERT INTO wa_groups (group_wa_id, name, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (group_wa_id) DO NOTHING",
+            " VALUES (?, ?, ?, ?) ON CONFLICT (group_wa_id)"
+            " DO UPDATE SET updated_at = wa_groups.updated_at",
             (group_wa_id, group_wa_id, now_ms, now_ms),
         )
         for row in rows:

@@ -45,8 +45,12 @@ def delete_group(db: Database, group_wa_id: str) -> bool:
     (their outcome would have nowhere to go). Whether a job is on the group
     is the caller's to check, in the same transaction.
     """
-    if db.dialect == "postgresql":  # two deletes of one group queue behind each other
-        db.execute("SELECT 1 FROM wa_groups WHERE group_wa_id = ? FOR UPDATE", (group_wa_id,))
+    # On PostgreSQL the row lock queues two deletes, and a put, behind each other. A
+    # group absent now is absent for this delete: one a concurrent put commits between
+    # the statements below must not be deleted from under the members it wrote.
+    lock = " FOR UPDATE" if db.dialect == "postgresql" else ""
+    if db.one(f"SELECT 1 FROM wa_groups WHERE group_wa_id = ?{lock}", (group_wa_id,)) is None:
+        return False
     if db.one("SELECT 1 FROM removal_intents WHERE group_wa_id = ? LIMIT 1", (group_wa_id,)):
         raise GroupInUse("removals asked of the gateway are not settled yet")
     for table in ("removal_intents", "removal_queue", "wa_whitelist", "wa_members"):

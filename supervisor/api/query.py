@@ -3,8 +3,8 @@
 Every endpoint that takes query parameters declares their names with
 ``@takes("limit", "before")``, as it declares its role with ``@needs``; an
 endpoint that declares nothing takes none. ``checked(routes)`` makes each
-route refuse, before its endpoint runs, a parameter it does not take (400
-``invalid_field`` naming it): a misspelt ``limit`` would otherwise be ignored
+route refuse, before its endpoint runs, a parameter it does not take or one
+given twice (400 ``invalid_field`` naming it): a misspelt ``limit`` would otherwise be ignored
 in silence. ``accepted(endpoint)`` is the declared set, for whoever documents
 the routes.
 
@@ -14,7 +14,9 @@ booleans spelt exactly ``true`` or ``false``, times in ISO 8601 with a zone.
 
 from __future__ import annotations
 
+import binascii
 import re
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,8 +34,11 @@ _ATTRIBUTE = "__jobsup_query__"
 # A "+" left unescaped in a query string arrives as a space: "…T09:00:00 02:00".
 # A space before a trailing offset can only have been that "+", so it is read
 # as one; any other space gets the hint to escape it.
+_INTEGER = re.compile(r"-?[0-9]+")
 _PLUS_AS_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 PLUS_HINT = "a '+' in a query string must be sent as %2B (a bare '+' reads as a space)"
+# A list's cursor is the id of its last item: ids are at most this long.
+MAX_CURSOR_CHARS = 256
 
 
 class _Declared:
@@ -63,12 +68,18 @@ def accepted(endpoint: Callable[..., Any]) -> frozenset[str]:
 
 
 def refuse_unknown(request: Request, names: frozenset[str]) -> None:
-    unknown = set(request.query_params) - names
+    """Refuse a parameter the route does not take, and one given twice: every
+    reader takes one value, and which of two it took would be a guess."""
+    params = request.query_params
+    unknown = set(params) - names
     if unknown:
         name = sorted(unknown)[0]
         takes_ = ", ".join(sorted(names)) or "none"
         message = f"{name}: unknown query parameter (this route takes: {takes_})"
         raise ApiError(400, "invalid_field", message, name)
+    repeated = sorted(name for name in params if len(params.getlist(name)) > 1)
+    if repeated:
+        raise _invalid(repeated[0], "given more than once")
 
 
 class _Checked:
@@ -101,10 +112,11 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(name, "must be an integer") from None
+    # ASCII digits only: int() also reads "+5", " 5", "1_0" and other scripts' digits.
+    if _INTEGER.fullmatch(raw) is None:
+        raise _invalid(name, "must be an integer")
+    # Past 20 digits no bound fits, and int() refuses over 4300 of them.
+    value = int(raw) if len(raw) <= 20 else (high + 1 if raw[0] != "-" else low - 1)
     if not low <= value <= high:
         raise _invalid(name, f"must be between {low} and {high}")
     return value
@@ -133,4 +145,29 @@ def query_time(request: Request, name: str) -> datetime | None:
         raise _invalid(name, "needs a time zone (e.g. Z)")
     if not in_range(value):
         raise _invalid(name, "outside years 1 to 9999 in UTC")
+    return value
+
+
+def encode_cursor(cursor: str) -> str:
+    """A page cursor (an id, which may hold any character) as unpadded base64url,
+    which fits a header and a query string unescaped."""
+    return b64encode(cursor.encode(), b"-_").decode().rstrip("=")
+
+
+def query_cursor(request: Request, name: str = "before") -> str | None:
+    """The cursor ``encode_cursor`` gave, decoded; anything no list can have given is a 400.
+
+    That is text that is not base64url (a non-ASCII character included), bytes that
+    are not UTF-8, and text holding NUL or longer than an id: no id is either, and
+    PostgreSQL cannot compare with a NUL.
+    """
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII input, or not UTF-8
+        value = None
+    if value is None or "\x00" in value or len(value) > MAX_CURSOR_CHARS:
+        raise _invalid(name, "not a cursor from X-Next-Before")
     return value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from base64 import b64decode, b64encode
 from typing import Annotated
 
 import msgspec
@@ -13,8 +12,7 @@ from starlette.routing import Route
 from supervisor.api.access import Role, audited, needs
 from supervisor.api.common import json, read_json
 from supervisor.api.contract import NO_CONTENT, contract
-from supervisor.api.errors import ApiError
-from supervisor.api.query import query_int
+from supervisor.api.query import encode_cursor, query_cursor, query_int
 from supervisor.schedules import NAME, ScheduleIn, ScheduleService, ScheduleView
 
 MAX_PAGE = 1000
@@ -29,19 +27,6 @@ _Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
 def _service(request: Request) -> ScheduleService:
     service: ScheduleService = request.app.state.schedules
     return service
-
-
-def _cursor(request: Request) -> str | None:
-    """The page cursor (a schedule's name), as unpadded base64url, as the other lists send it."""
-    raw = request.query_params.get("before")
-    if raw is None:
-        return None
-    try:
-        return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
-    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 once decoded
-        raise ApiError(
-            400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
-        ) from None
 
 
 @needs(Role.ADMIN)
@@ -70,10 +55,10 @@ async def get_schedule(request: Request) -> Response:
 async def list_schedules(request: Request) -> Response:
     """Schedules sorted by name; ``X-Next-Before`` is the next page's cursor."""
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
-    items, cursor = await _service(request).list(_cursor(request), limit)
+    items, cursor = await _service(request).list(query_cursor(request), limit)
     response = json(items)
     if cursor is not None:
-        response.headers["X-Next-Before"] = b64encode(cursor.encode(), b"-_").decode().rstrip("=")
+        response.headers["X-Next-Before"] = encode_cursor(cursor)
     return response
 
 
