@@ -214,6 +214,9 @@ def run_workflow(
     place = _resumed_place(ctx, config)
     if place is not None:  # synced before it was interrupted: the queue is its plan
         result.queued = place.queued
+        # A call in flight when it was interrupted left intents: settle them first,
+        # or their members (perhaps already removed) stay queued and unrecorded.
+        settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
         return _remove_queued(ctx, db, gateway, config, result, place)
     group, window = config.group_wa_id, config.inactivity_window_ms
     ctx.progress(message="fetching members", phase="sync")
