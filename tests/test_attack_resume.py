@@ -8,13 +8,19 @@ job's result tell one story.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import random
+import signal
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, wait_until
 from tests.fake_evolution import FakeEvolution, running
-from tests.helpers import removal, rows
+from tests.helpers import group_body, removal, rows
 from tests.invariants import assert_removal_invariants
 from tests.test_evolution import (
     GROUP,
@@ -74,4 +80,72 @@ def test_a_deploy_during_an_evolution_call_resumes_without_losing_the_batch(
     assert {(r["outcome"], r["jobId"]) for r in done} == {("SUCCESS", job_id)}
     assert sorted(job["result"]["removedWhatsappIds"]) == everyone  # result == history
     assert rows(sqlite_url, "SELECT whatsapp_id FROM removal_intents") == []
+    assert_removal_invariants(sqlite_url)
+
+
+CHAOS_GROUP = "g-chaos-resume"
+CHAOS_MEMBERS = 30
+CHAOS_DELAY_MS = 400
+
+
+def _running_again(server: Server, job_id: str) -> bool:
+    job = server.status(job_id)
+    return job["status"] == "running" and job["pid"] is not None
+
+
+def _hurt(server: Server, job_id: str, fault: str, rng: random.Random) -> None:
+    """One fault at a random moment of the removal; the server is up again after it."""
+    if fault == "crash":  # SIGKILL of the front: its orphaned child stops itself
+        server.kill()
+    elif fault == "deploy":  # SIGTERM to every process, as a platform does
+        sigterm_everyone(server)
+    elif fault == "impatient":  # SIGTERM to the front, SIGKILL before its grace ends
+        server.signal(signal.SIGTERM)
+        time.sleep(rng.uniform(0.0, 0.8))  # fault timing, not an assertion
+        server.kill()
+    else:  # SIGTERM to the job's child alone: back to the queue, admissions held briefly
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.status(job_id)["pid"], signal.SIGTERM)
+        wait_until(lambda: server.status(job_id)["status"] == "pending", timeout=30)
+        return
+    server.start()
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_a_removal_hurt_at_random_moments_reads_as_one_paced_run(
+    make_server: Callable[..., Server], sqlite_url: str, seed: int
+) -> None:
+    """Crashes, deploys, impatient stops and child SIGTERMs, seeded; then the invariants."""
+    rng = random.Random(seed)
+    server = make_server(JOBSUP_SIGTERM_HOLD_S="0.5")
+    response = server.client.put(
+        f"/admin/groups/{CHAOS_GROUP}", json=group_body(inactive=CHAOS_MEMBERS)
+    )
+    assert response.status_code == 200, response.text
+    job_id = server.start_job(removal(CHAOS_GROUP, batchSize=2, delayMs=CHAOS_DELAY_MS))
+    faults = [rng.choice(["crash", "deploy", "impatient", "child"]) for _ in range(4)]
+    for fault in faults:
+        wait_until(lambda: _running_again(server, job_id), timeout=30)
+        if server.status(job_id)["status"] in ("completed", "failed"):
+            break
+        time.sleep(rng.uniform(0.1, 1.0))  # a random moment: in a batch, a delay, the sync
+        if server.status(job_id)["status"] != "running":
+            break
+        _hurt(server, job_id, fault, rng)
+    job = server.wait_status(job_id, "completed", "failed", timeout=90)
+    assert job["status"] == "completed", (faults, job)
+
+    history = rows(
+        sqlite_url,
+        "SELECT whatsapp_id, outcome, at FROM removal_history WHERE job_id = ? ORDER BY at, id",
+        job_id,
+    )
+    members = [r["whatsapp_id"] for r in history]
+    assert len(members) == len(set(members)) == CHAOS_MEMBERS, (faults, members)
+    assert {r["outcome"] for r in history} == {"SUCCESS"}
+    assert sorted(job["result"]["removedWhatsappIds"]) == sorted(members), faults
+    batches = sorted({r["at"] for r in history})
+    gaps = [b - a for a, b in itertools.pairwise(batches)]
+    assert min(gaps) >= CHAOS_DELAY_MS, (faults, gaps)  # WhatsApp's pacing, across restarts
+    assert rows(sqlite_url, "SELECT id FROM jobs WHERE status IN ('running', 'cancelling')") == []
     assert_removal_invariants(sqlite_url)
