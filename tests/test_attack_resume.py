@@ -15,12 +15,13 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from tests.conftest import Server, wait_until
 from tests.fake_evolution import FakeEvolution, running
-from tests.helpers import group_body, removal, rows
+from tests.helpers import alive, group_body, removal, rows
 from tests.invariants import assert_removal_invariants
 from tests.test_evolution import (
     GROUP,
@@ -149,3 +150,69 @@ def test_a_removal_hurt_at_random_moments_reads_as_one_paced_run(
     assert min(gaps) >= CHAOS_DELAY_MS, (faults, gaps)  # WhatsApp's pacing, across restarts
     assert rows(sqlite_url, "SELECT id FROM jobs WHERE status IN ('running', 'cancelling')") == []
     assert_removal_invariants(sqlite_url)
+
+
+STALL = {"JOBSUP_HEARTBEAT_S": "0.3", "JOBSUP_NODE_TIMEOUT_S": "2", "JOBSUP_POLL_S": "0.5"}
+
+
+@pytest.mark.postgres
+def test_a_stalled_instance_wakes_to_a_removal_resumed_elsewhere(
+    make_server: Callable[..., Server], pg_url: str
+) -> None:
+    """SIGSTOP of A's front mid-removal (its child runs on), B rescues and resumes, SIGCONT."""
+    a = make_server(DATABASE_URL=pg_url, **STALL)
+    response = a.client.put(f"/admin/groups/{CHAOS_GROUP}", json=group_body(inactive=20))
+    assert response.status_code == 200, response.text
+    job_id = a.start_job(removal(CHAOS_GROUP, batchSize=1, delayMs=300))
+    wait_until(lambda: len(_history(pg_url, job_id)) >= 4, timeout=30)
+    child = a.status(job_id)["pid"]
+    b = make_server(DATABASE_URL=pg_url, **STALL)
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        job = b.wait_status(job_id, "completed", "failed", timeout=60)
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    assert job["status"] == "completed", job
+    assert job["resumes"] == 1
+    wait_until(lambda: not alive(child), timeout=10)  # killed when A woke, if not before
+    history = _history(pg_url, job_id)
+    members = [r["whatsapp_id"] for r in history]
+    assert len(members) == len(set(members)) == 20
+    assert sorted(job["result"]["removedWhatsappIds"]) == sorted(members)
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(history)]
+    assert min(gaps) >= 300, gaps
+    assert a.status(job_id)["status"] == "completed"  # A reads it from the store
+    assert_removal_invariants(pg_url)
+
+
+def _history(url: str, job_id: str) -> list[dict[str, Any]]:
+    return rows(
+        url,
+        "SELECT whatsapp_id, outcome, attempt, at FROM removal_history WHERE job_id = ?"
+        " ORDER BY at, id",
+        job_id,
+    )
+
+
+def test_a_crash_before_the_place_after_the_sync_is_stored_keeps_the_sync_count(
+    make_server: Callable[..., Server], sqlite_url: str
+) -> None:
+    """The front dies after the sync and a batch, before its progress flush stored the place.
+
+    The job runs again from the start (no saved place): its second sync finds
+    everyone already queued (by this job). Its result must still say how many
+    the job's sync queued, not 0 beside 6 removals.
+    """
+    server = make_server(JOBSUP_PROGRESS_FLUSH_S="60")
+    response = server.client.put(f"/admin/groups/{CHAOS_GROUP}", json=group_body(inactive=6))
+    assert response.status_code == 200, response.text
+    job_id = server.start_job(removal(CHAOS_GROUP, batchSize=1, delayMs=1_000))
+    wait_until(lambda: len(_history(sqlite_url, job_id)) >= 1, timeout=30)
+    (row,) = rows(sqlite_url, "SELECT saved_state FROM jobs WHERE id = ?", job_id)
+    assert row["saved_state"] is None  # the place is not stored yet
+    server.kill()
+    server.start()
+    job = server.wait_status(job_id, "completed", "failed", timeout=60)
+    assert job["status"] == "completed", job
+    assert len(job["result"]["removedWhatsappIds"]) == 6
+    assert job["result"]["queued"] == 6, job["result"]
