@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, wait_until
-from tests.fake_evolution import FakeEvolution, running
+from tests.fake_evolution import FakeEvolution, Fault, running
 from tests.helpers import alive, group_body, removal, rows
 from tests.invariants import assert_removal_invariants
 from tests.test_evolution import (
@@ -216,3 +216,27 @@ def test_a_crash_before_the_place_after_the_sync_is_stored_keeps_the_sync_count(
     assert job["status"] == "completed", job
     assert len(job["result"]["removedWhatsappIds"]) == 6
     assert job["result"]["queued"] == 6, job["result"]
+
+
+def test_a_deploy_during_a_rate_limit_wait_keeps_the_pacing_on_resume(
+    make_server: Callable[..., Server], evolution_url: str, fake: FakeEvolution
+) -> None:
+    """The batch's call got a 429 and waits to retry when the deploy comes.
+
+    WhatsApp saw that call. The resumed job settles the batch's intents
+    (nobody was removed) and must not call again sooner than delayMs after it.
+    """
+    delay_ms = 10_000  # the default floor (JOBSUP_MIN_DELAY_MS)
+    server = prepared(make_server(**evolution_env(evolution_url)))
+    fake.fail_next("update", Fault(429, ["rate-overlimit"], retry_after=60))
+    job_id = server.start_job(removal(GROUP, batchSize=5, delayMs=delay_ms))
+    wait_until(lambda: "retrying in" in server.log(), timeout=30)
+    sigterm_everyone(server)
+    server.start()
+    job = server.wait_status(job_id, "completed", "failed", timeout=60)
+    assert job["status"] == "completed", job
+    calls = [c.at for c in fake.calls_to("update")]
+    assert len(calls) == 2, calls
+    assert (calls[1] - calls[0]) * 1000 >= delay_ms, calls  # WhatsApp's pacing held
+    assert sorted(fake.removed) == sorted(sent_id(n) for n in IDLE)
+    assert sorted(job["result"]["removedWhatsappIds"]) == sorted(key_of(n) for n in IDLE)
