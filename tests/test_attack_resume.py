@@ -240,3 +240,20 @@ def test_a_deploy_during_a_rate_limit_wait_keeps_the_pacing_on_resume(
     assert (calls[1] - calls[0]) * 1000 >= delay_ms, calls  # WhatsApp's pacing held
     assert sorted(fake.removed) == sorted(sent_id(n) for n in IDLE)
     assert sorted(job["result"]["removedWhatsappIds"]) == sorted(key_of(n) for n in IDLE)
+
+
+def test_a_sigterm_at_a_resumable_jobs_first_instant_puts_it_back_unowned(
+    make_server: Callable[..., Server], sqlite_url: str
+) -> None:
+    """The child's 'started' and its end arrive in one read: 'running' was never written.
+
+    Its way back to the queue must still land (pending, no owner), so the
+    next claim runs it as a new attempt, rather than leaving the row claimed
+    by an instance that forgot it.
+    """
+    server = make_server(JOBSUP_SIGTERM_HOLD_S="0.5")
+    job_id = server.start_job({"type": "counter", "to": 2, "stepMs": 10, "sigtermAtStart": True})
+    job = server.wait_status(job_id, "completed", "failed", "cancelled", timeout=30)
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2, job
+    assert "never started" not in server.log()
