@@ -112,13 +112,20 @@ def _hurt(server: Server, job_id: str, fault: str, rng: random.Random) -> None:
     server.start()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.mark.parametrize("seed", [1, 4])
 def test_a_removal_hurt_at_random_moments_reads_as_one_paced_run(
-    make_server: Callable[..., Server], sqlite_url: str, seed: int
+    make_server: Callable[..., Server], db_url: str, seed: int
 ) -> None:
     """Crashes, deploys, impatient stops and child SIGTERMs, seeded; then the invariants."""
     rng = random.Random(seed)
-    server = make_server(JOBSUP_SIGTERM_HOLD_S="0.5")
+    server = make_server(DATABASE_URL=db_url, JOBSUP_SIGTERM_HOLD_S="0.5")
     response = server.client.put(
         f"/admin/groups/{CHAOS_GROUP}", json=group_body(inactive=CHAOS_MEMBERS)
     )
@@ -137,7 +144,7 @@ def test_a_removal_hurt_at_random_moments_reads_as_one_paced_run(
     assert job["status"] == "completed", (faults, job)
 
     history = rows(
-        sqlite_url,
+        db_url,
         "SELECT whatsapp_id, outcome, at FROM removal_history WHERE job_id = ? ORDER BY at, id",
         job_id,
     )
@@ -148,8 +155,8 @@ def test_a_removal_hurt_at_random_moments_reads_as_one_paced_run(
     batches = sorted({r["at"] for r in history})
     gaps = [b - a for a, b in itertools.pairwise(batches)]
     assert min(gaps) >= CHAOS_DELAY_MS, (faults, gaps)  # WhatsApp's pacing, across restarts
-    assert rows(sqlite_url, "SELECT id FROM jobs WHERE status IN ('running', 'cancelling')") == []
-    assert_removal_invariants(sqlite_url)
+    assert rows(db_url, "SELECT id FROM jobs WHERE status IN ('running', 'cancelling')") == []
+    assert_removal_invariants(db_url)
 
 
 STALL = {"JOBSUP_HEARTBEAT_S": "0.3", "JOBSUP_NODE_TIMEOUT_S": "2", "JOBSUP_POLL_S": "0.5"}
