@@ -264,3 +264,25 @@ def test_a_sigterm_at_a_resumable_jobs_first_instant_puts_it_back_unowned(
     assert job["status"] == "completed", job
     assert job["attempts"] == 2, job
     assert "never started" not in server.log()
+
+
+def test_a_requeued_removal_holds_its_group_until_it_is_cancelled(
+    make_server: Callable[..., Server], sqlite_url: str
+) -> None:
+    """Back in the queue (its child got SIGTERM), a removal still holds its group."""
+    server = make_server(JOBSUP_SIGTERM_HOLD_S="60")
+    response = server.client.put(f"/admin/groups/{CHAOS_GROUP}", json=group_body(inactive=10))
+    assert response.status_code == 200, response.text
+    job_id = server.start_job(removal(CHAOS_GROUP, batchSize=1, delayMs=500))
+    wait_until(lambda: len(_history(sqlite_url, job_id)) >= 2, timeout=30)
+    os.kill(server.status(job_id)["pid"], signal.SIGTERM)
+    job = server.wait_status(job_id, "pending", timeout=30)
+    assert job["owner"] is None
+    refused = server.client.delete(f"/admin/groups/{CHAOS_GROUP}")
+    assert refused.status_code == 409, refused.text
+    assert job_id in refused.text
+    cancelled = server.client.post(f"/admin/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert_removal_invariants(sqlite_url)  # before the delete, which keeps only the history
+    assert server.client.delete(f"/admin/groups/{CHAOS_GROUP}").status_code == 204
