@@ -286,3 +286,25 @@ def test_a_requeued_removal_holds_its_group_until_it_is_cancelled(
     assert cancelled.json()["status"] == "cancelled"
     assert_removal_invariants(sqlite_url)  # before the delete, which keeps only the history
     assert server.client.delete(f"/admin/groups/{CHAOS_GROUP}").status_code == 204
+
+
+@pytest.mark.postgres
+def test_a_cancel_asked_elsewhere_during_a_shutdown_is_not_lost_to_the_requeue(
+    make_server: Callable[..., Server], evolution_url: str, fake: FakeEvolution, pg_url: str
+) -> None:
+    """A stops (its job's call held in Evolution); B is asked to cancel that job meanwhile."""
+    env = evolution_env(evolution_url, DATABASE_URL=pg_url, **STALL)
+    a = prepared(make_server(**env))
+    b = make_server(**env)
+    fake.hold_removals = True
+    job_id = a.start_job(removal(GROUP))
+    assert fake.holding.wait(30)
+    a.signal(signal.SIGTERM)  # the job is asked to stop, to go back to the queue
+    answer = b.client.post(f"/admin/jobs/{job_id}/cancel")
+    assert answer.status_code in (200, 202), answer.text
+    fake.release.set()
+    assert a.process is not None
+    assert a.process.wait(30) == 0
+    job = b.wait_status(job_id, "cancelled", "completed", "failed", timeout=30)
+    assert job["status"] == "cancelled", job
+    assert len(fake.calls_to("update")) == 1  # never resumed
