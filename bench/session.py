@@ -27,6 +27,7 @@ SERVERS: dict[str, dict[str, str]] = {
     "jobsup-results": {},  # results (memory with large results)
     "jobsup-resume": {},  # resume (restarted between batches)
     "jobsup-events": {"JOBSUP_MAX_CONCURRENT_JOBS": "8"},  # events (SSE subscribers)
+    "jobsup-webhooks": {"JOBSUP_WEBHOOK_SECRET": "bench-webhook-secret"},  # webhooks
 }
 
 

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-import binascii
 from base64 import b64decode, b64encode
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from removal.directory import GroupIn, WhitelistIn
-from removal.gateways.status import gateway_status
+from removal import webhooks
+from removal.directory import GroupIn, GroupSummary, MemberView, RemovalRecord, WhitelistIn
+from removal.gateways.status import GatewayView, gateway_status
 from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json, parse
+from supervisor.api.contract import NO_CONTENT, contract
 from supervisor.api.errors import ApiError
-from supervisor.api.query import query_bool, query_int, takes
+from supervisor.api.query import query_bool, query_int
 
 MAX_PAGE = 1000
+
+
+class WhitelistAnswer(msgspec.Struct, rename="camel"):
+    group_wa_id: str
+    whatsapp_ids: list[str]
+
+
+_Window = Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_MS)]
+_Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
+_NEXT = {"X-Next-Before": "the cursor (``before``) of the next page, when there is one"}
 
 
 def _service(request: Request) -> GroupService:
@@ -44,14 +56,18 @@ def _cursor(request: Request) -> str | None:
         return None
     try:
         return b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 once decoded
         raise ApiError(
             400, "invalid_field", "before: not a cursor from X-Next-Before", "before"
         ) from None
 
 
 @needs(Role.VIEWER)
-@takes("before", "limit", "inactivityWindowMs")
+@contract(
+    query={"before": str, "limit": _Limit, "inactivityWindowMs": _Window},
+    returns=list[GroupSummary],
+    headers=_NEXT,
+)
 async def list_groups(request: Request) -> Response:
     """Groups sorted by groupWaId, each with its counts."""
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
@@ -60,36 +76,49 @@ async def list_groups(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@contract(responses={204: NO_CONTENT}, errors=(404, 409))
 async def delete_group(request: Request) -> Response:
+    """Delete a group, its members, whitelist and history."""
     await _service(request).delete(request.path_params["groupWaId"])
     return Response(status_code=204)
 
 
 @needs(Role.ADMIN)
+@contract(returns=WhitelistAnswer, errors=(404,))
 async def get_whitelist(request: Request) -> Response:
+    """A group's whitelist."""
     group_wa_id = request.path_params["groupWaId"]
     ids = await _service(request).whitelist(group_wa_id)
-    return json({"groupWaId": group_wa_id, "whatsappIds": ids})
+    return json(WhitelistAnswer(group_wa_id, ids))
 
 
 @needs(Role.ADMIN)
+@contract(body=GroupIn, returns=GroupSummary)
 async def put_group(request: Request) -> Response:
+    """Create or replace a group and its members."""
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, GroupIn)
     return json(await _service(request).upsert(group_wa_id, body))
 
 
 @needs(Role.VIEWER)
-@takes("inactivityWindowMs")
+@contract(query={"inactivityWindowMs": _Window}, returns=GroupSummary, errors=(404,))
 async def get_group(request: Request) -> Response:
+    """A group's summary: members, admins, whitelisted, inactive, queued, removed."""
     group_wa_id = request.path_params["groupWaId"]
     window = query_int(request, "inactivityWindowMs", DEFAULT_WINDOW_MS, 1, MAX_WINDOW_MS)
     return json(await _service(request).summary(group_wa_id, window))
 
 
 @needs(Role.VIEWER)
-@takes("includeRemoved", "before", "limit")
+@contract(
+    query={"includeRemoved": bool, "before": str, "limit": _Limit},
+    returns=list[MemberView],
+    errors=(404,),
+    headers=_NEXT,
+)
 async def list_members(request: Request) -> Response:
+    """A group's members (those removed too, on request), a page at a time."""
     group_wa_id = request.path_params["groupWaId"]
     include_removed = query_bool(request, "includeRemoved", False)
     limit = query_int(request, "limit", MAX_PAGE, 1, MAX_PAGE)
@@ -98,16 +127,24 @@ async def list_members(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@contract(body=WhitelistIn, returns=WhitelistAnswer, errors=(404,))
 async def put_whitelist(request: Request) -> Response:
+    """Replace a group's whitelist: these members are never removed."""
     group_wa_id = request.path_params["groupWaId"]
     body = await parse(request, WhitelistIn)
     ids = await _service(request).set_whitelist(group_wa_id, body.whatsapp_ids)
-    return json({"groupWaId": group_wa_id, "whatsappIds": ids})
+    return json(WhitelistAnswer(group_wa_id, ids))
 
 
 @needs(Role.VIEWER)
-@takes("limit", "jobId", "before")
+@contract(
+    query={"limit": _Limit, "jobId": str, "before": str},
+    returns=list[RemovalRecord],
+    errors=(404,),
+    headers=_NEXT,
+)
 async def list_removals(request: Request) -> Response:
+    """A group's removal history, newest first, a page at a time."""
     group_wa_id = request.path_params["groupWaId"]
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     job_id = request.query_params.get("jobId")
@@ -116,7 +153,9 @@ async def list_removals(request: Request) -> Response:
 
 
 @needs(Role.ADMIN)
+@contract(returns=GatewayView)
 async def get_gateway(request: Request) -> Response:
+    """Which gateway the removals use, its connection state and its last error."""
     policy = request.app.state.jobs.policy
     return json(await run_in_threadpool(gateway_status, policy))
 
@@ -132,3 +171,5 @@ routes = [
     Route("/admin/groups/{groupWaId}/whitelist", get_whitelist, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
 ]
+# Webhook deliveries and imports: the directory's other sources (removal.webhooks).
+routes += webhooks.routes

@@ -28,7 +28,16 @@ from removal.gateways import Gateway, GatewayError, evolution, gateway_for, stat
 from removal.steps import Writer, remove_batch, settle_leftovers, sync
 from workers.context import JobContext
 from workers.db import Database, connect
-from workers.registry import ConfigRejected, JobConfig, Label, Policy, Setting, extend, job_type
+from workers.registry import (
+    ConfigRejected,
+    JobConfig,
+    Label,
+    Policy,
+    Retry,
+    Setting,
+    extend,
+    job_type,
+)
 
 
 class RemovalQueueConfig(JobConfig, tag="removal_queue"):
@@ -141,14 +150,24 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _validate(policy: Policy) -> None:
+    evolution.validate(policy)
+    # RFC 7518 3.2: an HS256 key at least as long as the hash.
+    key = policy.webhook_jwt_key.value
+    if key and len(key.encode()) < 32:
+        raise ValueError("JOBSUP_WEBHOOK_JWT_KEY must be at least 32 bytes (an HS256 key)")
+
+
 # What the removal domain adds to the supervisor: the directory's tables, the
-# /admin/groups and /admin/gateway routes (front process only), the delay
-# floor between batches (WhatsApp rate limits), the gateway and its settings,
-# and its jobs listed by group (?groupWaId=).
+# /admin/groups and /admin/gateway routes (front process only), the webhook
+# and import routes, the jobsup import command, the delay floor between
+# batches (WhatsApp rate limits), the gateway and its settings, the webhooks'
+# credentials, and its jobs listed by group (?groupWaId=).
 extend(
     "directory",
     migrations=MIGRATIONS,
     routes="removal.api:routes",
+    commands="removal.importer:add_parser",
     settings=[
         Setting("min_delay_ms", 10_000, int, minimum=0),
         Setting("gateway", "local", _gateway_name),
@@ -158,10 +177,25 @@ extend(
         Setting("evolution_timeout_s", 30.0, _positive, variable="EVOLUTION_TIMEOUT_S"),
         Setting("gateway_backoff_ms", 2_000, int, minimum=1),
         Setting("gateway_retries", 5, int, minimum=0),
+        # The webhook routes' credentials (removal.webhooks); neither set: they refuse.
+        Setting("webhook_secret", "", str, secret=True),
+        Setting("webhook_jwt_key", "", str, secret=True),
     ],
-    validate=evolution.validate,
+    validate=_validate,
 )
 BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
+# A removal retries a gateway outage that did nothing (GatewayOutage), and
+# nothing else: a crash or a database failure in the middle of a remote
+# batch may leave removals whose answer never came back, which only a sync
+# settles (a new run's), and a refusal fails the same way again. A retried
+# attempt resumes from the saved place and the queue: a member already
+# removed left the queue in its batch's transaction, with its history row,
+# so no attempt removes anyone twice.
+RETRY = Retry(max_attempts=3, backoff_s=30.0, retry_on=("GatewayOutage",))
+
+
+class GatewayOutage(GatewayError):
+    """The gateway was unavailable for a whole batch and nothing happened: worth another try."""
 
 
 @job_type(
@@ -171,6 +205,7 @@ BY_GROUP = Label("groupWaId", lambda config: config.group_wa_id)
     check=check_group,
     label=BY_GROUP,
     resumable=True,
+    retry=RETRY,
 )
 def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str, Any]:
     """Sync the group's members, queue the inactive ones, then remove them in batches."""
@@ -184,6 +219,7 @@ def removal_workflow(ctx: JobContext, config: RemovalWorkflowConfig) -> dict[str
     check=check_group,
     label=BY_GROUP,
     resumable=True,
+    retry=RETRY,
 )
 def removal_queue_job(ctx: JobContext, config: RemovalQueueConfig) -> dict[str, Any]:
     """Remove the members already in the group's removal queue, in batches."""
@@ -422,6 +458,9 @@ def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalR
         result.skipped_whatsapp_ids.extend(outcome.skipped)
         if outcome.error is not None:  # the gateway failed the whole batch: stop here
             ctx.partial(result.as_dict())
-            raise outcome.error
+            error = outcome.error
+            if error.kind == GatewayError.UNAVAILABLE and not error.unsure:
+                raise GatewayOutage(error.reason, error.kind, transient=True) from error
+            raise error
 
     return step

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -13,9 +14,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api import events, jobs, schedules
+from supervisor.api import dashboard, events, jobs, openapi, schedules
+from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
+from supervisor.api.contract import contract
 from supervisor.api.edge import BodyTimeout, Edge
 from supervisor.api.errors import (
     ApiError,
@@ -24,8 +27,10 @@ from supervisor.api.errors import (
     handle_domain_error,
     handle_unexpected,
 )
+from supervisor.api.observe import Observe
 from supervisor.api.query import checked
 from supervisor.errors import JobsupError
+from supervisor.metrics import Metrics
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
 from supervisor.store import DatabaseBusy
@@ -35,28 +40,44 @@ from workers.db import DatabaseUnavailable
 log = logging.getLogger("jobsup.api")
 
 
+class Health(msgspec.Struct, rename="camel"):
+    status: str
+    instance: str
+    running_jobs: int
+    jobs_in_memory: int
+    database_available: bool
+
+
+class Ready(msgspec.Struct):
+    status: str
+
+
 @public
+@contract(returns=Health)
 async def healthz(request: Request) -> Response:
+    """The process is up: its instance, running jobs, jobs in memory, the database's state."""
     runtime: Runtime = request.app.state.runtime
     return json(
-        {
-            "status": "ok",
-            "instance": runtime.settings.instance_id,
-            "runningJobs": runtime.scheduler.running(),
-            "jobsInMemory": len(runtime.table),
-            "databaseAvailable": runtime.store.available,
-        }
+        Health(
+            "ok",
+            runtime.settings.instance_id,
+            runtime.scheduler.running(),
+            len(runtime.table),
+            runtime.store.available,
+        )
     )
 
 
 @public
+@contract(returns=Ready)
 async def readyz(request: Request) -> Response:
+    """Ready for work: accepting jobs and the database available (503 otherwise)."""
     runtime: Runtime = request.app.state.runtime
     if not runtime.scheduler.accepting:
         return error_response(503, "shutting_down", "the server is shutting down")
     if not runtime.store.available:
         return error_response(503, "database_unavailable", "the database is unavailable")
-    return json({"status": "ready"})
+    return json(Ready("ready"))
 
 
 async def handle_unavailable(request: Request, exc: Exception) -> Response:
@@ -108,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings if settings is not None else Settings.from_env()
     # Job modules bring their own routes (/admin/groups, say).
     registry.load(settings.job_modules)
+    metrics = Metrics()  # this app's own registry
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,24 +138,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.jobs = runtime.service
         app.state.schedules = runtime.schedules
         app.state.store = runtime.store
+        metrics.attach(runtime)
         try:
             yield
         finally:
             await runtime.stop()
+            metrics.detach()
 
-    return Starlette(
+    app = Starlette(
         # Each route refuses the query parameters its endpoint does not declare.
         routes=checked(
             [
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/readyz", readyz, methods=["GET"]),
+                Route("/openapi.json", openapi.openapi, methods=["GET"]),
+                Route("/metrics", metrics_api.metrics, methods=["GET"]),
                 *events.routes,
                 *jobs.routes,
                 *schedules.routes,
                 *registry.routes(),
+                *dashboard.routes,
             ]
         ),
-        middleware=[Middleware(Edge, body_timeout_s=settings.body_timeout_s)],
+        middleware=[
+            Middleware(Observe, on_done=metrics.on_request),
+            Middleware(Edge, body_timeout_s=settings.body_timeout_s),
+        ],
         exception_handlers={
             ApiError: handle_api_error,
             JobsupError: handle_domain_error,
@@ -146,3 +176,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
+    return app

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 import textwrap
@@ -103,13 +102,12 @@ def prepare_to_serve(args: argparse.Namespace) -> Settings:
 
 def serve(args: argparse.Namespace) -> int:
     settings = prepare_to_serve(args)
+    from supervisor import logs
     from supervisor.app import create_app
     from supervisor.server import make_server
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    make_server(create_app(settings), settings).run()
+    logs.setup(settings.log_level, settings.log_format)
+    make_server(create_app(settings), settings, log_config=None).run()
     return 0
 
 
@@ -125,6 +123,17 @@ def migrate(args: argparse.Namespace) -> int:
     load_job_modules(settings)  # their tables too
     applied = migrate_database(settings)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def openapi(args: argparse.Namespace) -> int:
+    """Print the OpenAPI document of the app these settings make (docs/openapi.json)."""
+    settings = load_settings(args)
+    load_job_modules(settings)
+    from supervisor.api.openapi import text
+    from supervisor.app import create_app
+
+    sys.stdout.write(text(create_app(settings).routes))
     return 0
 
 
@@ -196,6 +205,19 @@ def register_migrate(subparsers: Subparsers) -> None:
     parser.set_defaults(run=migrate)
 
 
+def register_openapi(subparsers: Subparsers) -> None:
+    parser = _add(
+        subparsers,
+        "openapi",
+        "print the API's OpenAPI 3.1 document",
+        "Print the OpenAPI 3.1 document that GET /openapi.json serves, for the "
+        "built-in job types and the JOBSUP_JOB_MODULES ones (docs/openapi.json "
+        "is this command's output with none).",
+        epilog=_env_list(["JOBSUP_JOB_MODULES"]),
+    )
+    parser.set_defaults(run=openapi)
+
+
 def register_bench(subparsers: Subparsers) -> None:
     # add_help=False: --help and every flag go through to the suite.
     parser = subparsers.add_parser(
@@ -210,6 +232,7 @@ COMMANDS: list[Register] = [
     register_serve,
     register_demo,
     register_migrate,
+    register_openapi,
     register_bench,
     cli_client.register,  # start, status, list, cancel, watch, groups: a client of a server
     cli_schedules.register,  # schedules put, list, show, delete
@@ -225,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
+        register(subparsers)
+    from workers import registry
+
+    registry.load(())  # the built-in job modules' own commands (jobsup import)
+    for register in registry.commands():
         register(subparsers)
     return parser
 

@@ -69,6 +69,8 @@ class StartAnswer(msgspec.Struct, rename="camel"):
     job_id: str
     status: str
     message: str
+    run_at: str | None = None  # a delayed start (runAt, delayS): when it becomes claimable
+    replayed: bool = False  # its idempotencyKey named a job already accepted: that one
 
 
 class CancelAnswer(msgspec.Struct, rename="camel"):

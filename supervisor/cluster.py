@@ -17,7 +17,9 @@ import socket
 from supervisor import recovery
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings, SettingsError
+from supervisor.state import JobStatus
 from supervisor.store import Store, claims, instances, is_unique_violation
+from supervisor.store import jobs as sql
 from workers.db import DatabaseUnavailable
 from workers.times import now_ms
 
@@ -114,7 +116,11 @@ class Cluster:
         requeued = False
         for job in orphans:
             new = recovery.rescued(job)
-            if await self.store.call(claims.rescue_job, job, new, now_ms(), write=True):
+            rank = None
+            if new.status is JobStatus.SCHEDULED:  # a retry: it waits, in the claim order
+                rank = sql.queue_rank(new, self.scheduler.aging_ms)
+                self.scheduler.wake_at(new.run_at)
+            if await self.store.call(claims.rescue_job, job, new, now_ms(), rank, write=True):
                 log.warning("job %s of %s: %s -> %s", job.id, job.owner, job.status, new.status)
                 requeued = requeued or new.owner is None
         if requeued:

@@ -84,7 +84,9 @@ class Kind(StrEnum):
     PROGRESS = "progress"
     PARTIAL = "partial"
     CANCELLING = "cancelling"
-    REQUEUED = "requeued"  # a resumable job back in the queue (a shutdown, a platform's SIGTERM)
+    # A resumable job back in the queue (a shutdown, a platform's SIGTERM), or
+    # a failed attempt waiting (scheduled) for its retry.
+    REQUEUED = "requeued"
     FINISHED = "finished"
 
 

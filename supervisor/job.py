@@ -54,6 +54,30 @@ class CancelInfo(msgspec.Struct, rename="camel"):
     exited_at: datetime | None = None
 
 
+class RetryPolicy(msgspec.Struct, rename="camel", gc=False):
+    """How often a job runs before a failure is final, and how long it waits between runs.
+
+    Resolved when the job is accepted (the start's ``retry`` over its type's
+    ``Retry``) and stored with it, so that whichever instance settles a
+    failed attempt decides alike.
+    """
+
+    max_attempts: int = 1
+    backoff_s: float = 0.0
+    jitter: float = 0.0  # each wait is the backoff times 1 ± up to this fraction
+    # What a failure must be to be retried: its error's ``reason`` (crashed,
+    # interrupted) or ``type`` (an exception class's name).
+    retry_on: tuple[str, ...] = ()
+
+
+class AttemptError(msgspec.Struct, rename="camel", gc=False):
+    """One failed attempt of a job: which claim it was, its error, and when it failed."""
+
+    attempt: int
+    error: dict[str, Any]
+    at: datetime
+
+
 class Job(msgspec.Struct, rename="camel", gc=False):
     id: str
     type: str
@@ -73,6 +97,12 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     saved_at: datetime | None = None
     resumes: int = 0
     rerun_of: str | None = None  # the job this one repeats (POST …/rerun)
+    # When a scheduled job becomes claimable (runAt, delayS, a retry's backoff).
+    run_at: datetime | None = None
+    priority: int = 0  # higher first; waiting raises it (the claim's aging)
+    retry: RetryPolicy | None = None
+    attempt_errors: list[AttemptError] | None = None  # each failed attempt, oldest first
+    idempotency_key: str | None = None
 
 
 # A job without its result, as lists show it unless asked (results can be

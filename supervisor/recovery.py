@@ -3,7 +3,8 @@
 Its pending jobs go back to the queue for any instance. Jobs that were
 running lost their child with the process that supervised it: an idempotent
 or resumable type is re-queued (a resumable one keeps its saved place, which
-its next run resumes from), any other fails with reason ``interrupted``; a job that
+its next run resumes from), any other fails with reason ``interrupted`` (or,
+if its retry policy retries that, waits ``scheduled`` for its next attempt); a job that
 was being cancelled ends ``cancelled``. What they had done (partial result,
 the job type's own records) is kept.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor import timing
 from supervisor.job import CancelInfo, Job, now
 from supervisor.state import CancelMode, JobStatus, check_transition, job_error
 from workers import registry
@@ -53,7 +55,15 @@ def decide(job: Job, previous_owner: str | None) -> Decision:
     error = job_error(
         "interrupted", "Interrupted", f"the supervisor{where} stopped while the job ran"
     )
-    return Decision(JobStatus.FAILED, {"error": error, "completed_at": now(), "pid": None})
+    failed = msgspec.structs.replace(job)
+    again = timing.next_attempt(failed, error, now())
+    if again is not None:  # its retry policy runs it again, on any instance
+        retry = {"error": error, "attempt_errors": failed.attempt_errors, "run_at": again}
+        return Decision(
+            JobStatus.SCHEDULED, {**retry, "pid": None, "started_at": None, "owner": None}
+        )
+    changes = {"error": error, "completed_at": now(), "pid": None}
+    return Decision(JobStatus.FAILED, {**changes, "attempt_errors": failed.attempt_errors})
 
 
 def rescued(job: Job) -> Job:

@@ -18,8 +18,10 @@ from typing import Any
 
 import msgspec
 
+from supervisor import timing
 from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess, ProtocolError
+from supervisor.logs import about_job
 from supervisor.settings import Settings
 from supervisor.state import (
     CancelMode,
@@ -30,6 +32,7 @@ from supervisor.state import (
     check_phase,
     classify_exit,
 )
+from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import protocol, registry
 from workers.times import as_stored
@@ -175,7 +178,12 @@ class Run:
                     merged.apply(self, job)
                     self._handle(message, job)
         except (ProtocolError, msgspec.DecodeError) as exc:
-            log.error("job %s sent a bad frame (%s); killing it", self.job_id, exc)
+            log.error(
+                "job %s sent a bad frame (%s); killing it",
+                self.job_id,
+                exc,
+                extra=about_job(self.job_id),
+            )
             self._loop.remove_reader(self.process.progress_fd)
             self._garbled = True  # nothing more it sends is read
             self.final = protocol.Failed("ProtocolError", str(exc), "")
@@ -196,6 +204,7 @@ class Run:
             return
         match message:
             case protocol.Started(pid, at):
+                log.info("job %s started (pid %d)", self.job_id, pid, extra=about_job(self.job_id))
                 started = as_stored(datetime.fromtimestamp(at, UTC))
                 if job.status is JobStatus.PENDING:
                     # Written at the end of this read, unless the job's end
@@ -205,7 +214,9 @@ class Run:
                 else:  # cancelling already: keep the state, stamp the start
                     self._table.update(job, pid=pid, started_at=started)
             case protocol.Log(level, text):
-                log.log(log_level(level), "job %s: %s", self.job_id, text)
+                log.log(
+                    log_level(level), "job %s: %s", self.job_id, text, extra=about_job(self.job_id)
+                )
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
                 self.final = message
 
@@ -216,6 +227,10 @@ class Run:
         if self.escalation is not None or self.settled or job is None:
             return
         self.escalation = Escalation.ASK
+        if reason != "user":  # a user's request is logged where it is made (the service)
+            log.info(
+                "job %s: cancel requested (%s)", self.job_id, reason, extra=about_job(self.job_id)
+            )
         info = CancelInfo(requested_at=now(), reason=reason)
         # Usually cancelled within milliseconds: the final state's write
         # carries this one too, and a 202 persists it first.
@@ -246,13 +261,17 @@ class Run:
                 self._settings.cancel_grace_s, self._escalate_to, Escalation.TERMINATE
             )
         elif step is Escalation.TERMINATE:
-            log.warning("job %s still running after the grace period: SIGTERM", self.job_id)
+            log.warning(
+                "job %s still running after the grace period: SIGTERM",
+                self.job_id,
+                extra=about_job(self.job_id),
+            )
             self.process.terminate()
             self._timer = self._loop.call_later(
                 self._settings.kill_after_s, self._escalate_to, Escalation.KILL
             )
         else:
-            log.warning("job %s still running: SIGKILL", self.job_id)
+            log.warning("job %s still running: SIGKILL", self.job_id, extra=about_job(self.job_id))
             self.process.kill()
 
     def _settle_before_exit(self) -> None:
@@ -272,7 +291,11 @@ class Run:
         """The child said it ended but has not exited (it holds no slot now)."""
         self._timer = None
         if self.process.exitcode is None:
-            log.warning("job %s's child is still there after its end: SIGKILL", self.job_id)
+            log.warning(
+                "job %s's child is still there after its end: SIGKILL",
+                self.job_id,
+                extra=about_job(self.job_id),
+            )
             self.process.kill()
 
     def fence(self) -> None:
@@ -283,7 +306,11 @@ class Run:
         if self.fenced:
             return
         self.fenced = True
-        log.error("job %s: another instance holds it now; killing its child here", self.job_id)
+        log.error(
+            "job %s: another instance holds it now; killing its child here",
+            self.job_id,
+            extra=about_job(self.job_id),
+        )
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -321,7 +348,9 @@ class Run:
         if self.phase is not RunPhase.ENDED:
             self._end(exitcode)
         elif exitcode != 0 and not isinstance(self.final, protocol.Done):
-            log.info("job %s's child exited with %s", self.job_id, exitcode)
+            log.info(
+                "job %s's child exited with %s", self.job_id, exitcode, extra=about_job(self.job_id)
+            )
         self.process.close()
 
     def _close_pidfd(self) -> None:
@@ -349,7 +378,11 @@ class Run:
         self.signalled = self.escalation is None and unasked
         if self.signalled and job is not None and job.status is JobStatus.PENDING:
             # Killed before it began the job: the job goes back to the queue.
-            log.warning("job %s's child got SIGTERM before it started; job re-queued", job.id)
+            log.warning(
+                "job %s's child got SIGTERM before it started; job re-queued",
+                job.id,
+                extra=about_job(job.id),
+            )
             self._table.release(job)
             self._on_settled(self)
             return
@@ -397,5 +430,43 @@ class Run:
                 mode=(outcome.cancel_mode or CancelMode.TERMINATED).value,
                 exited_at=now(),
             )
-        log.info("job %s %s (exit %s)", self.job_id, outcome.status, exitcode)
+        if outcome.status is JobStatus.FAILED and outcome.error is not None:
+            again = timing.next_attempt(job, outcome.error, now())
+            if again is not None and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+                log.info(
+                    "job %s failed (%s) in attempt %d; retried at %s",
+                    self.job_id,
+                    outcome.error.get("reason"),
+                    len(job.attempt_errors or ()),
+                    again.isoformat(),
+                    extra=about_job(job.id),
+                )
+                if outcome.result is not None:
+                    job.result = outcome.result
+                aging_ms = int(self._settings.priority_aging_s * 1000)
+                retried = msgspec.structs.replace(job, run_at=again)
+                self._table.retry(job, again, sql.queue_rank(retried, aging_ms), outcome.error)
+                return
+        _log_end(job, outcome, exitcode, changes)
         self._table.move(job, outcome.status, **changes)
+
+
+def _log_end(job: Job, outcome: Outcome, exitcode: int | None, changes: dict[str, Any]) -> None:
+    """The job's end at INFO: completed, failed (its cause), or stopped (mode, latency)."""
+    extra = {"extra": about_job(job.id)}
+    # None: it reported its end and the exit code is not in yet.
+    code = "" if exitcode is None else f"; exit {exitcode}"
+    if outcome.status is JobStatus.COMPLETED:
+        log.info("job %s completed%s", job.id, code and f" ({code[2:]})", **extra)
+    elif outcome.status is JobStatus.FAILED:
+        error = outcome.error or {}
+        cause = f"{error.get('reason')}: {error.get('type')}: {error.get('message')}"
+        log.info("job %s failed (%s%s)", job.id, cause, code, **extra)
+    else:
+        cancel: CancelInfo | None = changes.get("cancel")
+        mode = cancel.mode if cancel is not None else None
+        latency = ""
+        if cancel is not None and cancel.exited_at is not None:
+            ms = (cancel.exited_at - cancel.requested_at).total_seconds() * 1000
+            latency = f", {ms:.0f} ms after the request"
+        log.info("job %s stopped (%s%s%s)", job.id, mode, latency, code, **extra)

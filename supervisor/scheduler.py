@@ -1,9 +1,12 @@
 """Admission and lifecycle: this instance claims pending jobs as slots free up.
 
-Pending jobs wait in the database, unowned, in arrival order. When this
-instance has a free slot it claims the oldest (``claim_jobs``; on PostgreSQL
-with ``SKIP LOCKED``, so instances never take the same job) and starts a
-child for each. The scheduler owns the running ``Run`` objects and the
+Pending jobs wait in the database, unowned, in claim order (arrival, moved
+ahead by priority). When this instance has a free slot it claims the first
+(``claim_jobs``; on PostgreSQL with ``SKIP LOCKED``, so instances never take
+the same job) and starts a child for each. Scheduled jobs become pending in
+the claim, once their time has come: a timer wakes the scheduler at the
+earliest time it knows of (from its own starts and each claim's look
+ahead), and the poll covers the rest. The scheduler owns the running ``Run`` objects and the
 launcher thread that asks the forkserver for children (a blocking exchange
 of a few milliseconds, kept off the event loop).
 """
@@ -12,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from multiprocessing.context import ForkServerContext
 
 import msgspec
@@ -22,6 +27,7 @@ import msgspec
 from supervisor.events import Kind
 from supervisor.job import CancelInfo, Job, now
 from supervisor.launcher import JobProcess
+from supervisor.logs import about_job
 from supervisor.runs import Run, resumable
 from supervisor.settings import Settings
 from supervisor.spare import SparePool
@@ -29,11 +35,13 @@ from supervisor.state import TERMINAL, JobStatus, check_transition, job_error
 from supervisor.store import claims
 from supervisor.table import JobTable
 from workers.entry import ChildSpec
-from workers.times import now_ms
+from workers.times import now_ms, to_ms
 
 log = logging.getLogger("jobsup.scheduler")
 
 SPARE_REFILL_DELAY_S = 0.1
+# The scheduled-job timer sleeps at most this long; the poll runs meanwhile anyway.
+MAX_TIMER_S = 3600.0
 
 
 class Scheduler:
@@ -54,6 +62,9 @@ class Scheduler:
         self._claiming_slots = 0  # slots held by a claim in flight
         self._held_until = 0.0  # monotonic: admissions paused until then
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._due_timer: asyncio.TimerHandle | None = None
+        self._due_ms: int | None = None  # the earliest scheduled job's time we know of
+        self.aging_ms = int(settings.priority_aging_s * 1000)
         self._spares = SparePool(
             ctx,
             settings.child_nice,
@@ -64,7 +75,10 @@ class Scheduler:
         table.on_lost = self._lost
 
     def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        # A fresh context: the request that woke the scheduler is not what its
+        # work (another job's start, say) is about; its id stays off those lines.
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(coro, context=contextvars.Context())  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -77,6 +91,25 @@ class Scheduler:
         elif self.admitting():
             self._claiming = True
             self._spawn(self._claim())
+
+    def wake_at(self, at: datetime | int | None) -> None:
+        """Claim again when a scheduled job becomes due (the earliest one known wins)."""
+        if at is None:
+            return
+        due = at if isinstance(at, int) else to_ms(at)
+        known = self._due_ms
+        # An earlier time is armed, or has come and waits for the claim: keep it.
+        if known is not None and known <= due and (self._due_timer or known <= now_ms()):
+            return
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        self._due_ms = due
+        delay = min(MAX_TIMER_S, max(0.0, (due - now_ms()) / 1000))
+        self._due_timer = asyncio.get_running_loop().call_later(delay, self._due)
+
+    def _due(self) -> None:
+        self._due_timer = None  # _due_ms stays: the next claim runs even with no free slot
+        self.wake()
 
     def admitting(self) -> bool:
         """Whether this instance starts jobs now (not shutting down, not paused)."""
@@ -149,15 +182,23 @@ class Scheduler:
             while self.admitting():
                 self._claim_again = False
                 free = self._free()
-                if free <= 0:
+                due = self._due_ms is not None and self._due_ms <= now_ms()
+                if free <= 0 and not due:
                     break
-                self._claiming_slots = free  # held while the claim is in flight
+                self._claiming_slots = max(0, free)  # held while the claim is in flight
                 try:
-                    claimed = await self._store.call(
-                        claims.claim_jobs, self._settings.instance_id, free, now_ms(), write=True
+                    claimed, next_due = await self._store.call(
+                        claims.claim_and_look_ahead,
+                        self._settings.instance_id,
+                        free,
+                        now_ms(),
+                        write=True,
                     )
                 finally:
                     self._claiming_slots = 0
+                if due:  # moved to pending in that claim
+                    self._due_ms = None
+                self.wake_at(next_due)
                 for job, _saved in claimed:
                     job.owner = self._settings.instance_id  # shared, not one per job
                 # Shutdown or a SIGTERM began meanwhile, or (rarely) the child of
@@ -180,7 +221,8 @@ class Scheduler:
 
     def _gave_up(self, job: Job) -> bool:
         """A job interrupted too often (it may be what brings its instances down) fails."""
-        again = job.attempts - 1  # every claim counts an attempt; the first is no retry
+        # Every claim counts an attempt; the first is no resume, nor is a retry.
+        again = job.attempts - 1 - len(job.attempt_errors or ())
         if again <= self._settings.max_resumes:
             return False
         error = job_error(
@@ -272,6 +314,7 @@ class Scheduler:
         if job is None or job.status is not JobStatus.PENDING:
             return False
         info = CancelInfo(requested_at=now(), reason=reason)
+        log.info("job %s stopped before it started", job_id, extra=about_job(job_id))
         await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
         return True
 
@@ -298,6 +341,7 @@ class Scheduler:
         )
         done = await self._store.call(claims.cancel_unclaimed, cancelled, now_ms(), write=True)
         if done:  # the one final state not applied through the table: announced here
+            log.info("job %s stopped before it started", job.id, extra=about_job(job.id))
             self._table.events.publish(Kind.FINISHED, cancelled)
         return bool(done)
 
@@ -327,6 +371,8 @@ class Scheduler:
         self._spares.drop()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
+        if self._due_timer is not None:
+            self._due_timer.cancel()
         requeue = self._settings.shutdown_mode == "requeue"
         for run in list(self.runs.values()):
             job = self._table.get(run.job_id)

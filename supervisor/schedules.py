@@ -225,16 +225,17 @@ class ScheduleService:
         # Late past a minute, or past two looks if they are further apart: missed.
         missed_after_s = max(cron.MISSED_AFTER_S, 2 * self.settings.poll_s)
         tick = cron.settle(row.cron, tz, due, now, cron.CatchUp(row.catch_up), missed_after_s)
-        job = key = label = skipped = None
+        job = key = label = skipped = rank = None
         if tick.missed:
             skipped = "missed: no instance fired it on time, and catchUp is none"
         else:
             try:
-                job_type, config = await self.jobs.validate(row.job.encode())
+                prepared = await self.jobs.prepare(row.job.encode())
             except Invalid as exc:
                 skipped = f"the job was refused: {exc.message}"
-            else:
-                job, key, label = self.jobs.new_job(job_type, config)
+            else:  # with its start fields: priority, retry, delayS, idempotencyKey
+                job, key, label = prepared.job, prepared.key, prepared.label
+                rank = prepared.rank
         fired = await self.store.call(
             sql.fire,
             row,
@@ -245,6 +246,8 @@ class ScheduleService:
             skipped,
             now_ms(),
             self.settings.max_pending_jobs,
+            rank,
+            int(self.settings.idempotency_ttl_s * 1000),
             write=True,
             retry_for=5.0,
         )
@@ -253,6 +256,9 @@ class ScheduleService:
         if job is not None and fired.job_id == job.id:
             log.info("schedule %s: tick %s started job %s", row.name, due, job.id)
             self.jobs.table.events.publish(Kind.CREATED, job)  # as a start's insert does
-            self.scheduler.wake()
+            if job.run_at is not None:  # its job has a delayS: it waits scheduled
+                self.scheduler.wake_at(job.run_at)
+            else:
+                self.scheduler.wake()
         else:
             log.info("schedule %s: tick %s skipped: %s", row.name, due, fired.skipped)

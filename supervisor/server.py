@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.config import LOGGING_CONFIG
 
 from supervisor.connection import Limits, protocol_for
 from supervisor.settings import Settings, SettingsError
@@ -154,7 +155,13 @@ def limits_for(settings: Settings, file_limit: int) -> Limits:
     )
 
 
-def make_server(app: Starlette, settings: Settings, log_level: str | None = None) -> Server:
+def make_server(
+    app: Starlette,
+    settings: Settings,
+    log_level: str | None = None,
+    log_config: dict[str, Any] | None = LOGGING_CONFIG,
+) -> Server:
+    """``log_config=None`` when the caller configured logging (``supervisor.logs``)."""
     limits = limits_for(settings, raise_file_limit())
     errors = StartupErrors(app, settings)
     config = uvicorn.Config(
@@ -162,6 +169,7 @@ def make_server(app: Starlette, settings: Settings, log_level: str | None = None
         host=settings.host,
         port=settings.port,
         log_level=log_level or settings.log_level,
+        log_config=log_config,
         access_log=settings.access_log,
         # Open streams must not hold a shutdown hostage: jobs get their own grace.
         timeout_graceful_shutdown=5,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from typing import Any
 
 import msgspec
 
+from supervisor import timing
 from supervisor.errors import (
     Conflict,
     Invalid,
@@ -26,6 +28,7 @@ from supervisor.errors import (
     Unavailable,
 )
 from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.logs import about_job
 from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
@@ -38,12 +41,31 @@ from workers.db import Database, DatabaseUnavailable
 from workers.registry import ConfigRejected, JobType, Policy
 from workers.times import now_ms
 
+log = logging.getLogger("jobsup.service")
+
 # How often a cancel made here looks for the owning instance's answer.
 REMOTE_POLL_S = 0.05
 
 
 class _TypeOnly(msgspec.Struct):
     type: str
+
+
+class Prepared(msgspec.Struct):
+    """A checked start, not yet inserted: its job, decoded config, exclusive key, label, rank."""
+
+    job: Job
+    config: Any
+    key: str | None
+    label: str | None
+    rank: int
+
+
+class Started(msgspec.Struct):
+    """What a start made: the job, and whether an earlier start with its idempotency key did."""
+
+    job: Job
+    replayed: bool = False
 
 
 class JobTypeView(msgspec.Struct, rename="camel"):
@@ -90,23 +112,6 @@ class JobService:
     def types(self) -> list[JobTypeView]:
         return [describe(registry.get(name)) for name in registry.names()]
 
-    async def validate(self, body: bytes) -> tuple[JobType, Any]:
-        """A start request's type and config, checked as ``submit`` checks them; nothing written.
-
-        For requests kept to start later (a schedule's job): the same type
-        lookup, decoding and type check, with the same errors.
-        """
-        job_type = self._job_type(body)
-        config = decode(body, job_type.config)
-        if job_type.check is not None:
-            try:
-                await self.table.store.call(_run_check, job_type, config, self.policy, slow=True)
-            except ConfigRejected as exc:
-                if exc.status == 503:  # the type's check could not reach what it needs
-                    raise Unavailable(exc.message) from None
-                raise Rejected(exc.message, exc.field, exc.status) from None
-        return job_type, config
-
     @staticmethod
     def new_job(job_type: JobType, config: Any) -> tuple[Job, str | None, str | None]:
         """A pending job for a config ``validate`` returned, with its exclusive key and label."""
@@ -137,7 +142,30 @@ class JobService:
         return status
 
     async def submit(self, body: bytes, rerun_of: str | None = None) -> Job:
+        """Accept a start request (``start``), and return its job."""
+        return (await self.start(body, rerun_of)).job
+
+    async def validate(self, body: bytes) -> tuple[JobType, Any]:
+        """A start request's type and config, checked as ``start`` checks them; nothing written.
+
+        For requests kept to start later (a schedule's job). The start's own
+        fields (``supervisor.timing``) are checked too, and left out of the config.
+        """
+        prepared = await self.prepare(body)
+        return registry.get(prepared.job.type), prepared.config
+
+    async def prepare(self, body: bytes, rerun_of: str | None = None) -> Prepared:
+        """Everything a start does before its insert: the checks, and the job to insert.
+
+        For a caller that inserts the job itself (a schedule's tick): the
+        job is pending or scheduled, with its priority, retry policy and
+        idempotency key, and ``rank`` is its place in the claim order.
+        """
         job_type = self._job_type(body)
+        options, body = timing.split(body)
+        created = now()
+        run_at = timing.run_at(options, created)
+        retry = timing.policy(job_type, options, self.settings.max_attempts)
         config = decode(body, job_type.config)
         if job_type.check is not None:
             try:
@@ -146,22 +174,37 @@ class JobService:
                 if exc.status == 503:  # the type's check could not reach what it needs
                     raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
+        job = Job(
+            id=new_job_id(),
+            type=job_type.name,
+            status=JobStatus.PENDING if run_at is None else JobStatus.SCHEDULED,
+            config=msgspec.Raw(msgspec.json.encode(config)),
+            progress=Progress(),
+            created_at=created,
+            rerun_of=rerun_of,
+            run_at=run_at,
+            priority=options.priority,
+            retry=retry,
+            idempotency_key=options.idempotency_key,
+        )
+        key = job_type.exclusive_key(config) if job_type.exclusive_key else None
+        rank = sql.queue_rank(job, self.scheduler.aging_ms)
+        return Prepared(job, config, key, _label(job_type, config), rank)
+
+    async def start(self, body: bytes, rerun_of: str | None = None) -> Started:
+        """Accept a start request: a new job, or the one its idempotency key already names.
+
+        The request's own fields (``supervisor.timing``) are checked first and
+        taken out; the rest is the job type's config.
+        """
+        prepared = await self.prepare(body, rerun_of)
         if not self.scheduler.accepting:
             raise ShuttingDown("the server is shutting down; retry elsewhere")
         if not self.table.store.available:
             raise DatabaseUnavailable("the database is not taking writes")
-        job = Job(
-            id=new_job_id(),
-            type=job_type.name,
-            status=JobStatus.PENDING,
-            config=msgspec.Raw(msgspec.json.encode(config)),
-            progress=Progress(),
-            created_at=now(),
-            rerun_of=rerun_of,
-        )
-        key = job_type.exclusive_key(config) if job_type.exclusive_key else None
-        label = _label(job_type, config)
-        slot = self.scheduler.reserve_slot()
+        job, key, label = prepared.job, prepared.key, prepared.label
+        run_at = job.run_at
+        slot = self.scheduler.reserve_slot() if run_at is None else False
         try:
             claimed = await self.table.add(
                 job,
@@ -169,7 +212,11 @@ class JobService:
                 label,
                 self.settings.max_pending_jobs,
                 self.settings.instance_id if slot else None,
+                rank=prepared.rank,
+                idempotency_ttl_ms=int(self.settings.idempotency_ttl_s * 1000),
             )
+        except sql.IdempotentReplay as exc:
+            return Started(await self.get(exc.job_id), replayed=True)
         except sql.KeyTaken as exc:
             holder = f" ({exc.holder})" if exc.holder else ""
             raise Conflict(
@@ -180,13 +227,16 @@ class JobService:
             raise QueueFull("too many pending jobs; retry later") from None
         finally:
             self.scheduler.release_slot(slot)
+        log.info("job %s accepted (%s)", job.id, job.type, extra=about_job(job.id))
         if claimed:
             self.scheduler.run_claimed(job)
+        elif run_at is not None:
+            self.scheduler.wake_at(run_at)
         else:
             self.scheduler.wake()
             if self.table.store.dialect == "postgresql":
                 await self.table.store.call(claims.notify_pending, write=True)
-        return job
+        return Started(job)
 
     async def get(self, job_id: str) -> Job:
         job = await self.table.fetch(job_id)
@@ -200,6 +250,8 @@ class JobService:
         Returns the job as it then is: terminal, or still stopping.
         """
         job = await self.get(job_id)
+        if job.status not in TERMINAL:
+            log.info("job %s: cancel requested (%s)", job_id, reason, extra=about_job(job_id))
         for _ in range(3):  # a pending job may be claimed while we look at it
             if job.status in TERMINAL:
                 raise NotCancellable(
@@ -219,7 +271,7 @@ class JobService:
                 # Fenced off: another instance holds the job now; ask it instead.
                 job = await self.get(job_id)
                 continue
-            if job.status is JobStatus.PENDING and job.owner is None:
+            if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED) and job.owner is None:
                 if await self.scheduler.cancel_unclaimed(job, reason):
                     return await self.get(job_id)
             elif job.owner is not None:

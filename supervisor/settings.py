@@ -20,6 +20,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -54,6 +55,13 @@ class Settings:
     # A job interrupted (re-queued or rescued) more often than this fails.
     max_resumes: int = 10
     retention_days: float = 30.0
+    # The claim's aging: a waiting job counts one priority point more per
+    # this many seconds it has waited (store.jobs.queue_rank).
+    priority_aging_s: float = 60.0
+    # The most attempts a start's ``retry`` may ask for.
+    max_attempts: int = 10
+    # A start's idempotencyKey returns the job first accepted with it for this long.
+    idempotency_ttl_s: float = 86400.0
     progress_flush_s: float = 0.25
     # Many instances: heartbeat period, and silence after which an instance
     # is declared dead and its jobs rescued; how often to look for pending
@@ -84,7 +92,11 @@ class Settings:
     events_interval_s: float = 0.25
     events_follow_s: float = 1.0
     log_level: str = "info"
+    # text (the default) or json: one JSON object per line.
+    log_format: str = "text"
     access_log: bool = False
+    # A bearer token that may read GET /metrics and nothing else ("" = none).
+    metrics_token: str = ""
     instance_id: str = field(default_factory=_instance_id)
     # The rest of the environment: the job modules' own settings (their
     # ``workers.registry.Setting``s, JOBSUP_* or a variable they name), read
@@ -122,6 +134,9 @@ class Settings:
             "heartbeat_s",
             "node_timeout_s",
             "poll_s",
+            "priority_aging_s",
+            "max_attempts",
+            "idempotency_ttl_s",
             "header_timeout_s",
             "body_timeout_s",
             "max_connections",
@@ -159,6 +174,10 @@ class Settings:
             raise SettingsError("JOBSUP_SHUTDOWN_MODE must be requeue or cancel")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"JOBSUP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"JOBSUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if self.metrics_token and len(self.metrics_token) < 16:
+            raise SettingsError("JOBSUP_METRICS_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
 

@@ -11,6 +11,7 @@ from workers import protocol
 
 
 class JobStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waits for its time (runAt, delayS, a retry's backoff)
     PENDING = "pending"
     RUNNING = "running"
     CANCELLING = "cancelling"
@@ -22,8 +23,11 @@ class JobStatus(StrEnum):
 S = JobStatus
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    S.PENDING: frozenset({S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED}),
-    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.PENDING}),
+    S.SCHEDULED: frozenset({S.PENDING, S.CANCELLED}),
+    S.PENDING: frozenset({S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED, S.SCHEDULED}),
+    S.RUNNING: frozenset(
+        {S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.PENDING, S.SCHEDULED}
+    ),
     S.CANCELLING: frozenset({S.CANCELLED, S.COMPLETED, S.FAILED}),
     S.COMPLETED: frozenset(),
     S.CANCELLED: frozenset(),
@@ -31,9 +35,12 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 # PENDING -> CANCELLING: cancelled while its child was being started.
 # RUNNING -> PENDING is the re-queue of an idempotent job whose instance died.
+# SCHEDULED -> PENDING: its time came (the claim moves it). RUNNING -> SCHEDULED
+# (and PENDING -> SCHEDULED, a child that died before it began): a failed
+# attempt that its retry policy runs again after a backoff.
 
 TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.FAILED})
-LIVE = frozenset({S.PENDING, S.RUNNING, S.CANCELLING})
+LIVE = frozenset({S.SCHEDULED, S.PENDING, S.RUNNING, S.CANCELLING})
 
 
 def _stored_before(new: JobStatus) -> frozenset[JobStatus]:

@@ -14,12 +14,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from supervisor.events import EventBus, Kind
 from supervisor.job import Job, Progress, now
+from supervisor.logs import about_job
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import DatabaseBusy, Store, claims, is_unique_violation
 from supervisor.store import jobs as sql
@@ -114,14 +116,19 @@ class JobTable:
         label: str | None,
         max_pending: int,
         claim_for: str | None = None,
+        rank: int | None = None,
+        idempotency_ttl_ms: int = 0,
     ) -> bool:
-        """Insert a new pending job; in the store before this returns.
+        """Insert a new pending (or scheduled) job; in the store before this returns.
 
         Returns whether ``claim_for`` claimed it at once (``sql.insert_job``).
 
         Raises ``sql.KeyTaken`` when a live job holds the same exclusive key
         (checked in the insert's transaction, and by a unique index across
-        instances), ``sql.QueueFull`` past ``max_pending`` pending jobs.
+        instances), ``sql.QueueFull`` past ``max_pending`` waiting jobs,
+        ``sql.IdempotentReplay`` when a job already carries its idempotency
+        key (a race of two inserts with one key: the unique index decides,
+        and the loser answers with the winner's job).
         """
         try:
             claimed = await self.store.call(
@@ -132,14 +139,22 @@ class JobTable:
                 now_ms(),
                 max_pending,
                 claim_for,
+                rank,
+                idempotency_ttl_ms,
                 write=True,
                 retry_for=5.0,
                 queue_timeout=5.0,
             )
-        except sql.KeyTaken:
+        except (sql.KeyTaken, sql.IdempotentReplay):
             raise
         except Exception as exc:
-            if key is not None and is_unique_violation(exc):
+            if not is_unique_violation(exc):
+                raise
+            if job.idempotency_key is not None:
+                winner = await self.store.call(sql.holder_of_idempotency_key, job.idempotency_key)
+                if winner is not None:
+                    raise sql.IdempotentReplay(winner) from None
+            if key is not None:
                 raise sql.KeyTaken(key, None) from None  # a race with another instance
             raise
         self.events.publish(Kind.CREATED, job)
@@ -255,6 +270,24 @@ class JobTable:
         back = msgspec.structs.replace(job, status=JobStatus.PENDING, owner=None, pid=None)
         self.events.publish(Kind.REQUEUED, back)
         return self._write(claims.requeue_job, stored, saved, now_ms())
+
+    def retry(
+        self, job: Job, run_at: datetime, rank: int, error: dict[str, Any]
+    ) -> Awaitable[bool]:
+        """Put a job whose attempt failed back as ``scheduled`` until ``run_at``, for any instance.
+
+        Like ``requeue``: one fenced write, and the job leaves this
+        instance's memory (whoever claims it when it is due runs it).
+        """
+        check_transition(job.status, JobStatus.SCHEDULED)
+        saved = self._saved.pop(job.id, None)  # the next attempt resumes from it
+        stored = msgspec.structs.replace(
+            job, status=JobStatus.SCHEDULED, run_at=run_at, error=error, pid=None
+        )
+        self.forget(job.id)
+        back = msgspec.structs.replace(stored, owner=None, started_at=None)
+        self.events.publish(Kind.REQUEUED, back)  # streams: it runs again at run_at
+        return self._write(claims.retry_job, stored, rank, saved, now_ms())
 
     def save(self, job: Job, state_json: bytes) -> None:
         """Keep the job's latest saved place; written by the next flush."""
@@ -396,4 +429,7 @@ class JobTable:
         for job_id in old:
             del self._jobs[job_id]
             self._result_stored.discard(job_id)
+            log.info(
+                "job %s swept from memory (the store keeps it)", job_id, extra=about_job(job_id)
+            )
         return len(old)

@@ -13,7 +13,7 @@ import time
 from typing import Any, Literal
 
 from workers.context import JobContext
-from workers.registry import JobConfig, job_type
+from workers.registry import JobConfig, Retry, job_type
 
 
 class QuickConfig(JobConfig, tag="quick"):
@@ -167,3 +167,34 @@ def counter(ctx: JobContext, config: CounterConfig) -> dict[str, Any]:
         ctx.save({"next": n + 1, "seen": seen, "pad": "x" * config.save_bytes})
         ctx.progress(processed=n + 1, total=config.to)
     return {"seen": seen, "resumes": ctx.resumes}
+
+
+class FlakyConfig(JobConfig, tag="flaky"):
+    """Crashes (exits without a word) while the count in ``path`` is below ``crashes``.
+
+    Each run adds one to the count first; ``raises`` fails with an exception
+    instead, ``hangs`` waits (for its instance to die) instead.
+    """
+
+    path: str
+    crashes: int = 0
+    raises: bool = False
+    hangs: bool = False
+
+
+@job_type(FlakyConfig, retry=Retry(backoff_s=0.1, jitter=0))
+def flaky(ctx: JobContext, config: FlakyConfig) -> dict[str, Any]:
+    try:
+        with open(config.path) as f:
+            runs = int(f.read() or 0)
+    except FileNotFoundError:
+        runs = 0
+    with open(config.path, "w") as f:
+        f.write(str(runs + 1))
+    if config.raises:
+        raise ValueError("a bad config fails the same way every time")
+    if runs < config.crashes:
+        while config.hangs:
+            ctx.sleep(60)
+        os._exit(3)
+    return {"runs": runs + 1}

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -22,6 +23,8 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from supervisor.app import create_app
+from supervisor.errors import Invalid
+from supervisor.parsing import decode
 from supervisor.settings import Settings
 from tests.conftest import ApiHelpers
 from tests.test_api import (  # noqa: F401  (collected here, against this module's server)
@@ -60,3 +63,22 @@ def server(tmp_path: Path) -> Iterator[InProcess]:
     )
     with TestClient(create_app(settings)) as client:
         yield InProcess(client)
+
+
+def test_a_whole_float_is_an_integer_and_other_refusals_name_their_field() -> None:
+    """JSON Schema counts 2.0 as an integer; a raw field never hides the real error."""
+
+    class Body(msgspec.Struct, forbid_unknown_fields=True):
+        count: int
+        job: msgspec.Raw = msgspec.Raw(b"null")
+
+    assert decode(b'{"count": 2.0}', Body).count == 2
+    with pytest.raises(Invalid) as half:
+        decode(b'{"count": 2.5}', Body)
+    assert half.value.field == "count"
+    with pytest.raises(Invalid) as unknown:
+        decode(b'{"count": 1, "job": {}, "extra": 1}', Body)
+    assert unknown.value.field == "extra"
+    with pytest.raises(Invalid) as beside_raw:  # the float is whole; the raw field blocks it
+        decode(b'{"count": 2.0, "job": {}}', Body)
+    assert beside_raw.value.field == "count"

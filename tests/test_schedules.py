@@ -83,6 +83,9 @@ def test_put_get_list_delete(server: Server) -> None:
     )
     assert [s["name"] for s in second.json()] == ["weekly"]
     assert "X-Next-Before" not in second.headers
+    not_ascii = server.client.get("/admin/schedules?before=%F0%B4%9A%AA")  # once a 500
+    assert not_ascii.status_code == 400
+    assert not_ascii.json()["error"]["field"] == "before"
 
     assert server.client.delete("/admin/schedules/weekly").status_code == 204
     missing = server.client.get("/admin/schedules/weekly")

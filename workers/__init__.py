@@ -5,7 +5,7 @@ Everything a job type needs is here::
     from workers import ConfigRejected, Database, JobConfig, JobContext, Policy, job_type
 
 plus ``JobCancelled`` (raised at a cancel point), ``SavedStateTooLarge``
-(``ctx.save`` given too much), ``Setting`` and ``Label``
+(``ctx.save`` given too much), ``Retry`` (a retry policy), ``Setting`` and ``Label``
 and ``extend`` (what a module contributes beyond its job types). The older
 paths (``workers.registry``, ``workers.context``, ``workers.db``) import the
 same names.
@@ -23,6 +23,7 @@ from workers.registry import (
     JobConfig,
     Label,
     Policy,
+    Retry,
     Setting,
     extend,
     job_type,
@@ -36,6 +37,7 @@ __all__ = [
     "JobContext",
     "Label",
     "Policy",
+    "Retry",
     "SavedStateTooLarge",
     "Setting",
     "extend",

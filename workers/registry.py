@@ -151,9 +151,40 @@ class Extension:
     settings: tuple[Setting, ...] = ()
     # Checks the settings together (one needs another); ValueError naming the variable.
     validate: Callable[[Policy], None] | None = None
+    # "module:attribute", a function given the jobsup command's subparsers;
+    # a subcommand it adds sets ``run`` (args -> exit status) as a default.
+    commands: str | None = None
 
 
 CheckFunction = Callable[[Any, Database, Policy], None]
+
+# A start request's own fields, beside ``type``: the supervisor reads them
+# before the job type's config is decoded, so no config may use these names.
+RESERVED_FIELDS = frozenset({"runAt", "delayS", "priority", "retry", "idempotencyKey"})
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A job type's retry policy: a failed attempt runs again, up to ``max_attempts`` runs.
+
+    The wait before attempt n+1 is ``backoff_s * 2**(n-1)`` (at most
+    ``max_backoff_s``), times 1 ± up to ``jitter``. ``retry_on`` names the
+    failures worth another attempt: an error's ``reason`` (``crashed``: the
+    child died without a word; ``interrupted``: its instance died) or the
+    ``type`` of the exception the job raised (``"GatewayError"``). An
+    exception is not retried unless named: a bad config fails the same way
+    every time.
+    """
+
+    max_attempts: int = 3
+    backoff_s: float = 5.0
+    jitter: float = 0.2
+    max_backoff_s: float = 3600.0
+    retry_on: tuple[str, ...] = ("crashed", "interrupted")
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.backoff_s < 0 or not 0 <= self.jitter <= 1:
+            raise ValueError("Retry: max_attempts >= 1, backoff_s >= 0, jitter 0 to 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +203,9 @@ class JobType:
     # Saves its place (ctx.save): a shutdown puts it back in the queue, and
     # its next run, on any instance, resumes from there.
     resumable: bool = False
+    # Failed attempts run again (a start's ``retry`` may say otherwise);
+    # None: one attempt, unless the start asks for more.
+    retry: Retry | None = None
 
 
 _types: dict[str, JobType] = {}
@@ -186,14 +220,18 @@ def job_type(
     check: CheckFunction | None = None,
     label: Label | None = None,
     resumable: bool = False,
+    retry: Retry | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     name = config.__struct_config__.tag
     if not isinstance(name, str):
         raise TypeError(f"{config.__name__} needs a string tag: class X(JobConfig, tag='name')")
+    taken = RESERVED_FIELDS & set(config.__struct_encode_fields__)
+    if taken:
+        raise TypeError(f"{config.__name__}: {sorted(taken)} are a start request's own fields")
 
     def register(run: RunFunction) -> RunFunction:
         _types[name] = JobType(
-            name, config, run, idempotent, exclusive_key, check, label, resumable
+            name, config, run, idempotent, exclusive_key, check, label, resumable, retry
         )
         return run
 
@@ -215,16 +253,29 @@ def extend(
     routes: str | None = None,
     settings: Iterable[Setting] = (),
     validate: Callable[[Policy], None] | None = None,
+    commands: str | None = None,
 ) -> None:
-    """Contribute a module's tables, routes and settings (once per component)."""
+    """Contribute a module's tables, routes, settings and commands (once per component)."""
     if any(e.component == component for e in _extensions):
         return  # a module imported again under another name
-    _extensions.append(Extension(component, tuple(migrations), routes, tuple(settings), validate))
+    _extensions.append(
+        Extension(component, tuple(migrations), routes, tuple(settings), validate, commands)
+    )
 
 
 def migrations() -> dict[str, list[tuple[int, str]]]:
     """Each contributing component's migrations, in the order the modules were loaded."""
     return {e.component: list(e.migrations) for e in _extensions if e.migrations}
+
+
+def commands() -> list[Callable[[Any], None]]:
+    """Every contributed ``jobsup`` subcommand's registering function, imported now."""
+    found: list[Callable[[Any], None]] = []
+    for extension in _extensions:
+        if extension.commands is not None:
+            module, _, attribute = extension.commands.partition(":")
+            found.append(getattr(importlib.import_module(module), attribute))
+    return found
 
 
 def routes() -> list[Any]:

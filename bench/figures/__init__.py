@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.figures import api, bulk, events, latency, resume, throughput
+from bench.figures import api, bulk, events, latency, resume, throughput, webhooks
 from bench.session import Session
 from bench.stats import Row
 
@@ -30,6 +30,7 @@ FIGURES = (
     Figure("results", bulk.results, frozenset({"jobsup-results"})),
     Figure("resume", resume.resume, frozenset({"jobsup-resume"})),
     Figure("events", events.events, frozenset({"jobsup-events"})),
+    Figure("webhooks", webhooks.webhooks, frozenset({"jobsup-webhooks"})),
 )
 NAMES = tuple(f.name for f in FIGURES)
 

@@ -127,10 +127,12 @@ def upsert_group(
 # older one) must not make a member look inactive, unless the member is
 # coming back after having left, when the old activity no longer counts.
 _UPSERT_MEMBER = """
-INSERT INTO wa_members (group_wa_id, whatsapp_id, alt_id, is_admin, joined_at, last_active_at)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO wa_members
+    (group_wa_id, whatsapp_id, alt_id, is_admin, joined_at, last_active_at, membership_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (group_wa_id, whatsapp_id) DO UPDATE SET
     alt_id = coalesce(excluded.alt_id, wa_members.alt_id),
+    membership_at = excluded.membership_at,
     is_admin = excluded.is_admin,
     joined_at = excluded.joined_at,
     last_active_at = CASE
@@ -165,7 +167,7 @@ def put_members(db: Database, group_wa_id: str, members: list[MemberIn], now_ms:
         other = m.alt_id if key == m.whatsapp_id else m.whatsapp_id
         joined = to_ms(m.joined_at)
         active = None if m.last_active_at is None else to_ms(m.last_active_at)
-        rows.append((group_wa_id, key, other, m.is_admin, joined, active))
+        rows.append((group_wa_id, key, other, m.is_admin, joined, active, now_ms))
     db.executemany(_UPSERT_MEMBER, rows)
     current = db.query(
         "SELECT whatsapp_id FROM wa_members WHERE group_wa_id = ? AND removed_at IS NULL",
@@ -193,9 +195,10 @@ def mark_removed(
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ids[start : start + IN_CHUNK]
         rows = db.query(
-            "UPDATE wa_members SET removed_at = ? WHERE group_wa_id = ? AND removed_at IS NULL"
+            "UPDATE wa_members SET removed_at = ?, membership_at = ?"
+            " WHERE group_wa_id = ? AND removed_at IS NULL"
             f" AND whatsapp_id IN ({', '.join('?' * len(chunk))}) RETURNING whatsapp_id",
-            (now_ms, group_wa_id, *chunk),
+            (now_ms, now_ms, group_wa_id, *chunk),
         )
         marked.update(wid for (wid,) in rows)
     return marked

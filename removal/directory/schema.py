@@ -84,4 +84,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE removal_history ADD COLUMN alt_id TEXT
         """,
     ),
+    (
+        5,
+        # The time of the latest membership fact applied to a member (a sync,
+        # a webhook's add/remove/promote/demote, an import, a removal): a
+        # fact older than it is late and changes no membership, so a retried
+        # or reordered delivery never undoes a newer change.
+        """
+        ALTER TABLE wa_members ADD COLUMN membership_at BIGINT
+        """,
+    ),
 ]

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from supervisor import errors
+from supervisor.api.observe import request_id_header
 
 log = logging.getLogger("jobsup.api")
 
@@ -97,5 +98,5 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     # Answered by Starlette's outermost middleware, outside the edge.
     response = error_response(500, "internal", "internal error; the server log has the details")
-    response.raw_headers.extend(SECURITY_HEADERS)
+    response.raw_headers.extend([*SECURITY_HEADERS, *request_id_header()])
     return response

@@ -27,8 +27,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from supervisor.api.access import Role, needs
+from supervisor.api.contract import Deferred, Text, contract
 from supervisor.api.errors import ApiError
-from supervisor.api.query import takes
 from supervisor.events import Event, EventBus, Kind, Subscription
 from supervisor.job import Job
 from supervisor.runtime import Runtime
@@ -142,7 +142,15 @@ async def _pump(
             yield _KEEP_ALIVE
 
 
+_SSE = Text("text/event-stream", "Server-Sent Events")
+
+
+def _events_query() -> dict[str, object]:
+    return {"status": JobStatus, "type": str} | {n: str for n in sorted(registry.label_names())}
+
+
 @needs(Role.VIEWER)
+@contract(returns=_SSE, errors=(404,))
 async def job_events(request: Request) -> EventStream:
     """One job's events: a snapshot first, then its changes; ends after ``finished``."""
     runtime = _runtime(request)
@@ -199,7 +207,7 @@ def _filter(request: Request) -> tuple[JobStatus | None, str | None, str | None]
 
 
 @needs(Role.VIEWER)
-@takes("status", "type", more=registry.label_names)  # and the job types' labels (?groupWaId=)
+@contract(query=Deferred(_events_query), returns=_SSE)  # labels too (?groupWaId=)
 async def all_events(request: Request) -> EventStream:
     """Every job's events (``?status=``, ``?type=``, labels): live jobs' snapshots first."""
     status, job_type, label = _filter(request)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.access import Role, needs
 from supervisor.api.common import json, read_json
+from supervisor.api.contract import NO_CONTENT, Deferred, contract
 from supervisor.api.errors import ApiError
-from supervisor.api.query import query_int, query_time, takes
-from supervisor.job import summary
-from supervisor.service import JobService
+from supervisor.api.query import query_int, query_time
+from supervisor.job import Job, summary
+from supervisor.service import JobService, JobTypeView
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, UnknownCursor, label_of
 from workers import registry
@@ -25,24 +30,97 @@ MAX_RESULT_PAGE = 10_000
 MAX_START_BYTES = 64 * 1024
 
 
+class StartAnswer(msgspec.Struct, rename="camel", omit_defaults=True):
+    job_id: str
+    status: JobStatus
+    message: str
+    run_at: datetime | None = None  # a delayed start: when it becomes claimable
+    replayed: bool = False  # 200: its idempotencyKey named a job already accepted
+
+
+class RerunAnswer(msgspec.Struct, rename="camel"):
+    job_id: str
+    status: JobStatus
+    rerun_of: str | None
+    message: str
+
+
+class CancelAnswer(msgspec.Struct, rename="camel"):
+    job_id: str
+    status: JobStatus
+
+
+class ResultPage(msgspec.Struct, rename="camel", kw_only=True):
+    job_id: str
+    name: str = msgspec.field(name="list")  # "list" would shadow the builtin in the class body
+    total: int
+    offset: int
+    items: list[Any]
+
+
+def _configs() -> Any:
+    """The start body: one of the job types' configs, told apart by ``type``."""
+    types = tuple(registry.get(name).config for name in registry.names())
+    return Union[types]  # noqa: UP007 (a union built at run time)
+
+
+_Time = Annotated[datetime, msgspec.Meta(tz=True)]  # ISO 8601 with a zone
+_Offset = Annotated[int, msgspec.Meta(ge=0)]
+_Page = Annotated[int, msgspec.Meta(ge=1, le=MAX_RESULT_PAGE)]
+
+
+def _list_query() -> dict[str, Any]:
+    query: dict[str, Any] = {
+        "status": JobStatus,
+        "type": str,
+        "limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_LIMIT)],
+        "before": str,
+        "createdAfter": _Time,
+        "createdBefore": _Time,
+        "include": Literal["result"],
+    }
+    # The job types' label filters (?groupWaId=).
+    return query | {name: str for name in sorted(registry.label_names())}
+
+
 def _service(request: Request) -> JobService:
     service: JobService = request.app.state.jobs
     return service
 
 
 @needs(Role.OPERATOR)
+@contract(
+    body=Deferred(_configs), responses={200: StartAnswer, 202: StartAnswer}, errors=(404, 409, 429)
+)
 async def start(request: Request) -> Response:
-    job = await _service(request).submit(await read_json(request, MAX_START_BYTES))
-    return json({"jobId": job.id, "status": job.status, "message": f"{job.type} job accepted"}, 202)
+    """Start a job: the body is the job type's config, its name in ``type``, and the
+    start's own fields (runAt or delayS, priority, retry, idempotencyKey).
+
+    200 with ``replayed``: the idempotencyKey names a job already accepted.
+    """
+    started = await _service(request).start(await read_json(request, MAX_START_BYTES))
+    job = started.job
+    if started.replayed:  # its idempotency key names a job already accepted: that one
+        message = f"{job.type} job already accepted with this idempotencyKey"
+        return json(StartAnswer(job.id, job.status, message, replayed=True), 200)
+    message = f"{job.type} job accepted"
+    return json(StartAnswer(job.id, job.status, message, run_at=job.run_at), 202)
 
 
 @needs(Role.VIEWER)
+@contract(returns=Job, errors=(404,))
 async def status(request: Request) -> Response:
+    """A job: its state, progress, result, error and cancel."""
     return json(await _service(request).get(request.path_params["jobId"]))
 
 
 @needs(Role.VIEWER)
-@takes("offset", "limit")
+@contract(
+    query={"offset": _Offset, "limit": _Page},
+    returns=ResultPage,
+    errors=(404,),
+    headers={"X-Next-Offset": "the offset of the next page, when there is one"},
+)
 async def result_list(request: Request) -> Response:
     """One page of a list in a job's result (a large group's members, say)."""
     job = await _service(request).get(request.path_params["jobId"])
@@ -52,39 +130,47 @@ async def result_list(request: Request) -> Response:
         raise ApiError(404, "not_found", f"list: the job's result has no list {name!r}", "list")
     offset = query_int(request, "offset", 0, 0, len(items))
     limit = query_int(request, "limit", 1000, 1, MAX_RESULT_PAGE)
-    page = {"jobId": job.id, "list": name, "total": len(items), "offset": offset}
-    response = json(page | {"items": items[offset : offset + limit]})
+    page = items[offset : offset + limit]
+    response = json(
+        ResultPage(job_id=job.id, name=name, total=len(items), offset=offset, items=page)
+    )
     if offset + limit < len(items):
         response.headers["X-Next-Offset"] = str(offset + limit)
     return response
 
 
 @needs(Role.OPERATOR)
+@contract(responses={202: RerunAnswer}, errors=(404, 409, 429))
 async def rerun(request: Request) -> Response:
+    """Start a new job with a finished job's type and config."""
     job = await _service(request).rerun(request.path_params["jobId"])
     message = f"{job.type} job accepted, a rerun of {job.rerun_of}"
-    body = {"jobId": job.id, "status": job.status, "rerunOf": job.rerun_of, "message": message}
-    return json(body, 202)
+    return json(RerunAnswer(job.id, job.status, job.rerun_of, message), 202)
 
 
 @needs(Role.OPERATOR)
+@contract(responses={204: NO_CONTENT}, errors=(404, 409))
 async def delete(request: Request) -> Response:
+    """Delete a finished job's record."""
     await _service(request).delete(request.path_params["jobId"])
     return Response(status_code=204)
 
 
 @needs(Role.VIEWER)
+@contract(returns=list[JobTypeView])
 async def job_types(request: Request) -> Response:
     """Each job type: its name, description and its config's JSON Schema."""
     return json(_service(request).types())
 
 
 @needs(Role.OPERATOR)
+@contract(responses={200: CancelAnswer, 202: CancelAnswer}, errors=(404, 409, 429))
 async def cancel(request: Request) -> Response:
+    """Cancel a job: 200 once it is final, 202 while it stops."""
     job = await _service(request).cancel(request.path_params["jobId"])
     if job.status in TERMINAL:  # cancelled, or it completed or failed first
-        return json({"jobId": job.id, "status": job.status})
-    return json({"jobId": job.id, "status": JobStatus.CANCELLING}, 202)
+        return json(CancelAnswer(job.id, job.status))
+    return json(CancelAnswer(job.id, JobStatus.CANCELLING), 202)
 
 
 def _label(request: Request, names: set[str]) -> str | None:
@@ -121,15 +207,10 @@ def _filter(request: Request) -> JobFilter:
 
 
 @needs(Role.VIEWER)
-@takes(
-    "status",
-    "type",
-    "limit",
-    "before",
-    "createdAfter",
-    "createdBefore",
-    "include",
-    more=registry.label_names,  # the job types' label filters (?groupWaId=)
+@contract(
+    query=Deferred(_list_query),
+    returns=list[Job],  # without ``result`` unless include=result
+    headers={"X-Next-Before": "the cursor (``before``) of the next page, when there is one"},
 )
 async def list_jobs(request: Request) -> Response:
     """A JSON array, newest first; ``X-Next-Before`` names the cursor of the next page."""

@@ -148,6 +148,12 @@ _SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMA
 _PG_UNIQUE_VIOLATION = "23505"  # SQLSTATE unique_violation
 
 
+try:
+    from psycopg import Error as _PgError
+except ImportError:  # pragma: no cover - psycopg is a dependency
+    _PgError = sqlite3.Error  # type: ignore[misc,assignment]
+
+
 def is_unique_violation(exc: BaseException) -> bool:
     """A duplicate key, told by the database's own error code, never by message text."""
     if isinstance(exc, sqlite3.IntegrityError):
@@ -173,6 +179,9 @@ class Store:
         self._connections: list[Database] = []
         self.available = True
         self._closing = False
+        # Told of each write's end, on its database thread: (seconds, failure
+        # cause or None). The metrics set it; it must be quick and thread-safe.
+        self.on_write: Callable[[float, str | None], None] | None = None
 
     def _db(self) -> Database:
         db: Database | None = getattr(self._local, "db", None)
@@ -191,6 +200,31 @@ class Store:
                 db.close()
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], retry_for: float, write: bool) -> T:
+        observe = self.on_write if write else None
+        if observe is None:
+            return self._attempt(fn, args, retry_for, write)
+        began = time.perf_counter()
+        failure: str | None = None
+        try:
+            return self._attempt(fn, args, retry_for, write)
+        except DatabaseUnavailable:
+            failure = "unavailable"
+            raise
+        except (sqlite3.Error, _PgError) as exc:  # the domain's refusals are not failures
+            failure = (
+                "unavailable"
+                if _is_unavailable(exc)
+                else "conflict"
+                if is_unique_violation(exc)
+                else "error"
+            )
+            raise
+        finally:
+            observe(time.perf_counter() - began, failure)
+
+    def _attempt(
+        self, fn: Callable[..., T], args: tuple[Any, ...], retry_for: float, write: bool
+    ) -> T:
         deadline = time.monotonic() + retry_for
         delay = 0.05
         fresh = getattr(self._local, "db", None) is None

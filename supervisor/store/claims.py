@@ -26,9 +26,15 @@ from workers.db import Database
 
 
 def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, bytes | None]]:
-    """Take up to ``limit`` unclaimed pending jobs, oldest first, for ``owner``.
+    """Take up to ``limit`` unclaimed pending jobs, in claim order, for ``owner``.
 
     Each comes with its saved place (JSON), if a run of it saved one.
+
+    First, in the same transaction, scheduled jobs whose time has come
+    become pending (one instance moves each: the row's status decides, and
+    on PostgreSQL ``SKIP LOCKED`` lets another claim pass them by). Then the
+    claim takes pending jobs by ``queue_rank`` (arrival, moved ahead by
+    priority: ``jobs.queue_rank``), then id.
 
     Each claim counts an attempt: ``(owner, attempts)`` is the run's fencing
     token, stored before any child starts. A pending job someone asked to
@@ -39,6 +45,13 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
     lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
     with db.transaction():
         db.execute(
+            "UPDATE jobs SET status = 'pending', updated_at = ? WHERE id IN ("
+            f" SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= ?{lock})",
+            (now_ms, now_ms),
+        )
+        if limit <= 0:
+            return []
+        db.execute(
             "UPDATE jobs SET status = 'cancelled', cancel = cancel_request, completed_at = ?,"
             " updated_at = ?, pid = NULL, exclusive_key = NULL WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
@@ -48,13 +61,56 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
         rows = db.query(
             "UPDATE jobs SET owner = ?, attempts = attempts + 1, updated_at = ? WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
-            f" ORDER BY created_at, id LIMIT ?{lock})"
-            f" RETURNING {COLUMNS}, saved_state",
+            f" ORDER BY queue_rank, id LIMIT ?{lock})"
+            f" RETURNING {COLUMNS}, saved_state, queue_rank",
             (owner, now_ms, limit),
         )
-    claimed = [(row_to_job(r[:-1]), None if r[-1] is None else r[-1].encode()) for r in rows]
-    claimed.sort(key=lambda pair: (pair[0].created_at, pair[0].id))
-    return claimed
+    rows.sort(key=lambda r: (r[-1], r[0]))  # RETURNING keeps no order: start them in claim order
+    return [(row_to_job(r[:-2]), None if r[-2] is None else r[-2].encode()) for r in rows]
+
+
+def next_due(db: Database) -> int | None:
+    """When the earliest scheduled job becomes claimable (ms), if one waits."""
+    row = db.one("SELECT min(run_at) FROM jobs WHERE status = 'scheduled'")
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def claim_and_look_ahead(
+    db: Database, owner: str, limit: int, now_ms: int
+) -> tuple[list[tuple[Job, bytes | None]], int | None]:
+    """``claim_jobs``, then when the next scheduled job is due: the scheduler's timer."""
+    return claim_jobs(db, owner, limit, now_ms), next_due(db)
+
+
+def retry_job(db: Database, job: Job, rank: int, saved: bytes | None, now_ms: int) -> bool:
+    """Put a job whose attempt failed back as ``scheduled`` until ``job.run_at``.
+
+    Fenced like every write of a run: False if the run no longer holds it.
+    Its saved place stays (``saved``: a later one not yet written): a
+    resumable job's next attempt resumes from there, as after a re-queue.
+    """
+    changed = db.execute(
+        "UPDATE jobs SET status = 'scheduled', run_at = ?, queue_rank = ?, error = ?,"
+        " attempt_errors = ?, progress = ?, result = ?, pid = NULL, started_at = NULL,"
+        " owner = NULL, saved_state = COALESCE(?, saved_state),"
+        " saved_at = COALESCE(?, saved_at), updated_at = ?"
+        " WHERE id = ? AND owner = ? AND attempts = ? AND status IN ('pending', 'running')",
+        (
+            to_ms(job.run_at),
+            rank,
+            to_json(job.error),
+            to_json(job.attempt_errors),
+            to_json(job.progress),
+            to_json(job.result),
+            None if saved is None else saved.decode(),
+            to_ms(job.saved_at) if saved is not None else None,
+            now_ms,
+            job.id,
+            job.owner,
+            job.attempts,
+        ),
+    )
+    return changed == 1
 
 
 def unclaim(db: Database, jobs: list[Job]) -> None:
@@ -115,11 +171,12 @@ def requeue_job(db: Database, job: Job, saved: bytes | None, now_ms: int) -> boo
 
 
 def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
-    """Cancel a pending job no instance has claimed; False if one has meanwhile."""
+    """Cancel a pending or scheduled job no instance has claimed; False if one has meanwhile."""
     cancel = to_json(job.cancel)
     changed = db.execute(
         "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
-        " exclusive_key = NULL WHERE id = ? AND status = 'pending' AND owner IS NULL",
+        " exclusive_key = NULL WHERE id = ? AND status IN ('scheduled', 'pending')"
+        " AND owner IS NULL",
         (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
     )
     if changed:
@@ -171,9 +228,14 @@ def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
     return [row_to_job(r) for r in rows]
 
 
-def rescue_job(db: Database, old: Job, new: Job, now_ms: int) -> bool:
-    """Write ``new`` over a dead instance's job, unless another rescuer did first."""
+def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None = None) -> bool:
+    """Write ``new`` over a dead instance's job, unless another rescuer did first.
+
+    ``rank``: the claim order of a job rescued as ``scheduled`` (a retry).
+    """
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
+    if rank is not None:
+        release += f", run_at = {int(to_ms(new.run_at) or 0)}, queue_rank = {int(rank)}"
     changed = db.execute(
         f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND status = ?",
         (*state_values(new), now_ms, new.id, old.owner, old.status.value),

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from supervisor.job import CancelInfo, Job, Progress
+from supervisor.job import AttemptError, CancelInfo, Job, Progress, RetryPolicy
 from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
 from workers.db import Database
 
@@ -95,21 +95,52 @@ MIGRATIONS = [
         # A rerun names the job it repeats.
         "ALTER TABLE jobs ADD COLUMN rerun_of TEXT",
     ),
+    (
+        7,
+        # Time in the claim: scheduled jobs (run_at), the claim order
+        # (queue_rank: arrival minus priority times the aging step, see
+        # queue_rank()), retry policies and failed attempts, idempotency keys.
+        # A scheduled job is live: jobs_owner_live is respelled with it.
+        """
+        ALTER TABLE jobs ADD COLUMN run_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN queue_rank BIGINT;
+        ALTER TABLE jobs ADD COLUMN retry TEXT;
+        ALTER TABLE jobs ADD COLUMN attempt_errors TEXT;
+        ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+        UPDATE jobs SET queue_rank = created_at;
+        DROP INDEX jobs_claimable;
+        CREATE INDEX jobs_claimable ON jobs (status, queue_rank, id)
+            WHERE status = 'pending' AND owner IS NULL;
+        CREATE INDEX jobs_due ON jobs (run_at) WHERE status = 'scheduled';
+        DROP INDEX jobs_owner_live;
+        CREATE INDEX jobs_owner_live ON jobs (owner)
+            WHERE status IN ('scheduled', 'pending', 'running', 'cancelling');
+        CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
+        """,
+    ),
 ]
-# Claiming reads jobs_claimable in arrival order; an instance's own live jobs
-# (cancel requests, rescue of a dead instance) come from jobs_owner_live.
+# Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
+# priority; led by status, or SQLite's planner prefers jobs_status_created and
+# sorts every pending job); the claim finds due scheduled jobs through
+# jobs_due; an instance's own live jobs (cancel requests, rescue of a dead
+# instance) come from jobs_owner_live. jobs_idempotency is unique over
+# non-NULL keys: two starts with one key, on any instances, make one job.
 # jobs_live_key is unique over non-NULL keys only (NULLs never collide in
 # SQLite or PostgreSQL): a key is set while a job is live and cleared when it
 # ends, so the database itself refuses two live jobs on one group.
 
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
-    " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of"
+    " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
+    " run_at, priority, retry, attempt_errors, idempotency_key"
 )
 
 _json = msgspec.json.Encoder()
 _cancel_decoder = msgspec.json.Decoder(CancelInfo)
 _progress_decoder = msgspec.json.Decoder(Progress)
+_retry_decoder = msgspec.json.Decoder(RetryPolicy)
+_attempts_decoder = msgspec.json.Decoder(list[AttemptError])
 
 
 def to_json(value: Any) -> str | None:
@@ -136,6 +167,11 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         saved_at,
         resumes,
         rerun_of,
+        run_at,
+        priority,
+        retry,
+        attempt_errors,
+        idempotency_key,
     ) = row
     return Job(
         id=id_,
@@ -155,13 +191,19 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         saved_at=from_ms(saved_at),
         resumes=resumes,
         rerun_of=rerun_of,
+        run_at=from_ms(run_at),
+        priority=priority,
+        retry=None if retry is None else _retry_decoder.decode(retry),
+        attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
+        idempotency_key=idempotency_key,
     )
 
 
 # What a state change writes: state_values(job) then the time of the write.
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
-    " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?, updated_at = ?"
+    " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?,"
+    " attempt_errors = ?, updated_at = ?"
 )
 
 
@@ -179,7 +221,28 @@ def state_values(job: Job) -> tuple[Any, ...]:
         job.owner,
         job.attempts,
         job.resumes,
+        to_json(job.attempt_errors),
     )
+
+
+# JOBSUP_PRIORITY_AGING_S's default, for an insert given no rank (callers
+# that know the setting pass the rank: JobService.prepare).
+DEFAULT_AGING_MS = 60_000
+
+
+def queue_rank(job: Job, aging_ms: int) -> int:
+    """Where a job waits in the claim order: lower is claimed first.
+
+    Its arrival in the queue (``run_at`` for a scheduled job, else its
+    creation) moved earlier by ``aging_ms`` per point of priority. Ordering
+    by it is ordering by ``priority + waited / aging_ms``, highest first, at
+    any moment: a job that has waited ``aging_ms`` longer than another counts
+    one point higher, so no job waits behind higher ones forever. ``now``
+    drops out, so the order is a stored column and an index.
+    """
+    arrival = to_ms(job.run_at or job.created_at)
+    assert arrival is not None
+    return arrival - job.priority * aging_ms
 
 
 def label_of(name: str, value: str) -> str:
@@ -200,6 +263,14 @@ class KeyTaken(Exception):
         self.holder = holder
 
 
+class IdempotentReplay(Exception):
+    """A job with the same idempotency key was accepted within the key's lifetime."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
 def insert_job(
     db: Database,
     job: Job,
@@ -208,40 +279,72 @@ def insert_job(
     now_ms: int,
     max_pending: int,
     claim_for: str | None = None,
+    rank: int | None = None,
+    idempotency_ttl_ms: int = 0,
 ) -> bool:
-    """Insert a pending job, unless the queue is full or its key is taken.
+    """Insert a pending (or scheduled) job, unless the queue is full or its key is taken.
 
-    With ``claim_for``, an instance with a free slot takes the job at once
-    when no older job is waiting (saving a claim round trip); returns
-    whether it did.
+    With ``claim_for``, an instance with a free slot takes a pending job at
+    once when no other job is waiting (saving a claim round trip); returns
+    whether it did. A job whose ``idempotency_key`` a job created within
+    ``idempotency_ttl_ms`` carries is not inserted: ``IdempotentReplay``
+    names that job (an older holder of the key gives it up).
     """
     with db.transaction():
         stored = db.one("SELECT owner, attempts FROM jobs WHERE id = ?", (job.id,))
         if stored is not None:  # a retry after a commit whose answer was lost
             job.owner, job.attempts = stored
             return claim_for is not None and stored[0] == claim_for
-        (pending,) = db.one("SELECT count(*) FROM jobs WHERE status = 'pending'") or (0,)
-        if pending >= max_pending:
+        if job.idempotency_key is not None:
+            _check_idempotency(db, job.idempotency_key, now_ms - idempotency_ttl_ms)
+        (waiting_jobs,) = db.one(
+            "SELECT count(*) FROM jobs WHERE status IN ('scheduled', 'pending')"
+        ) or (0,)
+        if waiting_jobs >= max_pending:
             raise QueueFull
         if key is not None:
             holder = db.one("SELECT id FROM jobs WHERE exclusive_key = ?", (key,))
             if holder is not None:
                 raise KeyTaken(key, holder[0])
         waiting = db.one("SELECT 1 FROM jobs WHERE status = 'pending' AND owner IS NULL LIMIT 1")
-        claimed = claim_for is not None and waiting is None
+        claimed = claim_for is not None and waiting is None and job.status is JobStatus.PENDING
         if claimed:  # the claim is the fencing token: (owner, attempts) of this run
             job.owner = claim_for
             job.attempts += 1
-        _insert(db, job, key, label, now_ms)
+        _insert(db, job, key, label, now_ms, rank)
     return claimed
 
 
-def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: int) -> None:
+def _check_idempotency(db: Database, idempotency_key: str, since_ms: int) -> None:
+    row = db.one("SELECT id, created_at FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
+    if row is None:
+        return
+    if row[1] >= since_ms:
+        raise IdempotentReplay(row[0])
+    # Expired: the old job keeps its record but lets the key go.
+    db.execute("UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row[0],))
+
+
+def holder_of_idempotency_key(db: Database, idempotency_key: str) -> str | None:
+    """The job holding the key (the winner of a race two inserts ran), if any."""
+    row = db.one("SELECT id FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
+    return None if row is None else str(row[0])
+
+
+def _insert(
+    db: Database,
+    job: Job,
+    key: str | None,
+    label: str | None,
+    now_ms: int,
+    rank: int | None = None,
+) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
-        " completed_at, owner, attempts, resumes, id, type, config, created_at, updated_at,"
-        " exclusive_key, label, rerun_of)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " completed_at, owner, attempts, resumes, attempt_errors, id, type, config, created_at,"
+        " updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank, retry,"
+        " idempotency_key)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -252,6 +355,11 @@ def _insert(db: Database, job: Job, key: str | None, label: str | None, now_ms: 
             key,
             label,
             job.rerun_of,
+            to_ms(job.run_at),
+            job.priority,
+            queue_rank(job, DEFAULT_AGING_MS) if rank is None else rank,
+            to_json(job.retry),
+            job.idempotency_key,
         ),
     )
 
@@ -264,7 +372,7 @@ def _in(statuses: frozenset[JobStatus]) -> str:
 _MAY_REPLACE = {status: _in(before) for status, before in STORED_BEFORE.items()}
 # state.LIVE, spelled as the partial index jobs_owner_live spells it: SQLite
 # uses a partial index only for a query that repeats its WHERE term as written.
-_LIVE_ORDER = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING)
+_LIVE_ORDER = (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING)
 assert frozenset(_LIVE_ORDER) == LIVE
 LIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE_ORDER) + ")"
 
@@ -420,12 +528,16 @@ def get_jobs(db: Database, ids: list[str], with_result: bool) -> list[Job]:
 
 
 def foreign_live_jobs(db: Database, me: str, limit: int) -> list[Job]:
-    """Live jobs not held by instance ``me`` (others', or still unclaimed), without results."""
+    """Live jobs not held by instance ``me`` (others', or still unclaimed), without results.
+
+    Scheduled jobs are left out: nothing happens to them until they are due,
+    and a year of them must not crowd out the jobs that run.
+    """
     columns = COLUMNS.replace(" result,", " NULL,")
     return [
         row_to_job(r)
         for r in db.query(
-            f"SELECT {columns} FROM jobs WHERE status IN {LIVE_SQL}"
+            f"SELECT {columns} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
             " AND (owner IS NULL OR owner <> ?) ORDER BY created_at, id LIMIT ?",
             (me, limit),
         )

@@ -195,6 +195,8 @@ def fire(
     skipped: str | None,
     now_ms: int,
     max_pending: int,
+    rank: int | None = None,
+    idempotency_ttl_ms: int = 0,
 ) -> Fired:
     """Move the schedule past its tick and insert its job, in one transaction, or do neither.
 
@@ -213,21 +215,31 @@ def fire(
         if moved != 1:
             return Fired(False)
         if job is not None:
-            skipped = _insert(db, job, key, label, now_ms, max_pending)
+            skipped = _insert(db, job, key, label, now_ms, max_pending, rank, idempotency_ttl_ms)
         job_id = None if skipped is not None or job is None else job.id
         _record(db, schedule.name, schedule.next_fire_at, now_ms, job_id, skipped)
     return Fired(True, job_id=job_id, skipped=skipped)
 
 
 def _insert(
-    db: Database, job: Job, key: str | None, label: str | None, now_ms: int, max_pending: int
+    db: Database,
+    job: Job,
+    key: str | None,
+    label: str | None,
+    now_ms: int,
+    max_pending: int,
+    rank: int | None = None,
+    idempotency_ttl_ms: int = 0,
 ) -> str | None:
     """Insert the job unclaimed (any instance's claim starts it); the reason if it cannot be."""
     # insert_job's transaction nests as a savepoint: a refusal, or a rival's
     # insert of the same key (PostgreSQL's unique index), undoes the insert
     # alone, and the tick is still moved and the skip recorded.
     try:
-        sql.insert_job(db, job, key, label, now_ms, max_pending)
+        # Positional: unclaimed (claim_for None), its rank, the key's lifetime.
+        sql.insert_job(db, job, key, label, now_ms, max_pending, None, rank, idempotency_ttl_ms)
+    except sql.IdempotentReplay as exc:
+        return f"job {exc.job_id} already holds its idempotencyKey"
     except sql.KeyTaken as exc:
         holder = f"job {exc.holder}" if exc.holder else "another job"
         return f"{holder} still holds {exc.key}"
@@ -236,6 +248,10 @@ def _insert(
     except Exception as exc:
         if not _unique_violation(exc):
             raise
+        if job.idempotency_key is not None:
+            holder = sql.holder_of_idempotency_key(db, job.idempotency_key)
+            if holder is not None:
+                return f"job {holder} already holds its idempotencyKey"
         return f"another job still holds {key}"
     claims.notify_pending(db)  # PostgreSQL: the other instances hear of it at the commit
     return None

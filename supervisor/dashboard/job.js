@@ -1,0 +1,206 @@
+// One job in the panel: progress, times, partial result, cancel, error, config.
+
+import { api } from "./api.js";
+import { forget, noteStatus, refetch, watchOpenJob } from "./jobs.js";
+import { state } from "./state.js";
+import {
+  $,
+  badge,
+  duration,
+  el,
+  elapsedMs,
+  etaMs,
+  facts,
+  fill,
+  LIVE,
+  localTime,
+  progressBar,
+  valueText,
+} from "./util.js";
+import { showView } from "./views.js";
+
+export async function openJob(id) {
+  state.openJob = id;
+  state.openDetail = null;
+  showView("view-job");
+  $("view-job").replaceChildren(el("p", { class: "muted" }, "loading…"));
+  for (const row of document.querySelectorAll("#jobs-body tr")) {
+    row.classList.toggle("selected", row.dataset.jobId === id);
+  }
+  try {
+    const { data } = await api("GET", `/admin/jobs/${encodeURIComponent(id)}/status`);
+    if (state.openJob !== id) return;
+    state.openDetail = data;
+    noteStatus(data);
+    renderJob(data);
+    watchOpenJob();
+  } catch (error) {
+    $("view-job").replaceChildren(el("p", { class: "field-error", role: "alert" }, error.message));
+  }
+}
+
+function resultView(result) {
+  if (result === null || result === undefined) return el("p", { class: "muted" }, "none yet");
+  if (typeof result !== "object" || Array.isArray(result)) {
+    return el("pre", {}, JSON.stringify(result, null, 2));
+  }
+  const scalars = [];
+  const lists = [];
+  for (const [name, value] of Object.entries(result)) {
+    if (Array.isArray(value)) lists.push([name, value]);
+    else scalars.push([name, valueText(value)]);
+  }
+  return el(
+    "div",
+    { class: "result" },
+    facts(scalars),
+    lists.map(([name, items]) =>
+      el(
+        "div",
+        { "data-list": name },
+        el("h4", {}, `${name} (${items.length})`),
+        items.length
+          ? el("ul", { class: "ids" }, items.slice(0, 200).map((item) => el("li", {}, valueText(item))))
+          : null,
+        items.length > 200 ? el("p", { class: "muted" }, `…and ${items.length - 200} more`) : null,
+      ),
+    ),
+  );
+}
+
+function cancelView(cancel) {
+  if (!cancel) return null;
+  const took =
+    cancel.requestedAt && cancel.exitedAt
+      ? `${Date.parse(cancel.exitedAt) - Date.parse(cancel.requestedAt)} ms`
+      : "—";
+  return [
+    el("h3", {}, "Cancel"),
+    facts([
+      ["requested", localTime(cancel.requestedAt)],
+      ["reason", cancel.reason],
+      ["mode", cancel.mode],
+      ["stopped", localTime(cancel.exitedAt)],
+      ["took", took],
+    ]),
+  ];
+}
+
+function errorView(error) {
+  if (!error) return null;
+  return [
+    el("h3", {}, "Error"),
+    facts([
+      ["reason", error.reason],
+      ["type", error.type],
+      ["message", error.message],
+      ["exit code", error.exitCode],
+      ["signal", error.signal],
+    ]),
+    error.traceback ? el("pre", { class: "traceback" }, error.traceback) : null,
+  ];
+}
+
+// The head (status, cancel button) is rebuilt only when the status changes,
+// so a click on the button is never lost to a progress update.
+export function renderJob(job) {
+  const view = $("view-job");
+  const trail = (state.trail.get(job.id) || [job.status]).join(" → ");
+  const key = `${job.id} ${trail}`;
+  if (view.dataset.shown !== key || !$("job-head")) {
+    view.dataset.shown = key;
+    fill(view, el("div", { id: "job-head" }, jobHead(job, trail)), el("div", { id: "job-body" }));
+  }
+  fill($("job-body"), jobBody(job));
+}
+
+function jobHead(job, trail) {
+  const live = LIVE.includes(job.status);
+  const group = job.config && job.config.groupWaId;
+  return [
+    el("h2", {}, "Job ", el("span", { class: "job-id" }, job.id)),
+    el(
+      "p",
+      {},
+      badge(job.status),
+      " ",
+      job.type,
+      el("span", { class: "muted" }, " · seen here: "),
+      el("span", { class: "trail" }, trail),
+    ),
+    el(
+      "div",
+      { class: "actions" },
+      live && job.status !== "cancelling"
+        ? el("button", { type: "button", class: "danger", onclick: () => cancelJob(job.id) }, "Cancel job")
+        : null,
+      el("button", { type: "button", onclick: () => rerunJob(job.id) }, "Run again"),
+      live ? null : el("button", { type: "button", onclick: () => deleteJob(job.id) }, "Delete"),
+      group ? el("a", { href: `#/group/${encodeURIComponent(group)}` }, `Group ${group}`) : null,
+    ),
+    el("p", { id: "job-action-error", class: "field-error", role: "alert" }),
+  ];
+}
+
+function jobBody(job) {
+  const p = job.progress || {};
+  return [
+    el("h3", {}, "Progress"),
+    progressBar(job),
+    facts([
+      ["phase", p.phase],
+      ["message", p.message],
+      ["created", localTime(job.createdAt)],
+      ["started", localTime(job.startedAt)],
+      ["ended", localTime(job.completedAt)],
+      ["elapsed", duration(elapsedMs(job))],
+      ["ETA", duration(etaMs(job))],
+      ["owner", job.owner],
+      ["attempts", job.attempts],
+    ]),
+    el("h3", {}, job.status === "completed" ? "Result" : "Partial result"),
+    resultView(job.result),
+    cancelView(job.cancel),
+    errorView(job.error),
+    el("h3", {}, "Config"),
+    facts(Object.entries(job.config || {}).map(([k, v]) => [k, valueText(v)])),
+  ];
+}
+
+function actionFailed(error) {
+  const slot = $("job-action-error");
+  if (slot) slot.textContent = error.message;
+}
+
+async function cancelJob(id) {
+  if (!confirm(`Cancel job ${id}?`)) return;
+  try {
+    await api("POST", `/admin/jobs/${encodeURIComponent(id)}/cancel`);
+    // The stream brings cancelling, then the final state; without it, read it.
+    if (!state.stream || state.stream.readyState !== EventSource.OPEN) refetch(id);
+  } catch (error) {
+    actionFailed(error);
+  }
+}
+
+// A new job with the same config; the API checks it again, as for a start.
+async function rerunJob(id) {
+  try {
+    const { data } = await api("POST", `/admin/jobs/${encodeURIComponent(id)}/rerun`);
+    location.hash = `#/job/${encodeURIComponent(data.jobId)}`;
+    refetch(data.jobId);
+  } catch (error) {
+    actionFailed(error);
+  }
+}
+
+async function deleteJob(id) {
+  if (!confirm(`Delete job ${id}? Its removal history stays.`)) return;
+  try {
+    await api("DELETE", `/admin/jobs/${encodeURIComponent(id)}`);
+    forget(id);
+    location.hash = "#/";
+  } catch (error) {
+    actionFailed(error);
+  }
+}
