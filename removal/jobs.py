@@ -250,6 +250,10 @@ def run_workflow(
     place = _resumed_place(ctx, config)
     if place is not None:  # synced before it was interrupted: the queue is its plan
         result.queued = place.queued
+        # A call in flight when it was interrupted left intents: settle them first,
+        # or their members (perhaps already removed) stay queued and unrecorded.
+        if settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id):
+            _after_a_call(place, config)
         return _remove_queued(ctx, db, gateway, config, result, place)
     group, window = config.group_wa_id, config.inactivity_window_ms
     ctx.progress(message="fetching members", phase="sync")
@@ -276,9 +280,20 @@ def run_queue(
     if config.dry_run:
         plan = queue.preview(db, config.group_wa_id, current_ms())
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
-    settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
+    interrupted = settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
     place = _resumed_place(ctx, config) or Place()
+    if interrupted:
+        _after_a_call(place, config)
     return _remove_queued(ctx, db, gateway, config, result, place)
+
+
+def _after_a_call(place: Place, config: RemovalQueueConfig) -> None:
+    """A run stopped during a remote call left its intents: WhatsApp saw that call.
+
+    It was made before now, maybe after retries the journal does not date:
+    the next batch waits a whole delay from now, so the pacing holds.
+    """
+    place.due_at_ms = max(place.due_at_ms, current_ms() + config.delay_ms)
 
 
 def _resumed_place(ctx: JobContext, config: RemovalQueueConfig) -> Place | None:

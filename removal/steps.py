@@ -69,16 +69,21 @@ def sync(
     return queued
 
 
-def settle_leftovers(db: Database, gateway: Gateway, writer: Writer, group_wa_id: str) -> None:
-    """Before a removal without a sync: settle what a dead run left in the journal."""
+def settle_leftovers(db: Database, gateway: Gateway, writer: Writer, group_wa_id: str) -> bool:
+    """Before a removal without a sync: settle what a dead run left in the journal.
+
+    Returns whether there was anything: a run stopped during a remote call
+    (or between its retries), which WhatsApp saw and which paces the next.
+    """
     if gateway.transactional or not journal.pending(db, group_wa_id):
-        return  # a gateway in our database never journals
+        return False  # a gateway in our database never journals
     fetched = gateway.fetch_members(group_wa_id)
     if fetched is None:
-        return  # nothing to settle from: the intents wait for a gateway that can tell
+        return True  # nothing to settle from: the intents wait for a gateway that can tell
     with db.transaction():
         journal.settle_leftovers(db, group_wa_id, fetched, current_ms())
         _hold(db, writer)
+    return True
 
 
 def remove_batch(

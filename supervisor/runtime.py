@@ -136,7 +136,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Shut down, always to the end: a failed step is logged, and the next one runs."""
-        log.info("shutting down: cancelling %d running jobs", len(self.scheduler.runs))
+        log.info("shutting down: stopping %d running jobs", len(self.scheduler.runs))
         self.table.events.close()  # open event streams end: they hold nothing up
         if self.follower is not None:
             self.follower.stop()

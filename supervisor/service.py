@@ -175,7 +175,7 @@ class JobService:
         config = decode(body, job_type.config)
         if job_type.check is not None:
             try:
-                await self.table.store.call(_run_check, job_type, config, self.policy)
+                await self.table.store.call(_run_check, job_type, config, self.policy, slow=True)
             except ConfigRejected as exc:
                 if exc.status == 503:  # the type's check could not reach what it needs
                     raise Unavailable(exc.message) from None

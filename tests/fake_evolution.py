@@ -56,6 +56,7 @@ class Call:
     route: str  # "state", "participants", "update"
     group: str | None
     body: Any
+    at: float = field(default_factory=time.time)  # when it arrived (epoch s)
 
 
 @dataclass

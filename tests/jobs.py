@@ -151,10 +151,14 @@ class CounterConfig(JobConfig, tag="counter"):
     to: int = 5
     step_ms: int = 50
     save_bytes: int = 0  # pad the saved place to this size (to test the bound)
+    # Its first attempt gets a SIGTERM at its first instant (a platform's stop).
+    sigterm_at_start: bool = False
 
 
 @job_type(CounterConfig, resumable=True)
 def counter(ctx: JobContext, config: CounterConfig) -> dict[str, Any]:
+    if config.sigterm_at_start and ctx.attempt == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
     start = ctx.state["next"] if ctx.resumed else 0
     seen = list(ctx.state["seen"]) if ctx.resumed else []
     for n in range(start, config.to):

@@ -107,3 +107,23 @@ def test_unclaim_returns_the_attempt_once(db: Database) -> None:
     stored = sql.get_job(db, job.id)
     assert stored is not None
     assert (stored.owner, stored.attempts) == (None, 0)
+
+
+def test_a_run_whose_running_write_never_went_out_still_goes_back_to_the_queue(
+    db: Database,
+) -> None:
+    """Its child's start and its stop came in one read: the stop's write carries both.
+
+    A requeue is such a write (a shutdown, or the platform's SIGTERM, at the
+    job's first instant): the row still says pending, claimed by this run.
+    """
+    _pending(db)
+    mine = _claim(db, "a")  # stored: pending, owner a, attempt 1
+    ran = msgspec.structs.replace(mine, status=S.RUNNING, pid=1, started_at=now())
+    other = msgspec.structs.replace(ran, owner="b")
+    assert not claims.requeue_job(db, other, None, 2)  # not b's run
+    assert claims.requeue_job(db, ran, b'{"next": 1}', 3)
+    ((status, owner, attempts, saved),) = db.query(
+        "SELECT status, owner, attempts, saved_state FROM jobs WHERE id = ?", (mine.id,)
+    )
+    assert (status, owner, attempts, saved) == ("pending", None, 1, '{"next": 1}')

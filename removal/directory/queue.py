@@ -98,10 +98,25 @@ def sync(
     job_id: str | None,
 ) -> int:
     """Apply the gateway's member list (if any) and queue the inactive, in the caller's
-    transaction; returns how many queued."""
+    transaction; returns how many the job has queued.
+
+    A job run again from its start (its instance died before it stored its
+    place) finds its members already queued, by itself: they count, as do
+    those its earlier run processed (their history rows), so the count is
+    the job's, not this run's insert.
+    """
     if fetched is not None:
         put_members(db, group_wa_id, fetched, now_ms)
-    return queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
+    inserted = queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
+    if job_id is None:
+        return inserted
+    row = db.one(
+        "SELECT count(*) FROM (SELECT whatsapp_id FROM removal_queue"
+        " WHERE group_wa_id = ? AND job_id = ? UNION SELECT whatsapp_id FROM removal_history"
+        " WHERE group_wa_id = ? AND job_id = ?) mine",
+        (group_wa_id, job_id, group_wa_id, job_id),
+    )
+    return int(row[0]) if row is not None else inserted
 
 
 def read_queue(db: Database, group_wa_id: str) -> list[QueueEntry]:

@@ -40,6 +40,9 @@ T = TypeVar("T")
 
 POSTGRES_THREADS = 4
 SQLITE_READERS = 2
+# Reads that may wait on something outside the database (a job type's start
+# check that asks a remote gateway) run on threads of their own.
+SLOW_READERS = 4
 # The front process waits briefly on a SQLite lock, then retries on its own
 # terms, so that a long lock shows in /readyz instead of hanging silently.
 FRONT_BUSY_TIMEOUT_MS = 1000
@@ -166,6 +169,7 @@ class Store:
         # SQLite in WAL mode reads beside a writer, even one waiting on a lock.
         readers = SQLITE_READERS if self.dialect == "sqlite" else POSTGRES_THREADS
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="jobsup-db-read")
+        self._slow = ThreadPoolExecutor(SLOW_READERS, thread_name_prefix="jobsup-db-slow")
         self._bulk = (
             ThreadPoolExecutor(1, thread_name_prefix="jobsup-db-bulk")
             if self.dialect == "postgresql"
@@ -252,13 +256,16 @@ class Store:
         *args: Any,
         write: bool = False,
         bulk: bool = False,
+        slow: bool = False,
         retry_for: float = 0.0,
         queue_timeout: float | None = None,
     ) -> T:
         """Run ``fn(db, *args)`` on a database thread.
 
         ``write`` puts it in the ordered write queue; ``bulk`` (a large write)
-        lets the ordinary writes queued after it go first. ``retry_for``:
+        lets the ordinary writes queued after it go first. ``slow``: a read
+        that may wait on a remote service (a start's gateway check) runs on
+        threads of its own, so a hung service holds up no other read. ``retry_for``:
         seconds of retries when the database is unavailable (state writes
         wait for it to come back; reads fail fast). ``queue_timeout``: give
         up, with ``DatabaseBusy`` and nothing done, if the call has not
@@ -269,7 +276,8 @@ class Store:
         elif write:
             future = self._writer.submit(lambda: self._run(fn, args, retry_for, True), bulk)
         else:
-            future = self._readers.submit(self._run, fn, args, retry_for, False)
+            readers = self._slow if slow else self._readers
+            future = readers.submit(self._run, fn, args, retry_for, False)
         # One asyncio future per call: a second one, left holding an
         # exception nobody awaits, would be logged as never retrieved.
         waiter = asyncio.wrap_future(future)
@@ -298,6 +306,7 @@ class Store:
         """Stop retrying, drop what has not started, close every connection."""
         self._closing = True
         self._readers.shutdown(wait=True, cancel_futures=True)
+        self._slow.shutdown(wait=True, cancel_futures=True)
         if self._bulk is not None:
             self._bulk.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown()

@@ -146,12 +146,14 @@ def requeue_job(db: Database, job: Job, saved: bytes | None, now_ms: int) -> boo
     """Put a running job back in the queue with its saved place, for any instance.
 
     Fenced like every write of a run: False if the run no longer holds it.
+    The row may still say ``pending`` (claimed by this run): when the child's
+    start and its stop arrive in one read, 'running' is never written alone.
     """
     changed = db.execute(
         "UPDATE jobs SET status = 'pending', progress = ?, result = ?, pid = NULL,"
         " started_at = NULL, owner = NULL, saved_state = COALESCE(?, saved_state),"
         " saved_at = COALESCE(?, saved_at), updated_at = ?"
-        " WHERE id = ? AND owner = ? AND attempts = ? AND status = 'running'",
+        " WHERE id = ? AND owner = ? AND attempts = ? AND status IN ('pending', 'running')",
         (
             to_json(job.progress),
             to_json(job.result),
