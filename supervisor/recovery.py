@@ -30,8 +30,8 @@ class Decision:
 
 def decide(job: Job, previous_owner: str | None) -> Decision:
     """The recovery move for one live job of a dead instance."""
-    if job.status is JobStatus.PENDING:
-        return Decision(JobStatus.PENDING, {"owner": None})
+    if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED):  # never began: it waits on
+        return Decision(job.status, {"owner": None})
     where = f" (instance {previous_owner})" if previous_owner else ""
     if job.status is JobStatus.CANCELLING:
         cancel = job.cancel or CancelInfo(requested_at=now(), reason="user")

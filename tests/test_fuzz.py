@@ -123,6 +123,20 @@ def _operations(server: Server) -> list[tuple[Any, list[Any]]]:
     return found
 
 
+def _sent_as_generated(case: Any) -> bool:
+    """Whether an invalid case reaches the server as invalid as it was generated.
+
+    A query parameter whose value is null is dropped by the HTTP client, so
+    a case whose only fault was such a parameter (or the missing
+    Authorization, which every request here carries) arrives valid and is
+    rightly answered 200; schemathesis would call that accepting invalid data.
+    """
+    query = case.query or {}
+    return not any(
+        value is None or (isinstance(value, list) and None in value) for value in query.values()
+    )
+
+
 def _fuzz(operation: Any, mode: Any, server: Server, session: requests.Session) -> None:
     """One operation, in one generation mode, with every check on each answer."""
     headers = dict(server.client.headers)
@@ -133,8 +147,7 @@ def _fuzz(operation: Any, mode: Any, server: Server, session: requests.Session) 
     skipped = UNCHECKED.get(operation.label, set())
     checks = [check for check in CHECKS.get_all() if check.__name__ not in skipped]
     cases = operation.as_strategy(generation_mode=mode)
-    if mode is POSITIVE:
-        cases = cases.filter(_expressible)
+    cases = cases.filter(_expressible if mode is POSITIVE else _sent_as_generated)
 
     @settings(
         max_examples=EXAMPLES[mode],
