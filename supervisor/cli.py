@@ -8,7 +8,6 @@ A module that brings its own subcommands adds its ``register`` to the list.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import textwrap
@@ -17,13 +16,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from supervisor import cli_client, cli_schedules, token_command
-from supervisor.settings import Settings, SettingsError, env_names
+from supervisor.settings import Settings, env_names
 from supervisor.startup import (
     EXIT_CODES,
     EXIT_USAGE,
     StartupFailed,
     check_port,
     load_job_modules,
+    load_settings,
     lock_sqlite,
     migrate_database,
 )
@@ -77,20 +77,6 @@ def _port(value: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is outside 1-65535")
     return port
-
-
-def load_settings(args: argparse.Namespace) -> Settings:
-    """The environment's settings, with ``--host``/``--port`` over them; StartupFailed if bad."""
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        raise StartupFailed(EXIT_USAGE, str(exc)) from None
-    changes: dict[str, Any] = {}
-    if getattr(args, "host", None) is not None:
-        changes["host"] = args.host
-    if getattr(args, "port", None) is not None:
-        changes["port"] = args.port
-    return dataclasses.replace(settings, **changes)
 
 
 # Held for the life of the process: a second server on the same SQLite file refuses.

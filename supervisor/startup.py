@@ -8,7 +8,9 @@ port in use, another live instance in the way.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import importlib
@@ -17,7 +19,7 @@ import socket
 import sqlite3
 import traceback
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from supervisor.settings import Settings, SettingsError
 from workers import registry
@@ -175,3 +177,17 @@ def lock_sqlite(settings: Settings) -> IO[bytes] | None:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}".encode())
         handle.flush()
     return handle
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with ``--host``/``--port`` over them; StartupFailed if bad."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise StartupFailed(EXIT_USAGE, str(exc)) from None
+    changes: dict[str, Any] = {}
+    if getattr(args, "host", None) is not None:
+        changes["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        changes["port"] = args.port
+    return dataclasses.replace(settings, **changes)

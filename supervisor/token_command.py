@@ -15,9 +15,8 @@ from supervisor.startup import EXIT_USAGE, StartupFailed
 
 
 def reset(args: argparse.Namespace) -> int:
-    from supervisor.cli import load_settings
     from supervisor.keys import reset_admin_token
-    from supervisor.startup import load_job_modules, migrate_database
+    from supervisor.startup import load_job_modules, load_settings, migrate_database
     from workers.db import connect
 
     settings = load_settings(args)
