@@ -117,19 +117,29 @@ def _interrupt_option(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one client command; its exit code. Errors are printed, never raised."""
+    return call(_COMMANDS[args.client_command], args)
+
+
+def call(command: Any, args: argparse.Namespace) -> int:
+    """Run ``command(client, args)`` with a client for ``--url``/``--token``; its exit code.
+
+    Every command of the client (jobs, groups, schedules) ends here: the
+    API's refusals and a server out of reach are printed as one line with
+    their exit code, never a traceback.
+    """
     # Imported here: ``jobsup serve`` need not load the HTTP client.
     from supervisor.client import Client, ClientError
 
     try:
         with Client(url=args.url, token=args.token) as client:
-            return _COMMANDS[args.client_command](client, args)
+            return int(command(client, args))
     except ClientError as exc:
         where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
         print(f"jobsup: {exc.message}{where}", file=sys.stderr)
         if exc.status is None or exc.status >= 500:
             return EXIT_UNREACHABLE
         return EXIT_USAGE
-    except _Usage as exc:
+    except Usage as exc:
         print(f"jobsup: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # a bug of ours: said in one line, not a traceback
@@ -137,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-class _Usage(Exception):
-    pass
+class Usage(Exception):
+    """Arguments a command cannot use: printed, exit 2."""
 
 
 def _out(value: Any) -> None:
@@ -151,9 +161,9 @@ def _start(client: Client, args: argparse.Namespace) -> int:
         try:
             config = json.loads(args.config)
         except json.JSONDecodeError as exc:
-            raise _Usage(f"--config is not JSON: {exc}") from None
+            raise Usage(f"--config is not JSON: {exc}") from None
         if not isinstance(config, dict):
-            raise _Usage("--config must be a JSON object")
+            raise Usage("--config must be a JSON object")
     if args.group is not None:
         config["groupWaId"] = args.group
         config.setdefault("dryRun", args.dry_run)
@@ -259,13 +269,13 @@ def _groups_put(client: Client, args: argparse.Namespace) -> int:
         raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
         body = json.loads(raw)
     except (OSError, json.JSONDecodeError) as exc:
-        raise _Usage(f"{args.file}: {exc}") from None
+        raise Usage(f"{args.file}: {exc}") from None
     if not isinstance(body, dict):
-        raise _Usage(f"{args.file}: the group must be a JSON object")
+        raise Usage(f"{args.file}: the group must be a JSON object")
     group_wa_id = args.group or body.pop("groupWaId", None)
     body.pop("groupWaId", None)
     if not isinstance(group_wa_id, str):
-        raise _Usage("name the group: --group G, or groupWaId in the file")
+        raise Usage("name the group: --group G, or groupWaId in the file")
     group = client.put_group(group_wa_id, body)
     _print_group(args, group)
     return 0

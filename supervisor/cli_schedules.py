@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from supervisor.cli_client import CLIENT_EPILOG, EXIT_UNREACHABLE, EXIT_USAGE
+from supervisor.cli_client import CLIENT_EPILOG, Usage, call
 
 if TYPE_CHECKING:
     from supervisor.client import Client
@@ -59,25 +59,8 @@ def register(commands: Any) -> None:
         parser.set_defaults(run=run)
 
 
-class _Usage(Exception):
-    pass
-
-
 def run(args: argparse.Namespace) -> int:
-    from supervisor.client import Client, ClientError
-
-    try:
-        with Client(url=args.url, token=args.token) as client:
-            return _COMMANDS[args.schedules_command](client, args)
-    except ClientError as exc:
-        where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
-        print(f"jobsup: {exc.message}{where}", file=sys.stderr)
-        if exc.status is None or exc.status >= 500:
-            return EXIT_UNREACHABLE
-        return EXIT_USAGE
-    except _Usage as exc:
-        print(f"jobsup: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return call(_COMMANDS[args.schedules_command], args)
 
 
 def _out(value: Any) -> None:
@@ -91,11 +74,11 @@ def _job(text: str) -> Any:
         try:
             text = Path(text[1:]).read_text()
         except OSError as exc:
-            raise _Usage(f"--job: cannot read {text[1:]}: {exc.strerror}") from None
+            raise Usage(f"--job: cannot read {text[1:]}: {exc.strerror}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _Usage(f"--job is not JSON: {exc}") from None
+        raise Usage(f"--job is not JSON: {exc}") from None
 
 
 def _put(client: Client, args: argparse.Namespace) -> int:
