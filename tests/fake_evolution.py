@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from supervisor.testing import wait_until
+
 KEY = "fake-evolution-key-0123456789"
 INSTANCE = "jobsup-test"
 
@@ -242,11 +244,7 @@ def running(fake: FakeEvolution) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the fake Evolution API did not start")
-        time.sleep(0.01)
+    wait_until(lambda: server.started, timeout=10)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -49,7 +49,8 @@ def test_a_dead_listen_loop_does_not_stop_the_shutdown(
             await asyncio.sleep(0.02)
         else:
             raise AssertionError("the job never ran")
-        await asyncio.sleep(0.05)  # the listen task has died by now
+        # The listen task dies at its first look: wait for that, with a deadline.
+        await asyncio.wait_for(asyncio.wait(runtime._tasks[-1:]), timeout=10)
         assert all(t.done() for t in runtime._tasks[-1:])
         await runtime.stop()  # must not raise, must cancel and drain
         return job.id
