@@ -28,12 +28,12 @@ from starlette.types import Receive, Scope, Send
 
 from supervisor.api.access import Role, needs
 from supervisor.api.contract import Deferred, Text, contract
-from supervisor.api.errors import ApiError
+from supervisor.api.query import query_label, query_status
 from supervisor.events import Event, EventBus, Kind, Subscription
 from supervisor.job import Job
 from supervisor.runtime import Runtime
 from supervisor.state import LIVE, TERMINAL, JobStatus
-from supervisor.store.jobs import JobFilter, label_of
+from supervisor.store.jobs import JobFilter
 from workers import registry
 
 log = logging.getLogger("jobsup.events")
@@ -190,20 +190,7 @@ async def job_events(request: Request) -> EventStream:
 
 
 def _filter(request: Request) -> tuple[JobStatus | None, str | None, str | None]:
-    params = request.query_params
-    labels = registry.label_names()
-    raw = params.get("status")
-    try:
-        status = JobStatus(raw) if raw is not None else None
-    except ValueError:
-        allowed = ", ".join(s.value for s in JobStatus)
-        message = f"status: must be one of {allowed}"
-        raise ApiError(400, "invalid_field", message, "status") from None
-    label = None
-    for name in sorted(labels & set(params)):
-        label = label_of(name, params[name])
-        break
-    return status, params.get("type"), label
+    return query_status(request), request.query_params.get("type"), query_label(request)
 
 
 @needs(Role.VIEWER)

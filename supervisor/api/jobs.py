@@ -15,11 +15,11 @@ from supervisor.api.common import json, read_json
 from supervisor.api.contract import NO_CONTENT, Deferred, contract
 from supervisor.api.errors import ApiError
 from supervisor.api.guard import caller_of, recorded
-from supervisor.api.query import query_int, query_time
+from supervisor.api.query import query_int, query_label, query_status, query_time
 from supervisor.job import Job, summary
 from supervisor.service import JobService, JobTypeView
 from supervisor.state import TERMINAL, JobStatus
-from supervisor.store.jobs import JobFilter, UnknownCursor, label_of
+from supervisor.store.jobs import JobFilter, UnknownCursor
 from workers import registry
 
 MAX_LIST_LIMIT = 1000
@@ -184,31 +184,16 @@ async def cancel(request: Request) -> Response:
     return json(CancelAnswer(job.id, JobStatus.CANCELLING), 202)
 
 
-def _label(request: Request, names: set[str]) -> str | None:
-    """The job types' label filter (``?groupWaId=``): one at a time, as jobs carry one."""
-    for name in sorted(names & set(request.query_params)):
-        return label_of(name, request.query_params[name])
-    return None
-
-
 def _filter(request: Request) -> JobFilter:
     params = request.query_params
-    labels = registry.label_names()
-    raw_status = params.get("status")
-    try:
-        job_status = JobStatus(raw_status) if raw_status is not None else None
-    except ValueError:
-        allowed = ", ".join(s.value for s in JobStatus)
-        message = f"status: must be one of {allowed}"
-        raise ApiError(400, "invalid_field", message, "status") from None
     include = params.get("include")
     if include not in (None, "result"):
         raise ApiError(400, "invalid_field", "include: the only value is 'result'", "include")
     high = MAX_LIST_LIMIT if include is None else MAX_LIST_LIMIT_WITH_RESULT
     return JobFilter(
-        status=job_status,
+        status=query_status(request),
         type=params.get("type"),
-        label=_label(request, labels),
+        label=query_label(request),
         before=params.get("before"),
         created_after=query_time(request, "createdAfter"),
         created_before=query_time(request, "createdBefore"),

@@ -26,6 +26,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.api.errors import ApiError
+from supervisor.state import JobStatus
+from supervisor.store.jobs import label_of
+from workers import registry
 from workers.times import in_range
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -171,3 +174,22 @@ def query_cursor(request: Request, name: str = "before") -> str | None:
     if value is None or "\x00" in value or len(value) > MAX_CURSOR_CHARS:
         raise _invalid(name, "not a cursor from X-Next-Before")
     return value
+
+
+def query_status(request: Request) -> JobStatus | None:
+    """``?status=``: one of the job statuses, or absent."""
+    raw = request.query_params.get("status")
+    try:
+        return JobStatus(raw) if raw is not None else None
+    except ValueError:
+        allowed = ", ".join(s.value for s in JobStatus)
+        raise ApiError(
+            400, "invalid_field", f"status: must be one of {allowed}", "status"
+        ) from None
+
+
+def query_label(request: Request) -> str | None:
+    """The job types' label filter (``?groupWaId=``): one at a time, as jobs carry one."""
+    for name in sorted(registry.label_names() & set(request.query_params)):
+        return label_of(name, request.query_params[name])
+    return None
