@@ -87,6 +87,31 @@ class AttemptError(msgspec.Struct, rename="camel", gc=False):
     at: datetime
 
 
+class After(msgspec.Struct, rename="camel", gc=False):
+    """What a chained job waits for: ``job_id`` ending as ``when`` asks.
+
+    ``when``: "completed" (only a completed parent releases it; any other
+    end cancels it, reason ``dependency``) or "finished" (any end does).
+    ``result_to_config``: config field -> field of the parent's result,
+    copied into this job's config when the parent's end releases it.
+    """
+
+    job_id: str
+    when: str = "completed"
+    result_to_config: dict[str, str] | None = None
+
+
+class Approval(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
+    """An approval step: who approved or rejected it and when; unanswered, when it expires."""
+
+    required: bool = True
+    expires_at: datetime | None = None
+    approved_by: RequestedBy | None = None
+    approved_at: datetime | None = None
+    rejected_by: RequestedBy | None = None
+    rejected_at: datetime | None = None
+
+
 class Job(msgspec.Struct, rename="camel", gc=False):
     id: str
     type: str
@@ -113,6 +138,10 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     retry: RetryPolicy | None = None
     attempt_errors: list[AttemptError] | None = None  # each failed attempt, oldest first
     idempotency_key: str | None = None
+    after: After | None = None  # a chained job: what it waits for (status waiting)
+    chain_id: str | None = None  # the chain it is a step of (POST /admin/chains)
+    chain_index: int | None = None  # its place in the chain, from 0
+    approval: Approval | None = None  # an approval step (status awaiting_approval)
 
 
 # A job without its result, as lists show it unless asked (results can be

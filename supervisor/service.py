@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -29,12 +30,12 @@ from supervisor.errors import (
     ShuttingDown,
     Unavailable,
 )
-from supervisor.job import Job, Progress, new_job_id, now
+from supervisor.job import After, Approval, Job, Progress, new_job_id, now
 from supervisor.logs import about_job
 from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
-from supervisor.state import TERMINAL, JobStatus
+from supervisor.state import HELD, TERMINAL, JobStatus
 from supervisor.store import claims
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
@@ -47,6 +48,25 @@ log = logging.getLogger("jobsup.service")
 
 # How often a cancel made here looks for the owning instance's answer.
 REMOTE_POLL_S = 0.05
+# No instance holds these: a cancel writes their end in the store.
+UNCLAIMED = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, *HELD})
+
+
+def _after(given: timing.AfterIn | None, chain_parent: str | None) -> After | None:
+    """What the job waits for: its ``after``, or in a chain the step before it."""
+    if chain_parent is not None:
+        if given is not None and given.job_id is not None:
+            raise Invalid(
+                "after.jobId: a chain's step runs after the step before it", "after.jobId"
+            )
+        if given is None:
+            return After(chain_parent)
+        return After(chain_parent, given.when, given.result_to_config)
+    if given is None:
+        return None
+    if given.job_id is None:
+        raise Invalid("after.jobId: required", "after.jobId")
+    return After(given.job_id, given.when, given.result_to_config)
 
 
 class _TypeOnly(msgspec.Struct):
@@ -159,7 +179,11 @@ class JobService:
         return registry.get(prepared.job.type), prepared.config
 
     async def prepare(
-        self, body: bytes, rerun_of: str | None = None, caller: Caller | None = None
+        self,
+        body: bytes,
+        rerun_of: str | None = None,
+        caller: Caller | None = None,
+        chain_parent: str | None = None,
     ) -> Prepared:
         """Everything a start does before its insert: the checks, and the job to insert.
 
@@ -180,10 +204,22 @@ class JobService:
                 if exc.status == 503:  # the type's check could not reach what it needs
                     raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
+        after = _after(options.after, chain_parent)
+        approval = None
+        if options.approval:
+            expires = created + timedelta(seconds=self.settings.plan_ttl_s)
+            approval = Approval(
+                expires_at=expires.replace(microsecond=expires.microsecond // 1000 * 1000)
+            )
+        status = JobStatus.PENDING if run_at is None else JobStatus.SCHEDULED
+        if approval is not None:
+            status = JobStatus.AWAITING_APPROVAL
+        if after is not None:
+            status = JobStatus.WAITING
         job = Job(
             id=new_job_id(),
             type=job_type.name,
-            status=JobStatus.PENDING if run_at is None else JobStatus.SCHEDULED,
+            status=status,
             config=msgspec.Raw(msgspec.json.encode(config)),
             progress=Progress(),
             created_at=created,
@@ -193,6 +229,8 @@ class JobService:
             retry=retry,
             idempotency_key=options.idempotency_key,
             requested_by=None if caller is None else caller.who(),
+            after=after,
+            approval=approval,
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None
         rank = sql.queue_rank(job, self.scheduler.aging_ms)
@@ -217,7 +255,8 @@ class JobService:
         action = "job.start" if rerun_of is None else "job.rerun"
         audit = None if caller is None else entry(caller, caller.peer, action, job.id, 202)
         run_at = job.run_at
-        slot = self.scheduler.reserve_slot() if run_at is None else False
+        held = job.status in HELD
+        slot = self.scheduler.reserve_slot() if run_at is None and not held else False
         try:
             claimed = await self.table.add(
                 job,
@@ -239,10 +278,14 @@ class JobService:
             ) from None
         except sql.QueueFull:
             raise QueueFull("too many pending jobs; retry later") from None
+        except sql.UnknownParent as exc:
+            raise Invalid(f"after.jobId: no job {exc.args[0]!r}", "after.jobId") from None
         finally:
             self.scheduler.release_slot(slot)
         log.info("job %s accepted (%s)", job.id, job.type, extra=about_job(job.id))
-        if claimed:
+        if held:
+            self.scheduler.wake()  # its parent may have ended already: released at once
+        elif claimed:
             self.scheduler.run_claimed(job)
         elif run_at is not None:
             self.scheduler.wake_at(run_at)
@@ -286,7 +329,7 @@ class JobService:
                 # Fenced off: another instance holds the job now; ask it instead.
                 job = await self.get(job_id)
                 continue
-            if job.status in (JobStatus.PENDING, JobStatus.SCHEDULED) and job.owner is None:
+            if job.status in UNCLAIMED and job.owner is None:
                 if await self.scheduler.cancel_unclaimed(job, reason, by):
                     return await self.get(job_id)
             elif job.owner is not None:

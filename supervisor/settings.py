@@ -64,6 +64,9 @@ class Settings:
     max_attempts: int = 10
     # A start's idempotencyKey returns the job first accepted with it for this long.
     idempotency_ttl_s: float = 86400.0
+    # An approval step (a removal plan's real run) not approved within this
+    # long ends cancelled, reason "expired".
+    plan_ttl_s: float = 7 * 86400.0
     progress_flush_s: float = 0.25
     # Many instances: heartbeat period, and silence after which an instance
     # is declared dead and its jobs rescued; how often to look for pending
@@ -154,6 +157,7 @@ class Settings:
             "priority_aging_s",
             "max_attempts",
             "idempotency_ttl_s",
+            "plan_ttl_s",
             "header_timeout_s",
             "body_timeout_s",
             "max_connections",

@@ -12,6 +12,8 @@ from workers import protocol
 
 class JobStatus(StrEnum):
     SCHEDULED = "scheduled"  # waits for its time (runAt, delayS, a retry's backoff)
+    WAITING = "waiting"  # waits for the job it runs after (``after``) to end
+    AWAITING_APPROVAL = "awaiting_approval"  # an approval step: waits for approve or reject
     PENDING = "pending"
     RUNNING = "running"
     CANCELLING = "cancelling"
@@ -23,6 +25,8 @@ class JobStatus(StrEnum):
 S = JobStatus
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.WAITING: frozenset({S.PENDING, S.AWAITING_APPROVAL, S.CANCELLED}),
+    S.AWAITING_APPROVAL: frozenset({S.PENDING, S.CANCELLED}),
     S.SCHEDULED: frozenset({S.PENDING, S.CANCELLED}),
     S.PENDING: frozenset({S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED, S.SCHEDULED}),
     S.RUNNING: frozenset(
@@ -38,9 +42,18 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 # SCHEDULED -> PENDING: its time came (the claim moves it). RUNNING -> SCHEDULED
 # (and PENDING -> SCHEDULED, a child that died before it began): a failed
 # attempt that its retry policy runs again after a backoff.
+# WAITING -> PENDING (or AWAITING_APPROVAL, an approval step): the job it runs
+# after ended as its ``after.when`` asks; WAITING -> CANCELLED: it did not
+# (reason ``dependency``), or the chain was cancelled. AWAITING_APPROVAL ->
+# PENDING is an approval, -> CANCELLED a rejection or its expiry. These moves
+# are made by the store (``supervisor.store.chains``), never by a run.
 
 TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.FAILED})
 LIVE = frozenset({S.SCHEDULED, S.PENDING, S.RUNNING, S.CANCELLING})
+# Held back: stored rows the claim does not pick, with no owner and no child,
+# until the store releases them (a parent's end, an approval). Neither live
+# (no instance holds them, no exclusive key) nor final.
+HELD = frozenset({S.WAITING, S.AWAITING_APPROVAL})
 
 
 def _stored_before(new: JobStatus) -> frozenset[JobStatus]:
@@ -51,11 +64,12 @@ def _stored_before(new: JobStatus) -> frozenset[JobStatus]:
     write may replace any state the moves could have passed through, but
     never a final one.
     """
-    found = {new} if new in LIVE else set()
-    frontier = {old for old in LIVE if new in TRANSITIONS[old]}
+    before = LIVE | HELD
+    found = {new} if new in before else set()
+    frontier = {old for old in before if new in TRANSITIONS[old]}
     while frontier:
         found |= frontier
-        frontier = {old for old in LIVE if TRANSITIONS[old] & frontier} - found
+        frontier = {old for old in before if TRANSITIONS[old] & frontier} - found
     return frozenset(found)
 
 

@@ -2,7 +2,8 @@
 
 A start request is a job type's config plus a few fields of its own, beside
 ``type``: ``runAt`` or ``delayS`` (it waits ``scheduled``), ``priority``,
-``retry`` and ``idempotencyKey`` (``workers.registry.RESERVED_FIELDS``; no
+``retry``, ``idempotencyKey``, ``after`` (it waits ``waiting`` for another job)
+and ``approval`` (it waits ``awaiting_approval``) (``workers.registry.RESERVED_FIELDS``; no
 config may use those names). ``split`` reads and checks them (400 naming the
 field) and hands back the body without them, which the job type's config
 decodes as before: the type never sees them and its unknown-field check
@@ -40,6 +41,18 @@ class RetryIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     backoff_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_BACKOFF_S)] | None = None
 
 
+class AfterIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """``after``: run once ``job_id`` ends as ``when`` asks (a chain's step names no job)."""
+
+    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    when: str = "completed"
+    # config field -> field of the parent's result, copied in when it is released
+    result_to_config: dict[str, str] | None = None
+
+
+WHEN = ("completed", "finished")
+
+
 class StartOptions(msgspec.Struct, rename="camel"):
     """The start request's own fields (the config's are ignored here)."""
 
@@ -50,6 +63,8 @@ class StartOptions(msgspec.Struct, rename="camel"):
     idempotency_key: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)] | None
     ) = None
+    after: AfterIn | None = None
+    approval: bool = False
 
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -62,6 +77,11 @@ def split(body: bytes) -> tuple[StartOptions, bytes]:
         raise Invalid("runAt: needs a time zone (Z or +hh:mm)", "runAt")
     if options.run_at is not None and options.delay_s is not None:
         raise Invalid("delayS: give runAt or delayS, not both", "delayS")
+    if options.after is not None:
+        if options.after.when not in WHEN:
+            raise Invalid("after.when: must be completed or finished", "after.when")
+        if options.run_at is not None or options.delay_s is not None:
+            raise Invalid("after: a job waits for its parent or its time, not both", "after")
     if not any(name.encode() in body for name in RESERVED_FIELDS):
         return options, body
     fields = _fields.decode(body)

@@ -160,7 +160,9 @@ CheckFunction = Callable[[Any, Database, Policy], None]
 
 # A start request's own fields, beside ``type``: the supervisor reads them
 # before the job type's config is decoded, so no config may use these names.
-RESERVED_FIELDS = frozenset({"runAt", "delayS", "priority", "retry", "idempotencyKey"})
+RESERVED_FIELDS = frozenset(
+    {"runAt", "delayS", "priority", "retry", "idempotencyKey", "after", "approval"}
+)
 
 
 @dataclass(frozen=True, slots=True)

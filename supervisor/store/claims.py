@@ -13,6 +13,7 @@ import msgspec
 
 from supervisor.job import Job, RequestedBy
 from supervisor.state import TERMINAL
+from supervisor.store import chains
 from supervisor.store.jobs import (
     COLUMNS,
     LIVE_SQL,
@@ -31,9 +32,10 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
     Each comes with its saved place (JSON), if a run of it saved one.
 
     First, in the same transaction, scheduled jobs whose time has come
-    become pending (one instance moves each: the row's status decides, and
-    on PostgreSQL ``SKIP LOCKED`` lets another claim pass them by). Then the
-    claim takes pending jobs by ``queue_rank`` (arrival, moved ahead by
+    become pending, held jobs past their expiry end, and waiting jobs whose
+    parent has ended are released (``chains``); one instance moves each:
+    the row's status decides, and on PostgreSQL ``SKIP LOCKED`` lets another
+    claim pass them by. Then the claim takes pending jobs by ``queue_rank`` (arrival, moved ahead by
     priority: ``jobs.queue_rank``), then id.
 
     Each claim counts an attempt: ``(owner, attempts)`` is the run's fencing
@@ -49,7 +51,9 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
             f" SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= ?{lock})",
             (now_ms, now_ms),
         )
+        chains.expire(db, now_ms)
         if limit <= 0:
+            chains.release(db, now_ms)
             return []
         db.execute(
             "UPDATE jobs SET status = 'cancelled', cancel = cancel_request, completed_at = ?,"
@@ -58,6 +62,9 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
             f" AND cancel_request IS NOT NULL{lock})",
             (now_ms, now_ms),
         )
+        # Chained jobs whose parent ended without releasing them here (a
+        # busy exclusive key, a parent cancelled just above): their turn.
+        chains.release(db, now_ms)
         rows = db.query(
             "UPDATE jobs SET owner = ?, attempts = attempts + 1, updated_at = ? WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
@@ -70,9 +77,11 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
 
 
 def next_due(db: Database) -> int | None:
-    """When the earliest scheduled job becomes claimable (ms), if one waits."""
+    """When the earliest scheduled job becomes claimable, or a held one expires (ms)."""
     row = db.one("SELECT min(run_at) FROM jobs WHERE status = 'scheduled'")
-    return None if row is None or row[0] is None else int(row[0])
+    due = None if row is None or row[0] is None else int(row[0])
+    expiry = chains.next_expiry(db)
+    return expiry if due is None else due if expiry is None else min(due, expiry)
 
 
 def claim_and_look_ahead(
@@ -171,14 +180,21 @@ def requeue_job(db: Database, job: Job, saved: bytes | None, now_ms: int) -> boo
 
 
 def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
-    """Cancel a pending or scheduled job no instance has claimed; False if one has meanwhile."""
+    """Cancel a job no instance has claimed (scheduled, pending or held); False if one has.
+
+    The jobs chained after it are released (cancelled, most often) in the same write.
+    """
     cancel = to_json(job.cancel)
-    changed = db.execute(
-        "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
-        " exclusive_key = NULL WHERE id = ? AND status IN ('scheduled', 'pending')"
-        " AND owner IS NULL",
-        (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
-    )
+    with db.transaction():
+        changed = db.execute(
+            "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
+            " exclusive_key = NULL, held_key = NULL WHERE id = ?"
+            " AND status IN ('scheduled', 'pending', 'waiting', 'awaiting_approval')"
+            " AND owner IS NULL",
+            (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
+        )
+        if changed:
+            chains.release(db, now_ms, [job.id])
     if changed:
         return True
     # A retry after a commit whose answer was lost finds its own cancel.
@@ -259,8 +275,11 @@ def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None =
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
     if rank is not None:
         release += f", run_at = {int(to_ms(new.run_at) or 0)}, queue_rank = {int(rank)}"
-    changed = db.execute(
-        f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND status = ?",
-        (*state_values(new), now_ms, new.id, old.owner, old.status.value),
-    )
+    with db.transaction():
+        changed = db.execute(
+            f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND status = ?",
+            (*state_values(new), now_ms, new.id, old.owner, old.status.value),
+        )
+        if changed and new.status in TERMINAL:
+            chains.release(db, now_ms, [new.id])
     return changed == 1

@@ -14,8 +14,17 @@ from typing import Any
 import msgspec
 
 from supervisor.audit import AuditEntry
-from supervisor.job import AttemptError, CancelInfo, Job, Progress, RequestedBy, RetryPolicy
-from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
+from supervisor.job import (
+    After,
+    Approval,
+    AttemptError,
+    CancelInfo,
+    Job,
+    Progress,
+    RequestedBy,
+    RetryPolicy,
+)
+from supervisor.state import HELD, LIVE, STORED_BEFORE, TERMINAL, JobStatus
 from supervisor.store.access import insert_audit
 from workers.db import Database
 
@@ -126,6 +135,31 @@ MIGRATIONS = [
         CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
         """,
     ),
+    (
+        11,
+        # Chains and approvals (supervisor.store.chains): what a waiting job
+        # runs after (after_*), its chain, its approval, when an unanswered
+        # one expires, and the exclusive key it takes once released (a held
+        # job holds none: it must not block its own parent on the same key).
+        """
+        ALTER TABLE jobs ADD COLUMN after_job_id TEXT;
+        ALTER TABLE jobs ADD COLUMN after_when TEXT;
+        ALTER TABLE jobs ADD COLUMN after_pass TEXT;
+        ALTER TABLE jobs ADD COLUMN chain_id TEXT;
+        ALTER TABLE jobs ADD COLUMN chain_index INTEGER;
+        ALTER TABLE jobs ADD COLUMN approval_required INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN approved_by TEXT;
+        ALTER TABLE jobs ADD COLUMN approved_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN rejected_by TEXT;
+        ALTER TABLE jobs ADD COLUMN rejected_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN expires_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN held_key TEXT;
+        CREATE INDEX jobs_waiting ON jobs (after_job_id) WHERE status = 'waiting';
+        CREATE INDEX jobs_expiring ON jobs (expires_at)
+            WHERE status IN ('waiting', 'awaiting_approval');
+        CREATE INDEX jobs_chain ON jobs (chain_id, chain_index)
+        """,
+    ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
 # priority; led by status, or SQLite's planner prefers jobs_status_created and
@@ -140,7 +174,9 @@ MIGRATIONS = [
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
     " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
-    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by"
+    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by,"
+    " after_job_id, after_when, after_pass, chain_id, chain_index, approval_required,"
+    " approved_by, approved_at, rejected_by, rejected_at, expires_at"
 )
 
 _json = msgspec.json.Encoder()
@@ -149,6 +185,7 @@ _progress_decoder = msgspec.json.Decoder(Progress)
 _retry_decoder = msgspec.json.Decoder(RetryPolicy)
 _attempts_decoder = msgspec.json.Decoder(list[AttemptError])
 _requested_by_decoder = msgspec.json.Decoder(RequestedBy)
+_pass_decoder = msgspec.json.Decoder(dict[str, str])
 
 
 def to_json(value: Any) -> str | None:
@@ -181,6 +218,17 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors,
         idempotency_key,
         requested_by,
+        after_job_id,
+        after_when,
+        after_pass,
+        chain_id,
+        chain_index,
+        approval_required,
+        approved_by,
+        approved_at,
+        rejected_by,
+        rejected_at,
+        expires_at,
     ) = row
     return Job(
         id=id_,
@@ -206,7 +254,29 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
         idempotency_key=idempotency_key,
         requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
+        after=None
+        if after_job_id is None
+        else After(
+            after_job_id,
+            after_when,
+            None if after_pass is None else _pass_decoder.decode(after_pass),
+        ),
+        chain_id=chain_id,
+        chain_index=chain_index,
+        approval=Approval(
+            expires_at=from_ms(expires_at),
+            approved_by=_by(approved_by),
+            approved_at=from_ms(approved_at),
+            rejected_by=_by(rejected_by),
+            rejected_at=from_ms(rejected_at),
+        )
+        if approval_required
+        else None,
     )
+
+
+def _by(text: str | None) -> RequestedBy | None:
+    return None if text is None else _requested_by_decoder.decode(text)
 
 
 # What a state change writes: state_values(job) then the time of the write.
@@ -315,7 +385,10 @@ def insert_job(
         ) or (0,)
         if waiting_jobs >= max_pending:
             raise QueueFull
-        if key is not None:
+        held = job.status in HELD  # takes its key when released, not now
+        if job.after is not None and not job_exists(db, job.after.job_id):
+            raise UnknownParent(job.after.job_id)
+        if key is not None and not held:
             holder = db.one("SELECT id FROM jobs WHERE exclusive_key = ?", (key,))
             if holder is not None:
                 raise KeyTaken(key, holder[0])
@@ -324,10 +397,18 @@ def insert_job(
         if claimed:  # the claim is the fencing token: (owner, attempts) of this run
             job.owner = claim_for
             job.attempts += 1
-        _insert(db, job, key, label, now_ms, rank)
+        _insert(db, job, None if held else key, label, now_ms, rank, key if held else None)
         if audit is not None:
             insert_audit(db, audit)
+        if job.after is not None:  # its parent may have ended already
+            from supervisor.store.chains import release
+
+            release(db, now_ms, [job.after.job_id])
     return claimed
+
+
+class UnknownParent(Exception):
+    """A start's ``after.jobId`` names no job."""
 
 
 def _check_idempotency(db: Database, idempotency_key: str, since_ms: int) -> None:
@@ -353,13 +434,16 @@ def _insert(
     label: str | None,
     now_ms: int,
     rank: int | None = None,
+    held_key: str | None = None,
 ) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
         " completed_at, owner, attempts, resumes, attempt_errors, id, type, config, created_at,"
         " updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank, retry,"
-        " idempotency_key, requested_by)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " idempotency_key, requested_by, after_job_id, after_when, after_pass, chain_id,"
+        " chain_index, approval_required, expires_at, held_key)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -376,6 +460,14 @@ def _insert(
             to_json(job.retry),
             job.idempotency_key,
             to_json(job.requested_by),
+            None if job.after is None else job.after.job_id,
+            None if job.after is None else job.after.when,
+            None if job.after is None else to_json(job.after.result_to_config),
+            job.chain_id,
+            job.chain_index,
+            1 if job.approval is not None else 0,
+            None if job.approval is None else to_ms(job.approval.expires_at),
+            held_key,
         ),
     )
 
@@ -400,12 +492,18 @@ def update_job(db: Database, job: Job, now_ms: int) -> bool:
     and a state the new one can follow. False means it does not: another
     instance rescued the job (or it ended) and this instance must let go.
     """
-    release = " , exclusive_key = NULL" if job.status in TERMINAL else ""
-    changed = db.execute(
-        f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND attempts = ?"
-        f" AND status IN {_MAY_REPLACE[job.status]}",
-        (*state_values(job), now_ms, job.id, job.owner, job.attempts),
-    )
+    final = job.status in TERMINAL
+    release = " , exclusive_key = NULL" if final else ""
+    with db.transaction():
+        changed = db.execute(
+            f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND attempts = ?"
+            f" AND status IN {_MAY_REPLACE[job.status]}",
+            (*state_values(job), now_ms, job.id, job.owner, job.attempts),
+        )
+        if changed and final:  # its end releases the jobs chained after it, in this write
+            from supervisor.store.chains import release as release_children
+
+            release_children(db, now_ms, [job.id])
     return changed == 1 or _already_written(db, job)
 
 

@@ -1,0 +1,234 @@
+"""Chains and approvals in the store: held jobs, and the writes that release them.
+
+A job started ``after`` another waits as ``waiting``; an approval step waits
+as ``awaiting_approval``. Neither is claimable: they are rows the claim
+query does not pick, with no owner, no child and no exclusive key (the key
+they will need is kept in ``held_key`` and taken when they become pending,
+so a step never blocks its own parent on the same group).
+
+Time lives in the claim and in the parent's end, not in a watcher: the
+write that ends a job (``jobs.update_job``, ``claims.cancel_unclaimed``,
+a rescue, a rejection, an expiry) calls ``release`` for it in the same
+transaction, and every claim sweeps (``release`` with no parent named) for
+what a lost write or a busy key left behind. So a chain goes on whichever
+instance ends the parent, across restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from supervisor.job import CancelInfo, RequestedBy
+from supervisor.state import HELD, TERMINAL, JobStatus, job_error
+from supervisor.store.jobs import COLUMNS, KeyTaken, row_to_job, to_json
+from workers.db import Database
+from workers.times import from_ms
+
+_TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL)) + ")"
+_HELD_SQL = "('waiting', 'awaiting_approval')"
+assert frozenset({JobStatus.WAITING, JobStatus.AWAITING_APPROVAL}) == HELD
+
+# A released job's place in the claim order: its arrival is its release, not
+# its creation (a chain's tenth step must not jump the queue), keeping the
+# priority offset its rank was given.
+_RANK_FROM_NOW = "queue_rank = queue_rank + (? - created_at)"
+
+
+def release(db: Database, now_ms: int, parents: list[str] | None = None) -> list[str]:
+    """Move the waiting jobs whose parent (one of ``parents``; None: any) has ended.
+
+    Each becomes pending (or awaiting_approval, an approval step) if its
+    parent ended as its ``after.when`` asks, else cancelled with reason
+    ``dependency``, which releases its own children in turn. A job whose
+    exclusive key a live job holds stays waiting: the next claim tries
+    again. In the caller's transaction. Returns the ids moved.
+    """
+    moved: list[str] = []
+    while parents is None or parents:
+        ended: list[str] = []
+        for row in _released(db, parents):
+            status = _release_one(db, row, now_ms)
+            if status is not None:
+                moved.append(row[0])
+            if status is JobStatus.CANCELLED:
+                ended.append(row[0])
+        parents = ended  # a cancelled step ends its own children's wait
+    return moved
+
+
+def _released(db: Database, parents: list[str] | None) -> list[tuple[Any, ...]]:
+    where = ""
+    if parents is not None:
+        where = f" AND c.after_job_id IN ({', '.join('?' * len(parents))})"
+    return db.query(
+        "SELECT c.id, c.after_job_id, c.after_when, c.after_pass, c.held_key,"
+        " c.approval_required, c.config, p.status,"
+        " CASE WHEN c.after_pass IS NULL THEN NULL ELSE p.result END"
+        " FROM jobs c LEFT JOIN jobs p ON p.id = c.after_job_id"
+        f" WHERE c.status = 'waiting' AND (p.id IS NULL OR p.status IN {_TERMINAL_SQL}){where}"
+        " ORDER BY c.created_at, c.id",
+        tuple(parents or ()),
+    )
+
+
+def _release_one(db: Database, row: tuple[Any, ...], now_ms: int) -> JobStatus | None:
+    job_id, parent, when, passed, held_key, approval, config, parent_status, result = row
+    if parent_status is None:
+        return _end(db, job_id, now_ms, "dependency", f"the job it runs after, {parent}, is gone")
+    if when == "completed" and parent_status != "completed":
+        message = f"the job it runs after, {parent}, ended {parent_status}"
+        return _end(db, job_id, now_ms, "dependency", message)
+    if passed is not None:
+        config, missing = _passed_config(config, result, msgspec.json.decode(passed))
+        if missing is not None:
+            message = f"the result of {parent} has no {missing!r} for its config"
+            return _end(db, job_id, now_ms, "dependency", message)
+    if approval:
+        db.execute(
+            "UPDATE jobs SET status = 'awaiting_approval', config = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'waiting'",
+            (config, now_ms, job_id),
+        )
+        return JobStatus.AWAITING_APPROVAL
+    try:
+        _to_pending(db, job_id, held_key, now_ms, "waiting", config=config)
+    except KeyTaken:
+        return None  # waits on: the next claim tries again
+    return JobStatus.PENDING
+
+
+def _passed_config(config: str, result: str | None, fields: dict[str, str]) -> tuple[str, Any]:
+    """The config with the parent's result fields copied in; or the first missing field."""
+    found = None if result is None else msgspec.json.decode(result)
+    patched = msgspec.json.decode(config)
+    for config_field, result_field in fields.items():
+        if not isinstance(found, dict) or result_field not in found:
+            return config, result_field
+        patched[config_field] = found[result_field]
+    return msgspec.json.encode(patched).decode(), None
+
+
+def _to_pending(
+    db: Database,
+    job_id: str,
+    held_key: str | None,
+    now_ms: int,
+    before: str,
+    config: str | None = None,
+    approved_by: RequestedBy | None = None,
+) -> None:
+    """Make a held job claimable, with the exclusive key it waited to take; KeyTaken if held."""
+    if held_key is not None:
+        holder = db.one("SELECT id FROM jobs WHERE exclusive_key = ?", (held_key,))
+        if holder is not None:
+            raise KeyTaken(held_key, holder[0])
+    approved = ""
+    values: tuple[Any, ...] = ()
+    if approved_by is not None:
+        approved = ", approved_by = ?, approved_at = ?"
+        values = (to_json(approved_by), now_ms)
+    try:
+        with db.transaction():  # a savepoint: a rival's key, taken meanwhile, undoes this only
+            db.execute(
+                f"UPDATE jobs SET status = 'pending', exclusive_key = held_key, held_key = NULL,"
+                f" config = COALESCE(?, config), updated_at = ?, {_RANK_FROM_NOW}{approved}"
+                " WHERE id = ? AND status = ?",
+                (config, now_ms, now_ms, *values, job_id, before),
+            )
+    except Exception as exc:
+        from supervisor.store import is_unique_violation
+
+        if held_key is None or not is_unique_violation(exc):
+            raise
+        raise KeyTaken(held_key, None) from None
+
+
+def _end(
+    db: Database,
+    job_id: str,
+    now_ms: int,
+    reason: str,
+    message: str,
+    by: RequestedBy | None = None,
+    before: str = _HELD_SQL,
+    extra: str = "",
+    extra_values: tuple[Any, ...] = (),
+) -> JobStatus | None:
+    """End a held job cancelled, saying why (``reason``: dependency, expired, rejected, user)."""
+    at = from_ms(now_ms)
+    cancel = CancelInfo(requested_at=at, reason=reason, requested_by=by)
+    error = job_error(reason, "NotRun", message) if reason in ("dependency", "expired") else None
+    changed = db.execute(
+        "UPDATE jobs SET status = 'cancelled', cancel = ?, error = ?, completed_at = ?,"
+        f" updated_at = ?, held_key = NULL{extra} WHERE id = ? AND status IN {before}",
+        (to_json(cancel), to_json(error), now_ms, now_ms, *extra_values, job_id),
+    )
+    return JobStatus.CANCELLED if changed else None
+
+
+def expire(db: Database, now_ms: int) -> list[str]:
+    """End the held jobs whose approval came too late (reason ``expired``); ids ended."""
+    rows = db.query(
+        f"SELECT id FROM jobs WHERE status IN {_HELD_SQL} AND expires_at <= ?", (now_ms,)
+    )
+    ended = [
+        job_id
+        for (job_id,) in rows
+        if _end(db, job_id, now_ms, "expired", "not approved in time (JOBSUP_PLAN_TTL_S)")
+    ]
+    if ended:
+        release(db, now_ms, ended)
+    return ended
+
+
+def next_expiry(db: Database) -> int | None:
+    row = db.one(f"SELECT min(expires_at) FROM jobs WHERE status IN {_HELD_SQL}")
+    return None if row is None or row[0] is None else int(row[0])
+
+
+class NotAwaiting(Exception):
+    """The job is not awaiting approval (``status``: what it is; None: no such job)."""
+
+    def __init__(self, status: JobStatus | None) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def approve(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> None:
+    """An approval step becomes pending; KeyTaken if a live job holds its key (it waits on)."""
+    with db.transaction():
+        row = db.one("SELECT status, held_key FROM jobs WHERE id = ?", (job_id,))
+        if row is None or row[0] != JobStatus.AWAITING_APPROVAL:
+            raise NotAwaiting(None if row is None else JobStatus(row[0]))
+        _to_pending(db, job_id, row[1], now_ms, "awaiting_approval", approved_by=by)
+
+
+def reject(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> None:
+    """An approval step ends cancelled (reason ``rejected``), and so do the steps after it."""
+    with db.transaction():
+        ended = _end(
+            db,
+            job_id,
+            now_ms,
+            "rejected",
+            "rejected",
+            by,
+            before="('awaiting_approval')",
+            extra=", rejected_by = ?, rejected_at = ?",
+            extra_values=(to_json(by), now_ms),
+        )
+        if ended is None:
+            row = db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
+            raise NotAwaiting(None if row is None else JobStatus(row[0]))
+        release(db, now_ms, [job_id])
+
+
+def chain_jobs(db: Database, chain_id: str) -> list[Any]:
+    """A chain's steps in order (without results)."""
+    columns = COLUMNS.replace(" result,", " NULL,")
+    rows = db.query(
+        f"SELECT {columns} FROM jobs WHERE chain_id = ? ORDER BY chain_index", (chain_id,)
+    )
+    return [row_to_job(r) for r in rows]
