@@ -17,7 +17,9 @@ from removal.groups import DEFAULT_WINDOW_MS, MAX_WINDOW_MS, GroupService
 from supervisor.api.access import Role, audited, needs
 from supervisor.api.common import json, parse
 from supervisor.api.contract import NO_CONTENT, contract
+from supervisor.api.guard import caller_of
 from supervisor.api.query import encode_cursor, query_bool, query_cursor, query_int
+from supervisor.chains import ChainIn, Chains
 
 MAX_PAGE = 1000
 
@@ -139,6 +141,67 @@ async def list_removals(request: Request) -> Response:
     return _paged(*page)
 
 
+class PlanIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A removal plan: the removal_workflow's fields, without dryRun."""
+
+    batch_size: int
+    delay_ms: int
+    inactivity_window_ms: int
+
+
+class PlanAnswer(msgspec.Struct, rename="camel"):
+    plan_id: str  # the chain's id: GET /admin/chains/{planId}
+    dry_run_job_id: str
+    removal_job_id: str  # approve or reject this one once the dry run has completed
+    expires_at: str | None
+
+
+def _plan_steps(group_wa_id: str, plan: PlanIn) -> ChainIn:
+    """The dry run, then the real run behind an approval, pinned to the dry run's list.
+
+    The real run starts with nobody pinned (``onlyWhatsappIds: []``), so it
+    can never remove anyone it was not given; the dry run's completion
+    copies its ``wouldRemoveWhatsappIds`` into it, in the same write that
+    makes it await approval (``after.resultToConfig``), and the reviewer
+    approves exactly that list.
+    """
+    common = {
+        "type": "removal_workflow",
+        "groupWaId": group_wa_id,
+        "batchSize": plan.batch_size,
+        "delayMs": plan.delay_ms,
+        "inactivityWindowMs": plan.inactivity_window_ms,
+    }
+    dry = {**common, "dryRun": True}
+    real = {
+        **common,
+        "dryRun": False,
+        "onlyWhatsappIds": [],
+        "approval": True,
+        "after": {
+            "when": "completed",
+            "resultToConfig": {"onlyWhatsappIds": "wouldRemoveWhatsappIds"},
+        },
+    }
+    return ChainIn([msgspec.Raw(msgspec.json.encode(step)) for step in (dry, real)])
+
+
+@needs(Role.OPERATOR)
+@audited("removal.plan", target="groupWaId")
+@contract(body=PlanIn, responses={202: PlanAnswer}, errors=(404, 409, 429))
+async def create_plan(request: Request) -> Response:
+    """Run a dry run now, and the real removal of exactly whom it finds once approved."""
+    group_wa_id = request.path_params["groupWaId"]
+    plan = await parse(request, PlanIn)
+    chains = Chains(request.app.state.jobs)
+    dry, real = await chains.start(_plan_steps(group_wa_id, plan), caller_of(request))
+    expires = real.approval.expires_at if real.approval is not None else None
+    answer = PlanAnswer(
+        dry.chain_id or "", dry.id, real.id, None if expires is None else expires.isoformat()
+    )
+    return json(answer, 202)
+
+
 @needs(Role.ADMIN)
 @contract(returns=GatewayView)
 async def get_gateway(request: Request) -> Response:
@@ -157,6 +220,7 @@ routes = [
     Route("/admin/groups/{groupWaId}/whitelist", put_whitelist, methods=["PUT"]),
     Route("/admin/groups/{groupWaId}/whitelist", get_whitelist, methods=["GET"]),
     Route("/admin/groups/{groupWaId}/removals", list_removals, methods=["GET"]),
+    Route("/admin/groups/{groupWaId}/removal-plans", create_plan, methods=["POST"]),
 ]
 # Webhook deliveries and imports: the directory's other sources (removal.webhooks).
 routes += webhooks.routes

@@ -49,6 +49,11 @@ class RemovalQueueConfig(JobConfig, tag="removal_queue"):
 
 class RemovalWorkflowConfig(RemovalQueueConfig, tag="removal_workflow"):
     inactivity_window_ms: Annotated[int, msgspec.Meta(gt=0, le=315_360_000_000)]  # 10 years
+    # A plan's real run (POST /admin/groups/{id}/removal-plans): only these
+    # members, those its dry run would remove, are ever queued or removed;
+    # each is checked again, and one no longer removable is skipped with a
+    # history row saying why.
+    only_whatsapp_ids: Annotated[list[str], msgspec.Meta(max_length=100_000)] | None = None
 
 
 class Failure(msgspec.Struct, rename="camel"):
@@ -265,7 +270,7 @@ def run_workflow(
         result.queued = plan.queued  # what a user reads as the sync's count, dry or not
         ctx.progress(message=f"{plan.queued} inactive members would be queued", phase="sync")
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
-    result.queued = sync(db, _writer(ctx), group, fetched, window)
+    result.queued = sync(db, _writer(ctx), group, fetched, window, config.only_whatsapp_ids)
     ctx.partial(result.as_dict())
     place = Place(queued=result.queued, due_at_ms=current_ms())
     ctx.save(place)
@@ -324,12 +329,16 @@ def _remove_queued(
     place: Place,
 ) -> dict[str, Any]:
     entries = queue.read_queue(db, config.group_wa_id)
+    pinned: list[str] | None = getattr(config, "only_whatsapp_ids", None)
+    if pinned is not None:  # a plan's run: nobody it was not approved for
+        only = set(pinned)
+        entries = [entry for entry in entries if entry.whatsapp_id in only]
     last_row_ms = _carry_over(db, ctx.job_id, entries, result)
     if last_row_ms is not None:  # a batch may have landed after the place was saved
         place.due_at_ms = max(place.due_at_ms, last_row_ms + config.delay_ms)
         recorded = -(-_processed(result) // config.batch_size)  # batches with rows, at least
         place.batches_done = max(place.batches_done, recorded)
-    step = _live_step(ctx, db, gateway, result)
+    step = _live_step(ctx, db, gateway, result, record_skips=pinned is not None)
 
     def saved(batches_done: int) -> None:
         place.batches_done = batches_done
@@ -446,11 +455,13 @@ def _dry_step(plan: Plan, result: RemovalResult) -> Step:
     return step
 
 
-def _live_step(ctx: JobContext, db: Database, gateway: Gateway, result: RemovalResult) -> Step:
+def _live_step(
+    ctx: JobContext, db: Database, gateway: Gateway, result: RemovalResult, record_skips: bool
+) -> Step:
     group, writer = result.group_wa_id, _writer(ctx)
 
     def step(batch: Sequence[QueueEntry]) -> None:
-        outcome = remove_batch(db, gateway, writer, group, batch)
+        outcome = remove_batch(db, gateway, writer, group, batch, record_skips)
         for wid, why in outcome.skipped.items():
             ctx.log(f"skipped {wid}: {why}")
         result.removed_whatsapp_ids.extend(outcome.removed)

@@ -52,8 +52,10 @@ def sync(
     group_wa_id: str,
     fetched: list[MemberIn] | None,
     window_ms: int,
+    only: Sequence[str] | None = None,
 ) -> int:
-    """Settle leftover intents, apply the gateway's ``fetched`` members, queue the inactive.
+    """Settle leftover intents, apply the gateway's ``fetched`` members, queue the inactive
+    (or, with ``only``, a plan's pinned members and nobody else).
 
     One transaction; returns how many were queued. The intents are settled
     from the very member list the refresh applies, before it: a member a
@@ -64,7 +66,7 @@ def sync(
     with db.transaction():
         if fetched is not None:
             journal.settle_leftovers(db, group_wa_id, fetched, now)
-        queued = queue.sync(db, group_wa_id, fetched, window_ms, now, writer.job_id)
+        queued = queue.sync(db, group_wa_id, fetched, window_ms, now, writer.job_id, only)
         _hold(db, writer)
     return queued
 
@@ -87,16 +89,30 @@ def settle_leftovers(db: Database, gateway: Gateway, writer: Writer, group_wa_id
 
 
 def remove_batch(
-    db: Database, gateway: Gateway, writer: Writer, group_wa_id: str, batch: Sequence[QueueEntry]
+    db: Database,
+    gateway: Gateway,
+    writer: Writer,
+    group_wa_id: str,
+    batch: Sequence[QueueEntry],
+    record_skips: bool = False,
 ) -> BatchOutcome:
-    """Remove one batch and record it; raises ``StaleRun`` (nothing done) if the run is stale."""
+    """Remove one batch and record it; raises ``StaleRun`` (nothing done) if the run is stale.
+
+    ``record_skips``: a member skipped gets a history row saying why (a
+    plan's run: someone approved for removal and not removed is on record).
+    """
     if gateway.transactional:
-        return _in_one_transaction(db, gateway, writer, group_wa_id, batch)
-    return _journaled(db, gateway, writer, group_wa_id, batch)
+        return _in_one_transaction(db, gateway, writer, group_wa_id, batch, record_skips)
+    return _journaled(db, gateway, writer, group_wa_id, batch, record_skips)
 
 
 def _in_one_transaction(
-    db: Database, gateway: Gateway, writer: Writer, group_wa_id: str, batch: Sequence[QueueEntry]
+    db: Database,
+    gateway: Gateway,
+    writer: Writer,
+    group_wa_id: str,
+    batch: Sequence[QueueEntry],
+    record_skips: bool,
 ) -> BatchOutcome:
     now = current_ms()
     with db.transaction():
@@ -115,6 +131,7 @@ def _in_one_transaction(
             job_id=writer.job_id,
             now_ms=now,
             attempt=writer.attempt,
+            skip_reasons=outcome.skipped if record_skips else None,
         )
         # Locked last, so a rescue waits for this commit only, not the whole batch.
         _hold(db, writer)
@@ -122,7 +139,12 @@ def _in_one_transaction(
 
 
 def _journaled(
-    db: Database, gateway: Gateway, writer: Writer, group_wa_id: str, batch: Sequence[QueueEntry]
+    db: Database,
+    gateway: Gateway,
+    writer: Writer,
+    group_wa_id: str,
+    batch: Sequence[QueueEntry],
+    record_skips: bool,
 ) -> BatchOutcome:
     now = current_ms()
     with db.transaction():
@@ -145,6 +167,7 @@ def _journaled(
             job_id=writer.job_id,
             now_ms=now,
             attempt=writer.attempt,
+            skip_reasons=verdicts.skipped if record_skips else None,
         )
     try:
         answers = gateway.remove(group_wa_id, list(intents)) if intents else {}

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor import keys
-from supervisor.api import audit, dashboard, events, jobs, openapi, schedules, session
+from supervisor.api import audit, chains, dashboard, events, jobs, openapi, schedules, session
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
@@ -189,6 +189,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Route("/metrics", metrics_api.metrics, methods=["GET"]),
                 *events.routes,
                 *jobs.routes,
+                *chains.routes,
                 *session.routes,
                 *audit.routes,
                 *schedules.routes,

@@ -88,6 +88,7 @@ class Kind(StrEnum):
     # a failed attempt waiting (scheduled) for its retry.
     REQUEUED = "requeued"
     FINISHED = "finished"
+    APPROVED = "approved"  # an approval step approved: pending now
 
 
 # Only the latest of these waits in a subscriber's queue, per job.

@@ -87,7 +87,7 @@ class AttemptError(msgspec.Struct, rename="camel", gc=False):
     at: datetime
 
 
-class After(msgspec.Struct, rename="camel", gc=False):
+class After(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
     """What a chained job waits for: ``job_id`` ending as ``when`` asks.
 
     ``when``: "completed" (only a completed parent releases it; any other

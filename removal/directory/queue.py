@@ -89,6 +89,28 @@ def queue_inactive(
     )
 
 
+def queue_pinned(
+    db: Database,
+    group_wa_id: str,
+    whatsapp_ids: Sequence[str],
+    window_ms: int,
+    now_ms: int,
+    job_id: str | None,
+) -> int:
+    """Queue these members of the group (not queued yet), in the caller's transaction."""
+    inserted = 0
+    for start in range(0, len(whatsapp_ids), IN_CHUNK):
+        chunk = list(whatsapp_ids[start : start + IN_CHUNK])
+        inserted += db.execute(
+            "INSERT INTO removal_queue (group_wa_id, whatsapp_id, queued_at, window_ms, job_id)"
+            " SELECT m.group_wa_id, m.whatsapp_id, ?, ?, ? FROM wa_members m"
+            f" WHERE m.group_wa_id = ? AND m.whatsapp_id IN ({', '.join('?' * len(chunk))})"
+            " ON CONFLICT (group_wa_id, whatsapp_id) DO NOTHING",
+            (now_ms, window_ms, job_id, group_wa_id, *chunk),
+        )
+    return inserted
+
+
 def sync(
     db: Database,
     group_wa_id: str,
@@ -96,9 +118,14 @@ def sync(
     window_ms: int,
     now_ms: int,
     job_id: str | None,
+    only: Sequence[str] | None = None,
 ) -> int:
     """Apply the gateway's member list (if any) and queue the inactive, in the caller's
     transaction; returns how many the job has queued.
+
+    With ``only`` (a plan's pinned members), those are queued instead,
+    whatever their state: each is checked again before removal, and
+    nobody else is queued.
 
     A job run again from its start (its instance died before it stored its
     place) finds its members already queued, by itself: they count, as do
@@ -107,7 +134,10 @@ def sync(
     """
     if fetched is not None:
         put_members(db, group_wa_id, fetched, now_ms)
-    inserted = queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
+    if only is None:
+        inserted = queue_inactive(db, group_wa_id, window_ms, now_ms, job_id)
+    else:
+        inserted = queue_pinned(db, group_wa_id, only, window_ms, now_ms, job_id)
     if job_id is None:
         return inserted
     row = db.one(
@@ -200,8 +230,12 @@ def record_batch(
     job_id: str,
     now_ms: int,
     attempt: int | None = None,
+    skip_reasons: Mapping[str, str] | None = None,
 ) -> None:
     """Dequeue a processed batch and write its history, in the caller's transaction.
+
+    ``skip_reasons`` (a plan's run): the skipped members get a FAILURE row
+    too, whose reason says why they were not removed.
 
     ``removed`` and ``failed`` map whatsapp ids to the reason recorded. The
     caller's transaction is the one that removed them (the local gateway) or
@@ -214,6 +248,12 @@ def record_batch(
     )
     record_history(db, group_wa_id, "SUCCESS", removed, job_id, now_ms, attempt)
     record_history(db, group_wa_id, "FAILURE", failed, job_id, now_ms, attempt)
+    if skip_reasons:
+        why = {
+            wid: f"skipped: {reason} since the plan was reviewed"
+            for wid, reason in skip_reasons.items()
+        }
+        record_history(db, group_wa_id, "FAILURE", why, job_id, now_ms, attempt)
     # Whatever the gateway, our directory must show who is gone.
     mark_removed(db, group_wa_id, removed, now_ms)
 

@@ -79,6 +79,7 @@ def _list_query() -> dict[str, Any]:
         "createdAfter": _Time,
         "createdBefore": _Time,
         "include": Literal["result"],
+        "chainId": str,
     }
     # The job types' label filters (?groupWaId=).
     return query | {name: str for name in sorted(registry.label_names())}
@@ -194,6 +195,7 @@ def _filter(request: Request) -> JobFilter:
         status=query_status(request),
         type=params.get("type"),
         label=query_label(request),
+        chain_id=params.get("chainId"),
         before=params.get("before"),
         created_after=query_time(request, "createdAfter"),
         created_before=query_time(request, "createdBefore"),

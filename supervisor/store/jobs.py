@@ -581,6 +581,7 @@ class JobFilter(msgspec.Struct, kw_only=True):
     status: JobStatus | None = None
     type: str | None = None
     label: str | None = None  # "name=value", as label_of makes it
+    chain_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
     before: str | None = None  # cursor: a job id; only older jobs are listed
@@ -599,7 +600,8 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
     """
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("status", f.status), ("type", f.type), ("label", f.label)):
+    filters = (("status", f.status), ("type", f.type), ("label", f.label), ("chain_id", f.chain_id))
+    for column, value in filters:
         if value is not None:
             where.append(f"{column} = ?")
             params.append(str(value))
