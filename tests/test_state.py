@@ -60,3 +60,24 @@ def test_silent_deaths() -> None:
     assert code.error is not None
     assert code.error["exitCode"] == 7
     assert "code 7" in code.error["message"]
+
+
+def test_held_jobs_move_only_to_pending_or_cancelled() -> None:
+    from supervisor.state import HELD, LIVE, STORED_BEFORE
+
+    S = JobStatus
+    assert HELD == {S.WAITING, S.AWAITING_APPROVAL}
+    assert not HELD & (LIVE | TERMINAL)
+    check_transition(S.WAITING, S.PENDING)
+    check_transition(S.WAITING, S.AWAITING_APPROVAL)  # an approval step after its parent
+    check_transition(S.AWAITING_APPROVAL, S.PENDING)  # approved
+    for held in HELD:
+        check_transition(held, S.CANCELLED)  # cancelled, rejected, expired, a failed parent
+        for target in (S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLING, S.SCHEDULED):
+            with pytest.raises(IllegalTransition):
+                check_transition(held, target)
+    with pytest.raises(IllegalTransition):
+        check_transition(S.AWAITING_APPROVAL, S.WAITING)
+    # A final write may replace a held row (a cancel); nothing goes back to being held.
+    assert HELD <= STORED_BEFORE[S.CANCELLED]
+    assert STORED_BEFORE[S.WAITING] == {S.WAITING}  # only itself: a retried write
