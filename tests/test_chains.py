@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import VIEWER_TOKEN, Server, wait_until
 from tests.helpers import WINDOW_MS, group_body, iso_days_ago
 
@@ -155,3 +157,23 @@ def test_the_removal_plan_flow(server: Server) -> None:
     members_now = server.client.get("/admin/groups/g-plan/members").json()
     assert "ac-000" in {m["whatsappId"] for m in members_now}
     wait_until(lambda: server.client.get("/admin/groups/g-plan").status_code == 200)
+
+
+@pytest.mark.postgres
+def test_a_chain_goes_on_across_instances(make_server: Callable[..., Server], pg_url: str) -> None:
+    one = make_server(DATABASE_URL=pg_url)
+    two = make_server(DATABASE_URL=pg_url)
+    started = _chain(
+        one,
+        {"type": "quick", "value": 1, "approval": True},
+        {"type": "quick", "value": 2},
+        {"type": "crash", "how": "exception"},
+        {"type": "quick", "value": 4},
+    )
+    first, second, third, fourth = started["jobIds"]
+    assert two.client.post(f"/admin/jobs/{first}/approve").status_code == 200
+    assert two.wait_status(second, "completed")["result"] == {"value": 2}
+    assert two.wait_status(third, "failed")
+    assert one.wait_status(fourth, "cancelled")["cancel"]["reason"] == "dependency"
+    view = _chain_view(one, started["chainId"])
+    assert [s["status"] for s in view["steps"]] == ["completed", "completed", "failed", "cancelled"]
