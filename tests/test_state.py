@@ -66,7 +66,7 @@ def test_held_jobs_move_only_to_pending_or_cancelled() -> None:
     from supervisor.state import HELD, LIVE, STORED_BEFORE
 
     S = JobStatus
-    assert HELD == {S.WAITING, S.AWAITING_APPROVAL}
+    assert {S.WAITING, S.AWAITING_APPROVAL} == HELD
     assert not HELD & (LIVE | TERMINAL)
     check_transition(S.WAITING, S.PENDING)
     check_transition(S.WAITING, S.AWAITING_APPROVAL)  # an approval step after its parent
@@ -79,5 +79,5 @@ def test_held_jobs_move_only_to_pending_or_cancelled() -> None:
     with pytest.raises(IllegalTransition):
         check_transition(S.AWAITING_APPROVAL, S.WAITING)
     # A final write may replace a held row (a cancel); nothing goes back to being held.
-    assert HELD <= STORED_BEFORE[S.CANCELLED]
+    assert STORED_BEFORE[S.CANCELLED] >= HELD
     assert STORED_BEFORE[S.WAITING] == {S.WAITING}  # only itself: a retried write
