@@ -1,4 +1,4 @@
-"""The ``jobsup`` client commands: start, status, list, cancel, watch, groups.
+"""The ``jobsup`` client commands: start, status, list, cancel, approve, reject, watch, groups.
 
 They talk to a running server through ``supervisor.client.Client``:
 ``--url`` (or ``JOBSUP_URL``, default ``http://127.0.0.1:8000``) and
@@ -88,6 +88,11 @@ def register(commands: Any) -> None:
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a job")
     cancel.add_argument("job_id")
 
+    approve = commands.add_parser("approve", parents=[common], help="approve a job awaiting it")
+    approve.add_argument("job_id")
+    reject = commands.add_parser("reject", parents=[common], help="reject a job awaiting approval")
+    reject.add_argument("job_id")
+
     watch = commands.add_parser("watch", parents=[common], help="follow a job live")
     watch.add_argument("job_id")
     _interrupt_option(watch)
@@ -100,7 +105,7 @@ def register(commands: Any) -> None:
     show = actions.add_parser("show", parents=[common], help="show a group")
     show.add_argument("group")
 
-    for parser in (start, status, listing, cancel, watch, put, show):
+    for parser in (start, status, listing, cancel, approve, reject, watch, put, show):
         parser.epilog = CLIENT_EPILOG
         parser.formatter_class = raw
         # run(args) -> exit code: how jobsup's main calls a subcommand.
@@ -264,6 +269,22 @@ def _cancel(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _approve(client: Client, args: argparse.Namespace) -> int:
+    return _answered(client.approve(args.job_id), args)
+
+
+def _reject(client: Client, args: argparse.Namespace) -> int:
+    return _answered(client.reject(args.job_id), args)
+
+
+def _answered(job: Job, args: argparse.Namespace) -> int:
+    if args.json:
+        _out(job)
+    else:
+        print(f"{job.id}  {job.status}")
+    return 0
+
+
 def _groups_put(client: Client, args: argparse.Namespace) -> int:
     try:
         raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
@@ -418,6 +439,8 @@ class _Watcher:
 
 _COMMANDS = {
     "start": _start,
+    "approve": _approve,
+    "reject": _reject,
     "status": _status,
     "list": _list,
     "cancel": _cancel,

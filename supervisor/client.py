@@ -253,6 +253,14 @@ class Client:
     def cancel(self, job_id: str) -> CancelAnswer:
         return self._call("POST", f"/admin/jobs/{job_id}/cancel", CancelAnswer)
 
+    def approve(self, job_id: str) -> Job:
+        """Approve a job awaiting approval: it becomes pending."""
+        return self._call("POST", f"/admin/jobs/{job_id}/approve", Job)
+
+    def reject(self, job_id: str) -> Job:
+        """Reject a job awaiting approval: it ends cancelled, and the jobs after it."""
+        return self._call("POST", f"/admin/jobs/{job_id}/reject", Job)
+
     def put_group(self, group_wa_id: str, body: Any) -> dict[str, Any]:
         return self._call("PUT", f"/admin/groups/{group_wa_id}", dict[str, Any], json=body)
 

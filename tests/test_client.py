@@ -312,3 +312,21 @@ def test_ctrl_c_on_watch_in_a_terminal_asks_with_a_prompt(server: Server) -> Non
         os.close(master)
     assert server.status(job_id)["status"] == "cancelled"
     assert b"Traceback" not in seen
+
+
+def test_cli_approve_and_reject(server: Server) -> None:
+    step = server.start_job({"type": "quick", "value": 5, "approval": True})
+    approved = jobsup(server, "approve", step)
+    assert approved.returncode == 0, approved.stderr
+    assert (
+        f"{step}  pending" in approved.stdout
+        or server.status(step)["status"] != "awaiting_approval"
+    )
+    assert server.wait_status(step, "completed")["approval"]["approvedAt"] is not None
+    again = jobsup(server, "reject", step)
+    assert again.returncode != 0
+    assert "not awaiting approval" in again.stderr
+    other = server.start_job({"type": "quick", "approval": True})
+    rejected = jobsup(server, "reject", other, "--json")
+    assert rejected.returncode == 0, rejected.stderr
+    assert '"status":"cancelled"' in rejected.stdout.replace(" ", "")
