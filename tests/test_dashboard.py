@@ -334,3 +334,19 @@ def test_sign_in_once_per_browser_session(
         expect(page.locator("#sign-in")).to_be_visible()
     finally:
         context.close()
+
+
+def test_approve_a_job_awaiting_approval(
+    server: Server, open_page: Callable[[Server], Page]
+) -> None:
+    job_id = server.start_job({"type": "quick", "value": 7, "approval": True})
+    page = open_page(server)
+    page.goto(f"{server.url}/admin/#/job/{job_id}")
+    detail = page.locator("#view-job")
+    expect(detail.locator(".badge")).to_have_text("awaiting_approval")
+    expect(detail).to_contain_text("approval expires")
+    page.once("dialog", lambda dialog: dialog.accept())
+    detail.get_by_role("button", name="Approve").click()
+    expect(detail.locator(".badge")).to_have_text("completed")
+    expect(detail).to_contain_text("by admin")
+    assert server.status(job_id)["approval"]["approvedBy"]["name"] == "admin"

@@ -131,6 +131,12 @@ function jobHead(job, trail) {
     el(
       "div",
       { class: "actions" },
+      job.status === "awaiting_approval"
+        ? el("button", { type: "button", onclick: () => answerJob(job.id, "approve") }, "Approve")
+        : null,
+      job.status === "awaiting_approval"
+        ? el("button", { type: "button", class: "danger", onclick: () => answerJob(job.id, "reject") }, "Reject")
+        : null,
       live && job.status !== "cancelling"
         ? el("button", { type: "button", class: "danger", onclick: () => cancelJob(job.id) }, "Cancel job")
         : null,
@@ -157,6 +163,12 @@ function jobBody(job) {
       ["ETA", duration(etaMs(job))],
       ["owner", job.owner],
       ["attempts", job.attempts],
+      // Shown only for chained jobs and approval steps (undefined: no row).
+      ["runs after", job.after ? `${job.after.jobId} (${job.after.when})` : undefined],
+      ["chain", job.chainId ? `${job.chainId} step ${job.chainIndex + 1}` : undefined],
+      ["approval expires", job.approval ? localTime(job.approval.expiresAt) : undefined],
+      ["approved", approvalText(job.approval, "approved")],
+      ["rejected", approvalText(job.approval, "rejected")],
     ]),
     el("h3", {}, job.status === "completed" ? "Result" : "Partial result"),
     resultView(job.result),
@@ -170,6 +182,22 @@ function jobBody(job) {
 function actionFailed(error) {
   const slot = $("job-action-error");
   if (slot) slot.textContent = error.message;
+}
+
+function approvalText(approval, what) {
+  const by = approval && approval[`${what}By`];
+  return by ? `by ${by.name} at ${localTime(approval[`${what}At`])}` : undefined;
+}
+
+// An approval step: approve (it becomes pending) or reject (it ends cancelled).
+async function answerJob(id, answer) {
+  if (!confirm(`${answer === "approve" ? "Approve" : "Reject"} job ${id}?`)) return;
+  try {
+    await api("POST", `/admin/jobs/${encodeURIComponent(id)}/${answer}`);
+    refetch(id);
+  } catch (error) {
+    actionFailed(error);
+  }
 }
 
 async function cancelJob(id) {

@@ -228,6 +228,7 @@ const KINDS = [
   "partial",
   "cancelling",
   "requeued", // a resumable job back in the queue: it will resume
+  "approved", // an approval step approved: pending now
   "finished",
 ];
 

@@ -1,8 +1,9 @@
 // Small helpers: building elements (text from the API goes in as text nodes,
 // never as HTML), times and durations, a job's badge and progress bar.
 
-// Statuses a job can still leave ("scheduled": waiting for its time).
-export const LIVE = ["scheduled", "pending", "running", "cancelling"];
+// Statuses a job can still leave ("scheduled": waiting for its time;
+// "waiting": for the job it runs after; "awaiting_approval": for a person).
+export const LIVE = ["scheduled", "waiting", "awaiting_approval", "pending", "running", "cancelling"];
 
 export function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
