@@ -146,6 +146,7 @@ class Chains:
             raise _not_awaiting(job_id, exc.status) from None
         job = await self.jobs.get(job_id)
         self.jobs.table.events.publish(Kind.FINISHED, job)
+        self.jobs.table.announce_released(job_id)
         return job
 
 

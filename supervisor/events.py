@@ -89,6 +89,8 @@ class Kind(StrEnum):
     REQUEUED = "requeued"
     FINISHED = "finished"
     APPROVED = "approved"  # an approval step approved: pending now
+    # A held job its parent's end released: pending, or awaiting approval.
+    RELEASED = "released"
 
 
 # Only the latest of these waits in a subscriber's queue, per job.

@@ -343,6 +343,7 @@ class Scheduler:
         if done:  # the one final state not applied through the table: announced here
             log.info("job %s stopped before it started", job.id, extra=about_job(job.id))
             self._table.events.publish(Kind.FINISHED, cancelled)
+            self._table.announce_released(job.id)  # the jobs that waited for it
         return bool(done)
 
     # -- fencing -------------------------------------------------------------------

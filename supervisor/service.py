@@ -284,6 +284,8 @@ class JobService:
             self.scheduler.release_slot(slot)
         log.info("job %s accepted (%s)", job.id, job.type, extra=about_job(job.id))
         if held:
+            if job.after is not None:
+                self.table.follow(job.after.job_id)
             self.scheduler.wake()  # its parent may have ended already: released at once
         elif claimed:
             self.scheduler.run_claimed(job)

@@ -25,6 +25,7 @@ from supervisor.job import Job, Progress, now
 from supervisor.logs import about_job
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import DatabaseBusy, Store, claims, is_unique_violation
+from supervisor.store import chains as chains_sql
 from supervisor.store import jobs as sql
 from workers import protocol
 from workers.db import DatabaseUnavailable
@@ -44,6 +45,7 @@ _encoder = msgspec.json.Encoder()
 
 
 # The events a state change publishes at once (a final state: once stored).
+MAX_FOLLOWED = 10_000
 _STATE_EVENTS = {JobStatus.RUNNING: Kind.STARTED, JobStatus.CANCELLING: Kind.CANCELLING}
 
 
@@ -64,6 +66,10 @@ class JobTable:
         # another instance holds it now. Set by the scheduler.
         self.on_lost: Callable[[str], None] = lambda job_id: None
         self._result_stored: set[str] = set()  # finished jobs whose result is only in the store
+        # Jobs that others wait for (``after``), as far as this instance knows:
+        # their end is followed by a read of what it released (announce_released).
+        self._followed: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- reads -------------------------------------------------------------
 
@@ -182,6 +188,41 @@ class JobTable:
             return
         # A large result has just been let go from memory: the event says so.
         self.events.publish(Kind.FINISHED, job, result_omitted=job.id in self._result_stored)
+        if job.chain_id is not None or job.id in self._followed:
+            self.announce_released(job.id)
+
+    def follow(self, parent_id: str) -> None:
+        """A job waits for ``parent_id``: announce what its end releases."""
+        if len(self._followed) >= MAX_FOLLOWED:  # parents that end elsewhere are never seen here
+            self._followed.clear()
+        self._followed.add(parent_id)
+
+    def announce_released(self, parent_id: str) -> None:
+        """Publish the jobs the end of ``parent_id`` released in the store (chains.release).
+
+        The release is written by the store inside the parent's final write;
+        this reads its outcome afterwards, off the loop, and publishes each
+        follower as ``released`` (pending or awaiting approval) or
+        ``finished`` (cancelled, and then what that released in turn).
+        """
+        self._followed.discard(parent_id)
+        task = asyncio.get_running_loop().create_task(self._announce(parent_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce(self, parent_id: str) -> None:
+        parents = [parent_id]
+        try:
+            for _ in range(chains_sql.MAX_ANNOUNCED_DEPTH):
+                followers = await self.store.call(chains_sql.followers, parents)
+                for job in followers:
+                    kind = Kind.FINISHED if job.status in TERMINAL else Kind.RELEASED
+                    self.events.publish(kind, job)
+                parents = [job.id for job in followers if job.status in TERMINAL]
+                if not parents:
+                    return
+        except Exception as exc:  # an announcement only: the store has the truth
+            log.warning("could not announce what %s released: %s", parent_id, exc)
 
     def move_soon(self, job: Job, status: JobStatus, **changes: Any) -> None:
         """Change a job's status now, and write it with the next flush.

@@ -177,3 +177,38 @@ def test_a_chain_goes_on_across_instances(make_server: Callable[..., Server], pg
     assert one.wait_status(fourth, "cancelled")["cancel"]["reason"] == "dependency"
     view = _chain_view(one, started["chainId"])
     assert [s["status"] for s in view["steps"]] == ["completed", "completed", "failed", "cancelled"]
+
+
+def test_the_event_stream_tells_each_step_of_a_chain(server: Server) -> None:
+    from tests.test_events import parse
+
+    seen: list[tuple[str, str, str]] = []
+    with server.client.stream("GET", "/admin/jobs/events") as response:
+        lines = response.iter_lines()
+        started = _chain(
+            server,
+            {"type": "quick", "approval": True},
+            {"type": "quick", "approval": True},
+            {"type": "crash", "how": "exception"},
+            {"type": "quick"},
+        )
+        first, second, third, fourth = started["jobIds"]
+        assert server.client.post(f"/admin/jobs/{first}/approve").status_code == 200
+        for event in parse(lines):
+            if event.kind == ":":
+                continue
+            job_id = event.data.get("id", event.data.get("jobId"))
+            seen.append((event.kind, job_id, event.data.get("status")))
+            if (event.kind, job_id, event.data.get("status")) == (
+                "released",
+                second,
+                "awaiting_approval",
+            ):
+                assert server.client.post(f"/admin/jobs/{second}/approve").status_code == 200
+            if event.kind == "finished" and job_id == fourth:
+                break
+    assert ("approved", first, "pending") in seen
+    assert ("released", second, "awaiting_approval") in seen
+    assert ("released", third, "pending") in seen
+    assert ("finished", third, "failed") in seen
+    assert ("finished", fourth, "cancelled") in seen

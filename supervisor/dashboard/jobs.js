@@ -229,6 +229,7 @@ const KINDS = [
   "cancelling",
   "requeued", // a resumable job back in the queue: it will resume
   "approved", // an approval step approved: pending now
+  "released", // a waiting job its parent's end released: pending or awaiting approval
   "finished",
 ];
 

@@ -225,6 +225,18 @@ def reject(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> No
         release(db, now_ms, [job_id])
 
 
+# How many generations of followers an end's announcement reads (a chain's length).
+MAX_ANNOUNCED_DEPTH = 100
+
+
+def followers(db: Database, parents: list[str]) -> list[Any]:
+    """The jobs waiting (or that waited) for these, without results."""
+    columns = COLUMNS.replace(" result,", " NULL,")
+    marks = ", ".join("?" * len(parents))
+    rows = db.query(f"SELECT {columns} FROM jobs WHERE after_job_id IN ({marks})", parents)
+    return [row_to_job(r) for r in rows if r[2] != JobStatus.WAITING]
+
+
 def chain_jobs(db: Database, chain_id: str) -> list[Any]:
     """A chain's steps in order (without results)."""
     columns = COLUMNS.replace(" result,", " NULL,")

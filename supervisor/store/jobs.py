@@ -155,6 +155,7 @@ MIGRATIONS = [
         ALTER TABLE jobs ADD COLUMN expires_at BIGINT;
         ALTER TABLE jobs ADD COLUMN held_key TEXT;
         CREATE INDEX jobs_waiting ON jobs (after_job_id) WHERE status = 'waiting';
+        CREATE INDEX jobs_after ON jobs (after_job_id);
         CREATE INDEX jobs_expiring ON jobs (expires_at)
             WHERE status IN ('waiting', 'awaiting_approval');
         CREATE INDEX jobs_chain ON jobs (chain_id, chain_index)
