@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -20,6 +21,7 @@ from supervisor.api.contract import NO_CONTENT, contract
 from supervisor.api.guard import caller_of
 from supervisor.api.query import encode_cursor, query_bool, query_cursor, query_int
 from supervisor.chains import ChainIn, Chains
+from supervisor.errors import JobsupError
 
 MAX_PAGE = 1000
 
@@ -156,6 +158,9 @@ class PlanAnswer(msgspec.Struct, rename="camel"):
     expires_at: str | None
 
 
+_STEP = re.compile(r"^steps\[\d+\]\.")
+
+
 def _plan_steps(group_wa_id: str, plan: PlanIn) -> ChainIn:
     """The dry run, then the real run behind an approval, pinned to the dry run's list.
 
@@ -194,7 +199,12 @@ async def create_plan(request: Request) -> Response:
     group_wa_id = request.path_params["groupWaId"]
     plan = await parse(request, PlanIn)
     chains = Chains(request.app.state.jobs)
-    dry, real = await chains.start(_plan_steps(group_wa_id, plan), caller_of(request))
+    try:
+        dry, real = await chains.start(_plan_steps(group_wa_id, plan), caller_of(request))
+    except JobsupError as exc:  # named as the plan's own fields, not the chain's steps
+        exc.message = _STEP.sub("", exc.message)
+        exc.field = None if exc.field is None else _STEP.sub("", exc.field)
+        raise
     expires = real.approval.expires_at if real.approval is not None else None
     answer = PlanAnswer(
         dry.chain_id or "", dry.id, real.id, None if expires is None else expires.isoformat()

@@ -212,3 +212,15 @@ def test_the_event_stream_tells_each_step_of_a_chain(server: Server) -> None:
     assert ("released", third, "pending") in seen
     assert ("finished", third, "failed") in seen
     assert ("finished", fourth, "cancelled") in seen
+
+
+def test_a_plan_is_refused_in_its_own_fields(server: Server) -> None:
+    body = {"batchSize": 2, "delayMs": 0, "inactivityWindowMs": WINDOW_MS}
+    unknown = server.client.post("/admin/groups/g-none/removal-plans", json=body)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["field"] == "groupWaId"
+    assert server.client.put("/admin/groups/g-bad", json=group_body(inactive=1)).status_code == 200
+    bad = server.client.post("/admin/groups/g-bad/removal-plans", json={**body, "batchSize": 0})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["field"] == "batchSize"
+    assert server.client.get("/admin/jobs").json() == []  # nothing half-written

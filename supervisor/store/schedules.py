@@ -245,6 +245,8 @@ def _insert(
         return f"{holder} still holds {exc.key}"
     except sql.QueueFull:
         return "too many pending jobs"
+    except sql.UnknownParent as exc:
+        return f"the job it runs after, {exc.args[0]}, is gone"
     except Exception as exc:
         if not _unique_violation(exc):
             raise
