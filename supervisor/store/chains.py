@@ -16,6 +16,7 @@ instance ends the parent, across restarts.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -25,6 +26,8 @@ from supervisor.state import HELD, TERMINAL, JobStatus, job_error
 from supervisor.store.jobs import COLUMNS, KeyTaken, row_to_job, to_json
 from workers.db import Database
 from workers.times import from_ms
+
+log = logging.getLogger("jobsup.chains")
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL)) + ")"
 _HELD_SQL = "('waiting', 'awaiting_approval')"
@@ -56,6 +59,34 @@ def release(db: Database, now_ms: int, parents: list[str] | None = None) -> list
                 ended.append(row[0])
         parents = ended  # a cancelled step ends its own children's wait
     return moved
+
+
+def release_after(db: Database, now_ms: int, parent_id: str) -> None:
+    """``release`` for one parent's end, inside that end's write: never its undoing."""
+    _guarded(db, f"releasing the jobs after {parent_id}", release, db, now_ms, [parent_id])
+
+
+def sweep(db: Database, now_ms: int) -> None:
+    """A claim's look at the held jobs: expire the overdue, release what a write left."""
+    _guarded(db, "expiring held jobs", expire, db, now_ms)
+    _guarded(db, "releasing waiting jobs", release, db, now_ms)
+
+
+def _guarded(db: Database, what: str, fn: Any, *args: Any) -> None:
+    """Run ``fn`` in a savepoint: a failure (a bug, a row it cannot decode) undoes it alone.
+
+    The write around it (a parent's end, a claim) goes on, and the next
+    claim's sweep tries again; a database outage still fails the whole write.
+    """
+    try:
+        with db.transaction():
+            fn(*args)
+    except Exception as exc:
+        from supervisor.store import _is_unavailable
+
+        if _is_unavailable(exc):
+            raise
+        log.exception("%s failed; the next claim tries again", what)
 
 
 def _released(db: Database, parents: list[str] | None) -> list[tuple[Any, ...]]:

@@ -51,9 +51,8 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
             f" SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= ?{lock})",
             (now_ms, now_ms),
         )
-        chains.expire(db, now_ms)
         if limit <= 0:
-            chains.release(db, now_ms)
+            chains.sweep(db, now_ms)
             return []
         db.execute(
             "UPDATE jobs SET status = 'cancelled', cancel = cancel_request, completed_at = ?,"
@@ -62,9 +61,10 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
             f" AND cancel_request IS NOT NULL{lock})",
             (now_ms, now_ms),
         )
-        # Chained jobs whose parent ended without releasing them here (a
-        # busy exclusive key, a parent cancelled just above): their turn.
-        chains.release(db, now_ms)
+        # Held jobs past their expiry, and chained jobs whose parent ended
+        # without releasing them (a busy exclusive key, a parent cancelled
+        # just above, a child inserted while its parent's end committed).
+        chains.sweep(db, now_ms)
         rows = db.query(
             "UPDATE jobs SET owner = ?, attempts = attempts + 1, updated_at = ? WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
@@ -194,7 +194,7 @@ def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
             (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
         )
         if changed:
-            chains.release(db, now_ms, [job.id])
+            chains.release_after(db, now_ms, job.id)
     if changed:
         return True
     # A retry after a commit whose answer was lost finds its own cancel.
@@ -281,5 +281,5 @@ def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None =
             (*state_values(new), now_ms, new.id, old.owner, old.status.value),
         )
         if changed and new.status in TERMINAL:
-            chains.release(db, now_ms, [new.id])
+            chains.release_after(db, now_ms, new.id)
     return changed == 1

@@ -402,9 +402,9 @@ def insert_job(
         if audit is not None:
             insert_audit(db, audit)
         if job.after is not None:  # its parent may have ended already
-            from supervisor.store.chains import release
+            from supervisor.store.chains import release_after
 
-            release(db, now_ms, [job.after.job_id])
+            release_after(db, now_ms, job.after.job_id)
     return claimed
 
 
@@ -495,16 +495,20 @@ def update_job(db: Database, job: Job, now_ms: int) -> bool:
     """
     final = job.status in TERMINAL
     release = " , exclusive_key = NULL" if final else ""
-    with db.transaction():
-        changed = db.execute(
-            f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND attempts = ?"
-            f" AND status IN {_MAY_REPLACE[job.status]}",
-            (*state_values(job), now_ms, job.id, job.owner, job.attempts),
-        )
-        if changed and final:  # its end releases the jobs chained after it, in this write
-            from supervisor.store.chains import release as release_children
+    sql = (
+        f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND attempts = ?"
+        f" AND status IN {_MAY_REPLACE[job.status]}"
+    )
+    values = (*state_values(job), now_ms, job.id, job.owner, job.attempts)
+    if not final:
+        changed = db.execute(sql, values)
+    else:
+        with db.transaction():
+            changed = db.execute(sql, values)
+            if changed:  # its end releases the jobs chained after it, in this write
+                from supervisor.store.chains import release_after
 
-            release_children(db, now_ms, [job.id])
+                release_after(db, now_ms, job.id)
     return changed == 1 or _already_written(db, job)
 
 
