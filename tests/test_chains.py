@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import VIEWER_TOKEN, Server, wait_until
+from tests.conftest import VIEWER_TOKEN, Server
 from tests.helpers import WINDOW_MS, group_body, iso_days_ago
 
 
@@ -138,6 +138,8 @@ def test_the_removal_plan_flow(server: Server) -> None:
         if member["whatsappId"] == "ac-000":
             member["lastActiveAt"] = iso_days_ago(90)
     assert server.client.put("/admin/groups/g-plan", json=body).status_code == 200
+    whitelist = {"whatsappIds": ["in-002"]}
+    assert server.client.put("/admin/groups/g-plan/whitelist", json=whitelist).status_code == 200
 
     refused = server.client.post(
         f"/admin/jobs/{real_id}/approve", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}
@@ -146,17 +148,18 @@ def test_the_removal_plan_flow(server: Server) -> None:
     assert server.status(real_id)["status"] == "awaiting_approval"
     assert server.client.post(f"/admin/jobs/{real_id}/approve").status_code == 200
     done = server.wait_status(real_id, "completed")
-    assert sorted(done["result"]["removedWhatsappIds"]) == ["in-000", "in-002"]
-    assert done["result"]["skippedWhatsappIds"] == ["in-001"]
+    assert done["result"]["removedWhatsappIds"] == ["in-000"]
+    assert sorted(done["result"]["skippedWhatsappIds"]) == ["in-001", "in-002"]
 
     history = server.client.get("/admin/groups/g-plan/removals", params={"jobId": real_id}).json()
     outcomes = {row["whatsappId"]: (row["outcome"], row["reason"]) for row in history}
     assert set(outcomes) == {"in-000", "in-001", "in-002"}  # ac-000: never on the plan
     assert outcomes["in-001"][0] == "FAILURE"
     assert "active again" in outcomes["in-001"][1]
+    assert outcomes["in-002"] == ("FAILURE", "skipped: whitelisted since the plan was reviewed")
+    assert outcomes["in-000"][0] == "SUCCESS"
     members_now = server.client.get("/admin/groups/g-plan/members").json()
-    assert "ac-000" in {m["whatsappId"] for m in members_now}
-    wait_until(lambda: server.client.get("/admin/groups/g-plan").status_code == 200)
+    assert "ac-000" in {m["whatsappId"] for m in members_now}  # still a member
 
 
 @pytest.mark.postgres
