@@ -12,7 +12,6 @@ import asyncio
 import inspect
 import logging
 import time
-from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -42,7 +41,7 @@ from supervisor.table import JobTable
 from workers import registry
 from workers.db import Database, DatabaseUnavailable
 from workers.registry import ConfigRejected, JobType, Policy
-from workers.times import now_ms
+from workers.times import from_ms, now_ms
 
 log = logging.getLogger("jobsup.service")
 
@@ -207,10 +206,8 @@ class JobService:
         after = _after(options.after, chain_parent)
         approval = None
         if options.approval:
-            expires = created + timedelta(seconds=self.settings.plan_ttl_s)
-            approval = Approval(
-                expires_at=expires.replace(microsecond=expires.microsecond // 1000 * 1000)
-            )
+            ttl_ms = int(self.settings.plan_ttl_s * 1000)
+            approval = Approval(expires_at=from_ms(now_ms() + ttl_ms))
         status = JobStatus.PENDING if run_at is None else JobStatus.SCHEDULED
         if approval is not None:
             status = JobStatus.AWAITING_APPROVAL

@@ -82,6 +82,8 @@ def split(body: bytes) -> tuple[StartOptions, bytes]:
             raise Invalid("after.when: must be completed or finished", "after.when")
         if options.run_at is not None or options.delay_s is not None:
             raise Invalid("after: a job waits for its parent or its time, not both", "after")
+    if options.approval and (options.run_at is not None or options.delay_s is not None):
+        raise Invalid("approval: a job waits for its approval or its time, not both", "approval")
     if not any(name.encode() in body for name in RESERVED_FIELDS):
         return options, body
     fields = _fields.decode(body)

@@ -88,6 +88,11 @@ def test_after_is_checked(server: Server) -> None:
     )
     assert linked.status_code == 400
     assert linked.json()["error"]["field"] == "steps[1].after.jobId"
+    timed = server.client.post(
+        "/admin/jobs/start", json={"type": "quick", "approval": True, "delayS": 5}
+    )
+    assert timed.status_code == 400
+    assert timed.json()["error"]["field"] == "approval"
     assert server.client.get("/admin/jobs").json()[0]["id"] == parent  # nothing half-written
 
 

@@ -98,7 +98,7 @@ def _service(request: Request) -> JobService:
 )
 async def start(request: Request) -> Response:
     """Start a job: the body is the job type's config, its name in ``type``, and the
-    start's own fields (runAt or delayS, priority, retry, idempotencyKey).
+    start's own fields (runAt or delayS, priority, retry, idempotencyKey, after, approval).
 
     200 with ``replayed``: the idempotencyKey names a job already accepted.
     """
