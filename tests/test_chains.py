@@ -232,3 +232,9 @@ def test_a_plan_is_refused_in_its_own_fields(server: Server) -> None:
     assert bad.status_code == 400
     assert bad.json()["error"]["field"] == "batchSize"
     assert server.client.get("/admin/jobs").json() == []  # nothing half-written
+
+
+def test_a_chain_start_is_audited_once_per_step(server: Server) -> None:
+    started = _chain(server, {"type": "quick"}, {"type": "quick"})
+    entries = server.client.get("/admin/audit", params={"action": "chain.start"}).json()
+    assert sorted(e["target"] for e in entries) == sorted(started["jobIds"])

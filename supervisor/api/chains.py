@@ -10,7 +10,7 @@ from starlette.routing import Route
 from supervisor.api.access import Role, audited, limited, needs
 from supervisor.api.common import json, parse
 from supervisor.api.contract import contract
-from supervisor.api.guard import caller_of
+from supervisor.api.guard import caller_of, recorded
 from supervisor.chains import ChainIn, Chains, ChainView
 from supervisor.job import Job
 from supervisor.state import JobStatus
@@ -35,6 +35,7 @@ async def start_chain(request: Request) -> Response:
     chain = await parse(request, ChainIn)
     jobs = await _chains(request).start(chain, caller_of(request))
     started = ChainStarted(jobs[0].chain_id or "", [j.id for j in jobs], [j.status for j in jobs])
+    recorded(request, started.chain_id)  # each step's entry is in the insert's transaction
     return json(started, 202)
 
 
