@@ -238,3 +238,18 @@ def test_a_chain_start_is_audited_once_per_step(server: Server) -> None:
     started = _chain(server, {"type": "quick"}, {"type": "quick"})
     entries = server.client.get("/admin/audit", params={"action": "chain.start"}).json()
     assert sorted(e["target"] for e in entries) == sorted(started["jobIds"])
+
+
+def test_held_jobs_are_in_the_stream_s_snapshot(server: Server) -> None:
+    from tests.test_events import parse
+
+    step = server.start_job({"type": "quick", "approval": True})
+    url = "/admin/jobs/events?status=awaiting_approval"
+    with server.client.stream("GET", url) as response:
+        assert response.status_code == 200
+        first = next(e for e in parse(response.iter_lines()) if e.kind != ":")
+    assert (first.kind, first.data["id"], first.data["status"]) == (
+        "snapshot",
+        step,
+        "awaiting_approval",
+    )

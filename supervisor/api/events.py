@@ -32,7 +32,7 @@ from supervisor.api.query import query_label, query_status
 from supervisor.events import Event, EventBus, Kind, Subscription
 from supervisor.job import Job
 from supervisor.runtime import Runtime
-from supervisor.state import LIVE, TERMINAL, JobStatus
+from supervisor.state import HELD, LIVE, TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter
 from workers import registry
 
@@ -237,11 +237,12 @@ async def all_events(request: Request) -> EventStream:
 async def _live(
     runtime: Runtime, status: JobStatus | None, job_type: str | None, label: str | None
 ) -> list[Job]:
-    """The live jobs the filters accept (without results), oldest first."""
-    statuses = [status] if status is not None else sorted(LIVE)
+    """The live and held jobs the filters accept (without results), oldest first."""
+    unfinished = LIVE | HELD  # held: waiting for a job or an approval, still to come
+    statuses = [status] if status is not None else sorted(unfinished)
     jobs: dict[str, Job] = {}
     for s in statuses:
-        if s not in LIVE:
+        if s not in unfinished:
             continue
         f = JobFilter(status=s, type=job_type, label=label, limit=SNAPSHOT_LIMIT, with_result=False)
         for job in await runtime.service.list(f):
