@@ -113,6 +113,7 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     retry: RetryPolicy | None = None
     attempt_errors: list[AttemptError] | None = None  # each failed attempt, oldest first
     idempotency_key: str | None = None
+    paused_at: datetime | None = None  # when it last paused; None unless pausing or paused
 
 
 # A job without its result, as lists show it unless asked (results can be

@@ -126,6 +126,20 @@ MIGRATIONS = [
         CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
         """,
     ),
+    (
+        10,
+        # Pause and resume: when a job paused (its paused timeout counts from
+        # there, across a restart), and a pause or resume asked through
+        # another instance (claims.request_pause). Pausing and paused jobs are
+        # live: jobs_owner_live is respelled with them.
+        """
+        ALTER TABLE jobs ADD COLUMN paused_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN pause_request TEXT;
+        DROP INDEX jobs_owner_live;
+        CREATE INDEX jobs_owner_live ON jobs (owner)
+            WHERE status IN ('scheduled', 'pending', 'running', 'cancelling', 'pausing', 'paused')
+        """,
+    ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
 # priority; led by status, or SQLite's planner prefers jobs_status_created and
@@ -140,7 +154,7 @@ MIGRATIONS = [
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
     " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
-    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by"
+    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by, paused_at"
 )
 
 _json = msgspec.json.Encoder()
@@ -181,6 +195,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors,
         idempotency_key,
         requested_by,
+        paused_at,
     ) = row
     return Job(
         id=id_,
@@ -206,6 +221,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
         idempotency_key=idempotency_key,
         requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
+        paused_at=from_ms(paused_at),
     )
 
 
@@ -213,7 +229,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
     " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?,"
-    " attempt_errors = ?, updated_at = ?"
+    " attempt_errors = ?, paused_at = ?, updated_at = ?"
 )
 
 
@@ -232,6 +248,7 @@ def state_values(job: Job) -> tuple[Any, ...]:
         job.attempts,
         job.resumes,
         to_json(job.attempt_errors),
+        to_ms(job.paused_at),
     )
 
 
@@ -356,10 +373,10 @@ def _insert(
 ) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
-        " completed_at, owner, attempts, resumes, attempt_errors, id, type, config, created_at,"
-        " updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank, retry,"
-        " idempotency_key, requested_by)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " completed_at, owner, attempts, resumes, attempt_errors, paused_at, id, type, config,"
+        " created_at, updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank,"
+        " retry, idempotency_key, requested_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -388,7 +405,14 @@ def _in(statuses: frozenset[JobStatus]) -> str:
 _MAY_REPLACE = {status: _in(before) for status, before in STORED_BEFORE.items()}
 # state.LIVE, spelled as the partial index jobs_owner_live spells it: SQLite
 # uses a partial index only for a query that repeats its WHERE term as written.
-_LIVE_ORDER = (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING)
+_LIVE_ORDER = (
+    JobStatus.SCHEDULED,
+    JobStatus.PENDING,
+    JobStatus.RUNNING,
+    JobStatus.CANCELLING,
+    JobStatus.PAUSING,
+    JobStatus.PAUSED,
+)
 assert frozenset(_LIVE_ORDER) == LIVE
 LIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE_ORDER) + ")"
 
@@ -553,7 +577,8 @@ def foreign_live_jobs(db: Database, me: str, limit: int) -> list[Job]:
     return [
         row_to_job(r)
         for r in db.query(
-            f"SELECT {columns} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
+            f"SELECT {columns} FROM jobs WHERE status IN ('pending', 'running', 'cancelling',"
+            " 'pausing', 'paused')"
             " AND (owner IS NULL OR owner <> ?) ORDER BY created_at, id LIMIT ?",
             (me, limit),
         )
