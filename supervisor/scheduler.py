@@ -318,6 +318,33 @@ class Scheduler:
         await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
         return True
 
+    # -- pause and resume --------------------------------------------------------
+
+    def pause_local(self, job_id: str, freeze: bool = False) -> bool:
+        """Pause a running job this instance holds; False if it is not one of ours."""
+        run = self.runs.get(job_id)
+        if run is None or self._table.get(job_id) is None:
+            return False
+        run.request_pause(freeze)
+        return True
+
+    def resume_local(self, job_id: str) -> bool:
+        """Resume a paused job this instance holds; False if it is not one of ours."""
+        run = self.runs.get(job_id)
+        if run is None or self._table.get(job_id) is None:
+            return False
+        run.request_resume()
+        return True
+
+    async def take_pause_request(self, job_id: str, action: str) -> None:
+        """Act on a pause request made through another instance, if the job is still ours."""
+        job = self._table.get(job_id)
+        if job is not None and action in ("pause", "freeze") and job.status is JobStatus.RUNNING:
+            self.pause_local(job_id, freeze=action == "freeze")
+        elif job is not None and action == "resume" and job.status is JobStatus.PAUSED:
+            self.resume_local(job_id)
+        await self._store.call(claims.take_pause_request, job_id, action, write=True)
+
     async def wait_gone(self, job_id: str, deadline: float) -> None:
         """Wait, until ``deadline`` (monotonic) at most, for the job's child to be gone."""
         run = self.runs.get(job_id)
