@@ -7,8 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Server, wait_until
 from tests.helpers import group_body, removal, rows
 
@@ -48,3 +46,142 @@ def test_a_paused_job_holds_its_place_and_resumes_from_it(server: Server) -> Non
     assert response.json() == {"jobId": job_id, "status": "running"}
     wait_until(lambda: ticks(server, job_id) > held)
     assert server.status(job_id)["pausedAt"] is None
+
+
+def test_refusals_name_what_is_wrong(server: Server) -> None:
+    done = server.start_job({"type": "quick"})
+    server.wait_status(done, "completed")
+    response = post(server, done, "pause")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "not_running"
+    response = post(server, done, "resume")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "not_paused"
+    for action in ("pause", "resume"):
+        assert post(server, "no-such-job", action).status_code == 404
+    running = server.start_job(TICKER)
+    server.wait_status(running, "running")
+    response = post(server, running, "resume")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "not_paused"
+    response = post(server, running, "pause", {"mode": "sideways"})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "mode"
+    # Not declared freezable: refused, naming the mode.
+    sleepy = server.start_job({"type": "sleepy", "steps": 100, "stepMs": 50})
+    server.wait_status(sleepy, "running")
+    response = post(server, sleepy, "pause", {"mode": "freeze"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == "mode"
+    assert server.status(sleepy)["status"] == "running"
+
+
+def test_cancel_from_paused_and_from_pausing(server: Server) -> None:
+    paused = server.start_job(TICKER)
+    server.wait_status(paused, "running")
+    pause(server, paused)
+    response = post(server, paused, "cancel")
+    assert response.status_code in (200, 202), response.text
+    job = server.wait_status(paused, "cancelled")
+    assert job["cancel"]["mode"] == "cooperative"  # the hold woke on the cancel
+    # A job that never reaches a context call stays pausing; a cancel still stops it.
+    stuck = server.start_job({"type": "stubborn", "seconds": 60})
+    server.wait_status(stuck, "running")
+    response = post(server, stuck, "pause")
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pausing"
+    assert server.status(stuck)["status"] == "pausing"
+    response = post(server, stuck, "cancel")
+    assert response.status_code in (200, 202), response.text
+    job = server.wait_status(stuck, "cancelled")
+    assert job["cancel"]["mode"] == "terminated"
+
+
+def test_freeze_stops_the_process_group_and_resume_continues_it(server: Server) -> None:
+    job_id = server.start_job(TICKER)
+    job = server.wait_status(job_id, "running")
+    pid = int(job["pid"])
+    response = post(server, job_id, "pause", {"mode": "freeze"})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "paused"  # frozen: paused at once
+    wait_until(lambda: proc_state(pid) == "T")
+    held = ticks(server, job_id)
+    assert post(server, job_id, "resume").json()["status"] == "running"
+    wait_until(lambda: ticks(server, job_id) > held)
+    assert proc_state(pid) != "T"
+    # Frozen again, then cancelled: thawed first, so it stops at its next cancel point.
+    assert post(server, job_id, "pause", {"mode": "freeze"}).status_code == 200
+    wait_until(lambda: proc_state(pid) == "T")
+    assert post(server, job_id, "cancel").status_code in (200, 202)
+    job = server.wait_status(job_id, "cancelled")
+    assert job["cancel"]["mode"] == "cooperative"
+
+
+def test_a_paused_job_left_too_long_is_cancelled(make_server: Callable[..., Server]) -> None:
+    server = make_server(JOBSUP_PAUSED_TIMEOUT_S="0.5")
+    job_id = server.start_job(TICKER)
+    server.wait_status(job_id, "running")
+    assert post(server, job_id, "pause").status_code in (200, 202)
+    job = server.wait_status(job_id, "cancelled")
+    assert job["cancel"]["reason"] == "paused_timeout"
+
+
+GROUP = "g-pause"
+DELAY_S = 4.0
+
+
+def batch_times(server_url: str, job_id: str) -> list[float]:
+    found = rows(server_url, "SELECT at FROM removal_history WHERE job_id = ? ORDER BY at", job_id)
+    return [int(r["at"]) / 1000 for r in found]
+
+
+def test_a_removal_paused_mid_delay_waits_out_only_what_remained(
+    server: Server, sqlite_url: str
+) -> None:
+    response = server.client.put(f"/admin/groups/{GROUP}", json=group_body(inactive=3))
+    assert response.status_code == 200, response.text
+    job_id = server.start_job(removal(GROUP, batchSize=1, delayMs=int(DELAY_S * 1000)))
+    first = wait_until(lambda: batch_times(sqlite_url, job_id))[0]
+    # Half-way through the delay before the second batch.
+    wait_until(lambda: time.time() >= first + DELAY_S / 2, timeout=DELAY_S)
+    sent = time.time()
+    pause(server, job_id)
+    remaining = DELAY_S - (sent - first)
+    # Held past the whole delay: not a batch more meanwhile.
+    wait_until(lambda: time.time() >= sent + DELAY_S + 1, timeout=DELAY_S + 5)
+    assert len(batch_times(sqlite_url, job_id)) == 1
+    assert server.status(job_id)["status"] == "paused"
+    resumed = time.time()
+    assert post(server, job_id, "resume").json()["status"] == "running"
+    second = wait_until(lambda: batch_times(sqlite_url, job_id)[1:], timeout=DELAY_S + 10)[0]
+    # The rest of the delay, not none (the paused time did not count) and not
+    # a whole one (the sleep did not start over). Generous bounds.
+    gap = second - resumed
+    assert remaining - 1.0 <= gap, (gap, remaining)
+    assert gap <= min(remaining + 1.5, DELAY_S - 0.3), (gap, remaining)
+    assert post(server, job_id, "cancel").status_code in (200, 202)
+    server.wait_status(job_id, "cancelled")
+
+
+def test_a_paused_job_stays_paused_across_a_restart(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    job_id = server.start_job({"type": "counter", "to": 100000, "stepMs": 10})
+    wait_until(lambda: ticks(server, job_id) >= 3)
+    pause(server, job_id)
+    before = ticks(server, job_id)
+    assert server.stop() == 0
+    again = make_server()
+    job = again.status(job_id)
+    assert job["status"] == "paused"  # re-queued paused: nobody claims it
+    assert job["owner"] is None
+    assert job["pausedAt"] is not None
+    response = post(again, job_id, "resume")
+    assert response.status_code == 200, response.text
+    job = again.wait_status(job_id, "running")
+    wait_until(lambda: ticks(again, job_id) > before)
+    job = again.status(job_id)
+    assert job["resumes"] == 1  # it went on from its saved place
+    assert post(again, job_id, "cancel").status_code in (200, 202)
+    again.wait_status(job_id, "cancelled")
