@@ -7,6 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
+
 from tests.conftest import Server, wait_until
 from tests.helpers import group_body, removal, rows
 
@@ -185,3 +188,39 @@ def test_a_paused_job_stays_paused_across_a_restart(
     assert job["resumes"] == 1  # it went on from its saved place
     assert post(again, job_id, "cancel").status_code in (200, 202)
     again.wait_status(job_id, "cancelled")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("poll_only", [False, True], ids=["notify", "poll"])
+def test_pause_and_resume_reach_the_owning_instance(
+    pg_url: str, make_server: Callable[..., Server], poll_only: bool
+) -> None:
+    env = {"DATABASE_URL": pg_url, "JOBSUP_POLL_S": "0.5"}
+    a = make_server(**env)
+    b = make_server(**env)
+    job_id = a.start_job(TICKER)
+    job = a.wait_status(job_id, "running")
+    owner, other = (a, b) if job["owner"] == instance(a) else (b, a)
+    other.wait_status(job_id, "running")
+    if poll_only:  # the request waits in the store for the owner's poll
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE jobs SET pause_request = 'pause' WHERE id = %s", (job_id,))
+    else:
+        response = post(other, job_id, "pause")
+        assert response.status_code in (200, 202), response.text
+    owner.wait_status(job_id, "paused")
+    other.wait_status(job_id, "paused")
+    held = ticks(owner, job_id)
+    response = post(other, job_id, "resume")
+    assert response.status_code == 200, response.text
+    wait_until(lambda: ticks(owner, job_id) > held)
+    assert owner.status(job_id)["status"] == "running"
+    # A pause asked through the other instance can be cancelled through it too.
+    assert post(other, job_id, "pause").status_code in (200, 202)
+    owner.wait_status(job_id, "paused")
+    assert post(other, job_id, "cancel").status_code in (200, 202)
+    owner.wait_status(job_id, "cancelled")
+
+
+def instance(server: Server) -> str:
+    return str(server.client.get("/healthz").json()["instance"])
