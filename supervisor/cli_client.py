@@ -1,4 +1,4 @@
-"""The ``jobsup`` client commands: start, status, list, cancel, watch, groups.
+"""The ``jobsup`` client commands: start, status, list, cancel, pause, resume, watch, groups.
 
 They talk to a running server through ``supervisor.client.Client``:
 ``--url`` (or ``JOBSUP_URL``, default ``http://127.0.0.1:8000``) and
@@ -88,6 +88,16 @@ def register(commands: Any) -> None:
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a job")
     cancel.add_argument("job_id")
 
+    pause = commands.add_parser("pause", parents=[common], help="pause a running job")
+    pause.add_argument("job_id")
+    pause.add_argument(
+        "--freeze",
+        action="store_true",
+        help="stop its whole process group at once (job types declared freezable)",
+    )
+    resume = commands.add_parser("resume", parents=[common], help="resume a paused job")
+    resume.add_argument("job_id")
+
     watch = commands.add_parser("watch", parents=[common], help="follow a job live")
     watch.add_argument("job_id")
     _interrupt_option(watch)
@@ -100,7 +110,7 @@ def register(commands: Any) -> None:
     show = actions.add_parser("show", parents=[common], help="show a group")
     show.add_argument("group")
 
-    for parser in (start, status, listing, cancel, watch, put, show):
+    for parser in (start, status, listing, cancel, pause, resume, watch, put, show):
         parser.epilog = CLIENT_EPILOG
         parser.formatter_class = raw
         # run(args) -> exit code: how jobsup's main calls a subcommand.
@@ -257,6 +267,24 @@ def _list(client: Client, args: argparse.Namespace) -> int:
 
 def _cancel(client: Client, args: argparse.Namespace) -> int:
     answer = client.cancel(args.job_id)
+    if args.json:
+        _out(answer)
+    else:
+        print(f"{answer.job_id}  {answer.status}")
+    return 0
+
+
+def _pause(client: Client, args: argparse.Namespace) -> int:
+    answer = client.pause(args.job_id, freeze=args.freeze)
+    if args.json:
+        _out(answer)
+    else:
+        print(f"{answer.job_id}  {answer.status}")
+    return 0
+
+
+def _resume(client: Client, args: argparse.Namespace) -> int:
+    answer = client.resume(args.job_id)
     if args.json:
         _out(answer)
     else:
@@ -421,6 +449,8 @@ _COMMANDS = {
     "status": _status,
     "list": _list,
     "cancel": _cancel,
+    "pause": _pause,
+    "resume": _resume,
     "watch": _watch,
     "groups put": _groups_put,
     "groups show": _groups_show,

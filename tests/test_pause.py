@@ -224,3 +224,23 @@ def test_pause_and_resume_reach_the_owning_instance(
 
 def instance(server: Server) -> str:
     return str(server.client.get("/healthz").json()["instance"])
+
+
+def test_the_client_and_the_command_pause_and_resume(server: Server) -> None:
+    from tests.test_client import client_for, jobsup
+
+    job_id = server.start_job(TICKER)
+    server.wait_status(job_id, "running")
+    with client_for(server) as client:
+        assert client.pause(job_id).status in ("pausing", "paused")
+        server.wait_status(job_id, "paused")
+        assert client.resume(job_id).status == "running"
+    frozen = jobsup(server, "pause", job_id, "--freeze")
+    assert frozen.returncode == 0, frozen.stderr
+    assert frozen.stdout.split() == [job_id, "paused"]
+    resumed = jobsup(server, "resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.split() == [job_id, "running"]
+    again = jobsup(server, "resume", job_id)
+    assert again.returncode != 0
+    assert "not_paused" in again.stderr or "paused" in again.stderr
