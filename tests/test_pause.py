@@ -10,8 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from supervisor import recovery
+from supervisor.job import now
+from supervisor.state import JobStatus
 from tests.conftest import Server, wait_until
-from tests.helpers import group_body, removal, rows
+from tests.helpers import group_body, pending_job, removal, rows
+from workers import registry
 
 TICKER = {"type": "ticker", "stepMs": 20}
 
@@ -175,6 +179,8 @@ def test_a_paused_job_stays_paused_across_a_restart(
     pause(server, job_id)
     before = ticks(server, job_id)
     assert server.stop() == 0
+    assert "Traceback" not in server.log()
+    assert "back in the queue" in server.log()  # re-queued by the shutdown itself
     again = make_server()
     job = again.status(job_id)
     assert job["status"] == "paused"  # re-queued paused: nobody claims it
@@ -244,3 +250,16 @@ def test_the_client_and_the_command_pause_and_resume(server: Server) -> None:
     again = jobsup(server, "resume", job_id)
     assert again.returncode != 0
     assert "not_paused" in again.stderr or "paused" in again.stderr
+
+
+def test_a_dead_instance_paused_job_waits_paused_if_it_can_resume() -> None:
+    registry.load(("tests.jobs",))
+    resumable = pending_job("counter")
+    resumable.status, resumable.owner, resumable.paused_at = JobStatus.PAUSED, "gone", now()
+    rescued = recovery.rescued(resumable)
+    assert rescued.status is JobStatus.PAUSED
+    assert rescued.owner is None
+    assert rescued.paused_at == resumable.paused_at
+    other = pending_job("ticker")  # neither resumable nor idempotent
+    other.status, other.owner = JobStatus.PAUSING, "gone"
+    assert recovery.rescued(other).status is JobStatus.FAILED

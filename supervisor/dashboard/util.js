@@ -2,7 +2,7 @@
 // never as HTML), times and durations, a job's badge and progress bar.
 
 // Statuses a job can still leave ("scheduled": waiting for its time).
-export const LIVE = ["scheduled", "pending", "running", "cancelling"];
+export const LIVE = ["scheduled", "pending", "running", "cancelling", "pausing", "paused"];
 
 export function el(tag, attrs, ...children) {
   const node = document.createElement(tag);

@@ -157,12 +157,13 @@ def requeue_job(
     """
     status = "paused" if paused else "pending"
     changed = db.execute(
-        f"UPDATE jobs SET status = '{status}', paused_at = ?, progress = ?, result = ?, pid = NULL,"
-        " started_at = NULL, owner = NULL, saved_state = COALESCE(?, saved_state),"
+        f"UPDATE jobs SET status = '{status}', paused_at = ?, progress = ?, result = ?,"
+        " pid = NULL, started_at = NULL, owner = NULL, saved_state = COALESCE(?, saved_state),"
         " saved_at = COALESCE(?, saved_at), updated_at = ?"
         " WHERE id = ? AND owner = ? AND attempts = ?"
         " AND status IN ('pending', 'running', 'pausing', 'paused')",
         (
+            (to_ms(job.paused_at) or now_ms) if paused else None,
             to_json(job.progress),
             to_json(job.result),
             None if saved is None else saved.decode(),
@@ -173,7 +174,7 @@ def requeue_job(
             job.attempts,
         ),
     )
-    if changed:
+    if changed and not paused:
         notify_pending(db)
     return changed == 1
 
