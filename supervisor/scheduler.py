@@ -40,6 +40,7 @@ from workers.times import now_ms, to_ms
 log = logging.getLogger("jobsup.scheduler")
 
 SPARE_REFILL_DELAY_S = 0.1
+PAUSE_STATES = frozenset({JobStatus.PAUSING, JobStatus.PAUSED})
 # The scheduled-job timer sleeps at most this long; the poll runs meanwhile anyway.
 MAX_TIMER_S = 3600.0
 
@@ -172,6 +173,11 @@ class Scheduler:
     def running(self) -> int:
         """Jobs whose end is not yet known (a child still exiting is not counted)."""
         return sum(1 for run in self.runs.values() if not run.settled)
+
+    def paused(self) -> int:
+        """Jobs held here that are pausing or paused (each still holds its slot)."""
+        held = (self._table.get(job_id) for job_id in self.runs)
+        return sum(1 for j in held if j is not None and j.status in PAUSE_STATES)
 
     def _free(self) -> int:
         taken = self.running() + self._reserved + self._claiming_slots

@@ -263,3 +263,14 @@ def test_a_dead_instance_paused_job_waits_paused_if_it_can_resume() -> None:
     other = pending_job("ticker")  # neither resumable nor idempotent
     other.status, other.owner = JobStatus.PAUSING, "gone"
     assert recovery.rescued(other).status is JobStatus.FAILED
+
+
+def test_the_paused_gauge_counts_paused_jobs(server: Server) -> None:
+    job_id = server.start_job(TICKER)
+    server.wait_status(job_id, "running")
+    pause(server, job_id)
+    metrics = server.client.get("/metrics").text
+    assert "jobsup_jobs_paused 1.0" in metrics
+    assert "jobsup_jobs_running 1.0" in metrics  # it keeps its slot
+    post(server, job_id, "resume")
+    assert "jobsup_jobs_paused 0.0" in server.client.get("/metrics").text
