@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,8 @@ from supervisor.job import now
 from supervisor.state import JobStatus
 from tests.conftest import Server, wait_until
 from tests.helpers import group_body, pending_job, removal, rows
-from workers import registry
+from workers import protocol, registry
+from workers.context import CancelPipe, Channel, JobCancelled, JobContext
 
 TICKER = {"type": "ticker", "stepMs": 20}
 
@@ -274,3 +278,79 @@ def test_the_paused_gauge_counts_paused_jobs(server: Server) -> None:
     assert "jobsup_jobs_running 1.0" in metrics  # it keeps its slot
     post(server, job_id, "resume")
     assert "jobsup_jobs_paused 0.0" in server.client.get("/metrics").text
+
+
+@pytest.fixture
+def paused_ctx() -> Iterator[tuple[JobContext, Any, int]]:
+    """A context on a real cancel pipe: ctx, the progress pipe's reader, the cancel writer."""
+    receive, send = multiprocessing.Pipe(duplex=False)
+    read_end, write_end = os.pipe()
+    flag = CancelPipe(read_end)
+    yield JobContext("job-1", "sqlite:///unused.db", Channel(send, flag), flag), receive, write_end
+    flag.close()
+    for fd in (read_end, write_end):
+        os.close(fd)
+    receive.close()
+    send.close()
+
+
+def test_a_sleep_held_by_a_pause_goes_on_for_what_remained(paused_ctx: tuple) -> None:
+    ctx, inbox, cancel_w = paused_ctx
+    resumed_at: list[float] = []
+
+    def resume_once_paused() -> None:
+        message = protocol.decoder.decode(inbox.recv_bytes())  # blocks until it holds
+        assert isinstance(message, protocol.Paused)
+        resumed_at.append(time.monotonic())
+        os.write(cancel_w, protocol.RESUME)
+
+    os.write(cancel_w, protocol.PAUSE)  # asked before the sleep: it holds at once
+    helper = threading.Thread(target=resume_once_paused)
+    helper.start()
+    ctx.sleep(0.2)
+    ended = time.monotonic()
+    helper.join()
+    # Held until the resume, then the whole 0.2 s (none of it ran before the hold).
+    assert ended - resumed_at[0] >= 0.2
+
+
+def test_a_cancel_ends_a_hold(paused_ctx: tuple) -> None:
+    ctx, inbox, cancel_w = paused_ctx
+    os.write(cancel_w, protocol.PAUSE)
+    ctx._cancel.read()  # as the child's watch thread does while the job computes
+    helper = threading.Thread(
+        target=lambda: (inbox.recv_bytes(), os.write(cancel_w, protocol.CANCEL))
+    )
+    helper.start()
+    with pytest.raises(JobCancelled):
+        ctx.checkpoint()
+    helper.join()
+    assert ctx.cancelled
+
+
+def test_a_pause_asked_again_before_the_hold_saw_the_resume_is_reported_again(
+    paused_ctx: tuple,
+) -> None:
+    ctx, inbox, cancel_w = paused_ctx
+    os.write(cancel_w, protocol.PAUSE)
+    ctx._cancel.read()  # as the child's watch thread does while the job computes
+    reports: list[type] = []
+
+    def next_paused() -> None:
+        while True:
+            message = protocol.decoder.decode(inbox.recv_bytes())
+            reports.append(type(message))
+            if isinstance(message, protocol.Paused):
+                return
+
+    def drive() -> None:
+        next_paused()
+        os.write(cancel_w, protocol.RESUME + protocol.PAUSE)  # resume and pause in one read
+        next_paused()  # the second pause is reported too
+        os.write(cancel_w, protocol.RESUME)
+
+    helper = threading.Thread(target=drive, daemon=True)
+    helper.start()
+    ctx.progress(processed=1)  # a pause point too
+    helper.join(30)
+    assert reports == [protocol.Progress, protocol.Paused, protocol.Paused]

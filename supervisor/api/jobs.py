@@ -218,7 +218,11 @@ async def pause(request: Request) -> Response:
     if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
         mode = decode(await read_json(request, MAX_PAUSE_BYTES), PauseRequest)
     job = await _service(request).pause(request.path_params["jobId"], mode.mode == "freeze")
-    return json(PauseAnswer(job.id, job.status), 200 if job.status is JobStatus.PAUSED else 202)
+    if job.status is JobStatus.PAUSED:
+        return json(PauseAnswer(job.id, job.status))
+    # Still running: its instance has the request and has not acted on it yet.
+    status = JobStatus.PAUSING if job.status is JobStatus.RUNNING else job.status
+    return json(PauseAnswer(job.id, status), 202)
 
 
 @needs(Role.OPERATOR)

@@ -158,7 +158,8 @@ def requeue_job(
     status = "paused" if paused else "pending"
     changed = db.execute(
         f"UPDATE jobs SET status = '{status}', paused_at = ?, progress = ?, result = ?,"
-        " pid = NULL, started_at = NULL, owner = NULL, saved_state = COALESCE(?, saved_state),"
+        " pid = NULL, started_at = NULL, owner = NULL, pause_request = NULL,"
+        " saved_state = COALESCE(?, saved_state),"
         " saved_at = COALESCE(?, saved_at), updated_at = ?"
         " WHERE id = ? AND owner = ? AND attempts = ?"
         " AND status IN ('pending', 'running', 'pausing', 'paused')",
@@ -334,6 +335,7 @@ def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None =
     ``rank``: the claim order of a job rescued as ``scheduled`` (a retry).
     """
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
+    release += ", pause_request = NULL"  # asked of the dead run; not of the next one
     if rank is not None:
         release += f", run_at = {int(to_ms(new.run_at) or 0)}, queue_rank = {int(rank)}"
     changed = db.execute(
