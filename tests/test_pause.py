@@ -354,3 +354,17 @@ def test_a_pause_asked_again_before_the_hold_saw_the_resume_is_reported_again(
     ctx.progress(processed=1)  # a pause point too
     helper.join(30)
     assert reports == [protocol.Progress, protocol.Paused, protocol.Paused]
+
+
+def test_a_job_paused_across_a_restart_times_out_unclaimed(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    job_id = server.start_job({"type": "counter", "to": 100000, "stepMs": 10})
+    wait_until(lambda: ticks(server, job_id) >= 1)
+    pause(server, job_id)
+    assert server.stop() == 0
+    again = make_server(JOBSUP_PAUSED_TIMEOUT_S="0.5", JOBSUP_CLEANUP_INTERVAL_S="0.5")
+    job = again.wait_status(job_id, "cancelled")
+    assert job["cancel"]["reason"] == "paused_timeout"
+    assert job["pausedAt"] is None
