@@ -66,3 +66,18 @@ def flood(ctx: JobContext, config: FloodConfig) -> dict[str, int]:
             ctx.progress(processed=sent, message="flood")
             sent += 1
     return {"sent": sent}
+
+
+class TickConfig(JobConfig, tag="bench_tick"):
+    """Ticks every ``tick_ms`` in ctx.sleep, stamping each tick's wall time in its progress."""
+
+    tick_ms: int = 2
+
+
+@job_type(TickConfig)
+def tick(ctx: JobContext, config: TickConfig) -> None:
+    n = 0
+    while True:
+        ctx.sleep(config.tick_ms / 1000)
+        n += 1
+        ctx.progress(processed=n, message=repr(time.time()))

@@ -1,4 +1,5 @@
-"""The ``jobsup`` client commands: start, status, list, cancel, approve, reject, watch, groups.
+"""The ``jobsup`` client commands: start, status, list, cancel, pause, resume, approve, reject,
+watch, groups.
 
 They talk to a running server through ``supervisor.client.Client``:
 ``--url`` (or ``JOBSUP_URL``, default ``http://127.0.0.1:8000``) and
@@ -93,6 +94,16 @@ def register(commands: Any) -> None:
     reject = commands.add_parser("reject", parents=[common], help="reject a job awaiting approval")
     reject.add_argument("job_id")
 
+    pause = commands.add_parser("pause", parents=[common], help="pause a running job")
+    pause.add_argument("job_id")
+    pause.add_argument(
+        "--freeze",
+        action="store_true",
+        help="stop its whole process group at once (job types declared freezable)",
+    )
+    resume = commands.add_parser("resume", parents=[common], help="resume a paused job")
+    resume.add_argument("job_id")
+
     watch = commands.add_parser("watch", parents=[common], help="follow a job live")
     watch.add_argument("job_id")
     _interrupt_option(watch)
@@ -105,7 +116,19 @@ def register(commands: Any) -> None:
     show = actions.add_parser("show", parents=[common], help="show a group")
     show.add_argument("group")
 
-    for parser in (start, status, listing, cancel, approve, reject, watch, put, show):
+    for parser in (
+        start,
+        status,
+        listing,
+        cancel,
+        pause,
+        resume,
+        approve,
+        reject,
+        watch,
+        put,
+        show,
+    ):
         parser.epilog = CLIENT_EPILOG
         parser.formatter_class = raw
         # run(args) -> exit code: how jobsup's main calls a subcommand.
@@ -285,6 +308,24 @@ def _answered(job: Job, args: argparse.Namespace) -> int:
     return 0
 
 
+def _pause(client: Client, args: argparse.Namespace) -> int:
+    answer = client.pause(args.job_id, freeze=args.freeze)
+    if args.json:
+        _out(answer)
+    else:
+        print(f"{answer.job_id}  {answer.status}")
+    return 0
+
+
+def _resume(client: Client, args: argparse.Namespace) -> int:
+    answer = client.resume(args.job_id)
+    if args.json:
+        _out(answer)
+    else:
+        print(f"{answer.job_id}  {answer.status}")
+    return 0
+
+
 def _groups_put(client: Client, args: argparse.Namespace) -> int:
     try:
         raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
@@ -444,6 +485,8 @@ _COMMANDS = {
     "status": _status,
     "list": _list,
     "cancel": _cancel,
+    "pause": _pause,
+    "resume": _resume,
     "watch": _watch,
     "groups put": _groups_put,
     "groups show": _groups_show,

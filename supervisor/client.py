@@ -37,6 +37,7 @@ __all__ = [
     "ClientError",
     "Event",
     "PartialData",
+    "PauseAnswer",
     "ProgressData",
     "StartAnswer",
 ]
@@ -45,7 +46,19 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 T = TypeVar("T")
 
 # Event kinds whose data is a job object.
-_JOB_KINDS = frozenset({"snapshot", "created", "started", "cancelling", "requeued", "finished"})
+_JOB_KINDS = frozenset(
+    {
+        "snapshot",
+        "created",
+        "started",
+        "cancelling",
+        "pausing",
+        "paused",
+        "resumed",
+        "requeued",
+        "finished",
+    }
+)
 TERMINAL = frozenset({"completed", "cancelled", "failed"})
 
 
@@ -76,6 +89,11 @@ class StartAnswer(msgspec.Struct, rename="camel"):
 class CancelAnswer(msgspec.Struct, rename="camel"):
     job_id: str
     status: str
+
+
+class PauseAnswer(msgspec.Struct, rename="camel"):
+    job_id: str
+    status: str  # pausing, paused; running (or pending, paused across a restart) on resume
 
 
 class Event(msgspec.Struct):
@@ -261,6 +279,14 @@ class Client:
         """Reject a job awaiting approval: it ends cancelled, and the jobs after it."""
         return self._call("POST", f"/admin/jobs/{job_id}/reject", Job)
 
+    def pause(self, job_id: str, freeze: bool = False) -> PauseAnswer:
+        """Pause a running job (``freeze``: its whole process group, at once)."""
+        body = {"mode": "freeze"} if freeze else None
+        return self._call("POST", f"/admin/jobs/{job_id}/pause", PauseAnswer, json=body)
+
+    def resume(self, job_id: str) -> PauseAnswer:
+        return self._call("POST", f"/admin/jobs/{job_id}/resume", PauseAnswer)
+
     def put_group(self, group_wa_id: str, body: Any) -> dict[str, Any]:
         return self._call("PUT", f"/admin/groups/{group_wa_id}", dict[str, Any], json=body)
 
@@ -395,6 +421,13 @@ class AsyncClient:
 
     async def cancel(self, job_id: str) -> CancelAnswer:
         return await self._call("POST", f"/admin/jobs/{job_id}/cancel", CancelAnswer)
+
+    async def pause(self, job_id: str, freeze: bool = False) -> PauseAnswer:
+        body = {"mode": "freeze"} if freeze else None
+        return await self._call("POST", f"/admin/jobs/{job_id}/pause", PauseAnswer, json=body)
+
+    async def resume(self, job_id: str) -> PauseAnswer:
+        return await self._call("POST", f"/admin/jobs/{job_id}/resume", PauseAnswer)
 
     async def put_group(self, group_wa_id: str, body: Any) -> dict[str, Any]:
         return await self._call("PUT", f"/admin/groups/{group_wa_id}", dict[str, Any], json=body)

@@ -1,10 +1,11 @@
-"""This instance among others on one database: heartbeats, rescue, cancel requests.
+"""This instance among others on one database: heartbeats, rescue, cancel and pause requests.
 
 With SQLite there is one instance, and these loops cost a query a second.
 With PostgreSQL, any number of instances share the job table: each claims
 pending jobs for itself (``Scheduler``), heartbeats here, rescues the jobs
-of instances that stopped heartbeating, and hears cancel requests made on
-other instances through LISTEN/NOTIFY, with polling as the fallback.
+of instances that stopped heartbeating, and hears cancel, pause and resume
+requests made on other instances through LISTEN/NOTIFY, with polling as the
+fallback.
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ class Cluster:
         for job_id, reason, by in await self.store.call(claims.cancel_requests, self.me):
             await self.scheduler.cancel_local(job_id, reason, by)
 
+    async def poll_pause_requests(self) -> None:
+        for job_id, action in await self.store.call(claims.pause_requests, self.me):
+            await self.scheduler.take_pause_request(job_id, action)
+
     async def listen(self) -> None:
         """LISTEN for cancel requests and new jobs (PostgreSQL only); reconnects."""
         import psycopg
@@ -143,12 +148,17 @@ class Cluster:
                 ) as conn:
                     await conn.execute("LISTEN jobsup_cancel")
                     await conn.execute("LISTEN jobsup_pending")
+                    await conn.execute("LISTEN jobsup_pause")
                     self.listening.set()
                     delay = 0.5
                     async for note in conn.notifies():
                         if note.channel == "jobsup_cancel":
                             job_id, reason, by = claims.parse_cancel_note(note.payload)
                             await self.scheduler.cancel_local(job_id, reason, by)
+                        elif note.channel == "jobsup_pause":
+                            job_id, _, action = note.payload.partition(" ")
+                            if self.scheduler.runs.get(job_id) is not None:
+                                await self.scheduler.take_pause_request(job_id, action)
                         else:
                             self.scheduler.wake()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

@@ -49,6 +49,14 @@ class NotCancellable(JobsupError):
     """The job has already ended."""
 
 
+class NotRunning(JobsupError):
+    """Only a running job can be paused."""
+
+
+class NotPaused(JobsupError):
+    """Only a paused job can be resumed."""
+
+
 class QueueFull(JobsupError):
     """Too many jobs are waiting; retry later."""
 

@@ -2,7 +2,7 @@
 
 ``JobTable`` publishes at the single places it applies a change: a job
 created (inserted), started, its progress, its partial result, cancelling,
-finished (once its final state is stored). The SSE routes, the dashboard,
+pausing, paused, resumed, finished (once its final state is stored). The SSE routes, the dashboard,
 metrics and the audit log subscribe; nobody re-derives events by polling the
 store, except ``supervisor.follow`` for jobs another instance owns.
 
@@ -84,6 +84,9 @@ class Kind(StrEnum):
     PROGRESS = "progress"
     PARTIAL = "partial"
     CANCELLING = "cancelling"
+    PAUSING = "pausing"  # asked to pause; holds at its next context call
+    PAUSED = "paused"  # held (or frozen)
+    RESUMED = "resumed"  # running again after a pause
     # A resumable job back in the queue (a shutdown, a platform's SIGTERM), or
     # a failed attempt waiting (scheduled) for its retry.
     REQUEUED = "requeued"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from supervisor.events import Kind
 from supervisor.job import Job, Progress
-from supervisor.state import TERMINAL, JobStatus
+from supervisor.state import ACTIVE, TERMINAL, JobStatus
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 
@@ -29,6 +29,9 @@ log = logging.getLogger("jobsup.follow")
 
 # At most this many foreign jobs are read per poll.
 FOLLOW_LIMIT = 1000
+
+
+_PAUSE_EVENTS = {JobStatus.PAUSING: Kind.PAUSING, JobStatus.PAUSED: Kind.PAUSED}
 
 
 class Follower:
@@ -122,11 +125,15 @@ class Follower:
             before = prev.status
         if before is None and job.status is JobStatus.PENDING:
             publish(Kind.CREATED, job)
-        running = job.status in (JobStatus.RUNNING, JobStatus.CANCELLING)
+        running = job.status in (*ACTIVE, JobStatus.CANCELLING)
         if running and before in (None, JobStatus.PENDING):
             publish(Kind.STARTED, job)
         if job.status is JobStatus.CANCELLING and before is not JobStatus.CANCELLING:
             publish(Kind.CANCELLING, job)
+        if job.status in _PAUSE_EVENTS and before is not job.status:
+            publish(_PAUSE_EVENTS[job.status], job)
+        if job.status is JobStatus.RUNNING and before in _PAUSE_EVENTS:
+            publish(Kind.RESUMED, job)
         if job.status not in TERMINAL:
             old_progress = prev.progress if prev is not None else Progress()
             if job.progress != old_progress:

@@ -142,6 +142,7 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     chain_id: str | None = None  # the chain it is a step of (POST /admin/chains)
     chain_index: int | None = None  # its place in the chain, from 0
     approval: Approval | None = None  # an approval step (status awaiting_approval)
+    paused_at: datetime | None = None  # when it last paused; None unless pausing or paused
 
 
 # A job without its result, as lists show it unless asked (results can be

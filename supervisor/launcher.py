@@ -1,8 +1,8 @@
 """Child processes: the forkserver that makes them, and one wrapper per job.
 
 ``JobProcess`` owns a job's process, its cancel pipe and its progress pipe,
-and offers start, cancel, terminate, kill and reap. Nothing else in the code
-base sends signals to jobs.
+and offers start, cancel, pause, resume, freeze, thaw, terminate, kill and
+reap. Nothing else in the code base sends signals to jobs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
-from workers import registry
+from workers import protocol, registry
 from workers.entry import ChildSpec, child_main, spec_encoder
 
 # A frame larger than this is a protocol error (a job sending huge results
@@ -177,11 +177,31 @@ class JobProcess:
 
     def cancel(self) -> None:
         """Ask the job to stop at its next cancel point. Never blocks."""
+        self._ask(protocol.CANCEL)
+
+    def pause(self) -> None:
+        """Ask the job to hold at its next context call (it reports ``Paused``)."""
+        self._ask(protocol.PAUSE)
+
+    def resume(self) -> None:
+        """Let a job held at a context call go on."""
+        self._ask(protocol.RESUME)
+
+    def _ask(self, request: bytes) -> None:
         if self._cancel_w is None:
             return
-        # Full pipe: already asked. Broken pipe: the child is gone.
+        # Full pipe: 64 KiB of requests unread, the job is not reading them.
+        # Broken pipe: the child is gone.
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
-            os.write(self._cancel_w.fileno(), b"c")
+            os.write(self._cancel_w.fileno(), request)
+
+    def freeze(self) -> None:
+        """Stop the job's whole process group where it is (SIGSTOP)."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen process group go on (SIGCONT)."""
+        self._signal(signal.SIGCONT)
 
     def terminate(self) -> None:
         self._signal(signal.SIGTERM)

@@ -14,7 +14,7 @@ What is counted, and where from:
   how long each took, and those that failed, by cause;
 - HTTP requests, from the request middleware (``supervisor.api.observe``):
   by method, route template and status, and their duration by route;
-- running and pending jobs: gauges read when scraped (``scrape``), the
+- running, paused and pending jobs: gauges read when scraped (``scrape``), the
   pending count with one read on a database thread, never on the loop.
 
 prometheus-client's metrics are thread-safe, so the store's threads observe
@@ -91,6 +91,11 @@ class Metrics:
         self.running = Gauge(f"{_PREFIX}_jobs_running", "Jobs running in this instance", registry=r)
         self.pending = Gauge(
             f"{_PREFIX}_jobs_pending", "Jobs waiting for a slot, across instances", registry=r
+        )
+        self.paused = Gauge(
+            f"{_PREFIX}_jobs_paused",
+            "Jobs pausing or paused in this instance (counted in jobs_running: they hold a slot)",
+            registry=r,
         )
         self.duration = Histogram(
             f"{_PREFIX}_job_duration_seconds",
@@ -211,6 +216,7 @@ class Metrics:
         runtime = self._runtime
         if runtime is not None:
             self.running.set(runtime.scheduler.running())
+            self.paused.set(runtime.scheduler.paused())
             self.pending.set(await runtime.store.call(_count_pending))
         return generate_latest(self.registry)
 

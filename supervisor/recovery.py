@@ -3,7 +3,8 @@
 Its pending jobs go back to the queue for any instance. Jobs that were
 running lost their child with the process that supervised it: an idempotent
 or resumable type is re-queued (a resumable one keeps its saved place, which
-its next run resumes from), any other fails with reason ``interrupted`` (or,
+its next run resumes from; a paused resumable one waits ``paused``, unclaimed,
+until it is resumed), any other fails with reason ``interrupted`` (or,
 if its retry policy retries that, waits ``scheduled`` for its next attempt); a job that
 was being cancelled ends ``cancelled``. What they had done (partial result,
 the job type's own records) is kept.
@@ -50,6 +51,10 @@ def decide(job: Job, previous_owner: str | None) -> Decision:
         again = job_type.idempotent or job_type.resumable
     except KeyError:
         again = False
+    if again and job.status in (JobStatus.PAUSING, JobStatus.PAUSED) and job_type.resumable:
+        # Paused, it comes back paused: unclaimed until someone resumes it.
+        paused = {"pid": None, "started_at": None, "owner": None}
+        return Decision(JobStatus.PAUSED, {**paused, "paused_at": job.paused_at or now()})
     if again:
         return Decision(JobStatus.PENDING, {"pid": None, "started_at": None, "owner": None})
     error = job_error(

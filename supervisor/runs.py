@@ -24,6 +24,7 @@ from supervisor.launcher import JobProcess, ProtocolError
 from supervisor.logs import about_job
 from supervisor.settings import Settings
 from supervisor.state import (
+    ACTIVE,
     CancelMode,
     Escalation,
     JobStatus,
@@ -131,6 +132,8 @@ class Run:
         self.fenced = False  # another instance holds the job: kill, write nothing
         self.signalled = False  # ended by a SIGTERM the supervisor did not send
         self.requeue = False  # stopped by a shutdown: back to the queue, not cancelled
+        self.frozen = False  # its process group is stopped (SIGSTOP): a paused job, frozen
+        self._paused_timer: asyncio.TimerHandle | None = None  # JOBSUP_PAUSED_TIMEOUT_S
         # Resolved when the scheduler drops the run: the child is gone (or never came).
         self.gone: asyncio.Future[None] = self._loop.create_future()
 
@@ -213,6 +216,11 @@ class Run:
                     self._started_unsaved = True
                 else:  # cancelling already: keep the state, stamp the start
                     self._table.update(job, pid=pid, started_at=started)
+            case protocol.Paused():
+                if job.status is JobStatus.PAUSING:  # not cancelled or ended meanwhile
+                    log.info("job %s paused", self.job_id, extra=about_job(self.job_id))
+                    self._table.move(job, JobStatus.PAUSED)
+                    self._arm_paused_timeout()
             case protocol.Log(level, text):
                 log.log(
                     log_level(level), "job %s: %s", self.job_id, text, extra=about_job(self.job_id)
@@ -238,6 +246,74 @@ class Run:
         if self.phase is not RunPhase.STARTING:
             self._escalate_to(Escalation.ASK)
 
+    # -- pause and resume --------------------------------------------------------
+
+    def request_pause(self, freeze: bool = False) -> None:
+        """Pause a running job: ask it to hold at its next context call, or freeze it.
+
+        Asked, it is ``pausing`` until its child reports ``Paused``; frozen
+        (SIGSTOP to its process group), it is ``paused`` at once. Either way
+        it keeps its slot, and the paused timeout runs from when it is paused.
+        """
+        job = self._table.get(self.job_id)
+        if job is None or self.settled or self.escalation is not None:
+            return
+        if job.status is not JobStatus.RUNNING:
+            return
+        if freeze:
+            log.info("job %s frozen", self.job_id, extra=about_job(self.job_id))
+            self.process.freeze()
+            self.frozen = True
+            self._table.move(job, JobStatus.PAUSED, paused_at=now())
+            self._arm_paused_timeout()
+        else:
+            log.info("job %s: pause requested", self.job_id, extra=about_job(self.job_id))
+            self.process.pause()
+            self._table.move(job, JobStatus.PAUSING, paused_at=now())
+
+    def request_resume(self) -> None:
+        """Let a paused job go on where it held (or thaw a frozen one)."""
+        job = self._table.get(self.job_id)
+        if job is None or self.settled or job.status is not JobStatus.PAUSED:
+            return
+        self._disarm_paused_timeout()
+        if self.frozen:
+            self.process.thaw()
+            self.frozen = False
+        else:
+            self.process.resume()
+        log.info("job %s resumed", self.job_id, extra=about_job(self.job_id))
+        self._table.move(job, JobStatus.RUNNING, paused_at=None)
+
+    def _arm_paused_timeout(self) -> None:
+        self._disarm_paused_timeout()
+        self._paused_timer = self._loop.call_later(
+            self._settings.paused_timeout_s, self._paused_too_long
+        )
+
+    def _disarm_paused_timeout(self) -> None:
+        if self._paused_timer is not None:
+            self._paused_timer.cancel()
+            self._paused_timer = None
+
+    def _paused_too_long(self) -> None:
+        self._paused_timer = None
+        job = self._table.get(self.job_id)
+        if job is not None and job.status is JobStatus.PAUSED:
+            log.warning(
+                "job %s paused longer than %.0f s: cancelled",
+                self.job_id,
+                self._settings.paused_timeout_s,
+                extra=about_job(self.job_id),
+            )
+            self.request_cancel("paused_timeout")
+
+    def _thaw(self) -> None:
+        """A frozen job must run again to stop: a cancel's byte and SIGTERM wait for SIGCONT."""
+        if self.frozen:
+            self.process.thaw()
+            self.frozen = False
+
     def request_requeue(self) -> None:
         """A shutdown stops a resumable job: asked like a cancel, escalated like one,
         but the job goes back to the queue with its saved place instead of ending."""
@@ -254,6 +330,8 @@ class Run:
         if self._timer is not None:  # a later step replaces the pending one
             self._timer.cancel()
             self._timer = None
+        self._disarm_paused_timeout()
+        self._thaw()
         self.escalation = step
         if step is Escalation.ASK:
             self.process.cancel()
@@ -371,6 +449,7 @@ class Run:
 
     def _settle(self, exitcode: int | None) -> None:
         self._move(RunPhase.SETTLED)
+        self._disarm_paused_timeout()
         job = self._table.get(self.job_id)
         # A child cancelled or killed by SIGTERM when nobody here asked: the
         # platform is stopping every process (or someone signalled it by hand).
@@ -392,7 +471,8 @@ class Run:
             log.info("job %s stopped by a shutdown; back in the queue to resume", job.id)
             if outcome.result is not None:
                 job.result = outcome.result
-            self._table.requeue(job)
+            # A paused job comes back paused: stored unclaimed until resumed.
+            self._table.requeue(job, paused=job.status in (JobStatus.PAUSING, JobStatus.PAUSED))
             self._on_settled(self)
             return
         self._finish(outcome, exitcode)
@@ -404,7 +484,7 @@ class Run:
         return (
             (self.requeue or platform)
             and outcome.status is JobStatus.CANCELLED
-            and job.status is JobStatus.RUNNING  # a cancel someone asked for stays a cancel
+            and job.status in ACTIVE  # a cancel someone asked for stays a cancel
             and resumable(job.type)
         )
 
@@ -412,7 +492,7 @@ class Run:
         job = self._table.get(self.job_id)
         if job is None:
             return
-        changes: dict[str, Any] = {"completed_at": now(), "pid": None}
+        changes: dict[str, Any] = {"completed_at": now(), "pid": None, "paused_at": None}
         if outcome.result is not None or job.result is None:
             changes["result"] = outcome.result
         changes["error"] = outcome.error
@@ -432,7 +512,7 @@ class Run:
             )
         if outcome.status is JobStatus.FAILED and outcome.error is not None:
             again = timing.next_attempt(job, outcome.error, now())
-            if again is not None and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+            if again is not None and (job.status is JobStatus.PENDING or job.status in ACTIVE):
                 log.info(
                     "job %s failed (%s) in attempt %d; retried at %s",
                     self.job_id,

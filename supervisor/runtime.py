@@ -12,18 +12,19 @@ import time
 from collections.abc import Awaitable, Callable
 
 from supervisor.cluster import Cluster
-from supervisor.events import EventBus
+from supervisor.events import EventBus, Kind
 from supervisor.follow import Follower
 from supervisor.launcher import ensure_forkserver, forkserver_context
 from supervisor.scheduler import Scheduler
 from supervisor.schedules import ScheduleService
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.store import DatabaseBusy, Store, access
+from supervisor.store import DatabaseBusy, Store, access, claims
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
 from workers.db import DatabaseUnavailable
+from workers.times import now_ms
 
 log = logging.getLogger("jobsup")
 
@@ -92,9 +93,10 @@ class Runtime:
         return runtime
 
     async def poll(self) -> None:
-        """The fallback for missed NOTIFYs: new pending jobs, remote cancel requests."""
+        """The fallback for missed NOTIFYs: new pending jobs, remote cancel and pause requests."""
         self.scheduler.wake()
         await self.cluster.poll_cancel_requests()
+        await self.cluster.poll_pause_requests()
 
     async def fire_schedules(self) -> None:
         """Fire due schedules; wake at the earliest tick known, and at least every poll period.
@@ -116,10 +118,23 @@ class Runtime:
         cutoff_ms = int((time.time() - self.settings.retention_days * 86400) * 1000)
         pruned = await self.store.call(sql.prune, cutoff_ms, write=True)
         await self.store.call(access.prune_audit, cutoff_ms, write=True)
+        await self.cancel_paused_too_long()
         if dropped or pruned:
             log.info(
                 "swept %d finished jobs from memory, pruned %d from the store", dropped, pruned
             )
+
+    async def cancel_paused_too_long(self) -> None:
+        """Cancel jobs paused unclaimed (across a restart) past JOBSUP_PAUSED_TIMEOUT_S.
+
+        A paused job held by an instance has its own timer (``Run``); these
+        have no instance, so whichever sweeps first cancels them.
+        """
+        before = int((time.time() - self.settings.paused_timeout_s) * 1000)
+        ended = await self.store.call(claims.cancel_paused_too_long, before, now_ms(), write=True)
+        for job in ended:
+            log.warning("job %s paused too long while unclaimed: cancelled", job.id)
+            self.table.events.publish(Kind.FINISHED, job)
 
     def _every(self, interval: float, fn: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:

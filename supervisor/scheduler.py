@@ -40,6 +40,7 @@ from workers.times import now_ms, to_ms
 log = logging.getLogger("jobsup.scheduler")
 
 SPARE_REFILL_DELAY_S = 0.1
+PAUSE_STATES = frozenset({JobStatus.PAUSING, JobStatus.PAUSED})
 # The scheduled-job timer sleeps at most this long; the poll runs meanwhile anyway.
 MAX_TIMER_S = 3600.0
 
@@ -172,6 +173,11 @@ class Scheduler:
     def running(self) -> int:
         """Jobs whose end is not yet known (a child still exiting is not counted)."""
         return sum(1 for run in self.runs.values() if not run.settled)
+
+    def paused(self) -> int:
+        """Jobs held here that are pausing or paused (each still holds its slot)."""
+        held = (self._table.get(job_id) for job_id in self.runs)
+        return sum(1 for j in held if j is not None and j.status in PAUSE_STATES)
 
     def _free(self) -> int:
         taken = self.running() + self._reserved + self._claiming_slots
@@ -317,6 +323,33 @@ class Scheduler:
         log.info("job %s stopped before it started", job_id, extra=about_job(job_id))
         await self._table.move(job, JobStatus.CANCELLED, cancel=info, completed_at=now())
         return True
+
+    # -- pause and resume --------------------------------------------------------
+
+    def pause_local(self, job_id: str, freeze: bool = False) -> bool:
+        """Pause a running job this instance holds; False if it is not one of ours."""
+        run = self.runs.get(job_id)
+        if run is None or self._table.get(job_id) is None:
+            return False
+        run.request_pause(freeze)
+        return True
+
+    def resume_local(self, job_id: str) -> bool:
+        """Resume a paused job this instance holds; False if it is not one of ours."""
+        run = self.runs.get(job_id)
+        if run is None or self._table.get(job_id) is None:
+            return False
+        run.request_resume()
+        return True
+
+    async def take_pause_request(self, job_id: str, action: str) -> None:
+        """Act on a pause request made through another instance, if the job is still ours."""
+        job = self._table.get(job_id)
+        if job is not None and action in ("pause", "freeze") and job.status is JobStatus.RUNNING:
+            self.pause_local(job_id, freeze=action == "freeze")
+        elif job is not None and action == "resume" and job.status is JobStatus.PAUSED:
+            self.resume_local(job_id)
+        await self._store.call(claims.take_pause_request, job_id, action, write=True)
 
     async def wait_gone(self, job_id: str, deadline: float) -> None:
         """Wait, until ``deadline`` (monotonic) at most, for the job's child to be gone."""

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -24,6 +25,8 @@ from supervisor.errors import (
     Invalid,
     NotCancellable,
     NotFound,
+    NotPaused,
+    NotRunning,
     QueueFull,
     Rejected,
     ShuttingDown,
@@ -48,7 +51,7 @@ log = logging.getLogger("jobsup.service")
 # How often a cancel made here looks for the owning instance's answer.
 REMOTE_POLL_S = 0.05
 # No instance holds these: a cancel writes their end in the store.
-UNCLAIMED = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, *HELD})
+UNCLAIMED = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.PAUSED, *HELD})
 
 
 def _after(given: timing.AfterIn | None, chain_parent: str | None) -> After | None:
@@ -106,6 +109,13 @@ def describe(job_type: JobType) -> JobTypeView:
 def _run_check(db: Database, job_type: JobType, config: Any, policy: Policy) -> None:
     assert job_type.check is not None
     job_type.check(config, db, policy)
+
+
+def _freezable(type_name: str) -> bool:
+    try:
+        return registry.get(type_name).freezable
+    except KeyError:
+        return False
 
 
 def _label(job_type: JobType, config: Any) -> str | None:
@@ -340,14 +350,74 @@ class JobService:
             job = await self.get(job_id)
         return job
 
-    async def _wait_in_store(self, job_id: str) -> Job:
-        """Wait, with a deadline, for another instance to stop the job."""
+    async def _wait_in_store(
+        self, job_id: str, until: Callable[[Job], bool] = lambda j: j.status in TERMINAL
+    ) -> Job:
+        """Wait, with a deadline, for another instance to stop the job (or bring it ``until``)."""
         deadline = time.monotonic() + self.settings.cancel_wait_s
         while True:
             job = await self.get(job_id)
-            if job.status in TERMINAL or time.monotonic() >= deadline:
+            if until(job) or time.monotonic() >= deadline:
                 return job
             await asyncio.sleep(REMOTE_POLL_S)
+
+    async def pause(self, job_id: str, freeze: bool = False) -> Job:
+        """Pause a running job wherever it runs; waits briefly for it to hold.
+
+        Cooperative: the job holds at its next context call (``pausing``
+        until it does). ``freeze``: its process group is stopped at once
+        (only for job types declared ``freezable``). Returns the job as it
+        then is: ``paused``, or still ``pausing``.
+        """
+        job = await self.get(job_id)
+        if freeze and not _freezable(job.type):
+            raise Invalid(
+                f"mode: jobs of type {job.type!r} cannot be frozen (not declared freezable);"
+                " pause them cooperatively",
+                "mode",
+            )
+        if job.status is not JobStatus.RUNNING:
+            raise NotRunning(f"job {job_id} is {job.status}: only a running job can be paused")
+        log.info(
+            "job %s: pause requested (%s)",
+            job_id,
+            "freeze" if freeze else "cooperative",
+            extra=about_job(job_id),
+        )
+        held = lambda j: j.status is not JobStatus.PAUSING  # noqa: E731
+        if self.scheduler.pause_local(job_id, freeze):
+            await self.table.wait(job_id, self.settings.cancel_wait_s, until=held)
+            return await self._answer(job_id)
+        if job.owner is None:  # running, yet nobody holds it: its instance just ended
+            raise NotRunning(f"job {job_id} is not running on any instance")
+        action = "freeze" if freeze else "pause"
+        await self.table.store.call(claims.request_pause, job_id, action, now_ms(), write=True)
+        return await self._wait_in_store(
+            job_id, lambda j: j.status not in (JobStatus.RUNNING, JobStatus.PAUSING)
+        )
+
+    async def resume(self, job_id: str) -> Job:
+        """Resume a paused job wherever it is held (or waits, paused across a restart)."""
+        job = await self.get(job_id)
+        if job.status is not JobStatus.PAUSED:
+            raise NotPaused(f"job {job_id} is {job.status}: only a paused job can be resumed")
+        log.info("job %s: resume requested", job_id, extra=about_job(job_id))
+        if self.scheduler.resume_local(job_id):
+            return await self._answer(job_id)
+        if job.owner is None:  # paused across a restart: back to the queue
+            if await self.table.store.call(claims.resume_unclaimed, job_id, now_ms(), write=True):
+                self.scheduler.wake()
+            return await self.get(job_id)
+        await self.table.store.call(claims.request_pause, job_id, "resume", now_ms(), write=True)
+        return await self._wait_in_store(job_id, lambda j: j.status is not JobStatus.PAUSED)
+
+    async def _answer(self, job_id: str) -> Job:
+        """The job as this instance holds it, its latest state written first."""
+        live = self.table.get(job_id)
+        if live is None:
+            return await self.get(job_id)
+        await self.table.persisted(job_id)
+        return live
 
     async def list(self, f: sql.JobFilter) -> list[Job]:
         return await self.table.list(f)

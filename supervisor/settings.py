@@ -47,6 +47,8 @@ class Settings:
     kill_after_s: float = 5.0
     # How long POST /cancel waits for the job to stop before answering 202.
     cancel_wait_s: float = 2.0
+    # A job paused this long is cancelled (reason paused_timeout): it holds a slot.
+    paused_timeout_s: float = 86400.0
     job_ttl_s: float = 3600.0
     cleanup_interval_s: float = 600.0
     job_modules: tuple[str, ...] = ()
@@ -151,6 +153,7 @@ class Settings:
             "job_ttl_s",
             "cleanup_interval_s",
             "progress_flush_s",
+            "paused_timeout_s",
             "heartbeat_s",
             "node_timeout_s",
             "poll_s",

@@ -17,6 +17,8 @@ class JobStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     CANCELLING = "cancelling"
+    PAUSING = "pausing"  # asked to pause; stops at its next context call
+    PAUSED = "paused"  # held at a context call (or frozen); keeps its slot
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
@@ -30,9 +32,24 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.SCHEDULED: frozenset({S.PENDING, S.CANCELLED}),
     S.PENDING: frozenset({S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED, S.SCHEDULED}),
     S.RUNNING: frozenset(
-        {S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.PENDING, S.SCHEDULED}
+        {
+            S.COMPLETED,
+            S.FAILED,
+            S.CANCELLING,
+            S.CANCELLED,
+            S.PENDING,
+            S.SCHEDULED,
+            S.PAUSING,
+            S.PAUSED,
+        }
     ),
     S.CANCELLING: frozenset({S.CANCELLED, S.COMPLETED, S.FAILED}),
+    S.PAUSING: frozenset(
+        {S.PAUSED, S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.PENDING, S.SCHEDULED}
+    ),
+    S.PAUSED: frozenset(
+        {S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.PENDING, S.SCHEDULED}
+    ),
     S.COMPLETED: frozenset(),
     S.CANCELLED: frozenset(),
     S.FAILED: frozenset(),
@@ -47,9 +64,15 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 # (reason ``dependency``), or the chain was cancelled. AWAITING_APPROVAL ->
 # PENDING is an approval, -> CANCELLED a rejection or its expiry. These moves
 # are made by the store (``supervisor.store.chains``), never by a run.
+# RUNNING -> PAUSING -> PAUSED -> RUNNING: a cooperative pause and its resume;
+# RUNNING -> PAUSED: a frozen job (SIGSTOP) is paused at once. Whatever ends a
+# running job ends a pausing or paused one too (a cancel, a crash, a job that
+# finished before it reached a context call); PENDING is a shutdown's re-queue.
 
 TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.FAILED})
-LIVE = frozenset({S.SCHEDULED, S.PENDING, S.RUNNING, S.CANCELLING})
+LIVE = frozenset({S.SCHEDULED, S.PENDING, S.RUNNING, S.CANCELLING, S.PAUSING, S.PAUSED})
+# A child runs the job (pausing and paused ones hold their slot and their child).
+ACTIVE = frozenset({S.RUNNING, S.PAUSING, S.PAUSED})
 # Held back: stored rows the claim does not pick, with no owner and no child,
 # until the store releases them (a parent's end, an approval). Neither live
 # (no instance holds them, no exclusive key) nor final.

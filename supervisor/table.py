@@ -46,7 +46,12 @@ _encoder = msgspec.json.Encoder()
 
 # The events a state change publishes at once (a final state: once stored).
 MAX_FOLLOWED = 10_000
-_STATE_EVENTS = {JobStatus.RUNNING: Kind.STARTED, JobStatus.CANCELLING: Kind.CANCELLING}
+_STATE_EVENTS = {
+    JobStatus.RUNNING: Kind.STARTED,
+    JobStatus.CANCELLING: Kind.CANCELLING,
+    JobStatus.PAUSING: Kind.PAUSING,
+    JobStatus.PAUSED: Kind.PAUSED,
+}
 
 
 class JobTable:
@@ -236,11 +241,12 @@ class JobTable:
 
     def _apply(self, job: Job, status: JobStatus, changes: dict[str, Any]) -> None:
         check_transition(job.status, status)
+        resumed = job.status is JobStatus.PAUSED and status is JobStatus.RUNNING
         job.status = status
         for name, value in changes.items():
             setattr(job, name, value)
         self._publish(job)
-        kind = _STATE_EVENTS.get(status)
+        kind = Kind.RESUMED if resumed else _STATE_EVENTS.get(status)
         if kind is not None:
             self.events.publish(kind, job)
 
@@ -301,19 +307,21 @@ class JobTable:
     def live_ids(self) -> list[str]:
         return [j.id for j in self._jobs.values() if j.status not in TERMINAL]
 
-    def requeue(self, job: Job) -> Awaitable[bool]:
+    def requeue(self, job: Job, paused: bool = False) -> Awaitable[bool]:
         """Put a running job back in the queue, with its saved place, for any instance.
 
         Its latest saved place goes in the same write; the job leaves this
-        instance's memory (whoever claims it next runs it).
+        instance's memory (whoever claims it next runs it). ``paused``: it
+        waits, unclaimed, as ``paused`` until it is resumed.
         """
         check_transition(job.status, JobStatus.PENDING)
         saved = self._saved.pop(job.id, None)
         stored = msgspec.structs.replace(job)
         self.forget(job.id)
-        back = msgspec.structs.replace(job, status=JobStatus.PENDING, owner=None, pid=None)
+        status = JobStatus.PAUSED if paused else JobStatus.PENDING
+        back = msgspec.structs.replace(job, status=status, owner=None, pid=None)
         self.events.publish(Kind.REQUEUED, back)
-        return self._write(claims.requeue_job, stored, saved, now_ms())
+        return self._write(claims.requeue_job, stored, saved, now_ms(), paused)
 
     def retry(
         self, job: Job, run_at: datetime, rank: int, error: dict[str, Any]

@@ -198,3 +198,21 @@ def flaky(ctx: JobContext, config: FlakyConfig) -> dict[str, Any]:
             ctx.sleep(60)
         os._exit(3)
     return {"runs": runs + 1}
+
+
+class TickerConfig(JobConfig, tag="ticker"):
+    """Counts forever (or to ``to``): a checkpoint, progress and a short sleep per tick."""
+
+    to: int = 0  # 0: until cancelled
+    step_ms: int = 20
+
+
+@job_type(TickerConfig, freezable=True)
+def ticker(ctx: JobContext, config: TickerConfig) -> dict[str, Any]:
+    n = 0
+    while config.to == 0 or n < config.to:
+        ctx.checkpoint()
+        n += 1
+        ctx.progress(processed=n, total=config.to or None)
+        ctx.sleep(config.step_ms / 1000)
+    return {"ticks": n}

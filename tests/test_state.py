@@ -7,6 +7,8 @@ import signal
 import pytest
 
 from supervisor.state import (
+    LIVE,
+    STORED_BEFORE,
     TERMINAL,
     TRANSITIONS,
     Escalation,
@@ -81,3 +83,28 @@ def test_held_jobs_move_only_to_pending_or_cancelled() -> None:
     # A final write may replace a held row (a cancel); nothing goes back to being held.
     assert STORED_BEFORE[S.CANCELLED] >= HELD
     assert STORED_BEFORE[S.WAITING] == {S.WAITING}  # only itself: a retried write
+
+
+def test_pause_and_resume_moves() -> None:
+    check_transition(JobStatus.RUNNING, JobStatus.PAUSING)
+    check_transition(JobStatus.PAUSING, JobStatus.PAUSED)
+    check_transition(JobStatus.PAUSED, JobStatus.RUNNING)
+    check_transition(JobStatus.RUNNING, JobStatus.PAUSED)  # frozen: paused at once
+    for paused in (JobStatus.PAUSING, JobStatus.PAUSED):
+        check_transition(paused, JobStatus.CANCELLING)  # cancel works from each
+        check_transition(paused, JobStatus.PENDING)  # a shutdown's re-queue
+        assert paused in LIVE
+    for never in (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.CANCELLING):
+        with pytest.raises(IllegalTransition):
+            check_transition(never, JobStatus.PAUSING)
+    with pytest.raises(IllegalTransition):
+        check_transition(JobStatus.PAUSING, JobStatus.RUNNING)  # resumed only once paused
+
+
+def test_the_store_may_overwrite_a_paused_job_but_never_a_final_one() -> None:
+    assert {JobStatus.RUNNING, JobStatus.PAUSING, JobStatus.PAUSED} <= STORED_BEFORE[
+        JobStatus.PAUSED
+    ]
+    assert JobStatus.PAUSED in STORED_BEFORE[JobStatus.CANCELLED]
+    assert JobStatus.PAUSED in STORED_BEFORE[JobStatus.RUNNING]  # a resume
+    assert not TERMINAL & STORED_BEFORE[JobStatus.PAUSED]

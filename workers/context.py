@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -46,16 +48,18 @@ class CancelFlag(Protocol):
 
 
 class CancelPipe:
-    """The cancel flag of a job's child, woken straight from the cancel pipe.
+    """The cancel flag of a job's child, and its pause switch, fed by the cancel pipe.
 
-    The supervisor writes a byte to the pipe to cancel, and closes it when it
-    dies; either makes the pipe readable (this class never reads it).
-    ``wait`` polls the pipe itself, so a job sleeping between steps wakes as
-    soon as the byte lands, without a hop through another thread. The
-    child's watch thread reads the pipe (it must notice the supervisor's
-    death while the job is busy): when it takes the byte first, ``set``
-    makes a private wake pipe readable, so a sleeper that checked the flag
-    just before can still not miss it.
+    The supervisor writes one byte per request on the pipe (``protocol.CANCEL``,
+    ``PAUSE``, ``RESUME``; any other byte cancels) and closes it when it dies,
+    which cancels too. ``wait`` and ``hold`` poll the pipe themselves and read
+    what lands, so a job sleeping between steps wakes as soon as the byte
+    does, without a hop through another thread. The child's watch thread
+    reads it too (it must notice the supervisor's death while the job is
+    busy): the pipe is non-blocking and each read is taken whole under a
+    lock, so every byte is acted on once and in order, by whoever reads it.
+    When the watch thread takes a byte, a private pipe wakes the sleeper:
+    the cancel one is never drained (a cancel is for good), the pause one is.
     """
 
     def __init__(self, cancel_fd: int) -> None:
@@ -64,7 +68,16 @@ class CancelPipe:
         # deadlock the handler. Assigning a bool is atomic and lock-free.
         self._set = False
         self._cancel_fd = cancel_fd
+        os.set_blocking(cancel_fd, False)
+        self._read_lock = threading.Lock()
+        # A pause asked and not resumed yet; how many pauses were asked so far
+        # (each one is reported, even one asked again before a hold saw the resume).
+        self.pause_asked = False
+        self.pauses = 0
         self._wake_r, self._wake_w = os.pipe()
+        self._nudge_r, self._nudge_w = os.pipe()
+        os.set_blocking(self._nudge_r, False)
+        os.set_blocking(self._nudge_w, False)
 
     def set(self) -> None:
         if not self._set:
@@ -74,26 +87,75 @@ class CancelPipe:
     def is_set(self) -> bool:
         return self._set
 
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    def read(self) -> bool:
+        """Act on what the supervisor wrote; False once it is gone (EOF)."""
+        with self._read_lock:
+            try:
+                data = os.read(self._cancel_fd, 64)
+            except (BlockingIOError, InterruptedError):
+                return True  # another reader took it first
+            if not data:
+                self.set()
+                return False
+            for byte in data:
+                if byte == protocol.PAUSE[0]:
+                    self.pause_asked = True
+                    self.pauses += 1
+                elif byte == protocol.RESUME[0]:
+                    self.pause_asked = False
+                else:
+                    self.set()
+            with contextlib.suppress(BlockingIOError):  # full: a wake-up is waiting already
+                os.write(self._nudge_w, b"!")
+        return True
+
+    def _poll(self, pause_too: bool) -> select.poll:
         poll = select.poll()  # one per call: a job's threads may all sleep at once
         poll.register(self._cancel_fd, select.POLLIN)
         poll.register(self._wake_r, select.POLLIN)
+        if pause_too:
+            poll.register(self._nudge_r, select.POLLIN)
+        return poll
+
+    def _woken(self, poll: select.poll, ms: int) -> None:
+        for fd, _ in poll.poll(ms):
+            if fd == self._cancel_fd:  # a byte, or the supervisor's death
+                self.read()
+            elif fd == self._nudge_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._nudge_r, 64)
+
+    def wait(self, timeout: float | None = None, *, or_pause: bool = False) -> bool:
+        """True once cancelled; False when ``timeout`` passes, or (``or_pause``) on a pause."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        poll = self._poll(or_pause)
         while not self._set:
+            if or_pause and self.pause_asked:
+                return False
             ms = MAX_POLL_MS
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 ms = min(ms, math.ceil(remaining * 1000))
-            if poll.poll(ms):  # a byte, the supervisor's death, or a set()
-                self._set = True
+            self._woken(poll, ms)
         return True
 
+    def hold(self, on_paused: Callable[[], None]) -> bool:
+        """Block while a pause is asked, calling ``on_paused`` for each pause; True if cancelled."""
+        poll = self._poll(pause_too=True)
+        reported = -1
+        while self.pause_asked and not self._set:
+            if reported != self.pauses:
+                reported = self.pauses
+                on_paused()
+            self._woken(poll, MAX_POLL_MS)
+        return self._set
+
     def close(self) -> None:
-        """Close the wake pipe (a child never needs to: it ends with its process)."""
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        """Close the wake pipes (a child never needs to: it ends with its process)."""
+        for fd in (self._wake_r, self._wake_w, self._nudge_r, self._nudge_w):
+            os.close(fd)
 
 
 class Channel:
@@ -167,12 +229,47 @@ class JobContext:
             self.flush()
         if self._cancel.is_set():
             raise JobCancelled
+        self._pause_point()
 
     def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``, waking at once (with ``JobCancelled``) on cancel."""
+        """Wait ``seconds``, waking at once (with ``JobCancelled``) on cancel.
+
+        A pause asked meanwhile holds the sleep; the time held does not
+        count, so the sleep ends the rest of ``seconds`` after the resume.
+        """
         self.flush()
-        if self._cancel.wait(max(0.0, seconds)):
+        remaining = max(0.0, seconds)
+        pausable = isinstance(self._cancel, CancelPipe)
+        while True:
+            self._pause_point()
+            began = time.monotonic()
+            woken = (
+                self._cancel.wait(remaining, or_pause=True)
+                if pausable
+                else (self._cancel.wait(remaining))
+            )
+            if woken:
+                raise JobCancelled
+            remaining -= time.monotonic() - began
+            if remaining <= 0 or not self.pause_asked:
+                return
+
+    @property
+    def pause_asked(self) -> bool:
+        """The supervisor asked this job to pause: it holds at its next context call."""
+        return isinstance(self._cancel, CancelPipe) and self._cancel.pause_asked
+
+    def _pause_point(self) -> None:
+        """Hold here while a pause is asked (keeping the job's place); a cancel ends the hold."""
+        if not self.pause_asked:
+            return
+        assert isinstance(self._cancel, CancelPipe)
+        self.flush()
+        if self._cancel.hold(self._report_paused):
             raise JobCancelled
+
+    def _report_paused(self) -> None:
+        self._channel.send(protocol.Paused(time.time()))
 
     @contextmanager
     def shielded(self) -> Iterator[None]:
@@ -218,6 +315,7 @@ class JobContext:
         self._pending = protocol.merge_progress([processed, total, message, phase], self._pending)
         if time.monotonic() - self._sent_at >= self.progress_interval_s:
             self.flush()
+        self._pause_point()  # a pause point too: a cancel that ends the hold raises here
 
     def flush(self) -> None:
         """Send the progress merged so far, if any."""

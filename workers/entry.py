@@ -7,8 +7,9 @@ supervisor keeps one such spare ready, so a job starts without waiting for
 a fork; each child still runs exactly one job.
 
 The parent holds the write end of ``cancel_conn``: one byte on it is a
-cancel request, and EOF means the parent is gone (crashed or killed), which
-the child treats the same way before exiting on its own, so no job outlives
+request (cancel, pause or resume: ``protocol.CANCEL``, ``PAUSE``,
+``RESUME``), and EOF means the parent is gone (crashed or killed), which
+the child treats as a cancel before exiting on its own, so no job outlives
 its supervisor.
 """
 
@@ -74,19 +75,12 @@ class _SignalState:
 
 
 def _watch_parent(cancel_conn: Connection, cancel: CancelPipe) -> None:
-    # The only reader of the pipe: others poll it, and _parent_alive looks
-    # for POLLHUP, so a byte seen readable here is still here to read.
-    fd = cancel_conn.fileno()
+    # Reads the pipe beside the job's sleepers (CancelPipe.read: whoever
+    # reads a byte acts on it); _parent_alive only looks for POLLHUP.
     while True:
         wait([cancel_conn])
-        try:
-            data = os.read(fd, 64)
-        except InterruptedError:
-            continue
-        cancel.set()
-        if data:
-            continue  # a cancel request; keep watching for the parent's death
-        _orphaned()
+        if not cancel.read():  # a request is acted on there; EOF: the parent is gone
+            _orphaned()
 
 
 def _orphaned() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from workers.db import Database
 
-LIVE = ("pending", "running", "cancelling")
+LIVE = ("pending", "running", "cancelling", "pausing", "paused")
 
 
 class StaleRun(Exception):

@@ -51,6 +51,12 @@ class Saved(_Frame, tag="saved"):
     state_json: bytes
 
 
+class Paused(_Frame, tag="paused"):
+    """The job holds at a context call, as asked (a pause byte on the cancel pipe)."""
+
+    at: float
+
+
 class Log(_Frame, tag="log"):
     level: str
     message: str
@@ -73,7 +79,7 @@ class Failed(_Frame, tag="failed"):
     traceback: str
 
 
-Message = Started | Progress | Partial | Saved | Log | Done | Cancelled | Failed
+Message = Started | Progress | Partial | Saved | Paused | Log | Done | Cancelled | Failed
 
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Message)
@@ -83,3 +89,8 @@ decoder = msgspec.msgpack.Decoder(Message)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
+
+# The bytes the supervisor writes on a child's cancel pipe (EOF: it is gone).
+CANCEL = b"c"
+PAUSE = b"p"
+RESUME = b"r"

@@ -208,6 +208,9 @@ class JobType:
     # Failed attempts run again (a start's ``retry`` may say otherwise);
     # None: one attempt, unless the start asks for more.
     retry: Retry | None = None
+    # Safe to stop whole (SIGSTOP to its process group) by a pause in freeze
+    # mode: nothing it talks to times out or misbehaves while it is stopped.
+    freezable: bool = False
 
 
 _types: dict[str, JobType] = {}
@@ -223,6 +226,7 @@ def job_type(
     label: Label | None = None,
     resumable: bool = False,
     retry: Retry | None = None,
+    freezable: bool = False,
 ) -> Callable[[RunFunction], RunFunction]:
     name = config.__struct_config__.tag
     if not isinstance(name, str):
@@ -233,7 +237,7 @@ def job_type(
 
     def register(run: RunFunction) -> RunFunction:
         _types[name] = JobType(
-            name, config, run, idempotent, exclusive_key, check, label, resumable, retry
+            name, config, run, idempotent, exclusive_key, check, label, resumable, retry, freezable
         )
         return run
 

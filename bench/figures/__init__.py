@@ -22,6 +22,7 @@ class Figure:
 FIGURES = (
     Figure("start", latency.start, LATENCY_NEEDS),
     Figure("cancel", latency.cancel, LATENCY_NEEDS),
+    Figure("pause", latency.pause, frozenset({"jobsup"})),
     Figure("throughput", throughput.throughput, frozenset({"jobsup", "rq"})),
     Figure("api", api.api, frozenset({"jobsup-api", "bare"})),
     Figure("auth", api.auth, frozenset({"jobsup-api", "jobsup-open"})),

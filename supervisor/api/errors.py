@@ -32,6 +32,8 @@ DOMAIN_STATUS: dict[type[errors.JobsupError], tuple[int, str]] = {
     errors.NotFound: (404, "not_found"),
     errors.Conflict: (409, "conflict"),
     errors.NotCancellable: (400, "not_cancellable"),
+    errors.NotRunning: (400, "not_running"),
+    errors.NotPaused: (400, "not_paused"),
     errors.QueueFull: (429, "queue_full"),
     errors.ShuttingDown: (503, "shutting_down"),
     errors.Unavailable: (503, "unavailable"),

@@ -1,4 +1,4 @@
-"""/admin/jobs: start, status, cancel, list."""
+"""/admin/jobs: start, status, cancel, pause, resume, list."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from supervisor.api.errors import ApiError
 from supervisor.api.guard import caller_of, recorded
 from supervisor.api.query import query_int, query_label, query_status, query_time
 from supervisor.job import Job, summary
+from supervisor.parsing import decode
 from supervisor.service import JobService, JobTypeView
 from supervisor.state import TERMINAL, JobStatus
 from supervisor.store.jobs import JobFilter, UnknownCursor
@@ -47,6 +48,17 @@ class RerunAnswer(msgspec.Struct, rename="camel"):
 
 
 class CancelAnswer(msgspec.Struct, rename="camel"):
+    job_id: str
+    status: JobStatus
+
+
+class PauseRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """How to pause: at the job's next context call, or its whole process group at once."""
+
+    mode: Literal["cooperative", "freeze"] = "cooperative"
+
+
+class PauseAnswer(msgspec.Struct, rename="camel"):
     job_id: str
     status: JobStatus
 
@@ -185,6 +197,45 @@ async def cancel(request: Request) -> Response:
     return json(CancelAnswer(job.id, JobStatus.CANCELLING), 202)
 
 
+# A pause body is one small field.
+MAX_PAUSE_BYTES = 1024
+
+
+@needs(Role.OPERATOR)
+@audited("job.pause", target="jobId")
+@limited
+@contract(
+    body=PauseRequest,
+    responses={200: PauseAnswer, 202: PauseAnswer},
+    errors=(400, 404, 429),
+)
+async def pause(request: Request) -> Response:
+    """Pause a running job: 200 once it is paused, 202 while it gets to its next context call.
+
+    The body is optional: ``{"mode": "freeze"}`` stops the job's whole
+    process group at once, for job types declared freezable.
+    """
+    mode = PauseRequest()
+    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+        mode = decode(await read_json(request, MAX_PAUSE_BYTES), PauseRequest)
+    job = await _service(request).pause(request.path_params["jobId"], mode.mode == "freeze")
+    if job.status is JobStatus.PAUSED:
+        return json(PauseAnswer(job.id, job.status))
+    # Still running: its instance has the request and has not acted on it yet.
+    status = JobStatus.PAUSING if job.status is JobStatus.RUNNING else job.status
+    return json(PauseAnswer(job.id, status), 202)
+
+
+@needs(Role.OPERATOR)
+@audited("job.resume", target="jobId")
+@limited
+@contract(returns=PauseAnswer, errors=(400, 404, 429))
+async def resume(request: Request) -> Response:
+    """Resume a paused job where it held (a job paused across a restart goes back to the queue)."""
+    job = await _service(request).resume(request.path_params["jobId"])
+    return json(PauseAnswer(job.id, job.status))
+
+
 def _filter(request: Request) -> JobFilter:
     params = request.query_params
     include = params.get("include")
@@ -229,6 +280,8 @@ routes = [
     Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
     Route("/admin/jobs/{jobId}/result/{list}", result_list, methods=["GET"]),
     Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
+    Route("/admin/jobs/{jobId}/pause", pause, methods=["POST"]),
+    Route("/admin/jobs/{jobId}/resume", resume, methods=["POST"]),
     Route("/admin/jobs/{jobId}/rerun", rerun, methods=["POST"]),
     Route("/admin/jobs/{jobId}", delete, methods=["DELETE"]),
     Route("/admin/job-types", job_types, methods=["GET"]),

@@ -137,6 +137,12 @@ function jobHead(job, trail) {
       job.status === "awaiting_approval"
         ? el("button", { type: "button", class: "danger", onclick: () => answerJob(job.id, "reject") }, "Reject")
         : null,
+      job.status === "running"
+        ? el("button", { type: "button", onclick: () => pauseJob(job.id) }, "Pause")
+        : null,
+      job.status === "paused"
+        ? el("button", { type: "button", onclick: () => resumeJob(job.id) }, "Resume")
+        : null,
       live && job.status !== "cancelling"
         ? el("button", { type: "button", class: "danger", onclick: () => cancelJob(job.id) }, "Cancel job")
         : null,
@@ -205,6 +211,25 @@ async function cancelJob(id) {
   try {
     await api("POST", `/admin/jobs/${encodeURIComponent(id)}/cancel`);
     // The stream brings cancelling, then the final state; without it, read it.
+    if (!state.stream || state.stream.readyState !== EventSource.OPEN) refetch(id);
+  } catch (error) {
+    actionFailed(error);
+  }
+}
+
+// Pause holds the job at its next context call (pausing, then paused); the
+// stream brings each state. Resume lets it go on from where it held.
+async function pauseJob(id) {
+  await stateChange(id, "pause");
+}
+
+async function resumeJob(id) {
+  await stateChange(id, "resume");
+}
+
+async function stateChange(id, action) {
+  try {
+    await api("POST", `/admin/jobs/${encodeURIComponent(id)}/${action}`);
     if (!state.stream || state.stream.readyState !== EventSource.OPEN) refetch(id);
   } catch (error) {
     actionFailed(error);

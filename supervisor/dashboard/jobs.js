@@ -164,7 +164,8 @@ function isJob(value) {
 }
 
 // One event from either stream (see docs/api.md, "Event stream"): the job as
-// the API shows it (snapshot, created, started, cancelling, finished; without
+// the API shows it (snapshot, created, started, cancelling, pausing, paused,
+// resumed, finished; without
 // its result except in finished and one job's snapshot), or what changed
 // (progress, partial).
 function applyEvent(kind, data, eventId) {
@@ -227,6 +228,9 @@ const KINDS = [
   "progress",
   "partial",
   "cancelling",
+  "pausing",
+  "paused",
+  "resumed", // running again after a pause
   "requeued", // a resumable job back in the queue: it will resume
   "approved", // an approval step approved: pending now
   "released", // a waiting job its parent's end released: pending or awaiting approval

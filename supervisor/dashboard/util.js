@@ -3,7 +3,9 @@
 
 // Statuses a job can still leave ("scheduled": waiting for its time;
 // "waiting": for the job it runs after; "awaiting_approval": for a person).
-export const LIVE = ["scheduled", "waiting", "awaiting_approval", "pending", "running", "cancelling"];
+export const LIVE = [
+  "scheduled", "waiting", "awaiting_approval", "pending", "running", "cancelling", "pausing", "paused",
+];
 
 export function el(tag, attrs, ...children) {
   const node = document.createElement(tag);

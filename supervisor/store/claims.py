@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from supervisor.job import Job, RequestedBy
+from supervisor.job import CancelInfo, Job, RequestedBy
 from supervisor.state import TERMINAL
 from supervisor.store import chains
 from supervisor.store.jobs import (
@@ -24,6 +24,7 @@ from supervisor.store.jobs import (
     to_ms,
 )
 from workers.db import Database
+from workers.times import from_ms
 
 
 def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, bytes | None]]:
@@ -103,7 +104,8 @@ def retry_job(db: Database, job: Job, rank: int, saved: bytes | None, now_ms: in
         " attempt_errors = ?, progress = ?, result = ?, pid = NULL, started_at = NULL,"
         " owner = NULL, saved_state = COALESCE(?, saved_state),"
         " saved_at = COALESCE(?, saved_at), updated_at = ?"
-        " WHERE id = ? AND owner = ? AND attempts = ? AND status IN ('pending', 'running')",
+        " WHERE id = ? AND owner = ? AND attempts = ?"
+        " AND status IN ('pending', 'running', 'pausing', 'paused')",
         (
             to_ms(job.run_at),
             rank,
@@ -151,19 +153,27 @@ def give_back_strays(db: Database, owner: str, held: frozenset[str], before_ms: 
     return [job_id for job_id, _ in strays]
 
 
-def requeue_job(db: Database, job: Job, saved: bytes | None, now_ms: int) -> bool:
+def requeue_job(
+    db: Database, job: Job, saved: bytes | None, now_ms: int, paused: bool = False
+) -> bool:
     """Put a running job back in the queue with its saved place, for any instance.
 
     Fenced like every write of a run: False if the run no longer holds it.
     The row may still say ``pending`` (claimed by this run): when the child's
     start and its stop arrive in one read, 'running' is never written alone.
+    ``paused``: a paused job waits unclaimed as ``paused`` (keeping its
+    ``paused_at``) until someone resumes it (``resume_unclaimed``).
     """
+    status = "paused" if paused else "pending"
     changed = db.execute(
-        "UPDATE jobs SET status = 'pending', progress = ?, result = ?, pid = NULL,"
-        " started_at = NULL, owner = NULL, saved_state = COALESCE(?, saved_state),"
+        f"UPDATE jobs SET status = '{status}', paused_at = ?, progress = ?, result = ?,"
+        " pid = NULL, started_at = NULL, owner = NULL, pause_request = NULL,"
+        " saved_state = COALESCE(?, saved_state),"
         " saved_at = COALESCE(?, saved_at), updated_at = ?"
-        " WHERE id = ? AND owner = ? AND attempts = ? AND status IN ('pending', 'running')",
+        " WHERE id = ? AND owner = ? AND attempts = ?"
+        " AND status IN ('pending', 'running', 'pausing', 'paused')",
         (
+            (to_ms(job.paused_at) or now_ms) if paused else None,
             to_json(job.progress),
             to_json(job.result),
             None if saved is None else saved.decode(),
@@ -174,13 +184,13 @@ def requeue_job(db: Database, job: Job, saved: bytes | None, now_ms: int) -> boo
             job.attempts,
         ),
     )
-    if changed:
+    if changed and not paused:
         notify_pending(db)
     return changed == 1
 
 
 def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
-    """Cancel a job no instance has claimed (scheduled, pending or held); False if one has.
+    """Cancel a job no instance holds (scheduled, pending, paused or held); False if one does.
 
     The jobs chained after it are released (cancelled, most often) in the same write.
     """
@@ -189,7 +199,7 @@ def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
         changed = db.execute(
             "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
             " exclusive_key = NULL, held_key = NULL WHERE id = ?"
-            " AND status IN ('scheduled', 'pending', 'waiting', 'awaiting_approval')"
+            " AND status IN ('scheduled', 'pending', 'paused', 'waiting', 'awaiting_approval')"
             " AND owner IS NULL",
             (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
         )
@@ -247,6 +257,74 @@ def parse_cancel_note(payload: str) -> tuple[str, str, RequestedBy | None]:
     return job_id, reason or "user", requested_by
 
 
+def request_pause(db: Database, job_id: str, action: str, now_ms: int) -> bool:
+    """Leave a pause request (``pause``, ``freeze`` or ``resume``) for the job's owner; wake it.
+
+    The latest request replaces an earlier one not yet taken; the owner acts
+    on it if it fits the job's state, and clears it (``take_pause_request``).
+    """
+    changed = db.execute(
+        f"UPDATE jobs SET pause_request = ?, updated_at = ? WHERE id = ? AND status IN {LIVE_SQL}"
+        " AND owner IS NOT NULL",
+        (action, now_ms, job_id),
+    )
+    if changed and db.dialect == "postgresql":
+        db.execute("SELECT pg_notify('jobsup_pause', ?)", (f"{job_id} {action}",))
+    return changed == 1
+
+
+def pause_requests(db: Database, owner: str) -> list[tuple[str, str]]:
+    """(job id, action) of this owner's live jobs another instance asked to pause or resume."""
+    rows = db.query(
+        f"SELECT id, pause_request FROM jobs WHERE owner = ? AND status IN {LIVE_SQL}"
+        " AND pause_request IS NOT NULL",
+        (owner,),
+    )
+    return [(job_id, action) for job_id, action in rows]
+
+
+def take_pause_request(db: Database, job_id: str, action: str) -> None:
+    """Clear a pause request once acted on (unless a newer one replaced it)."""
+    db.execute(
+        "UPDATE jobs SET pause_request = NULL WHERE id = ? AND pause_request = ?", (job_id, action)
+    )
+
+
+def resume_unclaimed(db: Database, job_id: str, now_ms: int) -> bool:
+    """A paused job no instance holds (paused across a restart) goes back to the queue."""
+    changed = db.execute(
+        "UPDATE jobs SET status = 'pending', paused_at = NULL, pause_request = NULL,"
+        " updated_at = ? WHERE id = ? AND status = 'paused' AND owner IS NULL",
+        (now_ms, job_id),
+    )
+    if changed:
+        notify_pending(db)
+    return changed == 1
+
+
+def cancel_paused_too_long(db: Database, paused_before_ms: int, now_ms: int) -> list[Job]:
+    """Cancel unclaimed paused jobs paused before ``paused_before_ms`` (reason paused_timeout)."""
+    rows = db.query(
+        "SELECT id FROM jobs WHERE status = 'paused' AND owner IS NULL AND paused_at < ?",
+        (paused_before_ms,),
+    )
+    at = from_ms(now_ms)
+    cancel = to_json(CancelInfo(requested_at=at, reason="paused_timeout", exited_at=at))
+    ended: list[Job] = []
+    for (job_id,) in rows:
+        changed = db.execute(
+            "UPDATE jobs SET status = 'cancelled', cancel = ?, completed_at = ?, updated_at = ?,"
+            " paused_at = NULL, exclusive_key = NULL"
+            " WHERE id = ? AND status = 'paused' AND owner IS NULL",
+            (cancel, now_ms, now_ms, job_id),
+        )
+        if changed:
+            row = db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            if row is not None:
+                ended.append(row_to_job(row))
+    return ended
+
+
 def notify_pending(db: Database) -> None:
     if db.dialect == "postgresql":
         db.execute("SELECT pg_notify('jobsup_pending', '')")
@@ -273,6 +351,7 @@ def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None =
     ``rank``: the claim order of a job rescued as ``scheduled`` (a retry).
     """
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
+    release += ", pause_request = NULL"  # asked of the dead run; not of the next one
     if rank is not None:
         release += f", run_at = {int(to_ms(new.run_at) or 0)}, queue_rank = {int(rank)}"
     with db.transaction():

@@ -161,6 +161,20 @@ MIGRATIONS = [
         CREATE INDEX jobs_chain ON jobs (chain_id, chain_index)
         """,
     ),
+    (
+        10,
+        # Pause and resume: when a job paused (its paused timeout counts from
+        # there, across a restart), and a pause or resume asked through
+        # another instance (claims.request_pause). Pausing and paused jobs are
+        # live: jobs_owner_live is respelled with them.
+        """
+        ALTER TABLE jobs ADD COLUMN paused_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN pause_request TEXT;
+        DROP INDEX jobs_owner_live;
+        CREATE INDEX jobs_owner_live ON jobs (owner)
+            WHERE status IN ('scheduled', 'pending', 'running', 'cancelling', 'pausing', 'paused')
+        """,
+    ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
 # priority; led by status, or SQLite's planner prefers jobs_status_created and
@@ -177,7 +191,7 @@ COLUMNS = (
     " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
     " run_at, priority, retry, attempt_errors, idempotency_key, requested_by,"
     " after_job_id, after_when, after_pass, chain_id, chain_index, approval_required,"
-    " approved_by, approved_at, rejected_by, rejected_at, expires_at"
+    " approved_by, approved_at, rejected_by, rejected_at, expires_at, paused_at"
 )
 
 _json = msgspec.json.Encoder()
@@ -230,6 +244,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         rejected_by,
         rejected_at,
         expires_at,
+        paused_at,
     ) = row
     return Job(
         id=id_,
@@ -273,6 +288,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         )
         if approval_required
         else None,
+        paused_at=from_ms(paused_at),
     )
 
 
@@ -284,7 +300,7 @@ def _by(text: str | None) -> RequestedBy | None:
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
     " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?,"
-    " attempt_errors = ?, updated_at = ?"
+    " attempt_errors = ?, paused_at = ?, updated_at = ?"
 )
 
 
@@ -303,6 +319,7 @@ def state_values(job: Job) -> tuple[Any, ...]:
         job.attempts,
         job.resumes,
         to_json(job.attempt_errors),
+        to_ms(job.paused_at),
     )
 
 
@@ -439,11 +456,11 @@ def _insert(
 ) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
-        " completed_at, owner, attempts, resumes, attempt_errors, id, type, config, created_at,"
-        " updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank, retry,"
-        " idempotency_key, requested_by, after_job_id, after_when, after_pass, chain_id,"
+        " completed_at, owner, attempts, resumes, attempt_errors, paused_at, id, type, config,"
+        " created_at, updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank,"
+        " retry, idempotency_key, requested_by, after_job_id, after_when, after_pass, chain_id,"
         " chain_index, approval_required, expires_at, held_key)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
         " ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
@@ -481,7 +498,14 @@ def _in(statuses: frozenset[JobStatus]) -> str:
 _MAY_REPLACE = {status: _in(before) for status, before in STORED_BEFORE.items()}
 # state.LIVE, spelled as the partial index jobs_owner_live spells it: SQLite
 # uses a partial index only for a query that repeats its WHERE term as written.
-_LIVE_ORDER = (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING)
+_LIVE_ORDER = (
+    JobStatus.SCHEDULED,
+    JobStatus.PENDING,
+    JobStatus.RUNNING,
+    JobStatus.CANCELLING,
+    JobStatus.PAUSING,
+    JobStatus.PAUSED,
+)
 assert frozenset(_LIVE_ORDER) == LIVE
 LIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE_ORDER) + ")"
 
@@ -658,7 +682,8 @@ def foreign_live_jobs(db: Database, me: str, limit: int) -> list[Job]:
     return [
         row_to_job(r)
         for r in db.query(
-            f"SELECT {columns} FROM jobs WHERE status IN ('pending', 'running', 'cancelling')"
+            f"SELECT {columns} FROM jobs WHERE status IN ('pending', 'running', 'cancelling',"
+            " 'pausing', 'paused')"
             " AND (owner IS NULL OR owner <> ?) ORDER BY created_at, id LIMIT ?",
             (me, limit),
         )
