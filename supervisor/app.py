@@ -21,7 +21,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor import keys
-from supervisor.api import audit, dashboard, events, jobs, openapi, schedules, session
+from supervisor.api import (
+    audit,
+    dashboard,
+    events,
+    jobs,
+    notifications,
+    openapi,
+    schedules,
+    session,
+)
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
@@ -191,6 +200,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 *jobs.routes,
                 *session.routes,
                 *audit.routes,
+                *notifications.routes,
                 *schedules.routes,
                 *registry.routes(),
                 *dashboard.routes,

@@ -7,12 +7,14 @@ rescue of a dead instance's jobs. ``jobs.py`` has the table and the rest.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgspec
 
 from supervisor.job import Job, RequestedBy
 from supervisor.state import TERMINAL
+from supervisor.store import outbox
 from supervisor.store.jobs import (
     COLUMNS,
     LIVE_SQL,
@@ -22,6 +24,7 @@ from supervisor.store.jobs import (
     to_json,
     to_ms,
 )
+from supervisor.store.outbox import Notice
 from workers.db import Database
 
 
@@ -170,15 +173,21 @@ def requeue_job(db: Database, job: Job, saved: bytes | None, now_ms: int) -> boo
     return changed == 1
 
 
-def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
-    """Cancel a pending or scheduled job no instance has claimed; False if one has meanwhile."""
+def cancel_unclaimed(db: Database, job: Job, now_ms: int, notice: Notice | None = None) -> bool:
+    """Cancel a pending or scheduled job no instance has claimed; False if one has meanwhile.
+
+    ``notice``: its notifications, added to the outbox in the same transaction.
+    """
     cancel = to_json(job.cancel)
-    changed = db.execute(
-        "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
-        " exclusive_key = NULL WHERE id = ? AND status IN ('scheduled', 'pending')"
-        " AND owner IS NULL",
-        (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
-    )
+    with db.transaction() if notice is not None else contextlib.nullcontext(db):
+        changed = db.execute(
+            "UPDATE jobs SET status = ?, cancel = ?, completed_at = ?, updated_at = ?,"
+            " exclusive_key = NULL WHERE id = ? AND status IN ('scheduled', 'pending')"
+            " AND owner IS NULL",
+            (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
+        )
+        if changed and notice is not None:
+            outbox.enqueue(db, notice, now_ms)
     if changed:
         return True
     # A retry after a commit whose answer was lost finds its own cancel.
@@ -251,16 +260,27 @@ def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
     return [row_to_job(r) for r in rows]
 
 
-def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None = None) -> bool:
+def rescue_job(
+    db: Database,
+    old: Job,
+    new: Job,
+    now_ms: int,
+    rank: int | None = None,
+    notice: Notice | None = None,
+) -> bool:
     """Write ``new`` over a dead instance's job, unless another rescuer did first.
 
     ``rank``: the claim order of a job rescued as ``scheduled`` (a retry).
+    ``notice``: the notifications of a final ``new``, in the same transaction.
     """
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
     if rank is not None:
         release += f", run_at = {int(to_ms(new.run_at) or 0)}, queue_rank = {int(rank)}"
-    changed = db.execute(
-        f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND status = ?",
-        (*state_values(new), now_ms, new.id, old.owner, old.status.value),
-    )
+    with db.transaction() if notice is not None else contextlib.nullcontext(db):
+        changed = db.execute(
+            f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND status = ?",
+            (*state_values(new), now_ms, new.id, old.owner, old.status.value),
+        )
+        if changed == 1 and notice is not None:
+            outbox.enqueue(db, notice, now_ms)
     return changed == 1

@@ -6,6 +6,7 @@ runs them off the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from datetime import datetime
@@ -16,7 +17,9 @@ import msgspec
 from supervisor.audit import AuditEntry
 from supervisor.job import AttemptError, CancelInfo, Job, Progress, RequestedBy, RetryPolicy
 from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
+from supervisor.store import outbox
 from supervisor.store.access import insert_audit
+from supervisor.store.outbox import Notice
 from workers.db import Database
 
 # Stored times: whole milliseconds, one rounding everywhere (workers.times).
@@ -393,19 +396,25 @@ assert frozenset(_LIVE_ORDER) == LIVE
 LIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE_ORDER) + ")"
 
 
-def update_job(db: Database, job: Job, now_ms: int) -> bool:
+def update_job(db: Database, job: Job, now_ms: int, notice: Notice | None = None) -> bool:
     """Write the job's state if this run still holds it; a terminal job releases its key.
 
     Fenced: the row must still carry this run's ``owner`` and ``attempts``
     and a state the new one can follow. False means it does not: another
     instance rescued the job (or it ended) and this instance must let go.
+    ``notice``: the notifications this state sends, added to the outbox in
+    the same transaction (only by the write that changes the row).
     """
     release = " , exclusive_key = NULL" if job.status in TERMINAL else ""
-    changed = db.execute(
-        f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND attempts = ?"
-        f" AND status IN {_MAY_REPLACE[job.status]}",
-        (*state_values(job), now_ms, job.id, job.owner, job.attempts),
-    )
+    # One statement needs no transaction of its own; with a notice, two do.
+    with db.transaction() if notice is not None else contextlib.nullcontext(db):
+        changed = db.execute(
+            f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND attempts = ?"
+            f" AND status IN {_MAY_REPLACE[job.status]}",
+            (*state_values(job), now_ms, job.id, job.owner, job.attempts),
+        )
+        if changed == 1 and notice is not None:
+            outbox.enqueue(db, notice, now_ms)
     return changed == 1 or _already_written(db, job)
 
 
