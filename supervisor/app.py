@@ -30,6 +30,7 @@ from supervisor.api import (
     openapi,
     schedules,
     session,
+    websocket,
 )
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Route("/openapi.json", openapi.openapi, methods=["GET"]),
                 Route("/metrics", metrics_api.metrics, methods=["GET"]),
                 *events.routes,
+                *websocket.routes,
                 *jobs.routes,
                 *session.routes,
                 *audit.routes,

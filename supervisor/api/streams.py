@@ -45,6 +45,7 @@ class JobStream:
         self.first = first
         self.ends = ends
         self._follow = follow
+        self.finished = False  # the one-job stream saw its job finish
 
     @property
     def overflowed(self) -> bool:
@@ -62,6 +63,7 @@ class JobStream:
                 if events:
                     yield events
                     if any(self.ends(e) for e in events):
+                        self.finished = True
                         return
                     if settings.events_interval_s > 0:
                         # Give or take a quarter: streams woken by the same
