@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import keys
 from supervisor.api import (
@@ -147,6 +148,18 @@ async def handle_http(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _not_found(http: ASGIApp) -> ASGIApp:
+    """The router's default: Starlette's for HTTP; for a WebSocket handshake, the envelope."""
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await websocket.not_found(scope, receive, send)
+        else:
+            await http(scope, receive, send)
+
+    return default
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings if settings is not None else Settings.from_env()
     # Job modules bring their own routes (/admin/groups, say).
@@ -222,6 +235,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.max_body_bytes = settings.max_body_bytes
+    app.router.default = _not_found(app.router.default)
     reuse_matches(app.router)
     app.state.metrics = metrics
     return app

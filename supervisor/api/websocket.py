@@ -33,11 +33,13 @@ import contextlib
 import logging
 
 from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from supervisor.api import streams
 from supervisor.api.access import Role, needs
 from supervisor.api.contract import Deferred, Text, contract
+from supervisor.api.errors import error_response
 from supervisor.api.events import events_query, stream_filter
 from supervisor.api.streams import JobStream
 from supervisor.events import Event
@@ -110,6 +112,12 @@ async def _serve(websocket: WebSocket, stream: JobStream, runtime: Runtime) -> N
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The router's answer to a WebSocket handshake on a path that serves none: 404."""
+    response = error_response(404, "not_found", "no WebSocket is served at this path")
+    await response(scope, receive, send)
 
 
 def _runtime(websocket: WebSocket) -> Runtime:
