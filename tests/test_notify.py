@@ -17,12 +17,25 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from supervisor.notify import sign
+from supervisor.job import Job, Progress, now
+from supervisor.notify import (
+    BACKOFF_BASE_S,
+    BACKOFF_CAP_S,
+    Notices,
+    backoff_s,
+    event_of,
+    sign,
+)
+from supervisor.state import TERMINAL, JobStatus
+from supervisor.store import Store, outbox
 from tests.conftest import FAST, ROOT, Server, free_port, wait_until
+from workers.db import connect
 
 SECRET = "receiver-secret-0123456789"
 FINAL = ("completed", "failed", "cancelled")
@@ -235,3 +248,62 @@ def test_two_instances_send_each_notification_once(pg_url: str, make_server: Any
         assert sent == Counter({job_id: 1 for job_id in jobs})
     finally:
         receiver.close()
+
+
+def test_the_signature_is_hmac_sha256_over_the_timestamp_a_dot_and_the_body() -> None:
+    body = b'{"event":"job.finished"}'
+    expected = hmac.new(b"k" * 16, b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign("k" * 16, 1_700_000_000, body) == f"sha256={expected}"
+
+
+def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
+    for attempt in range(1, 40):
+        ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+        assert ceiling / 2 <= backoff_s(attempt) <= ceiling
+
+
+def test_only_final_states_and_approvals_are_notified() -> None:
+    assert {s for s in JobStatus if event_of(s) is not None} == set(TERMINAL)
+    job = Job("j", "quick", JobStatus.COMPLETED, msgspec.Raw(b"{}"), Progress(), now(), {"v": 1})
+    assert Notices((), 60).notice(job) is None  # no URL
+    notice = Notices(("http://a/", "http://b/"), 60).notice(job)
+    assert notice is not None
+    assert (notice.event, notice.urls, notice.retry_ms) == (
+        "job.finished",
+        ("http://a/", "http://b/"),
+        60_000,
+    )
+    sent = json.loads(notice.body)
+    assert (sent["event"], sent["job"]["id"], sent["job"]["result"]) == (
+        "job.finished",
+        "j",
+        {"v": 1},
+    )
+    job.status = JobStatus.RUNNING
+    assert Notices(("http://a/",), 60).notice(job) is None
+
+
+def test_a_claimed_row_is_leased_to_one_sender_then_failed_past_its_give_up_time(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    Store(url).migrate()
+    db = connect(url)
+    try:
+        outbox.enqueue(db, outbox.Notice("j1", "job.finished", b"{}", ("http://a/",), 10_000), 0)
+        [row] = outbox.claim(db, 0, lease_ms=5_000, limit=10)
+        assert row.attempts == 1
+        assert outbox.claim(db, 4_999, lease_ms=5_000, limit=10) == []  # leased
+        assert outbox.next_due(db) == 5_000
+        # The lease ran out (its sender died): another takes it, as attempt 2.
+        [again] = outbox.claim(db, 5_000, lease_ms=5_000, limit=10)
+        assert again.attempts == 2
+        # The first attempt's late outcome no longer counts.
+        assert outbox.retry(db, row.id, 1, 500, "HTTP 500", 6_000, 5_500) == "pending"
+        assert outbox.list_rows(db, outbox.OutboxFilter())[0].last_error is None
+        assert outbox.retry(db, row.id, 2, None, "refused", 10_000, 5_500) == "failed"
+        [failed] = outbox.list_rows(db, outbox.OutboxFilter(state="failed"))
+        assert (failed.last_error, failed.ended_at) == ("refused", 5_500)
+        assert outbox.prune(db, 5_501) == 1
+    finally:
+        db.close()
