@@ -192,6 +192,7 @@ class Scheduler:
                         self._settings.instance_id,
                         free,
                         now_ms(),
+                        self._table.notices.notice if self._table.notices.urls else None,
                         write=True,
                     )
                 finally:

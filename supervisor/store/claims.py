@@ -8,6 +8,7 @@ rescue of a dead instance's jobs. ``jobs.py`` has the table and the rest.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -28,7 +29,13 @@ from supervisor.store.outbox import Notice
 from workers.db import Database
 
 
-def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, bytes | None]]:
+def claim_jobs(
+    db: Database,
+    owner: str,
+    limit: int,
+    now_ms: int,
+    notice_of: Callable[[Job], Notice | None] | None = None,
+) -> list[tuple[Job, bytes | None]]:
     """Take up to ``limit`` unclaimed pending jobs, in claim order, for ``owner``.
 
     Each comes with its saved place (JSON), if a run of it saved one.
@@ -41,7 +48,8 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
 
     Each claim counts an attempt: ``(owner, attempts)`` is the run's fencing
     token, stored before any child starts. A pending job someone asked to
-    cancel (while its earlier owner was stalled, say) ends cancelled instead.
+    cancel (while its earlier owner was stalled, say) ends cancelled instead,
+    with the notifications ``notice_of`` gives for it, in the same transaction.
     On PostgreSQL, ``SKIP LOCKED`` lets instances claim side by side without
     waiting on each other or taking the same job twice; SQLite has one writer.
     """
@@ -54,13 +62,17 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
         )
         if limit <= 0:
             return []
-        db.execute(
+        cancelled = db.query(
             "UPDATE jobs SET status = 'cancelled', cancel = cancel_request, completed_at = ?,"
             " updated_at = ?, pid = NULL, exclusive_key = NULL WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
-            f" AND cancel_request IS NOT NULL{lock})",
+            f" AND cancel_request IS NOT NULL{lock}) RETURNING {COLUMNS}",
             (now_ms, now_ms),
         )
+        for row in cancelled if notice_of is not None else ():
+            notice = notice_of(row_to_job(row))
+            if notice is not None:
+                outbox.enqueue(db, notice, now_ms)
         rows = db.query(
             "UPDATE jobs SET owner = ?, attempts = attempts + 1, updated_at = ? WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
@@ -79,10 +91,14 @@ def next_due(db: Database) -> int | None:
 
 
 def claim_and_look_ahead(
-    db: Database, owner: str, limit: int, now_ms: int
+    db: Database,
+    owner: str,
+    limit: int,
+    now_ms: int,
+    notice_of: Callable[[Job], Notice | None] | None = None,
 ) -> tuple[list[tuple[Job, bytes | None]], int | None]:
     """``claim_jobs``, then when the next scheduled job is due: the scheduler's timer."""
-    return claim_jobs(db, owner, limit, now_ms), next_due(db)
+    return claim_jobs(db, owner, limit, now_ms, notice_of), next_due(db)
 
 
 def retry_job(db: Database, job: Job, rank: int, saved: bytes | None, now_ms: int) -> bool:
