@@ -169,3 +169,17 @@ def test_a_client_that_does_not_read_is_dropped_and_costs_the_server_little(
         assert _rss_kib(server.pid) - before < 60_000  # far less than what was published
         _read_all(ws)  # what was in the buffers, then the end
         assert ws.close_code != 1000
+
+
+def test_open_sockets_end_at_a_shutdown_without_holding_it_up(server: Server) -> None:
+    job_id = server.start_job({"type": "sleepy", "steps": 1, "stepMs": 60_000})
+    server.wait_status(job_id, "running")
+    with (
+        _socket(server, "/admin/jobs/ws", server.token) as every,
+        _socket(server, f"/admin/jobs/{job_id}/ws", server.token) as one,
+    ):
+        assert json.loads(one.recv(timeout=30))["event"] == "snapshot"
+        assert server.stop() == 0
+        for ws in (every, one):
+            _read_all(ws)
+            assert ws.close_code == 1001
