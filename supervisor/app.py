@@ -19,9 +19,21 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import keys
-from supervisor.api import audit, chains, dashboard, events, jobs, openapi, schedules, session
+from supervisor.api import (
+    audit,
+    chains,
+    dashboard,
+    events,
+    jobs,
+    notifications,
+    openapi,
+    schedules,
+    session,
+    websocket,
+)
 from supervisor.api import metrics as metrics_api
 from supervisor.api.access import public
 from supervisor.api.common import json
@@ -137,6 +149,18 @@ async def handle_http(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _not_found(http: ASGIApp) -> ASGIApp:
+    """The router's default: Starlette's for HTTP; for a WebSocket handshake, the envelope."""
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await websocket.not_found(scope, receive, send)
+        else:
+            await http(scope, receive, send)
+
+    return default
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings if settings is not None else Settings.from_env()
     # Job modules bring their own routes (/admin/groups, say).
@@ -188,10 +212,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Route("/openapi.json", openapi.openapi, methods=["GET"]),
                 Route("/metrics", metrics_api.metrics, methods=["GET"]),
                 *events.routes,
+                *websocket.routes,
                 *jobs.routes,
                 *chains.routes,
                 *session.routes,
                 *audit.routes,
+                *notifications.routes,
                 *schedules.routes,
                 *registry.routes(),
                 *dashboard.routes,
@@ -211,6 +237,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.max_body_bytes = settings.max_body_bytes
+    app.router.default = _not_found(app.router.default)
     reuse_matches(app.router)
     app.state.metrics = metrics
     return app

@@ -16,6 +16,7 @@ import os
 import socket
 
 from supervisor import recovery
+from supervisor.notify import Notices
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings, SettingsError
 from supervisor.state import JobStatus
@@ -40,6 +41,7 @@ class Cluster:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.listening = asyncio.Event()  # LISTEN is in place (PostgreSQL)
+        self.notices = Notices.of(settings)  # a rescued job's end is notified too
 
     async def join(self) -> None:
         # A fixed JOBSUP_INSTANCE_ID may come back after a crash: what that
@@ -121,7 +123,10 @@ class Cluster:
             if new.status is JobStatus.SCHEDULED:  # a retry: it waits, in the claim order
                 rank = sql.queue_rank(new, self.scheduler.aging_ms)
                 self.scheduler.wake_at(new.run_at)
-            if await self.store.call(claims.rescue_job, job, new, now_ms(), rank, write=True):
+            notice = self.notices.notice(new)
+            if await self.store.call(
+                claims.rescue_job, job, new, now_ms(), rank, notice, write=True
+            ):
                 log.warning("job %s of %s: %s -> %s", job.id, job.owner, job.status, new.status)
                 requeued = requeued or new.owner is None
         if requeued:

@@ -21,9 +21,11 @@ A connection here:
   refusal is logged at DEBUG only: a client's mistake is not the server's
   warning, and one line per bad request would let any client flood the log.
 
-The API serves no WebSocket (the server runs with ``ws="none"``), and HTTP
-lets a server ignore ``Upgrade``: such a request is answered as the plain
-HTTP request it also is, through the edge like any other.
+A WebSocket upgrade (the event stream's routes) hands the connection to
+uvicorn's WebSocket protocol, and this one's timers are disarmed: the
+deadlines above are for HTTP requests. Any other ``Upgrade`` is ignored, as
+HTTP lets a server do: the request is answered as the plain HTTP request it
+also is, through the edge like any other.
 """
 
 from __future__ import annotations
@@ -152,6 +154,12 @@ class Connection(HttpToolsProtocol):
         super().on_response_complete()
         if self._close_after_response and not self.transport.is_closing():
             self.transport.close()
+
+    def handle_websocket_upgrade(self) -> None:
+        # The connection is the WebSocket protocol's from here: no HTTP deadline applies.
+        self._disarm_header_timer()
+        self._disarm_body_timer()
+        super().handle_websocket_upgrade()
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # the Upgrade header is ignored; the request is served as plain HTTP

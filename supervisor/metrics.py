@@ -12,6 +12,7 @@ What is counted, and where from:
   signal's name, or ``exit N``);
 - database writes, from the store's writer threads (``Store.on_write``):
   how long each took, and those that failed, by cause;
+- notification attempts, from the sender (``supervisor.notify``), by outcome;
 - HTTP requests, from the request middleware (``supervisor.api.observe``):
   by method, route template and status, and their duration by route;
 - running, paused and pending jobs: gauges read when scraped (``scrape``), the
@@ -150,6 +151,12 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.notifications = Counter(
+            f"{_PREFIX}_notification_attempts",
+            "Notification attempts, by outcome (delivered, retried, failed: the last one)",
+            ["outcome"],
+            registry=r,
+        )
         self._runtime: Runtime | None = None
 
     # -- wiring ------------------------------------------------------------------
@@ -159,6 +166,8 @@ class Metrics:
         self._runtime = runtime
         runtime.events.listen(self.on_event)
         runtime.store.on_write = self.on_write
+        if runtime.sender is not None:
+            runtime.sender.on_outcome = self.on_notification
 
     def detach(self) -> None:
         if self._runtime is not None:
@@ -204,6 +213,9 @@ class Metrics:
         self.db_write.labels("ok" if failure is None else "failed").observe(seconds)
         if failure is not None:
             self.db_failures.labels(failure).inc()
+
+    def on_notification(self, outcome: str) -> None:
+        self.notifications.labels(outcome).inc()
 
     def on_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http.labels(method, route, str(status)).inc()

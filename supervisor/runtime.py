@@ -15,11 +15,12 @@ from supervisor.cluster import Cluster
 from supervisor.events import EventBus, Kind
 from supervisor.follow import Follower
 from supervisor.launcher import ensure_forkserver, forkserver_context
+from supervisor.notify import Notices, Sender
 from supervisor.scheduler import Scheduler
 from supervisor.schedules import ScheduleService
 from supervisor.service import JobService
 from supervisor.settings import Settings
-from supervisor.store import DatabaseBusy, Store, access, claims
+from supervisor.store import DatabaseBusy, Store, access, claims, outbox
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
@@ -46,6 +47,12 @@ class Runtime:
         self.cluster = Cluster(settings, store, scheduler)
         self.schedules = ScheduleService(self.service, store, scheduler, settings)
         self._tasks: list[asyncio.Task[None]] = []
+        table.notices = Notices.of(settings)
+        # Every instance sends the outbox's due rows (each row leased to one).
+        # Without a secret nothing can be signed: rows wait for one.
+        self.sender: Sender | None = None
+        if settings.notify_secret:
+            self.sender = Sender(store, settings.notify_secret, settings.poll_s)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Streams of jobs other instances hold (PostgreSQL: there can be others).
         self.follower: Follower | None = None
@@ -83,6 +90,9 @@ class Runtime:
         runtime._every(settings.heartbeat_s, runtime.cluster.beat)
         runtime._every(settings.poll_s, runtime.poll)
         runtime._tasks.append(asyncio.ensure_future(runtime.fire_schedules()))
+        if runtime.sender is not None:
+            events.listen(runtime.sender.on_event)
+            runtime._tasks.append(asyncio.ensure_future(runtime.sender.run()))
         if store.dialect == "postgresql":
             runtime._tasks.append(asyncio.ensure_future(runtime.cluster.listen()))
             # Ready means listening: a cancel sent from another instance right
@@ -119,6 +129,7 @@ class Runtime:
         pruned = await self.store.call(sql.prune, cutoff_ms, write=True)
         await self.store.call(access.prune_audit, cutoff_ms, write=True)
         await self.cancel_paused_too_long()
+        await self.store.call(outbox.prune, cutoff_ms, write=True)
         if dropped or pruned:
             log.info(
                 "swept %d finished jobs from memory, pruned %d from the store", dropped, pruned
@@ -158,6 +169,8 @@ class Runtime:
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         try:
             await self._stop_loops()
+            if self.sender is not None:
+                await self.sender.stop()
             await self.scheduler.shutdown(self.settings.shutdown_grace_s)
         finally:
             try:

@@ -43,6 +43,8 @@ log = logging.getLogger("jobsup.server")
 # pidfd, with room for a launch's short-lived extra pipe ends.
 BASE_FDS = 64
 FDS_PER_JOB = 8
+# What a WebSocket client may send in one message: the streams read none but a close.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
 class StartupErrors:
@@ -175,7 +177,13 @@ def make_server(
         timeout_graceful_shutdown=5,
         http=protocol_for(limits),
         server_header=False,
-        ws="none",  # no WebSocket routes: an upgrade is served as plain HTTP
+        # The event stream's WebSocket routes (api/websocket.py): websockets'
+        # sans-I/O protocol, whose send waits while the client's buffers are
+        # full (flow control); small client messages; no compression (its
+        # per-connection memory is not ours to give).
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        ws_per_message_deflate=False,
         # The peer and scheme from X-Forwarded-For and -Proto only behind a
         # proxy we were told to trust; else anyone could claim any address.
         proxy_headers=settings.trust_proxy,

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from supervisor.credentials import TokenError, parse_tokens
 from workers import registry
@@ -119,6 +120,11 @@ class Settings:
     session_ttl_s: float = 12 * 3600.0
     # A bearer token that may read GET /metrics and nothing else ("" = none).
     metrics_token: str = ""
+    # Notifications: each URL gets a signed POST for every job that ends
+    # (supervisor.notify); retried with backoff for up to notify_retry_s.
+    notify_urls: tuple[str, ...] = ()
+    notify_secret: str = field(default="", repr=False)
+    notify_retry_s: float = 86400.0
     instance_id: str = field(default_factory=_instance_id)
     # The rest of the environment: the job modules' own settings (their
     # ``workers.registry.Setting``s, JOBSUP_* or a variable they name), read
@@ -170,6 +176,7 @@ class Settings:
             "events_queue",
             "events_keepalive_s",
             "events_follow_s",
+            "notify_retry_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -222,12 +229,36 @@ class Settings:
             raise SettingsError(f"JOBSUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if self.metrics_token and len(self.metrics_token) < 16:
             raise SettingsError("JOBSUP_METRICS_TOKEN must be at least 16 characters")
+        self._validate_notify()
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
+
+    def _validate_notify(self) -> None:
+        for url in self.notify_urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(
+                    f"JOBSUP_NOTIFY_URLS: {redact_url(url)[:200]!r} is not an http:// or"
+                    " https:// URL with a host"
+                )
+        if self.notify_urls and len(self.notify_secret) < 16:
+            raise SettingsError(
+                "JOBSUP_NOTIFY_SECRET must be set (16 characters or more) when"
+                " JOBSUP_NOTIFY_URLS is: every notification is signed with it"
+            )
 
     def host_names(self) -> tuple[str, ...]:
         """The Host headers answered: JOBSUP_ALLOWED_HOSTS, or the bind address and loopback."""
         return self.allowed_hosts or (self.host, "localhost", "127.0.0.1", "::1")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password of its user part, for messages and listings."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from supervisor.settings import Settings, SettingsError
+from supervisor.settings import Settings, SettingsError, redact_url
 from workers import registry
 from workers.db import DatabaseUnavailable, sqlite_path
 
@@ -76,19 +76,10 @@ def _where(exc: BaseException) -> str:
     return f" ({frame.filename}:{frame.lineno})"
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
-
-
 def database_failure(url: str, exc: BaseException) -> StartupFailed:
     # psycopg's messages run over several lines; one line is the contract.
     reason = " ".join(str(exc).split()) or type(exc).__name__
-    return StartupFailed(EXIT_DATABASE, f"cannot use the database {redact(url)}: {reason}")
+    return StartupFailed(EXIT_DATABASE, f"cannot use the database {redact_url(url)}: {reason}")
 
 
 def is_database_error(exc: BaseException) -> bool:

@@ -23,6 +23,7 @@ from supervisor.audit import AuditEntry
 from supervisor.events import EventBus, Kind
 from supervisor.job import Job, Progress, now
 from supervisor.logs import about_job
+from supervisor.notify import Notices
 from supervisor.state import TERMINAL, JobStatus, check_transition
 from supervisor.store import DatabaseBusy, Store, claims, is_unique_violation
 from supervisor.store import chains as chains_sql
@@ -75,6 +76,9 @@ class JobTable:
         # their end is followed by a read of what it released (announce_released).
         self._followed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # The notifications a state write adds to the outbox (none until the
+        # runtime sets the configured URLs).
+        self.notices = Notices((), 0.0)
 
     # -- reads -------------------------------------------------------------
 
@@ -260,7 +264,9 @@ class JobTable:
         self._state_dirty.discard(job.id)
         if job.id in self._saved and job.status not in TERMINAL:
             self._dirty.add(job.id)  # the state's write does not carry the saved place
-        write = self._write(sql.update_job, msgspec.structs.replace(job), now_ms())
+        write = self._write(
+            sql.update_job, msgspec.structs.replace(job), now_ms(), self.notices.notice(job)
+        )
         write.add_done_callback(lambda _: self._state_written(job.id, write))
         self._last_write[job.id] = write
         if job.status in TERMINAL and job.result is not None:

@@ -13,7 +13,9 @@ the router will pick and reads its declarations (``supervisor.api.access``):
    A role below the endpoint's: 403.
 3. A state-changing request made with the cookie must carry an ``Origin``
    that is the server's own or one of ``JOBSUP_CORS_ORIGINS``: else 403
-   ``csrf``. Bearer clients are not asked (a browser cannot add the header
+   ``csrf``. So must a WebSocket handshake made with the cookie (a page on
+   any site can open one, and the browser sends the cookie along: CSWSH).
+   Bearer clients are not asked (a browser cannot add the header
    cross-site without CORS allowing it).
 4. ``@limited`` endpoints (starts and cancels) take a token from the
    caller's bucket: 429 ``rate_limited`` with ``Retry-After`` when empty.
@@ -21,6 +23,10 @@ the router will pick and reads its declarations (``supervisor.api.access``):
    written before the answer's last byte is sent (so a client that has its
    answer finds the entry), unless the handler wrote it itself (a start's
    entry is written in the job insert's transaction).
+
+WebSocket handshakes go through the same steps; a refusal is sent as an
+HTTP answer to the handshake (the ASGI ``websocket.http.response``
+extension), in the same error envelope.
 
 The handler finds the caller with ``caller_of(request)``, as data
 (``supervisor.credentials.Caller``) to hand to the service.
@@ -127,7 +133,7 @@ class Guard:
         self.cors_origins = frozenset(o.lower() for o in cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         app = scope["app"]
@@ -187,7 +193,9 @@ class Guard:
             message = f"the {caller.role} role may not do this; it needs {needed.name.lower()}"
             await refuse(403, "forbidden", message, caller, "auth.forbidden")
             return None
-        unsafe = scope["method"] not in SAFE_METHODS
+        # A WebSocket's handshake is a GET, but what it opens reads on and on
+        # with the cookie a browser sends from any page: the Origin is checked.
+        unsafe = scope["type"] == "websocket" or scope["method"] not in SAFE_METHODS
         if by_cookie and unsafe and not self._same_origin(scope, origin, host):
             message = "a request made with the session cookie needs a matching Origin"
             await refuse(403, "csrf", message, caller, "auth.csrf")
@@ -256,7 +264,9 @@ class Guard:
         if not origin or not host:
             return False
         origin = origin.lower()
-        return origin == f"{scope['scheme']}://{host}".lower() or origin in self.cors_origins
+        # A WebSocket's scope says ws or wss; its page's Origin says http or https.
+        scheme = {"ws": "http", "wss": "https"}.get(scope["scheme"], scope["scheme"])
+        return origin == f"{scheme}://{host}".lower() or origin in self.cors_origins
 
 
 class _Refusal:
@@ -276,7 +286,7 @@ class _Refusal:
         caller: Caller | None = None,
         action: str = "auth.failed",
     ) -> None:
-        target = f"{self.scope['method']} {self.scope['path']}"
+        target = f"{self.scope.get('method', 'GET')} {self.scope['path']}"
         await record(self.store, entry(caller, self.peer, action, target[:300], status))
         response = error_response(status, code, message)
         if status == 401:

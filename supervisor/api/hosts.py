@@ -31,7 +31,7 @@ class TrustedHosts:
         scope[_PASSED] = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PROBES:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
         await self._check(scope, receive, _discard)  # its own answer to a bad host is dropped

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.convertors import FloatConvertor, IntegerConvertor
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from supervisor.api.access import Role, needs, role_of
 from supervisor.api.common import json
@@ -38,6 +38,7 @@ VERSION = "1"
 REQUEST_ID = "X-Request-ID"
 
 _REASONS = {
+    101: "Switching Protocols: a WebSocket follows",
     200: "OK",
     202: "Accepted",
     204: "Done; no content",
@@ -58,7 +59,9 @@ def operations(routes: Iterable[BaseRoute]) -> list[tuple[str, str, Route]]:
     """(path, method, route) for every HTTP operation the app serves."""
     found = []
     for route in routes:
-        if isinstance(route, Route) and route.methods is not None:
+        if isinstance(route, WebSocketRoute):  # its handshake is a GET, answered 101
+            found.append((route.path, "GET", route))  # type: ignore[arg-type]
+        elif isinstance(route, Route) and route.methods is not None:
             for method in sorted(route.methods - {"HEAD"}):
                 found.append((route.path, method, route))
     return found
@@ -190,10 +193,9 @@ def _operation(
         op["requestBody"] = {"required": True, "content": _json(body_schema)}
     responses: dict[str, Any] = {}
     for status, answer in sorted(c.responses.items()):
-        response: dict[str, Any] = {
-            "description": _REASONS.get(status, "OK"),
-            "headers": _headers(dict(c.headers)),
-        }
+        response: dict[str, Any] = {"description": _REASONS.get(status, "OK")}
+        if status != 101:  # a WebSocket's handshake answer carries no request id
+            response["headers"] = _headers(dict(c.headers))
         if not isinstance(answer, Text):
             response["content"] = _json(next(schemas))
         elif answer.media_type:

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from starlette.requests import Request
-from starlette.routing import BaseRoute, Route
+from starlette.requests import HTTPConnection, Request
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.api.errors import ApiError
@@ -70,7 +70,7 @@ def accepted(endpoint: Callable[..., Any]) -> frozenset[str]:
     return frozenset() if declared is None else declared.all()
 
 
-def refuse_unknown(request: Request, names: frozenset[str]) -> None:
+def refuse_unknown(request: HTTPConnection, names: frozenset[str]) -> None:
     """Refuse a parameter the route does not take, and one given twice: every
     reader takes one value, and which of two it took would be a guess."""
     params = request.query_params
@@ -94,7 +94,7 @@ class _Checked:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("query_string"):
-            refuse_unknown(Request(scope), accepted(self.endpoint))
+            refuse_unknown(HTTPConnection(scope), accepted(self.endpoint))
         await self.app(scope, receive, send)
 
 
@@ -102,7 +102,7 @@ def checked(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
     """The routes, each refusing the query parameters its endpoint does not declare."""
     out = list(routes)
     for route in out:
-        if isinstance(route, Route) and not isinstance(route.app, _Checked):
+        if isinstance(route, Route | WebSocketRoute) and not isinstance(route.app, _Checked):
             route.app = _Checked(route.app, route.endpoint)
     return out
 

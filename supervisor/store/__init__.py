@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from supervisor.store import access, jobs, schedules
+from supervisor.store import access, jobs, outbox, schedules
 from supervisor.store.migrations import migrate
 from workers import registry
 from workers.db import Database, DatabaseUnavailable, connect, dialect_of
@@ -291,12 +291,13 @@ class Store:
         """Apply pending migrations (blocking; for startup and ``jobsup migrate``)."""
         db = connect(self.url)
         try:
-            # The job table first, the schedules, the access tables; then what the
+            # The job table first, the schedules, the access tables, the outbox; then what the
             # loaded job modules contribute.
             components = {
                 "jobs": jobs.MIGRATIONS,
                 "schedules": schedules.MIGRATIONS,
                 "access": access.MIGRATIONS,
+                "notify": outbox.MIGRATIONS,
             }
             return migrate(db, {**components, **registry.migrations()})
         finally:

@@ -7,13 +7,14 @@ rescue of a dead instance's jobs. ``jobs.py`` has the table and the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from supervisor.job import CancelInfo, Job, RequestedBy
 from supervisor.state import TERMINAL
-from supervisor.store import chains
+from supervisor.store import chains, outbox
 from supervisor.store.jobs import (
     COLUMNS,
     LIVE_SQL,
@@ -23,11 +24,18 @@ from supervisor.store.jobs import (
     to_json,
     to_ms,
 )
+from supervisor.store.outbox import Notice
 from workers.db import Database
 from workers.times import from_ms
 
 
-def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[Job, bytes | None]]:
+def claim_jobs(
+    db: Database,
+    owner: str,
+    limit: int,
+    now_ms: int,
+    notice_of: Callable[[Job], Notice | None] | None = None,
+) -> list[tuple[Job, bytes | None]]:
     """Take up to ``limit`` unclaimed pending jobs, in claim order, for ``owner``.
 
     Each comes with its saved place (JSON), if a run of it saved one.
@@ -41,7 +49,8 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
 
     Each claim counts an attempt: ``(owner, attempts)`` is the run's fencing
     token, stored before any child starts. A pending job someone asked to
-    cancel (while its earlier owner was stalled, say) ends cancelled instead.
+    cancel (while its earlier owner was stalled, say) ends cancelled instead,
+    with the notifications ``notice_of`` gives for it, in the same transaction.
     On PostgreSQL, ``SKIP LOCKED`` lets instances claim side by side without
     waiting on each other or taking the same job twice; SQLite has one writer.
     """
@@ -55,17 +64,21 @@ def claim_jobs(db: Database, owner: str, limit: int, now_ms: int) -> list[tuple[
         if limit <= 0:
             chains.sweep(db, now_ms)
             return []
-        db.execute(
+        cancelled = db.query(
             "UPDATE jobs SET status = 'cancelled', cancel = cancel_request, completed_at = ?,"
             " updated_at = ?, pid = NULL, exclusive_key = NULL WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
-            f" AND cancel_request IS NOT NULL{lock})",
+            f" AND cancel_request IS NOT NULL{lock}) RETURNING {COLUMNS}",
             (now_ms, now_ms),
         )
         # Held jobs past their expiry, and chained jobs whose parent ended
         # without releasing them (a busy exclusive key, a parent cancelled
         # just above, a child inserted while its parent's end committed).
         chains.sweep(db, now_ms)
+        for row in cancelled if notice_of is not None else ():
+            notice = notice_of(row_to_job(row))
+            if notice is not None:
+                outbox.enqueue(db, notice, now_ms)
         rows = db.query(
             "UPDATE jobs SET owner = ?, attempts = attempts + 1, updated_at = ? WHERE id IN ("
             " SELECT id FROM jobs WHERE status = 'pending' AND owner IS NULL"
@@ -86,10 +99,14 @@ def next_due(db: Database) -> int | None:
 
 
 def claim_and_look_ahead(
-    db: Database, owner: str, limit: int, now_ms: int
+    db: Database,
+    owner: str,
+    limit: int,
+    now_ms: int,
+    notice_of: Callable[[Job], Notice | None] | None = None,
 ) -> tuple[list[tuple[Job, bytes | None]], int | None]:
     """``claim_jobs``, then when the next scheduled job is due: the scheduler's timer."""
-    return claim_jobs(db, owner, limit, now_ms), next_due(db)
+    return claim_jobs(db, owner, limit, now_ms, notice_of), next_due(db)
 
 
 def retry_job(db: Database, job: Job, rank: int, saved: bytes | None, now_ms: int) -> bool:
@@ -189,10 +206,11 @@ def requeue_job(
     return changed == 1
 
 
-def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
+def cancel_unclaimed(db: Database, job: Job, now_ms: int, notice: Notice | None = None) -> bool:
     """Cancel a job no instance holds (scheduled, pending, paused or held); False if one does.
 
-    The jobs chained after it are released (cancelled, most often) in the same write.
+    The jobs chained after it are released (cancelled, most often) in the same
+    write; ``notice``: its notifications, added to the outbox in it too.
     """
     cancel = to_json(job.cancel)
     with db.transaction():
@@ -205,6 +223,8 @@ def cancel_unclaimed(db: Database, job: Job, now_ms: int) -> bool:
         )
         if changed:
             chains.release_after(db, now_ms, job.id)
+            if notice is not None:
+                outbox.enqueue(db, notice, now_ms)
     if changed:
         return True
     # A retry after a commit whose answer was lost finds its own cancel.
@@ -345,10 +365,18 @@ def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
     return [row_to_job(r) for r in rows]
 
 
-def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None = None) -> bool:
+def rescue_job(
+    db: Database,
+    old: Job,
+    new: Job,
+    now_ms: int,
+    rank: int | None = None,
+    notice: Notice | None = None,
+) -> bool:
     """Write ``new`` over a dead instance's job, unless another rescuer did first.
 
     ``rank``: the claim order of a job rescued as ``scheduled`` (a retry).
+    ``notice``: the notifications of a final ``new``, in the same transaction.
     """
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
     release += ", pause_request = NULL"  # asked of the dead run; not of the next one
@@ -359,6 +387,8 @@ def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None =
             f"UPDATE jobs SET {STATE_SET}{release} WHERE id = ? AND owner = ? AND status = ?",
             (*state_values(new), now_ms, new.id, old.owner, old.status.value),
         )
-        if changed and new.status in TERMINAL:
+        if changed == 1 and new.status in TERMINAL:
             chains.release_after(db, now_ms, new.id)
+        if changed == 1 and notice is not None:
+            outbox.enqueue(db, notice, now_ms)
     return changed == 1

@@ -25,7 +25,9 @@ from supervisor.job import (
     RetryPolicy,
 )
 from supervisor.state import HELD, LIVE, STORED_BEFORE, TERMINAL, JobStatus
+from supervisor.store import outbox
 from supervisor.store.access import insert_audit
+from supervisor.store.outbox import Notice
 from workers.db import Database
 
 # Stored times: whole milliseconds, one rounding everywhere (workers.times).
@@ -510,12 +512,14 @@ assert frozenset(_LIVE_ORDER) == LIVE
 LIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE_ORDER) + ")"
 
 
-def update_job(db: Database, job: Job, now_ms: int) -> bool:
+def update_job(db: Database, job: Job, now_ms: int, notice: Notice | None = None) -> bool:
     """Write the job's state if this run still holds it; a terminal job releases its key.
 
     Fenced: the row must still carry this run's ``owner`` and ``attempts``
     and a state the new one can follow. False means it does not: another
     instance rescued the job (or it ended) and this instance must let go.
+    ``notice``: the notifications this state sends, added to the outbox in
+    the same transaction (only by the write that changes the row).
     """
     final = job.status in TERMINAL
     release = " , exclusive_key = NULL" if final else ""
@@ -524,15 +528,19 @@ def update_job(db: Database, job: Job, now_ms: int) -> bool:
         f" AND status IN {_MAY_REPLACE[job.status]}"
     )
     values = (*state_values(job), now_ms, job.id, job.owner, job.attempts)
-    if not final:
+    # One statement needs no transaction of its own; an end releasing the jobs
+    # chained after it, or a notice for the outbox, makes two.
+    if not final and notice is None:
         changed = db.execute(sql, values)
     else:
         with db.transaction():
             changed = db.execute(sql, values)
-            if changed:  # its end releases the jobs chained after it, in this write
+            if changed == 1 and final:  # its end releases the jobs chained after it
                 from supervisor.store.chains import release_after
 
                 release_after(db, now_ms, job.id)
+            if changed == 1 and notice is not None:
+                outbox.enqueue(db, notice, now_ms)
     return changed == 1 or _already_written(db, job)
 
 
