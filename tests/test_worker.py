@@ -177,3 +177,15 @@ def test_worker_stops_on_sigterm_before_any_job(pg_url: str, make_server: Any) -
     w.signal(signal.SIGTERM)
     assert w.process is not None
     assert w.process.wait(30) == 0
+
+
+def test_worker_refuses_no_slots() -> None:
+    env = {
+        **os.environ,
+        **FAST,
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/unused",
+        "JOBSUP_MAX_CONCURRENT_JOBS": "0",
+    }
+    done = subprocess.run(WORKER, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "a worker with no job slot would run nothing" in done.stderr
