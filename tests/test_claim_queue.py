@@ -73,6 +73,9 @@ def test_per_claim_and_heartbeat_queries_skip_the_pending_jobs(db: Database) -> 
         plan = " ".join(str(row[-1]) for row in db.query("EXPLAIN QUERY PLAN " + query))
         index = "jobs_claimable" if name == "head" else "jobs_owner_live"
         assert index in plan, (name, plan)
+    # The rescue query names the index only while its WHERE is LIVE_SQL: a
+    # migration that changes one without the other makes it slow, so it fails here.
+    assert claims._owner_index_fits(db)
     # And the functions themselves run on both dialects (the INDEXED BY only on SQLite).
     assert claims.orphaned_jobs(db) == []
     assert claims.give_back_strays(db, "me", frozenset(), 1) == []

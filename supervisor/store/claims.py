@@ -267,8 +267,9 @@ def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
     """
     # Owned live jobs are few (running, or claimed a moment ago) however long
     # the queue: read them by jobs_owner_live. SQLite's planner would take
-    # jobs_status_created and walk every pending job, so it is told.
-    index = " INDEXED BY jobs_owner_live" if db.dialect == "sqlite" else ""
+    # jobs_status_created and walk every pending job, so it is told, when
+    # the index covers exactly LIVE_SQL (else INDEXED BY would be an error).
+    index = " INDEXED BY jobs_owner_live" if _owner_index_fits(db) else ""
     rows = db.query(
         f"SELECT {COLUMNS} FROM jobs{index} WHERE status IN {LIVE_SQL}"
         " AND owner IS NOT NULL AND (owner NOT IN (SELECT id FROM instances) OR owner = ?)"
@@ -276,6 +277,14 @@ def orphaned_jobs(db: Database, earlier_self: str | None = None) -> list[Job]:
         (earlier_self,),
     )
     return [row_to_job(r) for r in rows]
+
+
+def _owner_index_fits(db: Database) -> bool:
+    """SQLite: jobs_owner_live's WHERE is ``status IN LIVE_SQL``, so a query with it may name it."""
+    if db.dialect != "sqlite":
+        return False
+    row = db.one("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'jobs_owner_live'")
+    return row is not None and f"status IN {LIVE_SQL}" in " ".join(str(row[0]).split())
 
 
 def rescue_job(db: Database, old: Job, new: Job, now_ms: int, rank: int | None = None) -> bool:
