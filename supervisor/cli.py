@@ -8,6 +8,7 @@ A module that brings its own subcommands adds its ``register`` to the list.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import textwrap
@@ -105,6 +106,31 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_worker(args: argparse.Namespace) -> Settings:
+    """The worker's checks: PostgreSQL, its modules, its health port, migrations."""
+    from supervisor.worker import check_database
+
+    settings = load_settings(args)
+    if getattr(args, "port", None) is None and settings.health_port:
+        settings = dataclasses.replace(settings, port=settings.health_port)
+    check_database(settings)
+    load_job_modules(settings)
+    check_port(settings.host, settings.port)
+    migrate_database(settings)
+    return settings
+
+
+def worker(args: argparse.Namespace) -> int:
+    settings = prepare_worker(args)
+    from supervisor import logs
+    from supervisor.server import make_server
+    from supervisor.worker import create_worker_app
+
+    logs.setup(settings.log_level, settings.log_format)
+    make_server(create_worker_app(settings), settings, log_config=None).run()
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     settings = prepare_to_serve(args)
     from supervisor.demo import run_demo
@@ -170,6 +196,27 @@ def register_serve(subparsers: Subparsers) -> None:
     parser.set_defaults(run=serve)
 
 
+def register_worker(subparsers: Subparsers) -> None:
+    parser = _add(
+        subparsers,
+        "worker",
+        "claim and run jobs, serving only /healthz and /readyz",
+        "Run a worker in the foreground: an instance that claims pending jobs from "
+        "the shared PostgreSQL queue and runs them (heartbeats, rescue, cancel "
+        "requests through NOTIFY, as jobsup serve does) without the API. It answers "
+        "/healthz and /readyz on JOBSUP_HEALTH_PORT (or PORT). Web instances "
+        "(jobsup serve, often with JOBSUP_MAX_CONCURRENT_JOBS=0) accept the jobs. "
+        "SIGTERM or SIGINT stops it gracefully: resumable jobs go back to the "
+        "queue, others are cancelled, and it exits 0.",
+        epilog=_server_env() + "\n\n" + _exit_codes(),
+    )
+    parser.add_argument("--host", help="interface for the health port (over JOBSUP_HOST)")
+    parser.add_argument(
+        "--port", type=_port, help="health port, 1-65535 (over JOBSUP_HEALTH_PORT and PORT)"
+    )
+    parser.set_defaults(run=worker)
+
+
 def register_demo(subparsers: Subparsers) -> None:
     parser = _add(
         subparsers,
@@ -224,6 +271,7 @@ def register_bench(subparsers: Subparsers) -> None:
 
 COMMANDS: list[Register] = [
     register_serve,
+    register_worker,
     register_demo,
     register_migrate,
     token_command.register,

@@ -69,7 +69,8 @@ class Runtime:
             self._loop.call_soon_threadsafe(self.table.events.close)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
+    async def start(cls, settings: Settings, role: str = "web") -> Runtime:
+        """Start an instance: ``role`` is "web" (``jobsup serve``) or "worker" (for the logs)."""
         loop = asyncio.get_running_loop()
         registry.load(settings.job_modules)
         store = Store(settings.database_url)
@@ -77,7 +78,8 @@ class Runtime:
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         ctx = forkserver_context(settings.job_modules)
-        await loop.run_in_executor(None, ensure_forkserver)
+        if settings.max_concurrent_jobs > 0:  # a web instance that runs nothing needs none
+            await loop.run_in_executor(None, ensure_forkserver)
         events = EventBus(settings.events_buffer, max_queue=settings.events_queue)
         table = JobTable(store, events)
         runtime = cls(settings, store, table, Scheduler(table, ctx, settings))
@@ -99,7 +101,22 @@ class Runtime:
             # after this one starts must not wait for the polling fallback.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runtime.cluster.listening.wait(), LISTEN_READY_S)
-        log.info("instance %s ready on %s", settings.instance_id, store.dialect)
+        if settings.max_concurrent_jobs == 0:
+            log.info(
+                "%s instance %s ready on %s; it runs no job (JOBSUP_MAX_CONCURRENT_JOBS=0):"
+                " workers run them",
+                role,
+                settings.instance_id,
+                store.dialect,
+            )
+        else:
+            log.info(
+                "%s instance %s ready on %s; it runs up to %d jobs at once",
+                role,
+                settings.instance_id,
+                store.dialect,
+                settings.max_concurrent_jobs,
+            )
         return runtime
 
     async def poll(self) -> None:

@@ -70,7 +70,10 @@ class Scheduler:
             ctx,
             settings.child_nice,
             self._launcher,
-            wanted=lambda: settings.spare_child and self.admitting(),
+            # No slot, no spare: a web instance with no job slots forks nothing.
+            wanted=lambda: (
+                settings.spare_child and settings.max_concurrent_jobs > 0 and self.admitting()
+            ),
             on_sigterm=self.hold_admissions,
         )
         table.on_lost = self._lost

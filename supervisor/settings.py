@@ -38,7 +38,10 @@ def _instance_id() -> str:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    # jobsup worker's health port (/healthz, /readyz); 0: PORT's.
+    health_port: int = 0
     database_url: str = DEFAULT_DATABASE_URL
+    # 0: a web instance that accepts and serves jobs and runs none (workers do).
     max_concurrent_jobs: int = 4
     # Jobs waiting for a slot, across all instances; beyond it, starts get 429.
     max_pending_jobs: int = 10_000
@@ -154,7 +157,6 @@ class Settings:
 
     def validate(self) -> None:
         positive = (
-            "max_concurrent_jobs",
             "max_pending_jobs",
             "job_ttl_s",
             "cleanup_interval_s",
@@ -182,6 +184,7 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be positive")
         non_negative = (
+            "max_concurrent_jobs",
             "cancel_grace_s",
             "kill_after_s",
             "cancel_wait_s",
@@ -197,6 +200,13 @@ class Settings:
                 raise SettingsError(f"{_env_name(name)} must not be negative")
         if not 1 <= self.port <= 65535:
             raise SettingsError(f"PORT must be 1 to 65535, not {self.port}")
+        if not 0 <= self.health_port <= 65535:
+            raise SettingsError(f"JOBSUP_HEALTH_PORT must be 0 to 65535, not {self.health_port}")
+        if self.max_concurrent_jobs == 0 and self.database_url.startswith("sqlite:///"):
+            raise SettingsError(
+                "JOBSUP_MAX_CONCURRENT_JOBS=0 runs no job here: it is for a web instance"
+                " beside jobsup worker instances, which need PostgreSQL (DATABASE_URL)"
+            )
         if self.node_timeout_s < 2 * self.heartbeat_s:
             raise SettingsError(
                 "JOBSUP_NODE_TIMEOUT_S must be at least twice JOBSUP_HEARTBEAT_S, or live "

@@ -51,7 +51,7 @@ def refused(result: subprocess.CompletedProcess[str], code: int, *words: str) ->
 def test_help_describes_every_subcommand() -> None:
     result = jobsup("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "demo", "migrate", "bench"):
+    for command in ("serve", "worker", "demo", "migrate", "bench"):
         assert f"\n    {command} " in result.stdout, result.stdout
     assert "``" not in result.stdout  # no raw markup
     assert "exit codes" in result.stdout

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -41,3 +43,28 @@ def test_release_line_migrates(sqlite_url: str) -> None:
 
     assert "applied" in release()
     assert "up to date" in release()
+
+
+@pytest.mark.postgres
+def test_web_and_worker_lines_share_the_work(pg_url: str, make_server: Any) -> None:
+    web = make_server(
+        start=False,
+        command=["sh", "-c", _line("web")],
+        DATABASE_URL=pg_url,
+        JOBSUP_MAX_CONCURRENT_JOBS="0",
+        PATH=PATH,
+        PYTHONPATH=str(ROOT),  # tests.jobs
+    )
+    worker = make_server(
+        start=False,
+        command=["sh", "-c", _line("worker")],
+        DATABASE_URL=pg_url,
+        PATH=PATH,
+        PYTHONPATH=str(ROOT),
+    )
+    web.start()
+    worker.start()  # its health port: the PORT a platform gives it
+    assert worker.client.get("/readyz").status_code == 200
+    assert web.wait_status(web.start_job({"type": "quick"}), "completed")
+    assert worker.stop() == 0
+    assert web.stop() == 0

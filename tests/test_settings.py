@@ -18,11 +18,23 @@ def test_defaults_and_overrides() -> None:
     assert settings.policy().min_delay_ms == 10_000
 
 
+PG = "postgresql://postgres@127.0.0.1:5432/jobsup"
+
+
+def test_a_web_instance_may_run_no_job_on_postgresql() -> None:
+    settings = Settings.from_env({"JOBSUP_MAX_CONCURRENT_JOBS": "0", "DATABASE_URL": PG})
+    assert settings.max_concurrent_jobs == 0
+    assert settings.health_port == 0
+    assert Settings.from_env({"JOBSUP_HEALTH_PORT": "9001"}).health_port == 9001
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
         ({"JOBSUP_MAX_CONCURRENT_JOBS": "many"}, "JOBSUP_MAX_CONCURRENT_JOBS"),
-        ({"JOBSUP_MAX_CONCURRENT_JOBS": "0"}, "JOBSUP_MAX_CONCURRENT_JOBS"),
+        ({"JOBSUP_MAX_CONCURRENT_JOBS": "0"}, "JOBSUP_MAX_CONCURRENT_JOBS"),  # on SQLite
+        ({"JOBSUP_MAX_CONCURRENT_JOBS": "-1", "DATABASE_URL": PG}, "JOBSUP_MAX_CONCURRENT_JOBS"),
+        ({"JOBSUP_HEALTH_PORT": "70000"}, "JOBSUP_HEALTH_PORT"),
         ({"JOBSUP_CANCEL_GRACE_S": "-1"}, "JOBSUP_CANCEL_GRACE_S"),
         ({"JOBSUP_ACCESS_LOG": "maybe"}, "JOBSUP_ACCESS_LOG"),
         ({"JOBSUP_CHILD_NICE": "-5"}, "JOBSUP_CHILD_NICE"),

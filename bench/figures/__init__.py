@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.figures import api, bulk, events, latency, resume, throughput, webhooks
+from bench.figures import api, bulk, events, large, latency, resume, throughput, webhooks
 from bench.session import Session
 from bench.stats import Row
 
@@ -34,7 +34,13 @@ FIGURES = (
     Figure("events", events.events, frozenset({"jobsup-events"})),
     Figure("webhooks", webhooks.webhooks, frozenset({"jobsup-webhooks"})),
 )
-NAMES = tuple(f.name for f in FIGURES)
+# Run only when named (--only): minutes each, and PostgreSQL (bench/figures/large.py).
+ON_REQUEST = (
+    Figure("backlog", large.backlog, frozenset()),
+    Figure("history", large.history, frozenset()),
+    Figure("cluster", large.cluster, frozenset()),
+)
+NAMES = tuple(f.name for f in (*FIGURES, *ON_REQUEST))
 
 
 def select(names: list[str] | None) -> list[Figure]:
@@ -43,4 +49,4 @@ def select(names: list[str] | None) -> list[Figure]:
     unknown = sorted(set(names) - set(NAMES))
     if unknown:
         raise ValueError(f"unknown figure {', '.join(unknown)} (known: {', '.join(NAMES)})")
-    return [f for f in FIGURES if f.name in names]
+    return [f for f in (*FIGURES, *ON_REQUEST) if f.name in names]
