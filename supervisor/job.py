@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from supervisor.state import JobStatus
+from workers.limits import Limits
 from workers.times import from_ms, now_ms
 
 
@@ -113,6 +114,9 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     retry: RetryPolicy | None = None
     attempt_errors: list[AttemptError] | None = None  # each failed attempt, oldest first
     idempotency_key: str | None = None
+    limits: Limits | None = None  # what it may use (workers.limits); None: no limit
+    # Descendants still alive at its end, killed then (setsid escapees included).
+    leftovers_killed: int | None = None
 
 
 # A job without its result, as lists show it unless asked (results can be

@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
-from workers import registry
+from workers import limits, registry
 from workers.entry import ChildSpec, child_main, spec_encoder
 
 # A frame larger than this is a protocol error (a job sending huge results
@@ -108,6 +108,7 @@ class JobProcess:
         self._progress_r: Connection | None = None
         self.reader: FrameReader | None = None
         self.exitcode: int | None = None
+        self.swept = 0  # descendants killed with it by kill()
 
     def start(self) -> None:
         """Fork the child (blocking, a few ms: the launcher thread calls this)."""
@@ -187,6 +188,20 @@ class JobProcess:
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """SIGKILL the job's child and every process below it.
+
+        The child is a subreaper (``workers.limits``): while it lives, every
+        descendant's parent chain leads to it, even one that left the job's
+        process group with ``setsid``. So it is stopped first (it can fork
+        no more), its descendants found in /proc and killed, and then its
+        group. A read of /proc on the event loop, on this rare last step only.
+        """
+        pid = self.pid
+        if pid is None or self.exitcode is not None:
+            return  # never signal a reaped pid: it may belong to someone else now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+        self.swept += limits.sweep(pid)
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:

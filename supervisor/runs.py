@@ -131,6 +131,9 @@ class Run:
         self.fenced = False  # another instance holds the job: kill, write nothing
         self.signalled = False  # ended by a SIGTERM the supervisor did not send
         self.requeue = False  # stopped by a shutdown: back to the queue, not cancelled
+        self.timed_out = False  # stopped by its timeout (the cancel ladder): it fails
+        self._deadline: asyncio.TimerHandle | None = None  # its timeout, if it has one
+        self.leftovers = 0  # descendants the child swept at its end (protocol.Swept)
         # Resolved when the scheduler drops the run: the child is gone (or never came).
         self.gone: asyncio.Future[None] = self._loop.create_future()
 
@@ -153,6 +156,9 @@ class Run:
             self._loop.add_reader(self._pidfd, self._on_pidfd)
         if self.escalation is not None:  # cancelled (or killed) while it was being started
             self._escalate_to(self.escalation)
+        job = self._table.get(self.job_id)
+        if job is not None and job.limits is not None and job.limits.timeout_s is not None:
+            self._deadline = self._loop.call_later(job.limits.timeout_s, self._on_timeout)
 
     # -- messages from the child ---------------------------------------------
 
@@ -217,6 +223,8 @@ class Run:
                 log.log(
                     log_level(level), "job %s: %s", self.job_id, text, extra=about_job(self.job_id)
                 )
+            case protocol.Swept(killed):
+                self.leftovers += killed
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
                 self.final = message
 
@@ -237,6 +245,16 @@ class Run:
         self._table.move_soon(job, JobStatus.CANCELLING, cancel=info)
         if self.phase is not RunPhase.STARTING:
             self._escalate_to(Escalation.ASK)
+
+    def _on_timeout(self) -> None:
+        """The job ran past its timeout: stopped like a cancel, it fails (``timeout``)."""
+        self._deadline = None
+        if self.escalation is not None or self.settled:
+            return  # being stopped already: a cancel someone asked for stays a cancel
+        log.info("job %s: past its timeout; stopping it", self.job_id, extra=about_job(self.job_id))
+        self.timed_out = True
+        self.escalation = Escalation.ASK
+        self._escalate_to(Escalation.ASK)
 
     def request_requeue(self) -> None:
         """A shutdown stops a resumable job: asked like a cancel, escalated like one,
@@ -364,6 +382,8 @@ class Run:
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self.phase is RunPhase.ATTACHED:  # it died without saying how it ended
             self._settle(exitcode)
         self._move(RunPhase.ENDED)
@@ -387,7 +407,14 @@ class Run:
             self._on_settled(self)
             return
         partial = job.result if job is not None else None  # the last partial result
-        outcome = classify_exit(exitcode, self.final, self.escalation, partial)
+        outcome = classify_exit(
+            exitcode,
+            self.final,
+            self.escalation,
+            partial,
+            limits=job.limits if job is not None else None,
+            timed_out=self.timed_out,
+        )
         if job is not None and self._goes_back(job, outcome):
             log.info("job %s stopped by a shutdown; back in the queue to resume", job.id)
             if outcome.result is not None:
@@ -413,6 +440,10 @@ class Run:
         if job is None:
             return
         changes: dict[str, Any] = {"completed_at": now(), "pid": None}
+        # What the child swept at its end, or the front before its SIGKILL.
+        leftovers = self.leftovers + self.process.swept
+        if leftovers:
+            changes["leftovers_killed"] = leftovers
         if outcome.result is not None or job.result is None:
             changes["result"] = outcome.result
         changes["error"] = outcome.error

@@ -131,7 +131,12 @@ class JobService:
     async def rerun(self, job_id: str, caller: Caller | None = None) -> Job:
         """A new job with the original's config, checked again as a new start is."""
         original = await self.get(job_id)
-        return await self.submit(bytes(original.config), caller, rerun_of=original.id)
+        body = bytes(original.config)
+        if original.limits is not None:  # its limits, as if the start had asked for them
+            fields = msgspec.json.decode(body)
+            fields["limits"] = original.limits
+            body = msgspec.json.encode(fields)
+        return await self.submit(body, caller, rerun_of=original.id)
 
     async def delete(self, job_id: str) -> JobStatus:
         """Delete a finished job, whichever instance ran it; a live one is refused."""
@@ -192,6 +197,7 @@ class JobService:
             priority=options.priority,
             retry=retry,
             idempotency_key=options.idempotency_key,
+            limits=timing.limits(job_type, options, self.settings.limit_caps()),
             requested_by=None if caller is None else caller.who(),
         )
         key = job_type.exclusive_key(config) if job_type.exclusive_key else None

@@ -16,6 +16,7 @@ from typing import Any
 
 from supervisor.credentials import TokenError, parse_tokens
 from workers import registry
+from workers.limits import Limits
 from workers.registry import Policy
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
@@ -62,6 +63,12 @@ class Settings:
     priority_aging_s: float = 60.0
     # The most attempts a start's ``retry`` may ask for.
     max_attempts: int = 10
+    # The most a start's ``limits`` may ask for (a job type's defaults above
+    # them are lowered to them).
+    max_timeout_s: float = 86400.0
+    max_cpu_s: float = 86400.0
+    max_memory_mib: int = 65536
+    max_open_files: int = 65536
     # A start's idempotencyKey returns the job first accepted with it for this long.
     idempotency_ttl_s: float = 86400.0
     progress_flush_s: float = 0.25
@@ -154,6 +161,10 @@ class Settings:
             "priority_aging_s",
             "max_attempts",
             "idempotency_ttl_s",
+            "max_timeout_s",
+            "max_cpu_s",
+            "max_memory_mib",
+            "max_open_files",
             "header_timeout_s",
             "body_timeout_s",
             "max_connections",
@@ -217,6 +228,10 @@ class Settings:
             raise SettingsError("JOBSUP_METRICS_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with sqlite:/// or postgresql://")
+
+    def limit_caps(self) -> Limits:
+        """The caps on a job's limits (JOBSUP_MAX_TIMEOUT_S and its siblings)."""
+        return Limits(self.max_timeout_s, self.max_cpu_s, self.max_memory_mib, self.max_open_files)
 
     def host_names(self) -> tuple[str, ...]:
         """The Host headers answered: JOBSUP_ALLOWED_HOSTS, or the bind address and loopback."""

@@ -71,9 +71,18 @@ class Failed(_Frame, tag="failed"):
     type: str
     message: str
     traceback: str
+    # The job's ``error.reason``: an exception it raised, or a limit it hit
+    # (memory_limit, cpu_limit: workers.limits).
+    reason: str = "exception"
 
 
-Message = Started | Progress | Partial | Saved | Log | Done | Cancelled | Failed
+class Swept(_Frame, tag="swept"):
+    """Sent before the final frame: descendants the job left alive, killed at its end."""
+
+    killed: int
+
+
+Message = Started | Progress | Partial | Saved | Log | Swept | Done | Cancelled | Failed
 
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Message)
@@ -83,3 +92,5 @@ decoder = msgspec.msgpack.Decoder(Message)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
+# A limit hit where the final frame could not be sent (no memory left to build it).
+EXIT_MEMORY = 4

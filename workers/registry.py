@@ -31,6 +31,7 @@ import msgspec
 
 from workers.context import JobContext
 from workers.db import Database
+from workers.limits import Limits
 
 BUILTIN_MODULES = ("removal.jobs",)
 
@@ -160,7 +161,9 @@ CheckFunction = Callable[[Any, Database, Policy], None]
 
 # A start request's own fields, beside ``type``: the supervisor reads them
 # before the job type's config is decoded, so no config may use these names.
-RESERVED_FIELDS = frozenset({"runAt", "delayS", "priority", "retry", "idempotencyKey"})
+RESERVED_FIELDS = frozenset(
+    {"runAt", "delayS", "priority", "retry", "idempotencyKey", "limits"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,8 @@ class JobType:
     # Failed attempts run again (a start's ``retry`` may say otherwise);
     # None: one attempt, unless the start asks for more.
     retry: Retry | None = None
+    # What its jobs may use unless a start says otherwise (``workers.limits``).
+    limits: Limits | None = None
 
 
 _types: dict[str, JobType] = {}
@@ -221,6 +226,7 @@ def job_type(
     label: Label | None = None,
     resumable: bool = False,
     retry: Retry | None = None,
+    limits: Limits | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     name = config.__struct_config__.tag
     if not isinstance(name, str):
@@ -231,7 +237,7 @@ def job_type(
 
     def register(run: RunFunction) -> RunFunction:
         _types[name] = JobType(
-            name, config, run, idempotent, exclusive_key, check, label, resumable, retry
+            name, config, run, idempotent, exclusive_key, check, label, resumable, retry, limits
         )
         return run
 

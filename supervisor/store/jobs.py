@@ -18,6 +18,7 @@ from supervisor.job import AttemptError, CancelInfo, Job, Progress, RequestedBy,
 from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
 from supervisor.store.access import insert_audit
 from workers.db import Database
+from workers.limits import Limits
 
 # Stored times: whole milliseconds, one rounding everywhere (workers.times).
 from workers.times import opt_from_ms as from_ms
@@ -126,6 +127,15 @@ MIGRATIONS = [
         CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
         """,
     ),
+    (
+        8,
+        # What a job may use (workers.limits.Limits, as JSON), and how many
+        # of its descendants were still alive at its end and killed then.
+        """
+        ALTER TABLE jobs ADD COLUMN limits TEXT;
+        ALTER TABLE jobs ADD COLUMN leftovers_killed INTEGER
+        """,
+    ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
 # priority; led by status, or SQLite's planner prefers jobs_status_created and
@@ -140,7 +150,8 @@ MIGRATIONS = [
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
     " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
-    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by"
+    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by,"
+    " limits, leftovers_killed"
 )
 
 _json = msgspec.json.Encoder()
@@ -149,6 +160,7 @@ _progress_decoder = msgspec.json.Decoder(Progress)
 _retry_decoder = msgspec.json.Decoder(RetryPolicy)
 _attempts_decoder = msgspec.json.Decoder(list[AttemptError])
 _requested_by_decoder = msgspec.json.Decoder(RequestedBy)
+_limits_decoder = msgspec.json.Decoder(Limits)
 
 
 def to_json(value: Any) -> str | None:
@@ -181,6 +193,8 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors,
         idempotency_key,
         requested_by,
+        limits,
+        leftovers_killed,
     ) = row
     return Job(
         id=id_,
@@ -206,6 +220,8 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
         idempotency_key=idempotency_key,
         requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
+        limits=None if limits is None else _limits_decoder.decode(limits),
+        leftovers_killed=leftovers_killed,
     )
 
 
@@ -213,7 +229,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
     " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?,"
-    " attempt_errors = ?, updated_at = ?"
+    " attempt_errors = ?, leftovers_killed = ?, updated_at = ?"
 )
 
 
@@ -232,6 +248,7 @@ def state_values(job: Job) -> tuple[Any, ...]:
         job.attempts,
         job.resumes,
         to_json(job.attempt_errors),
+        job.leftovers_killed,
     )
 
 
@@ -356,10 +373,11 @@ def _insert(
 ) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
-        " completed_at, owner, attempts, resumes, attempt_errors, id, type, config, created_at,"
-        " updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank, retry,"
-        " idempotency_key, requested_by)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " completed_at, owner, attempts, resumes, attempt_errors, leftovers_killed, id, type,"
+        " config, created_at, updated_at, exclusive_key, label, rerun_of, run_at, priority,"
+        " queue_rank, retry, idempotency_key, requested_by, limits)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -376,6 +394,7 @@ def _insert(
             to_json(job.retry),
             job.idempotency_key,
             to_json(job.requested_by),
+            to_json(job.limits),
         ),
     )
 
