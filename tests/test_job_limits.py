@@ -128,7 +128,7 @@ def test_a_setsid_grandchild_does_not_outlive_its_job(
     server: Server, then: str, cancel: bool, status: str
 ) -> None:
     job_id = server.start_job({"type": "escape", "then": then})
-    grandchild = wait_until(lambda: (server.status(job_id).get("result") or {}).get("grandchildPid"))
+    grandchild = wait_until(lambda: (server.status(job_id)["result"] or {}).get("grandchildPid"))
     if cancel:
         assert server.client.post(f"/admin/jobs/{job_id}/cancel").status_code in (200, 202)
     job = server.wait_status(job_id, *FINAL)

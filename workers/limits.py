@@ -102,7 +102,7 @@ def apply(limits: Limits | None) -> None:
 
 def _lower(kind: int, soft: int, hard: int) -> None:
     """Never above the limit the child already has (only root could raise it)."""
-    old_soft, old_hard = resource.getrlimit(kind)
+    _, old_hard = resource.getrlimit(kind)
     if old_hard != resource.RLIM_INFINITY:
         hard = min(hard, old_hard)
     resource.setrlimit(kind, (min(soft, hard), hard))

@@ -161,9 +161,7 @@ CheckFunction = Callable[[Any, Database, Policy], None]
 
 # A start request's own fields, beside ``type``: the supervisor reads them
 # before the job type's config is decoded, so no config may use these names.
-RESERVED_FIELDS = frozenset(
-    {"runAt", "delayS", "priority", "retry", "idempotencyKey", "limits"}
-)
+RESERVED_FIELDS = frozenset({"runAt", "delayS", "priority", "retry", "idempotencyKey", "limits"})
 
 
 @dataclass(frozen=True, slots=True)
