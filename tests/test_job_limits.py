@@ -16,6 +16,7 @@ from supervisor.errors import Invalid
 from supervisor.state import Escalation, JobStatus, classify_exit
 from tests.conftest import Server, wait_until
 from tests.helpers import alive
+from tests.test_schedules import _recent, _tick_now
 from workers import protocol, registry
 from workers.limits import Limits
 
@@ -135,6 +136,23 @@ def test_a_setsid_grandchild_does_not_outlive_its_job(
     assert job["status"] == status
     wait_until(lambda: _gone(grandchild))
     assert job["leftoversKilled"] >= 1
+
+
+def test_a_schedule_s_job_is_checked_and_started_with_its_limits(
+    make_server: Any, sqlite_url: str
+) -> None:
+    server = make_server(JOBSUP_POLL_S="0.2", JOBSUP_MAX_MEMORY_MIB="1024")
+    weekly = {"cron": "0 3 * * 1", "timezone": "UTC"}
+    too_much = {**weekly, "job": {"type": "quick", "limits": {"memoryMiB": 2048}}}
+    refused = server.client.put("/admin/schedules/big", json=too_much)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["field"] == "job.limits.memoryMiB"
+    fine = {**weekly, "job": {"type": "quick", "limits": {"memoryMiB": 256}}}
+    assert server.client.put("/admin/schedules/fine", json=fine).status_code in (200, 201)
+    _tick_now(sqlite_url, "fine")
+    (tick,) = _recent(server, "fine", 1)
+    job = server.wait_status(tick["jobId"], *FINAL)
+    assert (job["status"], job["limits"]) == ("completed", {"memoryMiB": 256})
 
 
 # -- the rules as plain functions ------------------------------------------------

@@ -158,6 +158,8 @@ def sweep(root: int) -> int:
     parent (its orphan then comes to ``root``, the subreaper, and the next
     round finds it). When ``root`` is this process, the dead are reaped too.
     """
+    if root == os.getpid() and not _has_children():
+        return 0  # the common end: nothing spawned, no /proc to read
     killed: set[int] = set()
     for _ in range(SWEEP_ROUNDS):
         found = descendants(root)
@@ -170,6 +172,19 @@ def sweep(root: int) -> int:
         if root == os.getpid():
             _reap_children()
     return len(killed)
+
+
+def _has_children() -> bool:
+    """Whether this process has a live child (zombies are reaped on the way).
+
+    A subreaper has a descendant only if it has a child: an orphan comes to it.
+    """
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        return False
+    return True
 
 
 def _reap_children() -> None:

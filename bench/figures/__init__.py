@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.figures import api, bulk, events, latency, resume, throughput, webhooks
+from bench.figures import api, bulk, events, latency, limits, resume, throughput, webhooks
 from bench.session import Session
 from bench.stats import Row
 
@@ -32,6 +32,7 @@ FIGURES = (
     Figure("resume", resume.resume, frozenset({"jobsup-resume"})),
     Figure("events", events.events, frozenset({"jobsup-events"})),
     Figure("webhooks", webhooks.webhooks, frozenset({"jobsup-webhooks"})),
+    Figure("limits", limits.limits, frozenset({"jobsup"})),
 )
 NAMES = tuple(f.name for f in FIGURES)
 
