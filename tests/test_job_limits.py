@@ -15,7 +15,7 @@ from supervisor import timing
 from supervisor.errors import Invalid
 from supervisor.state import Escalation, JobStatus, classify_exit
 from tests.conftest import Server, wait_until
-from tests.helpers import alive
+from tests.helpers import alive, rows
 from tests.test_schedules import _recent, _tick_now
 from workers import protocol, registry
 from workers.limits import Limits
@@ -153,6 +153,18 @@ def test_a_schedule_s_job_is_checked_and_started_with_its_limits(
     (tick,) = _recent(server, "fine", 1)
     job = server.wait_status(tick["jobId"], *FINAL)
     assert (job["status"], job["limits"]) == ("completed", {"memoryMiB": 256})
+
+
+@pytest.mark.postgres
+def test_limits_and_leftovers_are_stored_on_postgresql(pg_url: str, make_server: Any) -> None:
+    server = make_server(DATABASE_URL=pg_url)
+    body = {"type": "escape", "limits": {"timeoutS": 30, "memoryMiB": 256}}
+    job = server.wait_status(server.start_job(body), *FINAL)
+    assert job["status"] == "completed"
+    wait_until(lambda: _gone(job["result"]["grandchildPid"]))
+    (row,) = rows(pg_url, "SELECT limits, leftovers_killed FROM jobs WHERE id = ?", job["id"])
+    assert msgspec.json.decode(row["limits"]) == {"timeoutS": 30, "memoryMiB": 256}
+    assert row["leftovers_killed"] == 1
 
 
 # -- the rules as plain functions ------------------------------------------------

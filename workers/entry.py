@@ -106,6 +106,7 @@ def _orphaned() -> None:
     # turns it into JobCancelled) and anything it spawned.
     os.killpg(0, signal.SIGTERM)
     time.sleep(ORPHAN_EXIT_S)
+    limits_.sweep(os.getpid())  # those that left the group (setsid) too: we are their subreaper
     # Whatever is left, this process included (the exit code has no reader).
     os.killpg(0, signal.SIGKILL)
 
