@@ -132,6 +132,7 @@ class Run:
         self.signalled = False  # ended by a SIGTERM the supervisor did not send
         self.requeue = False  # stopped by a shutdown: back to the queue, not cancelled
         self.timed_out = False  # stopped by its timeout (the cancel ladder): it fails
+        self.limit: str | None = None  # the limit that stopped it: timeout, cpu_limit, memory_limit
         self._deadline: asyncio.TimerHandle | None = None  # its timeout, if it has one
         self.leftovers = 0  # descendants the child swept at its end (protocol.Swept)
         # Resolved when the scheduler drops the run: the child is gone (or never came).
@@ -225,6 +226,9 @@ class Run:
                 )
             case protocol.Swept(killed):
                 self.leftovers += killed
+            case protocol.Failed(reason=reason) if reason in ("cpu_limit", "memory_limit"):
+                self.limit = reason
+                self.final = message
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
                 self.final = message
 
@@ -253,6 +257,7 @@ class Run:
             return  # being stopped already: a cancel someone asked for stays a cancel
         log.info("job %s: past its timeout; stopping it", self.job_id, extra=about_job(self.job_id))
         self.timed_out = True
+        self.limit = "timeout"
         self.escalation = Escalation.ASK
         self._escalate_to(Escalation.ASK)
 

@@ -6,6 +6,8 @@ timeout and the subreaper's sweep are what is tested.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -18,7 +20,7 @@ from tests.conftest import Server, wait_until
 from tests.helpers import alive, rows
 from tests.test_schedules import _recent, _tick_now
 from workers import protocol, registry
-from workers.limits import Limits
+from workers.limits import Limits, descendants, sweep
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -209,3 +211,37 @@ def test_classify_exit_reads_limits() -> None:
     assert reported.error["reason"] == "memory_limit"
     done = classify_exit(0, protocol.Done(1), Escalation.ASK, limits=limits, timed_out=True)
     assert done.status is JobStatus.COMPLETED  # it finished as its timeout came
+
+
+# A subreaper whose child forks a grandchild that calls setsid, ignores
+# SIGTERM and outlives its parent: the orphan comes to the subreaper.
+_TREE = """
+import os, signal, sys, time
+from workers.limits import make_subreaper
+assert make_subreaper()
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.setsid()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(os.getpid(), flush=True)
+        time.sleep(600)
+    os._exit(0)
+sys.stdin.read()
+"""
+
+
+def test_the_sweep_finds_an_orphan_that_left_the_group_and_kills_it() -> None:
+    command = [sys.executable, "-c", _TREE]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as root:
+        try:
+            assert root.stdout is not None
+            grandchild = int(root.stdout.readline())
+            # Its parent is gone: it is the subreaper's now, in a session of its own.
+            wait_until(lambda: descendants(root.pid) == [grandchild])
+            assert sweep(root.pid) == 1
+            wait_until(lambda: _gone(grandchild))
+            assert sweep(root.pid) == 0
+        finally:
+            root.kill()
