@@ -40,6 +40,7 @@ from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
 from workers.db import Database, DatabaseUnavailable
+from workers.limits import Limits
 from workers.registry import ConfigRejected, JobType, Policy
 from workers.times import now_ms
 
@@ -76,12 +77,15 @@ class JobTypeView(msgspec.Struct, rename="camel"):
     name: str
     description: str | None
     config_schema: dict[str, Any]
+    limits: Limits | None = None  # its jobs' defaults (a start may set others, up to the caps)
 
 
 def describe(job_type: JobType) -> JobTypeView:
     doc = inspect.getdoc(job_type.run) or job_type.config.__doc__
     schema = msgspec.json.schema(job_type.config)
-    return JobTypeView(job_type.name, inspect.cleandoc(doc) if doc else None, schema)
+    return JobTypeView(
+        job_type.name, inspect.cleandoc(doc) if doc else None, schema, job_type.limits
+    )
 
 
 def _run_check(db: Database, job_type: JobType, config: Any, policy: Policy) -> None:

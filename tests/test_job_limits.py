@@ -100,6 +100,9 @@ def test_a_limit_above_its_cap_is_refused_naming_the_field(
 
 
 def test_bad_limits_are_refused_naming_the_field(server: Server) -> None:
+    types = {t["name"]: t for t in server.client.get("/admin/job-types").json()}
+    assert types["hog"]["limits"] == {"timeoutS": 600}  # a type's defaults are shown
+    assert types["removal_workflow"]["limits"] is None
     for limits in ({"memoryMiB": 0}, {"timeoutS": -1}, {"nope": 1}, {"openFiles": "many"}):
         answer = server.client.post("/admin/jobs/start", json={"type": "quick", "limits": limits})
         assert answer.status_code == 400, limits
