@@ -226,7 +226,7 @@ def hog(ctx: JobContext, config: HogConfig) -> dict[str, Any]:
 class EscapeConfig(JobConfig, tag="escape"):
     """Forks a grandchild that leaves the job's process group (setsid) and ignores SIGTERM."""
 
-    then: Literal["complete", "fail", "wait", "stubborn"] = "complete"
+    then: Literal["complete", "fail", "wait", "stubborn", "exhaust"] = "complete"
 
 
 @job_type(EscapeConfig)
@@ -246,6 +246,10 @@ def escape(ctx: JobContext, config: EscapeConfig) -> dict[str, Any]:
     ctx.partial({"grandchildPid": pid})
     if config.then == "fail":
         raise RuntimeError("failed on purpose")
+    if config.then == "exhaust":  # every descriptor its limits allow, held to the end
+        held = []
+        while True:
+            held.append(open(os.devnull, "rb"))  # noqa: SIM115
     if config.then == "wait":
         ctx.sleep(600)
     if config.then == "stubborn":

@@ -71,6 +71,12 @@ def test_too_few_open_files_is_an_ordinary_failure(server: Server) -> None:
     assert job["status"] == "failed"
     assert job["error"]["reason"] == "exception"
     assert "Too many open files" in job["error"]["message"]
+    # A job that spent every descriptor still has its escaped grandchild swept.
+    job_id = server.start_job({"type": "escape", "then": "exhaust", "limits": {"openFiles": 32}})
+    job = server.wait_status(job_id, *FINAL)
+    assert (job["status"], job["error"]["type"]) == ("failed", "OSError")
+    wait_until(lambda: _gone(job["result"]["grandchildPid"]))
+    assert job["leftoversKilled"] == 1
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,10 @@ def apply(limits: Limits | None) -> None:
         soft = int(used.ru_utime + used.ru_stime + limits.cpu_s + 0.999)
         _lower(resource.RLIMIT_CPU, soft, soft + CPU_HARD_MARGIN_S)
     if limits.open_files is not None:
-        _lower(resource.RLIMIT_NOFILE, limits.open_files, limits.open_files)
+        # The hard limit stays: the sweep at the job's end needs descriptors
+        # to read /proc, and lifts the soft one back first.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _lower(resource.RLIMIT_NOFILE, limits.open_files, hard)
 
 
 def _lower(kind: int, soft: int, hard: int) -> None:
@@ -158,8 +161,12 @@ def sweep(root: int) -> int:
     parent (its orphan then comes to ``root``, the subreaper, and the next
     round finds it). When ``root`` is this process, the dead are reaped too.
     """
-    if root == os.getpid() and not _has_children():
-        return 0  # the common end: nothing spawned, no /proc to read
+    if root == os.getpid():
+        if not _has_children():
+            return 0  # the common end: nothing spawned, no /proc to read
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        with contextlib.suppress(ValueError, OSError):  # the job's openFiles is spent
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     killed: set[int] = set()
     for _ in range(SWEEP_ROUNDS):
         found = descendants(root)
