@@ -30,6 +30,17 @@ class ProtocolError(Exception):
     pass
 
 
+# Our children not yet reaped: the forkserver's own children, as against the
+# orphans a dead child left to it (``JobProcess.sweep_orphans``).
+_children: set[int] = set()
+
+
+def _forkserver_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)  # type: ignore[attr-defined]
+
+
 def forkserver_context(job_modules: tuple[str, ...]) -> ForkServerContext:
     """A forkserver context whose server has the job code imported already.
 
@@ -120,6 +131,7 @@ class JobProcess:
         )
         try:
             process.start()
+            _children.add(process.pid)
             # multiprocessing polls every child it knows of when it starts
             # the next one, reading exit codes off their sentinels from this
             # launcher thread: a race with the event loop, which reaps them.
@@ -158,6 +170,8 @@ class JobProcess:
 
     def discard(self) -> None:
         """Let a spare go: EOF on its spec pipe makes it exit."""
+        if self.pid is not None:
+            _children.discard(self.pid)  # never reaped here; in our session, never an orphan
         if self._spec_w is not None:
             self._spec_w.close()
             self._spec_w = None
@@ -220,7 +234,27 @@ class JobProcess:
         if self.exitcode is None:
             self._process.join(0)
             self.exitcode = self._process.exitcode
+            if self.exitcode is not None:
+                _children.discard(self._process.pid)
         return self.exitcode
+
+    def sweep_orphans(self) -> None:
+        """The child died without sweeping its descendants (a crash, a SIGKILL from outside).
+
+        They went to the forkserver, a subreaper (``workers.forkserver_init``).
+        Its children that are not ours and either left our session (``setsid``)
+        or are still in the dead child's group are the dead child's: each is
+        killed with its tree. A spare being forked now is in our session and
+        group, never taken for one.
+        """
+        server, dead = _forkserver_pid(), self.pid
+        if server is None or dead is None:
+            return
+        table = limits.processes()
+        session = table.get(server, (0, 0, 0))[2]
+        for pid, (ppid, group, sid) in table.items():
+            if ppid == server and pid not in _children and (sid != session or group == dead):
+                self.swept += limits.kill_tree(pid)
 
     def kill_group_leftovers(self) -> None:
         """Kill what the job spawned and left running in its process group."""

@@ -383,7 +383,9 @@ class Run:
             self._pidfd = None
 
     def _end(self, exitcode: int | None) -> None:
-        """The child is gone: kill what it left in its group, forget the run."""
+        """The child is gone: kill what it left behind, forget the run."""
+        if self.final is None:  # it did not sweep its descendants: they are the forkserver's
+            self.process.sweep_orphans()
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()

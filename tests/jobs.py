@@ -226,7 +226,7 @@ def hog(ctx: JobContext, config: HogConfig) -> dict[str, Any]:
 class EscapeConfig(JobConfig, tag="escape"):
     """Forks a grandchild that leaves the job's process group (setsid) and ignores SIGTERM."""
 
-    then: Literal["complete", "fail", "wait", "stubborn", "exhaust"] = "complete"
+    then: Literal["complete", "fail", "wait", "stubborn", "exhaust", "crash"] = "complete"
 
 
 @job_type(EscapeConfig)
@@ -246,6 +246,8 @@ def escape(ctx: JobContext, config: EscapeConfig) -> dict[str, Any]:
     ctx.partial({"grandchildPid": pid})
     if config.then == "fail":
         raise RuntimeError("failed on purpose")
+    if config.then == "crash":  # dies without a word: nothing in the child sweeps
+        os.kill(os.getpid(), signal.SIGKILL)
     if config.then == "exhaust":  # every descriptor its limits allow, held to the end
         held = []
         while True:

@@ -222,6 +222,9 @@ class FakeChild:
     def kill_group_leftovers(self) -> None:
         pass
 
+    def sweep_orphans(self) -> None:
+        pass
+
     def close(self) -> None:
         for fd in (self.progress_fd, self.sentinel):
             os.close(fd)

@@ -134,6 +134,7 @@ def test_jobs_without_limits_show_none_and_limits_survive_a_rerun(server: Server
         ("fail", False, "failed"),
         ("wait", True, "cancelled"),  # cooperative: the child sweeps at its end
         ("stubborn", True, "cancelled"),  # SIGKILLed: the front sweeps before the kill
+        ("crash", False, "failed"),  # died on its own: the front finds its orphans
     ],
 )
 def test_a_setsid_grandchild_does_not_outlive_its_job(

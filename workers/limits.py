@@ -123,13 +123,9 @@ def make_subreaper() -> bool:
         return False
 
 
-def descendants(root: int) -> list[int]:
-    """Every live process whose parent chain leads to ``root`` (from /proc), deepest last.
-
-    Under a subreaper ``root``, an orphan is re-parented to it, so the chain
-    never breaks while ``root`` lives. Zombies are left out: they are dead.
-    """
-    parents: dict[int, int] = {}
+def processes() -> dict[int, tuple[int, int, int]]:
+    """Every live process (zombies left out: they are dead): pid -> (parent, group, session)."""
+    found: dict[int, tuple[int, int, int]] = {}
     with contextlib.suppress(OSError):  # no /proc, or no descriptor left to read it
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -139,16 +135,37 @@ def descendants(root: int) -> list[int]:
                     stat = f.read()
             except OSError:
                 continue  # gone meanwhile
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
             fields = stat[stat.rfind(b")") + 2 :].split()
-            if fields and fields[0] != b"Z":
-                parents[int(name)] = int(fields[1])
+            if len(fields) > 3 and fields[0] != b"Z":
+                found[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return found
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process whose parent chain leads to ``root`` (from /proc), deepest last.
+
+    Under a subreaper ``root``, an orphan is re-parented to it, so the chain
+    never breaks while ``root`` lives.
+    """
+    parents = {pid: ppid for pid, (ppid, _, _) in processes().items()}
     found: list[int] = []
     frontier = {root}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - set(found)
         found += sorted(frontier)
     return found
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL ``pid`` and every process below it; how many there were."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGSTOP)  # it forks no more while its tree is swept
+    killed = sweep(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+        killed += 1
+    return killed
 
 
 SWEEP_ROUNDS = 20
