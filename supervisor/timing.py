@@ -1,4 +1,4 @@
-"""When a job runs and how often: a start's own fields, and the retry decision.
+"""When a job runs, how often, within what: a start's own fields, retries, limits.
 
 A start request is a job type's config plus a few fields of its own, beside
 ``type``: ``runAt`` or ``delayS`` (it waits ``scheduled``), ``priority``,
@@ -12,6 +12,9 @@ stays strict.
 where a dead instance's job is rescued (``recovery``), whether the failure
 is retried: then the job waits ``scheduled`` for its backoff, keeps its id,
 and its error joins ``attemptErrors``.
+
+``limits`` resolves what the job may use (``workers.limits``): the start's
+values over its type's, refused above the server's caps.
 """
 
 from __future__ import annotations
