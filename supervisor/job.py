@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from supervisor.state import JobStatus
+from workers.limits import Limits
 from workers.times import from_ms, now_ms
 
 
@@ -143,6 +144,9 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     chain_index: int | None = None  # its place in the chain, from 0
     approval: Approval | None = None  # an approval step (status awaiting_approval)
     paused_at: datetime | None = None  # when it last paused; None unless pausing or paused
+    limits: Limits | None = None  # what it may use (workers.limits); None: no limit
+    # Descendants still alive at its end, killed then (setsid escapees included).
+    leftovers_killed: int | None = None
 
 
 # A job without its result, as lists show it unless asked (results can be

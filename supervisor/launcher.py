@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
-from workers import protocol, registry
+from workers import limits, protocol, registry
 from workers.entry import ChildSpec, child_main, spec_encoder
 
 # A frame larger than this is a protocol error (a job sending huge results
@@ -28,6 +28,17 @@ READ_CHUNK = 256 * 1024
 
 class ProtocolError(Exception):
     pass
+
+
+# Our children not yet reaped: the forkserver's own children, as against the
+# orphans a dead child left to it (``JobProcess.sweep_orphans``).
+_children: set[int] = set()
+
+
+def _forkserver_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)  # type: ignore[attr-defined]
 
 
 def forkserver_context(job_modules: tuple[str, ...]) -> ForkServerContext:
@@ -108,6 +119,7 @@ class JobProcess:
         self._progress_r: Connection | None = None
         self.reader: FrameReader | None = None
         self.exitcode: int | None = None
+        self.swept = 0  # descendants killed with it by kill()
 
     def start(self) -> None:
         """Fork the child (blocking, a few ms: the launcher thread calls this)."""
@@ -119,6 +131,7 @@ class JobProcess:
         )
         try:
             process.start()
+            _children.add(process.pid)
             # multiprocessing polls every child it knows of when it starts
             # the next one, reading exit codes off their sentinels from this
             # launcher thread: a race with the event loop, which reaps them.
@@ -157,6 +170,8 @@ class JobProcess:
 
     def discard(self) -> None:
         """Let a spare go: EOF on its spec pipe makes it exit."""
+        if self.pid is not None:
+            _children.discard(self.pid)  # never reaped here; in our session, never an orphan
         if self._spec_w is not None:
             self._spec_w.close()
             self._spec_w = None
@@ -207,6 +222,20 @@ class JobProcess:
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """SIGKILL the job's child and every process below it.
+
+        The child is a subreaper (``workers.limits``): while it lives, every
+        descendant's parent chain leads to it, even one that left the job's
+        process group with ``setsid``. So it is stopped first (it can fork
+        no more), its descendants found in /proc and killed, and then its
+        group. A read of /proc on the event loop, on this rare last step only.
+        """
+        pid = self.pid
+        if pid is None or self.exitcode is not None:
+            return  # never signal a reaped pid: it may belong to someone else now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+        self.swept += limits.sweep(pid)
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
@@ -225,7 +254,27 @@ class JobProcess:
         if self.exitcode is None:
             self._process.join(0)
             self.exitcode = self._process.exitcode
+            if self.exitcode is not None:
+                _children.discard(self._process.pid)
         return self.exitcode
+
+    def sweep_orphans(self) -> None:
+        """The child died without sweeping its descendants (a crash, a SIGKILL from outside).
+
+        They went to the forkserver, a subreaper (``workers.forkserver_init``).
+        Its children that are not ours and either left our session (``setsid``)
+        or are still in the dead child's group are the dead child's: each is
+        killed with its tree. A spare being forked now is in our session and
+        group, never taken for one.
+        """
+        server, dead = _forkserver_pid(), self.pid
+        if server is None or dead is None:
+            return
+        table = limits.processes()
+        session = table.get(server, (0, 0, 0))[2]
+        for pid, (ppid, group, sid) in table.items():
+            if ppid == server and pid not in _children and (sid != session or group == dead):
+                self.swept += limits.kill_tree(pid)
 
     def kill_group_leftovers(self) -> None:
         """Kill what the job spawned and left running in its process group."""

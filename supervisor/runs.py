@@ -134,6 +134,10 @@ class Run:
         self.requeue = False  # stopped by a shutdown: back to the queue, not cancelled
         self.frozen = False  # its process group is stopped (SIGSTOP): a paused job, frozen
         self._paused_timer: asyncio.TimerHandle | None = None  # JOBSUP_PAUSED_TIMEOUT_S
+        self.timed_out = False  # stopped by its timeout (the cancel ladder): it fails
+        self.limit: str | None = None  # the limit that stopped it: timeout, cpu_limit, memory_limit
+        self._deadline: asyncio.TimerHandle | None = None  # its timeout, if it has one
+        self.leftovers = 0  # descendants the child swept at its end (protocol.Swept)
         # Resolved when the scheduler drops the run: the child is gone (or never came).
         self.gone: asyncio.Future[None] = self._loop.create_future()
 
@@ -156,6 +160,9 @@ class Run:
             self._loop.add_reader(self._pidfd, self._on_pidfd)
         if self.escalation is not None:  # cancelled (or killed) while it was being started
             self._escalate_to(self.escalation)
+        job = self._table.get(self.job_id)
+        if job is not None and job.limits is not None and job.limits.timeout_s is not None:
+            self._deadline = self._loop.call_later(job.limits.timeout_s, self._on_timeout)
 
     # -- messages from the child ---------------------------------------------
 
@@ -225,6 +232,11 @@ class Run:
                 log.log(
                     log_level(level), "job %s: %s", self.job_id, text, extra=about_job(self.job_id)
                 )
+            case protocol.Swept(killed):
+                self.leftovers += killed
+            case protocol.Failed(reason=reason) if reason in ("cpu_limit", "memory_limit"):
+                self.limit = reason
+                self.final = message
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
                 self.final = message
 
@@ -313,6 +325,17 @@ class Run:
         if self.frozen:
             self.process.thaw()
             self.frozen = False
+
+    def _on_timeout(self) -> None:
+        """The job ran past its timeout: stopped like a cancel, it fails (``timeout``)."""
+        self._deadline = None
+        if self.escalation is not None or self.settled:
+            return  # being stopped already: a cancel someone asked for stays a cancel
+        log.info("job %s: past its timeout; stopping it", self.job_id, extra=about_job(self.job_id))
+        self.timed_out = True
+        self.limit = "timeout"
+        self.escalation = Escalation.ASK
+        self._escalate_to(Escalation.ASK)
 
     def request_requeue(self) -> None:
         """A shutdown stops a resumable job: asked like a cancel, escalated like one,
@@ -438,10 +461,14 @@ class Run:
             self._pidfd = None
 
     def _end(self, exitcode: int | None) -> None:
-        """The child is gone: kill what it left in its group, forget the run."""
+        """The child is gone: kill what it left behind, forget the run."""
+        if self.final is None:  # it did not sweep its descendants: they are the forkserver's
+            self.process.sweep_orphans()
         self.process.kill_group_leftovers()
         if self._timer is not None:
             self._timer.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self.phase is RunPhase.ATTACHED:  # it died without saying how it ended
             self._settle(exitcode)
         self._move(RunPhase.ENDED)
@@ -466,7 +493,14 @@ class Run:
             self._on_settled(self)
             return
         partial = job.result if job is not None else None  # the last partial result
-        outcome = classify_exit(exitcode, self.final, self.escalation, partial)
+        outcome = classify_exit(
+            exitcode,
+            self.final,
+            self.escalation,
+            partial,
+            limits=job.limits if job is not None else None,
+            timed_out=self.timed_out,
+        )
         if job is not None and self._goes_back(job, outcome):
             log.info("job %s stopped by a shutdown; back in the queue to resume", job.id)
             if outcome.result is not None:
@@ -493,6 +527,10 @@ class Run:
         if job is None:
             return
         changes: dict[str, Any] = {"completed_at": now(), "pid": None, "paused_at": None}
+        # What the child swept at its end, or the front before its SIGKILL.
+        leftovers = self.leftovers + self.process.swept
+        if leftovers:
+            changes["leftovers_killed"] = leftovers
         if outcome.result is not None or job.result is None:
             changes["result"] = outcome.result
         changes["error"] = outcome.error

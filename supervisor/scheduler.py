@@ -259,6 +259,7 @@ class Scheduler:
             job_modules=self._settings.job_modules,
             saved_json=saved,
             resumes=job.resumes,
+            limits_json=None if job.limits is None else msgspec.json.encode(job.limits),
         )
         spare = self._spares.take()
         process = spare or JobProcess(self._ctx, self._settings.child_nice)

@@ -43,6 +43,7 @@ from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
 from workers.db import Database, DatabaseUnavailable
+from workers.limits import Limits
 from workers.registry import ConfigRejected, JobType, Policy
 from workers.times import from_ms, now_ms
 
@@ -98,12 +99,15 @@ class JobTypeView(msgspec.Struct, rename="camel"):
     name: str
     description: str | None
     config_schema: dict[str, Any]
+    limits: Limits | None = None  # its jobs' defaults (a start may set others, up to the caps)
 
 
 def describe(job_type: JobType) -> JobTypeView:
     doc = inspect.getdoc(job_type.run) or job_type.config.__doc__
     schema = msgspec.json.schema(job_type.config)
-    return JobTypeView(job_type.name, inspect.cleandoc(doc) if doc else None, schema)
+    return JobTypeView(
+        job_type.name, inspect.cleandoc(doc) if doc else None, schema, job_type.limits
+    )
 
 
 def _run_check(db: Database, job_type: JobType, config: Any, policy: Policy) -> None:
@@ -160,7 +164,12 @@ class JobService:
     async def rerun(self, job_id: str, caller: Caller | None = None) -> Job:
         """A new job with the original's config, checked again as a new start is."""
         original = await self.get(job_id)
-        return await self.submit(bytes(original.config), caller, rerun_of=original.id)
+        body = bytes(original.config)
+        if original.limits is not None:  # its limits, as if the start had asked for them
+            fields = msgspec.json.decode(body)
+            fields["limits"] = original.limits
+            body = msgspec.json.encode(fields)
+        return await self.submit(body, caller, rerun_of=original.id)
 
     async def delete(self, job_id: str) -> JobStatus:
         """Delete a finished job, whichever instance ran it; a live one is refused."""
@@ -235,6 +244,7 @@ class JobService:
             priority=options.priority,
             retry=retry,
             idempotency_key=options.idempotency_key,
+            limits=timing.limits(job_type, options, self.settings.limit_caps()),
             requested_by=None if caller is None else caller.who(),
             after=after,
             approval=approval,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from supervisor.credentials import TokenError, parse_tokens
 from workers import registry
+from workers.limits import Limits
 from workers.registry import Policy
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/jobsup.db"
@@ -68,6 +69,12 @@ class Settings:
     priority_aging_s: float = 60.0
     # The most attempts a start's ``retry`` may ask for.
     max_attempts: int = 10
+    # The most a start's ``limits`` may ask for (a job type's defaults above
+    # them are lowered to them).
+    max_timeout_s: float = 86400.0
+    max_cpu_s: float = 86400.0
+    max_memory_mib: int = 65536
+    max_open_files: int = 65536
     # A start's idempotencyKey returns the job first accepted with it for this long.
     idempotency_ttl_s: float = 86400.0
     # An approval step (a removal plan's real run) not approved within this
@@ -169,6 +176,10 @@ class Settings:
             "max_attempts",
             "idempotency_ttl_s",
             "plan_ttl_s",
+            "max_timeout_s",
+            "max_cpu_s",
+            "max_memory_mib",
+            "max_open_files",
             "header_timeout_s",
             "body_timeout_s",
             "max_connections",
@@ -256,6 +267,10 @@ class Settings:
                 "JOBSUP_NOTIFY_SECRET must be set (16 characters or more) when"
                 " JOBSUP_NOTIFY_URLS is: every notification is signed with it"
             )
+
+    def limit_caps(self) -> Limits:
+        """The caps on a job's limits (JOBSUP_MAX_TIMEOUT_S and its siblings)."""
+        return Limits(self.max_timeout_s, self.max_cpu_s, self.max_memory_mib, self.max_open_files)
 
     def host_names(self) -> tuple[str, ...]:
         """The Host headers answered: JOBSUP_ALLOWED_HOSTS, or the bind address and loopback."""

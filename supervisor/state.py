@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from workers import limits as limits_
 from workers import protocol
 
 
@@ -193,21 +194,30 @@ def classify_exit(
     last: protocol.Message | None,
     escalation: Escalation | None,
     partial: Any = None,
+    *,
+    limits: limits_.Limits | None = None,
+    timed_out: bool = False,
 ) -> Outcome:
     """Turn how a child ended into the job's final state.
 
     ``last`` is the child's final report (Done, Cancelled or Failed) if it
     sent one, and then ``exitcode`` may be None (not read yet);
     ``escalation`` is how far a cancel request went, None if none was made;
-    ``partial`` is the last partial result received.
+    ``partial`` is the last partial result received; ``limits`` are the
+    job's, and ``timed_out`` says the escalation was its timeout's, not a cancel.
     """
     if isinstance(last, protocol.Done):
         return Outcome(S.COMPLETED, result=last.result)
+    hit = _limit_hit(exitcode, last, limits, timed_out)
+    if hit is not None:
+        reason, type_, message = hit
+        result = last.result if isinstance(last, protocol.Cancelled) else partial
+        return Outcome(S.FAILED, result=result, error=job_error(reason, type_, message))
     if isinstance(last, protocol.Cancelled):
         mode = CancelMode.TERMINATED if last.by_signal else CancelMode.COOPERATIVE
         return Outcome(S.CANCELLED, result=last.result, cancel_mode=mode)
     if isinstance(last, protocol.Failed):
-        error = job_error("exception", last.type, last.message, traceback=last.traceback)
+        error = job_error(last.reason, last.type, last.message, traceback=last.traceback)
         return Outcome(S.FAILED, result=partial, error=error)
     assert exitcode is not None, "a silent child is classified by its exit code"
     if escalation is Escalation.KILL and exitcode == -signal.SIGKILL:
@@ -215,3 +225,27 @@ def classify_exit(
     if escalation is not None and exitcode == -signal.SIGTERM:
         return Outcome(S.CANCELLED, result=partial, cancel_mode=CancelMode.TERMINATED)
     return Outcome(S.FAILED, result=partial, error=_crash(exitcode))
+
+
+def _limit_hit(
+    exitcode: int | None,
+    last: protocol.Message | None,
+    limits: limits_.Limits | None,
+    timed_out: bool,
+) -> tuple[str, str, str] | None:
+    """The limit that stopped the job, if one did: (reason, type, message) of its error.
+
+    A child that hit a limit and could still report says so (Failed with
+    its reason, read as any failure); one that could not is read from its
+    exit: EXIT_MEMORY, or killed by SIGXCPU.
+    """
+    if timed_out:  # the timeout's stop ladder, whichever step ended it
+        return "timeout", "Timeout", limits_.timeout_message(limits.timeout_s if limits else None)
+    if last is not None:
+        return None
+    if exitcode == protocol.EXIT_MEMORY:
+        mib = limits.memory_mib if limits else None
+        return "memory_limit", "MemoryLimit", limits_.memory_message(mib)
+    if exitcode == -signal.SIGXCPU:
+        return "cpu_limit", "CpuLimit", limits_.cpu_message(limits.cpu_s if limits else None)
+    return None

@@ -1,9 +1,9 @@
-"""When a job runs and how often: a start's own fields, and the retry decision.
+"""When a job runs, how often, within what: a start's own fields, retries, limits.
 
 A start request is a job type's config plus a few fields of its own, beside
 ``type``: ``runAt`` or ``delayS`` (it waits ``scheduled``), ``priority``,
-``retry``, ``idempotencyKey``, ``after`` (it waits ``waiting`` for another job)
-and ``approval`` (it waits ``awaiting_approval``) (``workers.registry.RESERVED_FIELDS``; no
+``retry``, ``idempotencyKey``, ``limits``, ``after`` (it waits ``waiting`` for
+another job) and ``approval`` (it waits ``awaiting_approval``) (``workers.registry.RESERVED_FIELDS``; no
 config may use those names). ``split`` reads and checks them (400 naming the
 field) and hands back the body without them, which the job type's config
 decodes as before: the type never sees them and its unknown-field check
@@ -13,6 +13,9 @@ stays strict.
 where a dead instance's job is rescued (``recovery``), whether the failure
 is retried: then the job waits ``scheduled`` for its backoff, keeps its id,
 and its error joins ``attemptErrors``.
+
+``limits`` resolves what the job may use (``workers.limits``): the start's
+values over its type's, refused above the server's caps.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import msgspec
 from supervisor.errors import Invalid
 from supervisor.job import AttemptError, Job, RetryPolicy
 from supervisor.parsing import decode
+from workers.limits import Limits
 from workers.registry import RESERVED_FIELDS, JobType, Retry
 
 # A runAt this far in the past still runs (at once): the client's clock may lag ours.
@@ -65,6 +69,7 @@ class StartOptions(msgspec.Struct, rename="camel"):
     ) = None
     after: AfterIn | None = None
     approval: bool = False
+    limits: Limits | None = None
 
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -138,6 +143,36 @@ def _policy(retry: Retry, **override: Any) -> RetryPolicy:
         jitter=retry.jitter,
         retry_on=tuple(retry.retry_on),
     )
+
+
+# Each limit's name in a start request, and the variable that caps it.
+LIMIT_CAPS = (
+    ("timeout_s", "timeoutS", "JOBSUP_MAX_TIMEOUT_S"),
+    ("cpu_s", "cpuS", "JOBSUP_MAX_CPU_S"),
+    ("memory_mib", "memoryMiB", "JOBSUP_MAX_MEMORY_MIB"),
+    ("open_files", "openFiles", "JOBSUP_MAX_OPEN_FILES"),
+)
+
+
+def limits(job_type: JobType, options: StartOptions, caps: Limits) -> Limits | None:
+    """The job's limits: each one the start asks for over its type's; None: no limit at all.
+
+    A value the start asks for above the server's cap is refused (400 naming
+    the field); a type's default above it is lowered to the cap.
+    """
+    asked = options.limits
+    for name, field, variable in LIMIT_CAPS:
+        value, cap = getattr(asked, name, None), getattr(caps, name)
+        if value is not None and cap is not None and value > cap:
+            raise Invalid(f"limits.{field}: at most {cap:g} ({variable})", f"limits.{field}")
+    chosen = (job_type.limits or Limits()).over(asked)
+    capped = {
+        name: min(value, cap)
+        for name, *_ in LIMIT_CAPS
+        if (value := getattr(chosen, name)) is not None and (cap := getattr(caps, name)) is not None
+    }
+    chosen = msgspec.structs.replace(chosen, **capped)
+    return None if chosen.empty else chosen
 
 
 def retryable(error: dict[str, Any] | None, retry: RetryPolicy) -> bool:

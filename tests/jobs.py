@@ -13,6 +13,7 @@ import time
 from typing import Any, Literal
 
 from workers.context import JobContext
+from workers.limits import Limits
 from workers.registry import JobConfig, Retry, job_type
 
 
@@ -216,3 +217,62 @@ def ticker(ctx: JobContext, config: TickerConfig) -> dict[str, Any]:
         ctx.progress(processed=n, total=config.to or None)
         ctx.sleep(config.step_ms / 1000)
     return {"ticks": n}
+
+
+class HogConfig(JobConfig, tag="hog"):
+    """Uses what its limits forbid: memory (MiB, step by step), CPU (a spin), or time."""
+
+    memory_mib: int = 0
+    spin: bool = False
+    sleep_s: float = 0
+
+
+@job_type(HogConfig, limits=Limits(timeout_s=600))
+def hog(ctx: JobContext, config: HogConfig) -> dict[str, Any]:
+    ctx.partial({"started": True})
+    held = []
+    for mib in range(config.memory_mib):
+        held.append(bytearray(1024 * 1024))
+        ctx.partial({"heldMiB": mib + 1})
+    while config.spin:
+        pass  # pure CPU, no cancel point: only the CPU limit stops it
+    if config.sleep_s:
+        ctx.sleep(config.sleep_s)
+    return {"heldMiB": len(held)}
+
+
+class EscapeConfig(JobConfig, tag="escape"):
+    """Forks a grandchild that leaves the job's process group (setsid) and ignores SIGTERM."""
+
+    then: Literal["complete", "fail", "wait", "stubborn", "exhaust", "crash"] = "complete"
+
+
+@job_type(EscapeConfig)
+def escape(ctx: JobContext, config: EscapeConfig) -> dict[str, Any]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the grandchild
+        os.setsid()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.close(read)
+        os.write(write, b"x")
+        while True:
+            time.sleep(60)
+    os.close(write)
+    os.read(read, 1)  # it has left the group and ignores SIGTERM now
+    os.close(read)
+    ctx.partial({"grandchildPid": pid})
+    if config.then == "fail":
+        raise RuntimeError("failed on purpose")
+    if config.then == "crash":  # dies without a word: nothing in the child sweeps
+        os.kill(os.getpid(), signal.SIGKILL)
+    if config.then == "exhaust":  # every descriptor its limits allow, held to the end
+        held = []
+        while True:
+            held.append(open(os.devnull, "rb"))  # noqa: SIM115
+    if config.then == "wait":
+        ctx.sleep(600)
+    if config.then == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(600)
+    return {"grandchildPid": pid}

@@ -197,6 +197,7 @@ class FakeChild:
         self.pid: int | None = None  # no pidfd: the sentinel alone ends the run
         self.exitcode: int | None = None
         self.signals: list[str] = []
+        self.swept = 0  # descendants a kill() swept
 
     def send(self, message: protocol.Message) -> None:
         os.write(self.progress_w, _frame(protocol.encoder.encode(message)))
@@ -219,6 +220,9 @@ class FakeChild:
         self.signals.append("kill")
 
     def kill_group_leftovers(self) -> None:
+        pass
+
+    def sweep_orphans(self) -> None:
         pass
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ Everything a job type needs is here::
     from workers import ConfigRejected, Database, JobConfig, JobContext, Policy, job_type
 
 plus ``JobCancelled`` (raised at a cancel point), ``SavedStateTooLarge``
-(``ctx.save`` given too much), ``Retry`` (a retry policy), ``Setting`` and ``Label``
+(``ctx.save`` given too much), ``Retry`` (a retry policy), ``Limits`` (what a
+type's jobs may use), ``Setting`` and ``Label``
 and ``extend`` (what a module contributes beyond its job types). The older
 paths (``workers.registry``, ``workers.context``, ``workers.db``) import the
 same names.
@@ -18,6 +19,7 @@ the web layer (``supervisor``); the supervisor imports the registry from here.
 
 from workers.context import JobCancelled, JobContext, SavedStateTooLarge
 from workers.db import Database
+from workers.limits import Limits
 from workers.registry import (
     ConfigRejected,
     JobConfig,
@@ -36,6 +38,7 @@ __all__ = [
     "JobConfig",
     "JobContext",
     "Label",
+    "Limits",
     "Policy",
     "Retry",
     "SavedStateTooLarge",

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from workers import limits as limits_
 from workers import protocol, registry
 from workers.context import CancelPipe, Channel, JobCancelled, JobContext
 
@@ -50,6 +51,7 @@ class ChildSpec(msgspec.Struct, array_like=True, frozen=True):
     # A resumed run: the job's saved place (JSON) and how many resumes this is.
     saved_json: bytes | None = None
     resumes: int = 0
+    limits_json: bytes | None = None  # workers.limits.Limits as JSON; None: no limits
 
 
 spec_encoder = msgspec.msgpack.Encoder()
@@ -62,6 +64,8 @@ class _SignalState:
         self.ctx: JobContext | None = None
         self.in_job = False
         self.raised = False
+        self.limits: limits_.Limits | None = None
+        self.cpu_over = False  # SIGXCPU came: the job's CPU limit is spent
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         # SIGTERM is the second step of cancellation. Recording alone would
@@ -72,6 +76,13 @@ class _SignalState:
         if self.in_job and not self.raised and self.ctx is not None:
             self.raised = True
             self.ctx.interrupt()
+
+    def on_sigxcpu(self, signum: int, frame: FrameType | None) -> None:
+        # The soft CPU limit: the job is stopped as a SIGTERM stops it, so
+        # it ends through child_main (its partial result and the sweep of
+        # its descendants); the hard limit's SIGKILL follows if it does not.
+        self.cpu_over = True
+        self.on_sigterm(signum, frame)
 
 
 def _watch_parent(cancel_conn: Connection, cancel: CancelPipe) -> None:
@@ -89,6 +100,7 @@ def _orphaned() -> None:
     # turns it into JobCancelled) and anything it spawned.
     os.killpg(0, signal.SIGTERM)
     time.sleep(ORPHAN_EXIT_S)
+    limits_.sweep(os.getpid())  # those that left the group (setsid) too: we are their subreaper
     # Whatever is left, this process included (the exit code has no reader).
     os.killpg(0, signal.SIGKILL)
 
@@ -116,7 +128,11 @@ def child_main(
     except EOFError:
         os._exit(0)  # a spare nobody needed, or its supervisor is gone
     signal.signal(signal.SIGTERM, state.on_sigterm)
+    signal.signal(signal.SIGXCPU, state.on_sigxcpu)
     spec_conn.close()
+    if spec.limits_json is not None:
+        state.limits = limits_.decoder.decode(spec.limits_json)
+    limits_.apply(state.limits)  # rlimits, and a subreaper for every descendant
     channel = Channel(progress_conn, cancel)
     ctx = JobContext(
         spec.job_id,
@@ -130,8 +146,14 @@ def child_main(
     )
     state.ctx = ctx
     code, message = _run(spec, ctx, state)
-    ctx.flush()
-    channel.send(message)
+    try:
+        ctx.flush()
+        killed = limits_.sweep(os.getpid())  # setsid escapees too: they are ours
+        if killed:
+            channel.send(protocol.Swept(killed))
+        channel.send(message)
+    except MemoryError:
+        _exit(protocol.EXIT_MEMORY)  # the job still holds it all: the exit code says why
     progress_conn.close()
     if not _parent_alive(cancel_conn):
         _orphaned()  # the job ended on its own, but its spawn must not outlive it
@@ -181,9 +203,18 @@ def _run(spec: ChildSpec, ctx: JobContext, state: _SignalState) -> tuple[int, pr
         return protocol.EXIT_OK, protocol.Done(result)
     except JobCancelled:
         state.in_job = False
+        if state.cpu_over:
+            cpu_s = state.limits.cpu_s if state.limits else None
+            failed = protocol.Failed("CpuLimit", limits_.cpu_message(cpu_s), "", "cpu_limit")
+            return protocol.EXIT_FAILED, failed
         return protocol.EXIT_CANCELLED, protocol.Cancelled(ctx.last_partial, state.raised)
     except Exception as exc:
         state.in_job = False
+        mib = state.limits.memory_mib if state.limits else None
+        if isinstance(exc, MemoryError) and mib is not None:  # under our RLIMIT_DATA
+            return protocol.EXIT_MEMORY, protocol.Failed(
+                "MemoryLimit", limits_.memory_message(mib), traceback.format_exc(), "memory_limit"
+            )
         return protocol.EXIT_FAILED, protocol.Failed(
             type(exc).__qualname__, str(exc), traceback.format_exc()
         )

@@ -13,7 +13,10 @@ front, and nothing is passed on.
 
 import os
 import signal
+import warnings
 from types import FrameType
+
+from workers.limits import make_subreaper
 
 _FRONT = os.getppid()
 
@@ -26,3 +29,12 @@ def _pass_on(signum: int, frame: FrameType | None) -> None:
 
 
 signal.signal(signal.SIGTERM, _pass_on)
+
+
+# A job's child that dies on its own (a crash, a SIGKILL from outside) leaves
+# its descendants to the closest subreaper: us rather than init, so the front
+# still finds them below us and kills them (``JobProcess.sweep_orphans``).
+# Our loop reaps them when they die, as it reaps its own children, and warns
+# of each one it did not fork: expected here, so not worth a line each.
+make_subreaper()
+warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")

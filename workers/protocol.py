@@ -77,9 +77,18 @@ class Failed(_Frame, tag="failed"):
     type: str
     message: str
     traceback: str
+    # The job's ``error.reason``: an exception it raised, or a limit it hit
+    # (memory_limit, cpu_limit: workers.limits).
+    reason: str = "exception"
 
 
-Message = Started | Progress | Partial | Saved | Paused | Log | Done | Cancelled | Failed
+class Swept(_Frame, tag="swept"):
+    """Sent before the final frame: descendants the job left alive, killed at its end."""
+
+    killed: int
+
+
+Message = Started | Progress | Partial | Saved | Paused | Log | Swept | Done | Cancelled | Failed
 
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Message)
@@ -94,3 +103,5 @@ EXIT_CANCELLED = 3
 CANCEL = b"c"
 PAUSE = b"p"
 RESUME = b"r"
+# A limit hit where the final frame could not be sent (no memory left to build it).
+EXIT_MEMORY = 4

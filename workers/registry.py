@@ -31,6 +31,7 @@ import msgspec
 
 from workers.context import JobContext
 from workers.db import Database
+from workers.limits import Limits
 
 BUILTIN_MODULES = ("removal.jobs",)
 
@@ -161,7 +162,7 @@ CheckFunction = Callable[[Any, Database, Policy], None]
 # A start request's own fields, beside ``type``: the supervisor reads them
 # before the job type's config is decoded, so no config may use these names.
 RESERVED_FIELDS = frozenset(
-    {"runAt", "delayS", "priority", "retry", "idempotencyKey", "after", "approval"}
+    {"runAt", "delayS", "priority", "retry", "idempotencyKey", "after", "approval", "limits"}
 )
 
 
@@ -211,6 +212,8 @@ class JobType:
     # Safe to stop whole (SIGSTOP to its process group) by a pause in freeze
     # mode: nothing it talks to times out or misbehaves while it is stopped.
     freezable: bool = False
+    # What its jobs may use unless a start says otherwise (``workers.limits``).
+    limits: Limits | None = None
 
 
 _types: dict[str, JobType] = {}
@@ -227,6 +230,7 @@ def job_type(
     resumable: bool = False,
     retry: Retry | None = None,
     freezable: bool = False,
+    limits: Limits | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     name = config.__struct_config__.tag
     if not isinstance(name, str):
@@ -237,7 +241,17 @@ def job_type(
 
     def register(run: RunFunction) -> RunFunction:
         _types[name] = JobType(
-            name, config, run, idempotent, exclusive_key, check, label, resumable, retry, freezable
+            name,
+            config,
+            run,
+            idempotent,
+            exclusive_key,
+            check,
+            label,
+            resumable,
+            retry,
+            freezable,
+            limits,
         )
         return run
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.figures import api, bulk, events, large, latency, resume, throughput, webhooks
+from bench.figures import api, bulk, events, large, latency, limits, resume, throughput, webhooks
 from bench.session import Session
 from bench.stats import Row
 
@@ -33,6 +33,7 @@ FIGURES = (
     Figure("resume", resume.resume, frozenset({"jobsup-resume"})),
     Figure("events", events.events, frozenset({"jobsup-events"})),
     Figure("webhooks", webhooks.webhooks, frozenset({"jobsup-webhooks"})),
+    Figure("limits", limits.limits, frozenset({"jobsup"})),
 )
 # Run only when named (--only): minutes each, and PostgreSQL (bench/figures/large.py).
 ON_REQUEST = (

@@ -21,10 +21,10 @@ POLL_S = 0.003
 FIRST_POLL_S = 0.025
 
 
-def jobsup_start(server: JobsupServer) -> float:
+def jobsup_start(server: JobsupServer, body: dict[str, Any] | None = None) -> float:
     """``startedAt`` (stamped by the child before the job's first line) minus the POST time."""
     before = time.time()
-    job_id = server.submit({"type": "bench_noop"})
+    job_id = server.submit(body or {"type": "bench_noop"})
     time.sleep(FIRST_POLL_S)
     job = server.wait_status(job_id, ("completed", "failed", "cancelled"), interval=POLL_S)
     if job["status"] != "completed":

@@ -26,13 +26,17 @@ ROUNDS = 2
 SLOTS = int(SERVERS["jobsup"]["JOBSUP_MAX_CONCURRENT_JOBS"])
 
 
-async def _submit(url: str, headers: dict[str, str], count: int) -> list[str]:
+async def _submit(
+    url: str, headers: dict[str, str], count: int, body: dict[str, Any] | None = None
+) -> list[str]:
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
 
         async def submitter(share: int) -> list[str]:
             ids = []
             for _ in range(share):
-                response = await client.post("/admin/jobs/start", json={"type": "bench_noop"})
+                response = await client.post(
+                    "/admin/jobs/start", json=body or {"type": "bench_noop"}
+                )
                 if response.status_code != 202:
                     raise RuntimeError(f"start answered {response.status_code}: {response.text}")
                 ids.append(response.json()["jobId"])
@@ -63,12 +67,12 @@ def run_jobs(server: JobsupServer, count: int) -> None:
     server.wait_idle(count)
 
 
-def jobsup_drain(server: JobsupServer, count: int) -> float:
+def jobsup_drain(server: JobsupServer, count: int, body: dict[str, Any] | None = None) -> float:
     """No-op jobs a second, from the first start to the last end, with all queued first."""
     blockers = [server.submit({"type": "bench_wait", "stepMs": 600_000}) for _ in range(SLOTS)]
     for job_id in blockers:
         server.wait_status(job_id, ("running",))
-    ids = asyncio.run(_submit(server.url, server.headers, count))
+    ids = asyncio.run(_submit(server.url, server.headers, count, body))
     for job_id in blockers:
         server.cancel(job_id)
     server.wait_idle(count)

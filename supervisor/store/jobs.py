@@ -29,6 +29,7 @@ from supervisor.store import outbox
 from supervisor.store.access import insert_audit
 from supervisor.store.outbox import Notice
 from workers.db import Database
+from workers.limits import Limits
 
 # Stored times: whole milliseconds, one rounding everywhere (workers.times).
 from workers.times import opt_from_ms as from_ms
@@ -177,6 +178,15 @@ MIGRATIONS = [
             WHERE status IN ('scheduled', 'pending', 'running', 'cancelling', 'pausing', 'paused')
         """,
     ),
+    (
+        8,
+        # What a job may use (workers.limits.Limits, as JSON), and how many
+        # of its descendants were still alive at its end and killed then.
+        """
+        ALTER TABLE jobs ADD COLUMN limits TEXT;
+        ALTER TABLE jobs ADD COLUMN leftovers_killed INTEGER
+        """,
+    ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
 # priority; led by status, or SQLite's planner prefers jobs_status_created and
@@ -193,7 +203,8 @@ COLUMNS = (
     " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
     " run_at, priority, retry, attempt_errors, idempotency_key, requested_by,"
     " after_job_id, after_when, after_pass, chain_id, chain_index, approval_required,"
-    " approved_by, approved_at, rejected_by, rejected_at, expires_at, paused_at"
+    " approved_by, approved_at, rejected_by, rejected_at, expires_at, paused_at,"
+    " limits, leftovers_killed"
 )
 
 _json = msgspec.json.Encoder()
@@ -203,6 +214,7 @@ _retry_decoder = msgspec.json.Decoder(RetryPolicy)
 _attempts_decoder = msgspec.json.Decoder(list[AttemptError])
 _requested_by_decoder = msgspec.json.Decoder(RequestedBy)
 _pass_decoder = msgspec.json.Decoder(dict[str, str])
+_limits_decoder = msgspec.json.Decoder(Limits)
 
 
 def to_json(value: Any) -> str | None:
@@ -247,6 +259,8 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         rejected_at,
         expires_at,
         paused_at,
+        limits,
+        leftovers_killed,
     ) = row
     return Job(
         id=id_,
@@ -291,6 +305,8 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         if approval_required
         else None,
         paused_at=from_ms(paused_at),
+        limits=None if limits is None else _limits_decoder.decode(limits),
+        leftovers_killed=leftovers_killed,
     )
 
 
@@ -302,7 +318,7 @@ def _by(text: str | None) -> RequestedBy | None:
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
     " started_at = ?, completed_at = ?, owner = ?, attempts = ?, resumes = ?,"
-    " attempt_errors = ?, paused_at = ?, updated_at = ?"
+    " attempt_errors = ?, paused_at = ?, leftovers_killed = ?, updated_at = ?"
 )
 
 
@@ -322,6 +338,7 @@ def state_values(job: Job) -> tuple[Any, ...]:
         job.resumes,
         to_json(job.attempt_errors),
         to_ms(job.paused_at),
+        job.leftovers_killed,
     )
 
 
@@ -458,12 +475,12 @@ def _insert(
 ) -> None:
     db.execute(
         "INSERT INTO jobs (status, progress, result, error, cancel, pid, started_at,"
-        " completed_at, owner, attempts, resumes, attempt_errors, paused_at, id, type, config,"
-        " created_at, updated_at, exclusive_key, label, rerun_of, run_at, priority, queue_rank,"
-        " retry, idempotency_key, requested_by, after_job_id, after_when, after_pass, chain_id,"
-        " chain_index, approval_required, expires_at, held_key)"
+        " completed_at, owner, attempts, resumes, attempt_errors, paused_at, leftovers_killed, id,"
+        " type, config, created_at, updated_at, exclusive_key, label, rerun_of, run_at, priority,"
+        " queue_rank, retry, idempotency_key, requested_by, after_job_id, after_when, after_pass,"
+        " chain_id, chain_index, approval_required, expires_at, held_key, limits)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?, ?, ?, ?, ?, ?)",
+        " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             *state_values(job),
             job.id,
@@ -488,6 +505,7 @@ def _insert(
             1 if job.approval is not None else 0,
             None if job.approval is None else to_ms(job.approval.expires_at),
             held_key,
+            to_json(job.limits),
         ),
     )
 
