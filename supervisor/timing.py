@@ -3,11 +3,11 @@
 A start request is a job type's config plus a few fields of its own, beside
 ``type``: ``runAt`` or ``delayS`` (it waits ``scheduled``), ``priority``,
 ``retry``, ``idempotencyKey``, ``limits``, ``after`` (it waits ``waiting`` for
-another job) and ``approval`` (it waits ``awaiting_approval``) (``workers.registry.RESERVED_FIELDS``; no
-config may use those names). ``split`` reads and checks them (400 naming the
-field) and hands back the body without them, which the job type's config
-decodes as before: the type never sees them and its unknown-field check
-stays strict.
+another job) and ``approval`` (it waits ``awaiting_approval``): the names in
+``workers.registry.RESERVED_FIELDS``, which no config may use. ``split``
+reads and checks them (400 naming the field) and hands back the body
+without them, which the job type's config decodes as before: the type never
+sees them and its unknown-field check stays strict.
 
 ``next_attempt`` decides, where a failed run is settled (``runs.Run``) and
 where a dead instance's job is rescued (``recovery``), whether the failure
