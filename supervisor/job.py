@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor.forensics import Resources
 from supervisor.state import JobStatus
 from workers.times import from_ms, now_ms
 
@@ -113,6 +114,9 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     retry: RetryPolicy | None = None
     attempt_errors: list[AttemptError] | None = None  # each failed attempt, oldest first
     idempotency_key: str | None = None
+    # How its last run ended and what it used (supervisor.forensics); set once
+    # that run's child is gone, moments after the final state.
+    resources: Resources | None = None
 
 
 # A job without its result, as lists show it unless asked (results can be

@@ -21,6 +21,7 @@ import msgspec
 
 from supervisor.audit import AuditEntry
 from supervisor.events import EventBus, Kind
+from supervisor.forensics import Resources
 from supervisor.job import Job, Progress, now
 from supervisor.logs import about_job
 from supervisor.state import TERMINAL, JobStatus, check_transition
@@ -64,6 +65,8 @@ class JobTable:
         # another instance holds it now. Set by the scheduler.
         self.on_lost: Callable[[str], None] = lambda job_id: None
         self._result_stored: set[str] = set()  # finished jobs whose result is only in the store
+        # Called on the loop with (job type, resources) at each run's end (metrics).
+        self.resource_listeners: list[Callable[[str, Resources], None]] = []
 
     # -- reads -------------------------------------------------------------
 
@@ -291,6 +294,22 @@ class JobTable:
         back = msgspec.structs.replace(stored, owner=None, started_at=None)
         self.events.publish(Kind.REQUEUED, back)  # streams: it runs again at run_at
         return self._write(claims.retry_job, stored, rank, saved, now_ms())
+
+    def record_resources(
+        self, job_id: str, job_type: str, attempt: int, resources: Resources
+    ) -> Awaitable[None]:
+        """A run's child is gone: how it ended and what it used, kept with its job.
+
+        Its own write, after the final state's (the child's end comes after
+        its final message); fenced by the run's attempt, so a later run's stay.
+        """
+        job = self._jobs.get(job_id)
+        if job is not None and job.attempts == attempt:
+            job.resources = resources
+            self._publish(job)
+        for listener in self.resource_listeners:
+            listener(job_type, resources)
+        return self._write(sql.set_resources, job_id, attempt, resources)
 
     def save(self, job: Job, state_json: bytes) -> None:
         """Keep the job's latest saved place; written by the next flush."""

@@ -6,6 +6,7 @@ carry formatted traceback text, never live exception objects.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import msgspec
@@ -56,6 +57,19 @@ class Log(_Frame, tag="log"):
     message: str
 
 
+class Usage(_Frame, tag="usage"):
+    """What the child used, sent just before its final message (forensics).
+
+    ``getrusage`` of the child itself plus its reaped children; the exit
+    code it is about to exit with.
+    """
+
+    exit_code: int
+    user_cpu_s: float
+    system_cpu_s: float
+    peak_rss_kib: int
+
+
 class Done(_Frame, tag="done"):
     result: Any
 
@@ -73,7 +87,7 @@ class Failed(_Frame, tag="failed"):
     traceback: str
 
 
-Message = Started | Progress | Partial | Saved | Log | Done | Cancelled | Failed
+Message = Started | Progress | Partial | Saved | Log | Usage | Done | Cancelled | Failed
 
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Message)
@@ -83,3 +97,7 @@ decoder = msgspec.msgpack.Decoder(Message)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
+
+# What the forkserver writes after a child's exit code on its status pipe
+# (workers.forkserver_init): peak RSS in KiB, user and system CPU in microseconds.
+EXIT_USAGE = struct.Struct("!qqq")

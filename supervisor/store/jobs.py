@@ -14,8 +14,10 @@ from typing import Any
 import msgspec
 
 from supervisor.audit import AuditEntry
+from supervisor.forensics import Resources
 from supervisor.job import AttemptError, CancelInfo, Job, Progress, RequestedBy, RetryPolicy
 from supervisor.state import LIVE, STORED_BEFORE, TERMINAL, JobStatus
+from supervisor.store import job_logs
 from supervisor.store.access import insert_audit
 from workers.db import Database
 
@@ -126,6 +128,12 @@ MIGRATIONS = [
         CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
         """,
     ),
+    (
+        9,
+        # Forensics: how the last run ended and what it used (JSON), and
+        # each job's captured output (store.job_logs).
+        "ALTER TABLE jobs ADD COLUMN resources TEXT;" + job_logs.SCHEMA,
+    ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
 # priority; led by status, or SQLite's planner prefers jobs_status_created and
@@ -140,7 +148,7 @@ MIGRATIONS = [
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
     " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
-    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by"
+    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by, resources"
 )
 
 _json = msgspec.json.Encoder()
@@ -149,6 +157,7 @@ _progress_decoder = msgspec.json.Decoder(Progress)
 _retry_decoder = msgspec.json.Decoder(RetryPolicy)
 _attempts_decoder = msgspec.json.Decoder(list[AttemptError])
 _requested_by_decoder = msgspec.json.Decoder(RequestedBy)
+_resources_decoder = msgspec.json.Decoder(Resources)
 
 
 def to_json(value: Any) -> str | None:
@@ -181,6 +190,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors,
         idempotency_key,
         requested_by,
+        resources,
     ) = row
     return Job(
         id=id_,
@@ -206,6 +216,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
         idempotency_key=idempotency_key,
         requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
+        resources=None if resources is None else _resources_decoder.decode(resources),
     )
 
 
@@ -447,6 +458,14 @@ def update_progress(
     return lost
 
 
+def set_resources(db: Database, job_id: str, attempt: int, resources: Resources) -> None:
+    """Record how a run ended and what it used; fenced by its attempt (a later run's stay)."""
+    db.execute(
+        "UPDATE jobs SET resources = ? WHERE id = ? AND attempts = ?",
+        (to_json(resources), job_id, attempt),
+    )
+
+
 def get_job(db: Database, job_id: str) -> Job | None:
     row = db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
     return None if row is None else row_to_job(row)
@@ -461,12 +480,14 @@ def delete_finished(db: Database, job_id: str) -> tuple[bool, JobStatus | None]:
 
     The DELETE itself decides: a job still live on any instance is not deleted.
     """
-    deleted = db.query(
-        f"DELETE FROM jobs WHERE id = ? AND status IN {_in(TERMINAL)} RETURNING status",
-        (job_id,),
-    )
-    if deleted:
-        return True, JobStatus(deleted[0][0])
+    with db.transaction():
+        deleted = db.query(
+            f"DELETE FROM jobs WHERE id = ? AND status IN {_in(TERMINAL)} RETURNING status",
+            (job_id,),
+        )
+        if deleted:
+            job_logs.delete(db, [job_id])
+            return True, JobStatus(deleted[0][0])
     row = db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
     return False, None if row is None else JobStatus(row[0])
 
@@ -527,9 +548,13 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
 
 
 def prune(db: Database, cutoff_ms: int) -> int:
-    return db.execute(
+    """Delete jobs finished before the cutoff, and their logs."""
+    pruned = db.execute(
         "DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ?", (cutoff_ms,)
     )
+    if pruned:
+        job_logs.prune_orphans(db)
+    return pruned
 
 
 def get_jobs(db: Database, ids: list[str], with_result: bool) -> list[Job]:
