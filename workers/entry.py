@@ -145,7 +145,9 @@ def child_main(
     state.ctx = ctx
     code, message = _run(spec, ctx, state)
     ctx.flush()
-    _flush_output()  # its last lines are in the output pipes before its end is told
+    # Output is flushed after the final message (in _exit): a stuck stdout
+    # must not hold the job's end. The front reads the pipes to their end
+    # once the child is gone, before it keeps their last lines.
     channel.send(usage(code))
     channel.send(message)
     progress_conn.close()
