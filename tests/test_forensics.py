@@ -23,7 +23,7 @@ def _resources(server: Server, job_id: str) -> dict[str, Any]:
     def recorded() -> dict[str, Any] | None:
         return server.status(job_id).get("resources")  # type: ignore[no-any-return]
 
-    return dict(wait_until(recorded))
+    return dict(wait_until(recorded, timeout=30))
 
 
 def _finish(server: Server, how: str, status: str, cancel: bool = False) -> dict[str, Any]:
@@ -144,3 +144,18 @@ def test_exit_status_and_tail() -> None:
     assert exit_status(None) == (None, None)
     assert tail(["a", "bb", "ccc"], 7) == "bb\nccc"
     assert tail(["x" * 20], 7) == ""
+
+
+def test_metrics_count_endings_cpu_and_peak_memory_by_type(fast: Server) -> None:
+    from tests.test_observability import _samples, _value
+
+    _finish(fast, "return", "completed")
+    _finish(fast, "sigkill", "failed")
+    samples = _samples(fast)
+    endings = "jobsup_job_endings_total"
+    assert _value(samples, endings, type="end", ended="exited") == 1
+    assert _value(samples, endings, type="end", ended="crash") == 1
+    assert _value(samples, "jobsup_job_cpu_seconds_count", type="end") == 2
+    assert _value(samples, "jobsup_job_cpu_seconds_sum", type="end") > 0
+    assert _value(samples, "jobsup_job_peak_rss_bytes_count", type="end") == 2
+    assert _value(samples, "jobsup_job_peak_rss_bytes_sum", type="end") >= 2 * ALLOC_MIB << 20
