@@ -231,3 +231,33 @@ def test_the_log_store_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_the_log_store_on_postgresql(pg_url: str) -> None:
     _check_store(pg_url)
+
+
+# -- the client and the CLI --------------------------------------------------------------
+
+
+def test_the_client_pages_and_follows_logs(server: Server) -> None:
+    from tests.test_client import client_for
+
+    with client_for(server) as client:
+        job_id = client.start("print", lines=5).job_id
+        followed = [line.text for line in client.follow_logs(job_id, poll_s=0.05)]
+        assert followed == [f"line {i:06d} xxxxxxxx" for i in range(1, 6)]
+        page = client.logs(job_id, after=3)
+        assert [line.line for line in page.lines] == [4, 5]
+
+
+def test_jobsup_logs_prints_numbered_lines(server: Server) -> None:
+    from tests.test_client import jobsup
+
+    job_id = server.start_job({"type": "end"})
+    server.wait_status(job_id, "completed")
+    wait_until(lambda: len(_texts(server, job_id)) == 3)
+    result = jobsup(server, "logs", job_id)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert any(line.split()[2] == "log/warning" for line in lines)
+    assert lines[0].split()[0] == "1"
+    followed = jobsup(server, "logs", job_id, "--follow", "--after", "1")
+    assert followed.stdout.splitlines() == lines[1:]
