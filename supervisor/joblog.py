@@ -18,9 +18,10 @@ import contextlib
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from supervisor.forensics import STDERR_TAIL_BYTES, tail
-from supervisor.store import Store
 from supervisor.store import job_logs as sql
 from supervisor.store.job_logs import Line
 from workers.times import now_ms
@@ -31,13 +32,14 @@ READ_BUDGET = 64 * 1024  # bytes read from one pipe per turn of the loop
 MAX_LINE_BYTES = 8 * 1024  # a longer line is cut into pieces of this size
 BATCH_BYTES = 256 * 1024  # a batch this large is written without waiting for the timer
 FLUSH_S = 1.0  # lines wait at most about this long to be written
-WRITE_RETRY_S = 60.0
 
 
 class JobLog:
-    def __init__(self, job_id: str, store: Store, limit: int) -> None:
+    def __init__(self, job_id: str, write: Callable[..., asyncio.Future[Any]], limit: int) -> None:
+        """``write(fn, *args)`` runs ``fn(db, *args)`` in the store's ordered writer
+        (``JobTable.write``)."""
         self.job_id = job_id
-        self._store = store
+        self._write = write
         self._limit = limit
         self._loop = asyncio.get_running_loop()
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
@@ -163,17 +165,7 @@ class JobLog:
         skipped = (self._skipped_lines, self._skipped_bytes)
         self._batch.clear()
         self._batch_bytes = self._skipped_lines = self._skipped_bytes = 0
-        self._writing = asyncio.ensure_future(
-            self._store.call(
-                sql.append,
-                self.job_id,
-                lines,
-                *skipped,
-                self._limit,
-                write=True,
-                retry_for=WRITE_RETRY_S,
-            )
-        )
+        self._writing = self._write(sql.append, self.job_id, lines, *skipped, self._limit)
         self._writing.add_done_callback(self._written)
 
     def _written(self, write: asyncio.Future[None]) -> None:

@@ -153,7 +153,7 @@ class Run:
     def attach(self) -> None:
         """Called once the child exists: watch its pipe and its sentinel."""
         self._move(RunPhase.ATTACHED)
-        self.output = JobLog(self.job_id, self._table.store, self._settings.job_log_bytes)
+        self.output = JobLog(self.job_id, self._table.write, self._settings.job_log_bytes)
         self.output.watch(*self.process.output_fds)
         self._loop.add_reader(self.process.progress_fd, self._on_readable)
         self._loop.add_reader(self.process.sentinel, self._on_sentinel)
@@ -385,9 +385,12 @@ class Run:
             )
         if peak is None:
             peak = self.process.peak_rss_kib
+        # A child that broke the protocol was SIGKILLed: its recorded failure is ours.
+        final = None if self._garbled else self.final
+        escalation = Escalation.KILL if self._garbled else self.escalation
         wall = None if self._started_at is None else max(0.0, time.time() - self._started_at)
         resources = forensics.Resources(
-            ended=forensics.ending(exitcode, self.final, self.escalation, self.limit),
+            ended=forensics.ending(exitcode, final, escalation, self.limit),
             exit_code=exit_code,
             signal=signal_name,
             peak_rss_kib=peak,

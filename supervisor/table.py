@@ -376,6 +376,11 @@ class JobTable:
             for job_id in write.result():
                 self._lost(job_id)
 
+    def write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(db, *args)`` in the ordered writer, retried like state writes;
+        shutdown's ``drain`` waits for it too (a job's log lines)."""
+        return self._write(fn, *args)
+
     def _write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         future = asyncio.ensure_future(
             self.store.call(fn, *args, write=True, retry_for=STATE_WRITE_RETRY_S)
