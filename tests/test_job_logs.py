@@ -261,3 +261,17 @@ def test_jobsup_logs_prints_numbered_lines(server: Server) -> None:
     assert lines[0].split()[0] == "1"
     followed = jobsup(server, "logs", job_id, "--follow", "--after", "1")
     assert followed.stdout.splitlines() == lines[1:]
+
+
+@pytest.mark.postgres
+def test_another_instance_serves_a_running_jobs_logs_and_resources(
+    pg_url: str, make_server: Callable[..., Server]
+) -> None:
+    owner = make_server(DATABASE_URL=pg_url)
+    job_id = owner.start_job({"type": "print", "lines": 3, "wait": True})
+    other = make_server(DATABASE_URL=pg_url)
+    wait_until(lambda: len(_texts(other, job_id)) == 3)  # from the database, while it runs
+    assert other.status(job_id)["status"] == "running"
+    owner.client.post(f"/admin/jobs/{job_id}/cancel")
+    resources = wait_until(lambda: other.status(job_id).get("resources"), timeout=30)
+    assert resources["ended"] == "cooperative"
