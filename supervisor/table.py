@@ -67,6 +67,8 @@ class JobTable:
         self._result_stored: set[str] = set()  # finished jobs whose result is only in the store
         # Called on the loop with (job type, resources) at each run's end (metrics).
         self.resource_listeners: list[Callable[[str, Resources], None]] = []
+        # Runs' ends to write with the next flush: job id -> (attempt, resources).
+        self._resources: dict[str, tuple[int, Resources]] = {}
 
     # -- reads -------------------------------------------------------------
 
@@ -297,19 +299,20 @@ class JobTable:
 
     def record_resources(
         self, job_id: str, job_type: str, attempt: int, resources: Resources
-    ) -> Awaitable[None]:
+    ) -> None:
         """A run's child is gone: how it ended and what it used, kept with its job.
 
-        Its own write, after the final state's (the child's end comes after
-        its final message); fenced by the run's attempt, so a later run's stay.
+        Written with the next flush, after the final state's write (the
+        child's end comes after its final message), all runs' ends of that
+        period in one write; fenced by the run's attempt, so a later run's stay.
         """
         job = self._jobs.get(job_id)
         if job is not None and job.attempts == attempt:
             job.resources = resources
             self._publish(job)
+        self._resources[job_id] = (attempt, resources)
         for listener in self.resource_listeners:
             listener(job_type, resources)
-        return self._write(sql.set_resources, job_id, attempt, resources)
 
     def save(self, job: Job, state_json: bytes) -> None:
         """Keep the job's latest saved place; written by the next flush."""
@@ -362,8 +365,12 @@ class JobTable:
             if job_id in self._jobs:
                 self.persist(self._jobs[job_id])
         self._state_dirty.clear()
+        ends = None
+        if self._resources:
+            ends = self._write(sql.set_resources, list(self._resources.items()))
+            self._resources = {}
         if not self._dirty:
-            return None
+            return ends
         batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
         saved = {j.id: self._saved.pop(j.id) for j in batch if j.id in self._saved}
         self._dirty.clear()

@@ -458,12 +458,16 @@ def update_progress(
     return lost
 
 
-def set_resources(db: Database, job_id: str, attempt: int, resources: Resources) -> None:
-    """Record how a run ended and what it used; fenced by its attempt (a later run's stay)."""
-    db.execute(
-        "UPDATE jobs SET resources = ? WHERE id = ? AND attempts = ?",
-        (to_json(resources), job_id, attempt),
-    )
+def set_resources(db: Database, ends: list[tuple[str, tuple[int, Resources]]]) -> None:
+    """Record how runs ended and what they used: (job id, (attempt, resources)) each.
+
+    Fenced by the run's attempt: a later run's are never overwritten.
+    """
+    with db.transaction():  # one commit for the lot
+        db.executemany(
+            "UPDATE jobs SET resources = ? WHERE id = ? AND attempts = ?",
+            [(to_json(resources), job_id, attempt) for job_id, (attempt, resources) in ends],
+        )
 
 
 def get_job(db: Database, job_id: str) -> Job | None:
