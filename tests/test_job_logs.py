@@ -275,3 +275,84 @@ def test_another_instance_serves_a_running_jobs_logs_and_resources(
     owner.client.post(f"/admin/jobs/{job_id}/cancel")
     resources = wait_until(lambda: other.status(job_id).get("resources"), timeout=30)
     assert resources["ended"] == "cooperative"
+
+
+# -- the front's side, in process ------------------------------------------------------------
+
+
+def test_a_job_log_cuts_lines_bounds_its_batch_and_keeps_the_stderr_tail() -> None:
+    import asyncio
+    import os
+
+    from supervisor import joblog
+
+    async def scenario() -> None:
+        writes: list[tuple[Any, ...]] = []
+        release = asyncio.get_running_loop().create_future()
+
+        def write(fn: Any, *args: Any) -> asyncio.Future[Any]:
+            writes.append(args)
+            return release  # the first write stays under way while the rest is added
+
+        log = joblog.JobLog("j", write, limit=1000)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+        log.watch(out_r, err_r)
+        long = b"y" * (joblog.MAX_LINE_BYTES + 10)
+        os.write(out_w, b"one\r\nnul\x00here\n" + long + b"\npartial")
+        os.write(err_w, b"bad \xff byte\n")
+        os.close(out_w)
+        os.close(err_w)
+        log.flush()  # nothing read yet: the loop has not turned
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if not log._fds:
+                break
+        log.flush()
+        (job_id, lines, skipped, skipped_bytes, limit) = writes[0]
+        assert (job_id, limit) == ("j", 1000)
+        # Over the bound: only the newest lines stay, the rest counted as skipped.
+        texts = [line.text for line in lines]
+        assert "partial" in texts  # the unended last line, at EOF
+        assert skipped >= 3
+        assert skipped_bytes > joblog.MAX_LINE_BYTES
+        assert sum(line.size for line in lines) <= 1000
+        assert log.stderr_tail() == "bad \ufffd byte"
+        # A write under way: the next batch waits for it, then goes.
+        log.add("log", "after", "info")
+        log.flush()
+        assert len(writes) == 1
+        release.set_result(None)
+        log.close()
+        await asyncio.sleep(0)
+        assert [line.text for line in writes[-1][1]] == ["after"]
+        for fd in (out_r, err_r):
+            os.close(fd)
+
+    asyncio.run(scenario())
+
+
+def test_a_job_log_keeps_each_line_whole_under_the_bound() -> None:
+    import asyncio
+
+    from supervisor import joblog
+
+    async def scenario() -> None:
+        writes: list[tuple[Any, ...]] = []
+
+        def write(fn: Any, *args: Any) -> asyncio.Future[Any]:
+            writes.append(args)
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        log = joblog.JobLog("j", write, limit=10_000)
+        log._feed("stdout", b"one\r\nnul\x00here\n" + b"z" * (joblog.MAX_LINE_BYTES + 5) + b"\n")
+        log.close()
+        texts = [line.text for line in writes[0][1]]
+        assert texts == ["one", "nul\ufffdhere", "z" * joblog.MAX_LINE_BYTES, "z" * 5]
+        assert writes[0][2:4] == (0, 0)
+
+    asyncio.run(scenario())
