@@ -26,6 +26,7 @@ import argparse
 import json
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -104,6 +105,11 @@ def register(commands: Any) -> None:
     resume = commands.add_parser("resume", parents=[common], help="resume a paused job")
     resume.add_argument("job_id")
 
+    logs = commands.add_parser("logs", parents=[common], help="a job's output and log lines")
+    logs.add_argument("job_id")
+    logs.add_argument("--follow", "-f", action="store_true", help="then new lines until it ends")
+    logs.add_argument("--after", type=int, default=0, help="only the lines numbered above this")
+
     watch = commands.add_parser("watch", parents=[common], help="follow a job live")
     watch.add_argument("job_id")
     _interrupt_option(watch)
@@ -125,6 +131,7 @@ def register(commands: Any) -> None:
         resume,
         approve,
         reject,
+        logs,
         watch,
         put,
         show,
@@ -245,6 +252,20 @@ def _show_job(job: Job) -> None:
         rows.append(("error", f"{job.error.get('type', '')}: {job.error.get('message', '')}"))
     if job.cancel is not None:
         rows.append(("cancel", f"{job.cancel.reason} at {_time(job.cancel.requested_at)}"))
+    r = job.resources
+    if r is not None:
+        how = r.ended.value + (f" ({r.limit})" if r.limit else "")
+        how += f", exit {r.exit_code}" if r.exit_code is not None else f", {r.signal}"
+        used = [
+            f"peak {r.peak_rss_kib / 1024:.1f} MiB" if r.peak_rss_kib is not None else "",
+            f"cpu {r.user_cpu_s:.2f}s user {r.system_cpu_s:.2f}s sys"
+            if r.user_cpu_s is not None and r.system_cpu_s is not None
+            else "",
+            f"wall {r.wall_s:.2f}s" if r.wall_s is not None else "",
+        ]
+        rows.append(("ended", "  ".join(x for x in [how, *used] if x)))
+        if r.stderr_tail:
+            rows.append(("stderr", r.stderr_tail[-2000:]))
     if job.result is not None:
         rows.append(("result", _encoder.encode(job.result).decode()[:2000]))
     for name, value in rows:
@@ -281,6 +302,37 @@ def _list(client: Client, args: argparse.Namespace) -> int:
         table.add_row(job.id, job.type, str(job.status), done, _time(job.created_at))
     _console().print(table)
     return 0
+
+
+def _logs(client: Client, args: argparse.Namespace) -> int:
+    """One line per log line: ``number time stream[/level] text`` (``--json``: objects)."""
+    if args.follow:
+        lines: Any = client.follow_logs(args.job_id)
+    else:
+        lines = _pages(client, args.job_id, args.after)
+    try:
+        for line in lines:
+            if line.line <= args.after:
+                continue
+            if args.json:
+                _out(line)
+                continue
+            at = datetime.fromtimestamp(line.at / 1000, UTC)
+            stream = line.stream if line.level is None else f"{line.stream}/{line.level}"
+            print(f"{line.line:>6} {iso(at)} {stream:<12} {line.text}", flush=True)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _pages(client: Client, job_id: str, after: int) -> Any:
+    """Every line stored now, page by page."""
+    while True:
+        page = client.logs(job_id, after)
+        if not page.lines:
+            return
+        yield from page.lines
+        after = page.next_after
 
 
 def _cancel(client: Client, args: argparse.Namespace) -> int:
@@ -483,6 +535,7 @@ _COMMANDS = {
     "approve": _approve,
     "reject": _reject,
     "status": _status,
+    "logs": _logs,
     "list": _list,
     "cancel": _cancel,
     "pause": _pause,

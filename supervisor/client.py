@@ -29,6 +29,7 @@ import msgspec
 
 from supervisor.events import PartialData, ProgressData
 from supervisor.job import Job
+from supervisor.store.job_logs import LogLine, LogPage
 
 __all__ = [
     "AsyncClient",
@@ -267,6 +268,28 @@ class Client:
         """Jobs newest first (without results); ``labels``: ``groupWaId="g"``."""
         params = _list_params(status, type, limit, labels)
         return self._call("GET", "/admin/jobs", list[Job], params=params)
+
+    def logs(self, job_id: str, after: int = 0, limit: int | None = None) -> LogPage:
+        """A page of the job's captured output: the lines numbered above ``after``."""
+        params = {"after": after} if limit is None else {"after": after, "limit": limit}
+        return self._call("GET", f"/admin/jobs/{job_id}/logs", LogPage, params=params)
+
+    def follow_logs(self, job_id: str, poll_s: float = 1.0) -> Iterator[LogLine]:
+        """Every line of the job's log, then new ones as they come, until the job has
+        ended and its last lines are read (they are stored about once a second)."""
+        after = 0
+        ended_reads = 0
+        while True:
+            page = self.logs(job_id, after)
+            yield from page.lines
+            after = page.next_after
+            if page.lines:
+                continue
+            if self.status(job_id).status in TERMINAL:
+                ended_reads += 1
+                if ended_reads > 2:  # its child's last lines are written after its end
+                    return
+            time.sleep(poll_s)
 
     def cancel(self, job_id: str) -> CancelAnswer:
         return self._call("POST", f"/admin/jobs/{job_id}/cancel", CancelAnswer)

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from supervisor.forensics import Resources
 from supervisor.state import JobStatus
 from workers.limits import Limits
 from workers.times import from_ms, now_ms
@@ -147,6 +148,9 @@ class Job(msgspec.Struct, rename="camel", gc=False):
     limits: Limits | None = None  # what it may use (workers.limits); None: no limit
     # Descendants still alive at its end, killed then (setsid escapees included).
     leftovers_killed: int | None = None
+    # How its last run ended and what it used (supervisor.forensics); set once
+    # that run's child is gone, moments after the final state.
+    resources: Resources | None = None
 
 
 # A job without its result, as lists show it unless asked (results can be

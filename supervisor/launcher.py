@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
+from supervisor import forensics
 from workers import limits, protocol, registry
 from workers.entry import ChildSpec, child_main, spec_encoder
 
@@ -120,14 +121,27 @@ class JobProcess:
         self.reader: FrameReader | None = None
         self.exitcode: int | None = None
         self.swept = 0  # descendants killed with it by kill()
+        # The job's stdout and stderr (fds 1 and 2 of the child and its spawn).
+        self._stdout_r: Connection | None = None
+        self._stderr_r: Connection | None = None
+        # VmHWM read just before each signal this wrapper sends (a killed
+        # child cannot report its own); None until then.
+        self.peak_rss_kib: int | None = None
+        # (peak RSS KiB, user s, system s) as the forkserver's wait4 saw them.
+        self.usage: tuple[int, float, float] | None = None
 
     def start(self) -> None:
         """Fork the child (blocking, a few ms: the launcher thread calls this)."""
         spec_r, spec_w = self._ctx.Pipe(duplex=False)
         cancel_r, cancel_w = self._ctx.Pipe(duplex=False)
         progress_r, progress_w = self._ctx.Pipe(duplex=False)
+        stdout_r, stdout_w = self._ctx.Pipe(duplex=False)
+        stderr_r, stderr_w = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=child_main, args=(spec_r, cancel_r, progress_w, self._nice), name="jobsup-job"
+            target=child_main,
+            args=(spec_r, cancel_r, progress_w, self._nice),
+            kwargs={"outputs": (stdout_w, stderr_w)},
+            name="jobsup-job",
         )
         try:
             process.start()
@@ -139,10 +153,13 @@ class JobProcess:
         finally:
             # The parent keeps only its own ends: EOF on the progress pipe then
             # means the child is gone, and on the cancel pipe that we are.
-            for end in (spec_r, cancel_r, progress_w):
+            for end in (spec_r, cancel_r, progress_w, stdout_w, stderr_w):
                 end.close()
         os.set_blocking(cancel_w.fileno(), False)
-        os.set_blocking(progress_r.fileno(), False)
+        for end in (progress_r, stdout_r, stderr_r):
+            os.set_blocking(end.fileno(), False)
+        self._stdout_r = stdout_r
+        self._stderr_r = stderr_r
         self._process = process
         self._spec_w = spec_w
         self._cancel_w = cancel_w
@@ -189,6 +206,13 @@ class JobProcess:
     def progress_fd(self) -> int:
         assert self._progress_r is not None
         return self._progress_r.fileno()
+
+    @property
+    def output_fds(self) -> tuple[int, int]:
+        """The read ends of the job's stdout and stderr (non-blocking)."""
+        assert self._stdout_r is not None
+        assert self._stderr_r is not None
+        return self._stdout_r.fileno(), self._stderr_r.fileno()
 
     def cancel(self) -> None:
         """Ask the job to stop at its next cancel point. Never blocks."""
@@ -242,6 +266,9 @@ class JobProcess:
         pid = self.pid
         if pid is None or self.exitcode is not None:
             return  # never signal a reaped pid: it may belong to someone else now
+        peak = forensics.peak_rss_kib(pid)  # its last chance to be read
+        if peak is not None:
+            self.peak_rss_kib = max(peak, self.peak_rss_kib or 0)
         try:
             os.killpg(pid, sig)  # the job and anything it spawned
         except ProcessLookupError:
@@ -256,6 +283,8 @@ class JobProcess:
             self.exitcode = self._process.exitcode
             if self.exitcode is not None:
                 _children.discard(self._process.pid)
+            if self.exitcode is not None:  # what it used follows its exit code
+                self.usage = forensics.exit_usage(self.sentinel)
         return self.exitcode
 
     def sweep_orphans(self) -> None:
@@ -285,9 +314,11 @@ class JobProcess:
             os.killpg(pid, signal.SIGKILL)
 
     def close(self) -> None:
-        for conn in (self._spec_w, self._cancel_w, self._progress_r):
+        ends = (self._spec_w, self._cancel_w, self._progress_r, self._stdout_r, self._stderr_r)
+        for conn in ends:
             if conn is not None:
                 conn.close()
         self._spec_w = self._cancel_w = self._progress_r = None
+        self._stdout_r = self._stderr_r = None
         if self._process is not None and self.exitcode is not None:
             self._process.close()

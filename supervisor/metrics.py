@@ -10,6 +10,9 @@ What is counted, and where from:
   ``completedAt``), all from the job's own timestamps; children that crashed
   (died without reporting, ``error.reason == "crashed"``) by cause (the
   signal's name, or ``exit N``);
+- each run's end, from the table (``JobTable.resource_listeners``, once the
+  child is gone): CPU seconds and peak RSS by type, and endings by type and
+  how it ended (``supervisor.forensics.Ending``);
 - database writes, from the store's writer threads (``Store.on_write``):
   how long each took, and those that failed, by cause;
 - notification attempts, from the sender (``supervisor.notify``), by outcome;
@@ -39,6 +42,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from supervisor.events import Event, Kind
+from supervisor.forensics import Resources
 from supervisor.job import Job
 from supervisor.state import JobStatus
 
@@ -55,6 +59,11 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600
 # periods (seconds) when a child ignores its cancel or waits for a slot.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# A run's CPU (user + system) and its peak resident memory.
+CPU_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400)
+RSS_BUCKETS = tuple(
+    mib * 1024 * 1024 for mib in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -125,6 +134,27 @@ class Metrics:
             ["cause"],
             registry=r,
         )
+        self.cpu = Histogram(
+            f"{_PREFIX}_job_cpu_seconds",
+            "CPU time (user + system) of each run's child and its reaped children, by type",
+            ["type"],
+            buckets=CPU_BUCKETS,
+            registry=r,
+        )
+        self.peak_rss = Histogram(
+            f"{_PREFIX}_job_peak_rss_bytes",
+            "Peak resident memory of each run's child, by type",
+            ["type"],
+            buckets=RSS_BUCKETS,
+            registry=r,
+        )
+        self.endings = Counter(
+            f"{_PREFIX}_job_endings",
+            "Runs that ended here, by type and how (exited, cooperative, terminated, killed,"
+            " limit, crash)",
+            ["type", "ended"],
+            registry=r,
+        )
         self.db_write = Histogram(
             f"{_PREFIX}_db_write_seconds",
             "Database writes (each with its retries), by outcome",
@@ -165,6 +195,7 @@ class Metrics:
         """Start counting a started runtime's jobs and database writes."""
         self._runtime = runtime
         runtime.events.listen(self.on_event)
+        runtime.table.resource_listeners.append(self.on_resources)
         runtime.store.on_write = self.on_write
         if runtime.sender is not None:
             runtime.sender.on_outcome = self.on_notification
@@ -172,6 +203,7 @@ class Metrics:
     def detach(self) -> None:
         if self._runtime is not None:
             self._runtime.events.unlisten(self.on_event)
+            self._runtime.table.resource_listeners.remove(self.on_resources)
             self._runtime.store.on_write = None
             self._runtime = None
 
@@ -207,6 +239,14 @@ class Metrics:
         cause = crash_cause(job)
         if cause is not None:
             self.crashes.labels(cause).inc()
+
+    def on_resources(self, job_type: str, resources: Resources) -> None:
+        """A run's child is gone (on the loop): what it used, and how it ended."""
+        self.endings.labels(job_type, resources.ended.value).inc()
+        if resources.user_cpu_s is not None and resources.system_cpu_s is not None:
+            self.cpu.labels(job_type).observe(resources.user_cpu_s + resources.system_cpu_s)
+        if resources.peak_rss_kib is not None:
+            self.peak_rss.labels(job_type).observe(resources.peak_rss_kib * 1024)
 
     def on_write(self, seconds: float, failure: str | None) -> None:
         """A database write ended (on a database thread); ``failure`` is its cause, if any."""

@@ -12,14 +12,16 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from supervisor import timing
+from supervisor import forensics, timing
 from supervisor.job import CancelInfo, Job, RequestedBy, now
+from supervisor.joblog import JobLog
 from supervisor.launcher import JobProcess, ProtocolError
 from supervisor.logs import about_job
 from supervisor.settings import Settings
@@ -138,6 +140,11 @@ class Run:
         self.limit: str | None = None  # the limit that stopped it: timeout, cpu_limit, memory_limit
         self._deadline: asyncio.TimerHandle | None = None  # its timeout, if it has one
         self.leftovers = 0  # descendants the child swept at its end (protocol.Swept)
+        # Which limit stopped it, if one did (set by whoever enforces it): ended = limit.
+        self.limit: str | None = None
+        self.output: JobLog | None = None  # its stdout, stderr and ctx.log lines
+        self.usage: protocol.Usage | None = None  # what it reported using, if it ended itself
+        self._started_at: float | None = None  # its Started message's time (epoch seconds)
         # Resolved when the scheduler drops the run: the child is gone (or never came).
         self.gone: asyncio.Future[None] = self._loop.create_future()
 
@@ -153,6 +160,8 @@ class Run:
     def attach(self) -> None:
         """Called once the child exists: watch its pipe and its sentinel."""
         self._move(RunPhase.ATTACHED)
+        self.output = JobLog(self.job_id, self._table.write, self._settings.job_log_bytes)
+        self.output.watch(*self.process.output_fds)
         self._loop.add_reader(self.process.progress_fd, self._on_readable)
         self._loop.add_reader(self.process.sentinel, self._on_sentinel)
         self._pidfd = _pidfd_open(self.process.pid)
@@ -210,10 +219,11 @@ class Run:
             self._settle_before_exit()
 
     def _handle(self, message: protocol.Message, job: Job | None) -> None:
-        if job is None:
+        if job is None and not isinstance(message, protocol.Usage):
             return
         match message:
             case protocol.Started(pid, at):
+                self._started_at = at
                 log.info("job %s started (pid %d)", self.job_id, pid, extra=about_job(self.job_id))
                 started = as_stored(datetime.fromtimestamp(at, UTC))
                 if job.status is JobStatus.PENDING:
@@ -237,6 +247,10 @@ class Run:
             case protocol.Failed(reason=reason) if reason in ("cpu_limit", "memory_limit"):
                 self.limit = reason
                 self.final = message
+                if self.output is not None:
+                    self.output.add("log", text, level)
+            case protocol.Usage():
+                self.usage = message
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
                 self.final = message
 
@@ -452,7 +466,42 @@ class Run:
             log.info(
                 "job %s's child exited with %s", self.job_id, exitcode, extra=about_job(self.job_id)
             )
+        self._record_end(exitcode)
         self.process.close()
+
+    def _record_end(self, exitcode: int) -> None:
+        """The child is reaped: keep its output's last lines and how it ended (forensics)."""
+        if self.output is not None:
+            self.output.close()
+        spec = self.process.spec
+        if self.fenced or spec is None:
+            return  # another instance holds the job: nothing more is written here
+        exit_code, signal_name = forensics.exit_status(exitcode)
+        peak, user, system = self.process.usage or (None, None, None)
+        if self.process.usage is None and self.usage is not None:
+            peak, user, system = (
+                self.usage.peak_rss_kib,
+                self.usage.user_cpu_s,
+                self.usage.system_cpu_s,
+            )
+        if peak is None:
+            peak = self.process.peak_rss_kib
+        # A child that broke the protocol was SIGKILLed: its recorded failure is ours.
+        final = None if self._garbled else self.final
+        escalation = Escalation.KILL if self._garbled else self.escalation
+        wall = None if self._started_at is None else max(0.0, time.time() - self._started_at)
+        resources = forensics.Resources(
+            ended=forensics.ending(exitcode, final, escalation, self.limit),
+            exit_code=exit_code,
+            signal=signal_name,
+            peak_rss_kib=peak,
+            user_cpu_s=user,
+            system_cpu_s=system,
+            wall_s=wall,
+            stderr_tail=self.output.stderr_tail() if self.output is not None else "",
+            limit=self.limit,
+        )
+        self._table.record_resources(self.job_id, spec.job_type, spec.attempt, resources)
 
     def _close_pidfd(self) -> None:
         if self._pidfd is not None:

@@ -38,7 +38,7 @@ from supervisor.parsing import decode
 from supervisor.scheduler import Scheduler
 from supervisor.settings import Settings
 from supervisor.state import HELD, TERMINAL, JobStatus
-from supervisor.store import claims
+from supervisor.store import claims, job_logs
 from supervisor.store import jobs as sql
 from supervisor.table import JobTable
 from workers import registry
@@ -319,6 +319,15 @@ class JobService:
         if job is None:
             raise NotFound(f"no job {job_id!r}", "jobId")
         return job
+
+    async def logs(self, job_id: str, after: int, limit: int) -> job_logs.LogPage:
+        """A page of the job's captured output, from the store (any instance's job).
+
+        The instance running it writes its lines about once a second.
+        """
+        if not await self.table.store.call(sql.job_exists, job_id):
+            raise NotFound(f"no job {job_id!r}", "jobId")
+        return await self.table.store.call(job_logs.page, job_id, after, limit)  # type: ignore[no-any-return]
 
     async def cancel(self, job_id: str, reason: str = "user", caller: Caller | None = None) -> Job:
         """Cancel a live job wherever it runs; waits briefly for it to stop.

@@ -81,6 +81,9 @@ class Settings:
     # long ends cancelled, reason "expired".
     plan_ttl_s: float = 7 * 86400.0
     progress_flush_s: float = 0.25
+    # A job's captured output (stdout, stderr, ctx.log) kept per job, in
+    # bytes; past it, its oldest lines are dropped (supervisor.joblog).
+    job_log_bytes: int = 1024 * 1024
     # Many instances: heartbeat period, and silence after which an instance
     # is declared dead and its jobs rescued; how often to look for pending
     # jobs and cross-instance cancel requests when no NOTIFY arrives.
@@ -169,6 +172,7 @@ class Settings:
             "cleanup_interval_s",
             "progress_flush_s",
             "paused_timeout_s",
+            "job_log_bytes",
             "heartbeat_s",
             "node_timeout_s",
             "poll_s",

@@ -21,6 +21,7 @@ import msgspec
 
 from supervisor.audit import AuditEntry
 from supervisor.events import EventBus, Kind
+from supervisor.forensics import Resources
 from supervisor.job import Job, Progress, now
 from supervisor.logs import about_job
 from supervisor.notify import Notices
@@ -79,6 +80,10 @@ class JobTable:
         # The notifications a state write adds to the outbox (none until the
         # runtime sets the configured URLs).
         self.notices = Notices((), 0.0)
+        # Called on the loop with (job type, resources) at each run's end (metrics).
+        self.resource_listeners: list[Callable[[str, Resources], None]] = []
+        # Runs' ends to write with the next flush: job id -> (attempt, resources).
+        self._resources: dict[str, tuple[int, Resources]] = {}
 
     # -- reads -------------------------------------------------------------
 
@@ -347,6 +352,23 @@ class JobTable:
         self.events.publish(Kind.REQUEUED, back)  # streams: it runs again at run_at
         return self._write(claims.retry_job, stored, rank, saved, now_ms())
 
+    def record_resources(
+        self, job_id: str, job_type: str, attempt: int, resources: Resources
+    ) -> None:
+        """A run's child is gone: how it ended and what it used, kept with its job.
+
+        Written with the next flush, after the final state's write (the
+        child's end comes after its final message), all runs' ends of that
+        period in one write; fenced by the run's attempt, so a later run's stay.
+        """
+        job = self._jobs.get(job_id)
+        if job is not None and job.attempts == attempt:
+            job.resources = resources
+            self._publish(job)
+        self._resources[job_id] = (attempt, resources)
+        for listener in self.resource_listeners:
+            listener(job_type, resources)
+
     def save(self, job: Job, state_json: bytes) -> None:
         """Keep the job's latest saved place; written by the next flush."""
         self._saved[job.id] = state_json
@@ -398,8 +420,12 @@ class JobTable:
             if job_id in self._jobs:
                 self.persist(self._jobs[job_id])
         self._state_dirty.clear()
+        ends = None
+        if self._resources:
+            ends = self._write(sql.set_resources, list(self._resources.items()))
+            self._resources = {}
         if not self._dirty:
-            return None
+            return ends
         batch = [msgspec.structs.replace(self._jobs[i]) for i in self._dirty if i in self._jobs]
         saved = {j.id: self._saved.pop(j.id) for j in batch if j.id in self._saved}
         self._dirty.clear()
@@ -411,6 +437,11 @@ class JobTable:
         if not write.cancelled() and write.exception() is None:
             for job_id in write.result():
                 self._lost(job_id)
+
+    def write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(db, *args)`` in the ordered writer, retried like state writes;
+        shutdown's ``drain`` waits for it too (a job's log lines)."""
+        return self._write(fn, *args)
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         future = asyncio.ensure_future(

@@ -276,3 +276,72 @@ def escape(ctx: JobContext, config: EscapeConfig) -> dict[str, Any]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(600)
     return {"grandchildPid": pid}
+
+
+class EndConfig(JobConfig, tag="end"):
+    """Writes to stdout and stderr, holds ``alloc_mib`` of memory, then ends ``how``.
+
+    return / raise; wait: sleeps cooperatively until cancelled; stubborn:
+    never at a cancel point (SIGTERM stops it); ignore_term: SIGTERM ignored
+    too (only SIGKILL stops it); exit: os._exit(7); segfault; sigkill: kills itself.
+    """
+
+    how: Literal[
+        "return", "raise", "wait", "stubborn", "ignore_term", "exit", "segfault", "sigkill"
+    ] = "return"
+    alloc_mib: int = 0
+    stderr: str = "a line on stderr"
+
+
+@job_type(EndConfig)
+def end(ctx: JobContext, config: EndConfig) -> dict[str, Any]:
+    held = bytearray(config.alloc_mib * 1024 * 1024)
+    for i in range(0, len(held), 4096):
+        held[i] = 1  # touched: resident
+    print("a line on stdout")
+    print(config.stderr, file=sys.stderr)
+    ctx.log("a line through ctx.log", "warning")
+    ctx.partial({"pid": os.getpid()})
+    if config.how == "raise":
+        raise RuntimeError("the job broke")
+    if config.how == "wait":
+        ctx.sleep(600)
+    if config.how in ("stubborn", "ignore_term"):
+        if config.how == "ignore_term":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            time.sleep(0.01)  # never a cancel point
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if config.how == "exit":
+        os._exit(7)
+    if config.how == "segfault":
+        ctypes.string_at(0)
+    if config.how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"held": len(held)}
+
+
+class PrintConfig(JobConfig, tag="print"):
+    """Prints ``lines`` numbered lines of ``line_bytes`` to stdout; a grandchild's
+    lines too (``grandchild``); then waits to be cancelled (``wait``) or returns."""
+
+    lines: int = 10
+    line_bytes: int = 20
+    grandchild: bool = False
+    wait: bool = False
+
+
+@job_type(PrintConfig)
+def print_lines(ctx: JobContext, config: PrintConfig) -> dict[str, Any]:
+    pad = "x" * max(0, config.line_bytes - 12)
+    out = sys.stdout
+    for i in range(1, config.lines + 1):
+        out.write(f"line {i:06d} {pad}\n")
+    out.flush()
+    if config.grandchild:
+        subprocess.run(["sh", "-c", "echo grandchild-out; echo grandchild-err >&2"], check=True)
+    if config.wait:
+        ctx.sleep(600)
+    return {"lines": config.lines}

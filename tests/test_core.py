@@ -198,6 +198,13 @@ class FakeChild:
         self.exitcode: int | None = None
         self.signals: list[str] = []
         self.swept = 0  # descendants a kill() swept
+        self._outputs = [os.pipe(), os.pipe()]  # stdout, stderr: (read, write)
+        for r, _ in self._outputs:
+            os.set_blocking(r, False)
+        self.output_fds = tuple(r for r, _ in self._outputs)
+        self.spec = None  # no job spec: its end is not recorded (no resources)
+        self.usage = None
+        self.peak_rss_kib = None
 
     def send(self, message: protocol.Message) -> None:
         os.write(self.progress_w, _frame(protocol.encoder.encode(message)))
@@ -206,6 +213,8 @@ class FakeChild:
         self.exitcode = code
         os.close(self.progress_w)
         os.close(self.sentinel_w)
+        for _, w in self._outputs:
+            os.close(w)
 
     def reap(self) -> int | None:
         return self.exitcode
@@ -226,7 +235,7 @@ class FakeChild:
         pass
 
     def close(self) -> None:
-        for fd in (self.progress_fd, self.sentinel):
+        for fd in (self.progress_fd, self.sentinel, *self.output_fds):
             os.close(fd)
 
 

@@ -350,3 +350,21 @@ def test_approve_a_job_awaiting_approval(
     expect(detail.locator(".badge")).to_have_text("completed")
     expect(detail).to_contain_text("by admin")
     assert server.status(job_id)["approval"]["approvedBy"]["name"] == "admin"
+
+
+def test_a_jobs_panel_shows_how_it_ended_and_its_log(
+    server: Server, open_page: Callable[[Server], Page]
+) -> None:
+    job_id = server.start_job({"type": "end"})
+    server.wait_status(job_id, "completed")
+    page = open_page(server)
+    page.evaluate(f"location.hash = '#/job/{job_id}'")
+    detail = page.locator("#view-job")
+    expect(detail.locator(".badge")).to_have_text("completed")
+    log = detail.locator("#job-log-lines")
+    expect(log).to_contain_text("stdout a line on stdout")
+    expect(log).to_contain_text("stderr a line on stderr")
+    expect(log).to_contain_text("log/warning a line through ctx.log")
+    # Its resources come a moment after its final state: the panel reads them then.
+    expect(detail.locator("[data-stderr-tail]")).to_have_text("a line on stderr")
+    expect(detail).to_contain_text("exited")

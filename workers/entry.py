@@ -16,7 +16,9 @@ its supervisor.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
+import resource
 import select
 import signal
 import sys
@@ -106,7 +108,11 @@ def _orphaned() -> None:
 
 
 def child_main(
-    spec_conn: Connection, cancel_conn: Connection, progress_conn: Connection, nice: int = 0
+    spec_conn: Connection,
+    cancel_conn: Connection,
+    progress_conn: Connection,
+    nice: int = 0,
+    outputs: tuple[Connection, Connection] | None = None,
 ) -> None:
     # Own process group: the supervisor stops the job's whole tree with
     # killpg, and signals meant for the front process's group miss the job.
@@ -133,6 +139,8 @@ def child_main(
     if spec.limits_json is not None:
         state.limits = limits_.decoder.decode(spec.limits_json)
     limits_.apply(state.limits)  # rlimits, and a subreaper for every descendant
+    if outputs is not None:
+        _capture_output(*outputs)
     channel = Channel(progress_conn, cancel)
     ctx = JobContext(
         spec.job_id,
@@ -151,6 +159,10 @@ def child_main(
         killed = limits_.sweep(os.getpid())  # setsid escapees too: they are ours
         if killed:
             channel.send(protocol.Swept(killed))
+        # Output is flushed after the final message (in _exit): a stuck stdout
+        # must not hold the job's end. The front reads the pipes to their end
+        # once the child is gone, before it keeps their last lines.
+        channel.send(usage(code))
         channel.send(message)
     except MemoryError:
         _exit(protocol.EXIT_MEMORY)  # the job still holds it all: the exit code says why
@@ -158,6 +170,44 @@ def child_main(
     if not _parent_alive(cancel_conn):
         _orphaned()  # the job ended on its own, but its spawn must not outlive it
     _exit(code)
+
+
+def _capture_output(stdout_conn: Connection, stderr_conn: Connection) -> None:
+    """Send fds 1 and 2 to the supervisor's pipes: the job's own prints, its
+    libraries' writes to the descriptors, and (inherited) every grandchild's.
+
+    At the descriptor level, not only ``sys.stdout``: a subprocess writes to
+    fd 1 whatever Python object is there. Each line is sent as written
+    (line buffering), so the job's log follows it while it runs; a full pipe
+    blocks the writer until the supervisor reads, never the supervisor.
+    """
+    for conn, fd in ((stdout_conn, 1), (stderr_conn, 2)):
+        os.dup2(conn.fileno(), fd)
+        conn.close()
+    with contextlib.suppress(Exception):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # A segfault (or a hung job sent SIGABRT) writes the Python stack to fd 2:
+    # the job's stderr tail then says where it died.
+    with contextlib.suppress(Exception):
+        faulthandler.enable()
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def usage(code: int) -> protocol.Usage:
+    """The child's CPU and peak memory, its own and its reaped children's."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return protocol.Usage(
+        exit_code=code,
+        user_cpu_s=own.ru_utime + children.ru_utime,
+        system_cpu_s=own.ru_stime + children.ru_stime,
+        peak_rss_kib=max(own.ru_maxrss, children.ru_maxrss),  # KiB on Linux
+    )
 
 
 def _exit(code: int) -> None:
@@ -168,9 +218,7 @@ def _exit(code: int) -> None:
     end does not wait for (the supervisor kills its process group's
     leftovers once the child is gone). Only buffered output is written first.
     """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush_output()
     os._exit(code)
 
 

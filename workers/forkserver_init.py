@@ -38,3 +38,58 @@ signal.signal(signal.SIGTERM, _pass_on)
 # of each one it did not fork: expected here, so not worth a line each.
 make_subreaper()
 warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")
+
+
+# -- what each child used, told with its exit code -----------------------------
+#
+# The forkserver, not the front, is every job child's parent, so only it can
+# wait4() a child and learn its peak memory and CPU time, whatever the way it
+# ended (a SIGKILL or a segfault leaves the child no chance to report them).
+# multiprocessing's forkserver loop reaps with os.waitpid and writes the exit
+# code to the client's status pipe with write_signed; here both are wrapped,
+# in that module's globals only: the reap uses wait4, and the exit code's
+# write carries the child's usage after it, in the same write. The front
+# reads those bytes after the exit code (supervisor.forensics.exit_usage);
+# without them (another Python's loop) it falls back on what the child reported.
+
+import multiprocessing.forkserver as _forkserver  # noqa: E402
+import types  # noqa: E402
+
+from workers.protocol import EXIT_USAGE  # noqa: E402
+
+_reaped: list[bytes] = []  # the usage of the child reaped last, until its code is written
+
+
+class _Os(types.ModuleType):
+    """The forkserver module's ``os``: waitpid through wait4, the rest as is."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    @staticmethod
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        _reaped.clear()
+        pid, status, usage = os.wait4(pid, options)
+        if pid:
+            _reaped.append(
+                EXIT_USAGE.pack(
+                    usage.ru_maxrss, round(usage.ru_utime * 1e6), round(usage.ru_stime * 1e6)
+                )
+            )
+        return pid, status
+
+
+_write_signed = _forkserver.write_signed
+
+
+def _write_signed_with_usage(fd: int, n: int) -> None:
+    if not _reaped:  # a pid sent after a fork, not an exit code
+        _write_signed(fd, n)
+        return
+    message = _forkserver.SIGNED_STRUCT.pack(n) + _reaped.pop()
+    while message:  # one write in practice: 32 bytes are below PIPE_BUF
+        message = message[os.write(fd, message) :]
+
+
+_forkserver.os = _Os("os")  # type: ignore[attr-defined]
+_forkserver.write_signed = _write_signed_with_usage  # type: ignore[attr-defined]

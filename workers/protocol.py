@@ -6,6 +6,7 @@ carry formatted traceback text, never live exception objects.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import msgspec
@@ -62,6 +63,19 @@ class Log(_Frame, tag="log"):
     message: str
 
 
+class Usage(_Frame, tag="usage"):
+    """What the child used, sent just before its final message (forensics).
+
+    ``getrusage`` of the child itself plus its reaped children; the exit
+    code it is about to exit with.
+    """
+
+    exit_code: int
+    user_cpu_s: float
+    system_cpu_s: float
+    peak_rss_kib: int
+
+
 class Done(_Frame, tag="done"):
     result: Any
 
@@ -88,7 +102,9 @@ class Swept(_Frame, tag="swept"):
     killed: int
 
 
-Message = Started | Progress | Partial | Saved | Paused | Log | Swept | Done | Cancelled | Failed
+Message = (
+    Started | Progress | Partial | Saved | Paused | Log | Swept | Usage | Done | Cancelled | Failed
+)
 
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Message)
@@ -105,3 +121,7 @@ PAUSE = b"p"
 RESUME = b"r"
 # A limit hit where the final frame could not be sent (no memory left to build it).
 EXIT_MEMORY = 4
+
+# What the forkserver writes after a child's exit code on its status pipe
+# (workers.forkserver_init): peak RSS in KiB, user and system CPU in microseconds.
+EXIT_USAGE = struct.Struct("!qqq")

@@ -20,6 +20,7 @@ from supervisor.job import Job, summary
 from supervisor.parsing import decode
 from supervisor.service import JobService, JobTypeView
 from supervisor.state import TERMINAL, JobStatus
+from supervisor.store.job_logs import LogPage
 from supervisor.store.jobs import JobFilter, UnknownCursor
 from workers import registry
 
@@ -27,6 +28,8 @@ MAX_LIST_LIMIT = 1000
 # With results included, a page is smaller: each result may be megabytes.
 MAX_LIST_LIMIT_WITH_RESULT = 100
 MAX_RESULT_PAGE = 10_000
+MAX_LOG_PAGE = 10_000
+MAX_LINE_NO = 2**62  # a line number past any job's
 # A job's config is a handful of fields, kept in memory while the job lives
 # and sent in every list answer: a start body is bounded far below a group's.
 MAX_START_BYTES = 64 * 1024
@@ -157,6 +160,23 @@ async def result_list(request: Request) -> Response:
     return response
 
 
+@needs(Role.VIEWER)
+@contract(
+    query={
+        "after": Annotated[int, msgspec.Meta(ge=0, le=MAX_LINE_NO)],
+        "limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_LOG_PAGE)],
+    },
+    returns=LogPage,
+    errors=(404,),
+)
+async def logs(request: Request) -> Response:
+    """A page of the job's captured output (stdout, stderr, ctx.log lines), oldest first:
+    the lines numbered above ``after``; pass ``nextAfter`` as the next ``after``."""
+    after = query_int(request, "after", 0, 0, MAX_LINE_NO)
+    limit = query_int(request, "limit", 1000, 1, MAX_LOG_PAGE)
+    return json(await _service(request).logs(request.path_params["jobId"], after, limit))
+
+
 @needs(Role.OPERATOR)
 @audited("job.rerun", target="jobId")
 @limited
@@ -279,6 +299,7 @@ routes = [
     Route("/admin/jobs/start", start, methods=["POST"]),
     Route("/admin/jobs/{jobId}/status", status, methods=["GET"]),
     Route("/admin/jobs/{jobId}/result/{list}", result_list, methods=["GET"]),
+    Route("/admin/jobs/{jobId}/logs", logs, methods=["GET"]),
     Route("/admin/jobs/{jobId}/cancel", cancel, methods=["POST"]),
     Route("/admin/jobs/{jobId}/pause", pause, methods=["POST"]),
     Route("/admin/jobs/{jobId}/resume", resume, methods=["POST"]),

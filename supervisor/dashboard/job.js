@@ -32,8 +32,10 @@ export async function openJob(id) {
     if (state.openJob !== id) return;
     state.openDetail = data;
     noteStatus(data);
+    logBox = newLogBox(id);
     renderJob(data);
     watchOpenJob();
+    followLogs(id, logBox);
   } catch (error) {
     $("view-job").replaceChildren(el("p", { class: "field-error", role: "alert" }, error.message));
   }
@@ -101,6 +103,74 @@ function errorView(error) {
   ];
 }
 
+function resourcesView(r) {
+  if (!r) return null;
+  const cpu =
+    r.userCpuS === null || r.systemCpuS === null
+      ? null
+      : `${r.userCpuS.toFixed(2)} s user, ${r.systemCpuS.toFixed(2)} s system`;
+  return [
+    el("h3", {}, "How it ended"),
+    facts([
+      ["ended", r.limit ? `${r.ended} (${r.limit})` : r.ended],
+      ["exit code", r.exitCode],
+      ["signal", r.signal],
+      ["peak memory", r.peakRssKiB === null ? null : `${(r.peakRssKiB / 1024).toFixed(1)} MiB`],
+      ["CPU", cpu],
+      ["wall", r.wallS === null ? null : `${r.wallS.toFixed(2)} s`],
+    ]),
+    r.stderrTail ? el("pre", { class: "traceback", "data-stderr-tail": "" }, r.stderrTail) : null,
+  ];
+}
+
+// The job's log: its own box, kept across the panel's re-renders, filled by
+// reading GET …/logs page after page, every few seconds while the panel is open.
+const LOG_POLL_MS = 2000;
+const LOG_LINES_SHOWN = 2000;
+let logBox = null;
+
+function newLogBox(id) {
+  return el(
+    "div",
+    { id: "job-logs", "data-job-id": id },
+    el("h3", {}, "Log"),
+    el("pre", { class: "log", id: "job-log-lines", "aria-live": "off" }),
+    el("p", { class: "muted", id: "job-log-note" }, "no lines yet"),
+  );
+}
+
+async function followLogs(id, box) {
+  let after = 0;
+  let quietAfterEnd = 0;
+  const lines = box.querySelector("#job-log-lines");
+  const note = box.querySelector("#job-log-note");
+  while (state.openJob === id && logBox === box) {
+    try {
+      const { data } = await api("GET", `/admin/jobs/${encodeURIComponent(id)}/logs?after=${after}&limit=1000`);
+      if (state.openJob !== id || logBox !== box) return;
+      for (const line of data.lines) {
+        const stream = line.level ? `${line.stream}/${line.level}` : line.stream;
+        lines.append(el("span", { class: `log-${line.stream}` }, `${line.line} ${stream} ${line.text}\n`));
+      }
+      while (lines.childNodes.length > LOG_LINES_SHOWN) lines.firstChild.remove();
+      if (data.lines.length) {
+        after = data.nextAfter;
+        note.textContent = data.droppedLines ? `${data.droppedLines} older lines dropped` : "";
+        continue; // more may follow at once
+      }
+    } catch (error) {
+      note.textContent = error.message;
+    }
+    const job = state.openDetail;
+    if (job && job.id === id && !LIVE.includes(job.status)) {
+      // Its resources come once its child is gone, a moment after its final state.
+      if (!job.resources) refetch(id);
+      else if (++quietAfterEnd > 1) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
+  }
+}
+
 // The head (status, cancel button) is rebuilt only when the status changes,
 // so a click on the button is never lost to a progress update.
 export function renderJob(job) {
@@ -109,7 +179,7 @@ export function renderJob(job) {
   const key = `${job.id} ${trail}`;
   if (view.dataset.shown !== key || !$("job-head")) {
     view.dataset.shown = key;
-    fill(view, el("div", { id: "job-head" }, jobHead(job, trail)), el("div", { id: "job-body" }));
+    fill(view, el("div", { id: "job-head" }, jobHead(job, trail)), el("div", { id: "job-body" }), logBox);
   }
   fill($("job-body"), jobBody(job));
 }
@@ -180,6 +250,7 @@ function jobBody(job) {
     resultView(job.result),
     cancelView(job.cancel),
     errorView(job.error),
+    resourcesView(job.resources),
     el("h3", {}, "Config"),
     facts(Object.entries(job.config || {}).map(([k, v]) => [k, valueText(v)])),
   ];

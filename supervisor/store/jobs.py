@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from supervisor.audit import AuditEntry
+from supervisor.forensics import Resources
 from supervisor.job import (
     After,
     Approval,
@@ -25,7 +26,7 @@ from supervisor.job import (
     RetryPolicy,
 )
 from supervisor.state import HELD, LIVE, STORED_BEFORE, TERMINAL, JobStatus
-from supervisor.store import outbox
+from supervisor.store import job_logs, outbox
 from supervisor.store.access import insert_audit
 from supervisor.store.outbox import Notice
 from workers.db import Database
@@ -187,6 +188,12 @@ MIGRATIONS = [
         ALTER TABLE jobs ADD COLUMN leftovers_killed INTEGER
         """,
     ),
+    (
+        9,
+        # Forensics: how the last run ended and what it used (JSON), and
+        # each job's captured output (store.job_logs).
+        "ALTER TABLE jobs ADD COLUMN resources TEXT;" + job_logs.SCHEMA,
+    ),
 ]
 # Claiming reads jobs_claimable in queue_rank order (arrival, moved ahead by
 # priority; led by status, or SQLite's planner prefers jobs_status_created and
@@ -204,7 +211,7 @@ COLUMNS = (
     " run_at, priority, retry, attempt_errors, idempotency_key, requested_by,"
     " after_job_id, after_when, after_pass, chain_id, chain_index, approval_required,"
     " approved_by, approved_at, rejected_by, rejected_at, expires_at, paused_at,"
-    " limits, leftovers_killed"
+    " limits, leftovers_killed, resources"
 )
 
 _json = msgspec.json.Encoder()
@@ -215,6 +222,7 @@ _attempts_decoder = msgspec.json.Decoder(list[AttemptError])
 _requested_by_decoder = msgspec.json.Decoder(RequestedBy)
 _pass_decoder = msgspec.json.Decoder(dict[str, str])
 _limits_decoder = msgspec.json.Decoder(Limits)
+_resources_decoder = msgspec.json.Decoder(Resources)
 
 
 def to_json(value: Any) -> str | None:
@@ -261,6 +269,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         paused_at,
         limits,
         leftovers_killed,
+        resources,
     ) = row
     return Job(
         id=id_,
@@ -307,6 +316,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         paused_at=from_ms(paused_at),
         limits=None if limits is None else _limits_decoder.decode(limits),
         leftovers_killed=leftovers_killed,
+        resources=None if resources is None else _resources_decoder.decode(resources),
     )
 
 
@@ -600,6 +610,18 @@ def update_progress(
     return lost
 
 
+def set_resources(db: Database, ends: list[tuple[str, tuple[int, Resources]]]) -> None:
+    """Record how runs ended and what they used: (job id, (attempt, resources)) each.
+
+    Fenced by the run's attempt: a later run's are never overwritten.
+    """
+    with db.transaction():  # one commit for the lot
+        db.executemany(
+            "UPDATE jobs SET resources = ? WHERE id = ? AND attempts = ?",
+            [(to_json(resources), job_id, attempt) for job_id, (attempt, resources) in ends],
+        )
+
+
 def get_job(db: Database, job_id: str) -> Job | None:
     row = db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
     return None if row is None else row_to_job(row)
@@ -614,12 +636,14 @@ def delete_finished(db: Database, job_id: str) -> tuple[bool, JobStatus | None]:
 
     The DELETE itself decides: a job still live on any instance is not deleted.
     """
-    deleted = db.query(
-        f"DELETE FROM jobs WHERE id = ? AND status IN {_in(TERMINAL)} RETURNING status",
-        (job_id,),
-    )
-    if deleted:
-        return True, JobStatus(deleted[0][0])
+    with db.transaction():
+        deleted = db.query(
+            f"DELETE FROM jobs WHERE id = ? AND status IN {_in(TERMINAL)} RETURNING status",
+            (job_id,),
+        )
+        if deleted:
+            job_logs.delete(db, [job_id])
+            return True, JobStatus(deleted[0][0])
     row = db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
     return False, None if row is None else JobStatus(row[0])
 
@@ -682,9 +706,13 @@ def list_jobs(db: Database, f: JobFilter) -> list[Job]:
 
 
 def prune(db: Database, cutoff_ms: int) -> int:
-    return db.execute(
+    """Delete jobs finished before the cutoff, and their logs."""
+    pruned = db.execute(
         "DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ?", (cutoff_ms,)
     )
+    if pruned:
+        job_logs.prune_orphans(db)
+    return pruned
 
 
 def get_jobs(db: Database, ids: list[str], with_result: bool) -> list[Job]:
