@@ -242,13 +242,13 @@ class Run:
                 log.log(
                     log_level(level), "job %s: %s", self.job_id, text, extra=about_job(self.job_id)
                 )
+                if self.output is not None:
+                    self.output.add("log", text, level)
             case protocol.Swept(killed):
                 self.leftovers += killed
             case protocol.Failed(reason=reason) if reason in ("cpu_limit", "memory_limit"):
                 self.limit = reason
                 self.final = message
-                if self.output is not None:
-                    self.output.add("log", text, level)
             case protocol.Usage():
                 self.usage = message
             case protocol.Done() | protocol.Cancelled() | protocol.Failed():
