@@ -118,7 +118,26 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., Server]]:
+def pg_databases() -> Iterator[list[str]]:
+    """The PostgreSQL databases made for one test, dropped once its servers have stopped.
+
+    ``make_server`` depends on this fixture, so its servers stop before any
+    database is dropped, whichever of ``make_server`` and ``pg_url`` a test
+    asked for first. A database dropped under a running server would turn
+    its graceful stop into seconds of retrying a database that is gone.
+    """
+    names: list[str] = []
+    yield names
+    if names:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_server(
+    tmp_path: Path, sqlite_url: str, pg_databases: list[str]
+) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def make(start: bool = True, command: list[str] | None = None, **env: str) -> Server:
@@ -141,11 +160,10 @@ def server(make_server: Callable[..., Server]) -> Server:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+def pg_url(pg_databases: list[str]) -> str:
+    """A fresh PostgreSQL database for one test, dropped after the test's servers stop."""
     name = f"jobsup_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_databases.append(name)
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
