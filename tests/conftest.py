@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -118,7 +120,26 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., Server]]:
+def pg_databases() -> Iterator[list[str]]:
+    """The PostgreSQL databases made for one test, dropped once its servers have stopped.
+
+    ``make_server`` depends on this fixture, so its servers stop before any
+    database is dropped, whichever of ``make_server`` and ``pg_url`` a test
+    asked for first. A database dropped under a running server would turn
+    its graceful stop into seconds of retrying a database that is gone.
+    """
+    names: list[str] = []
+    yield names
+    if names:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_server(
+    tmp_path: Path, sqlite_url: str, pg_databases: list[str]
+) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def make(start: bool = True, command: list[str] | None = None, **env: str) -> Server:
@@ -140,12 +161,39 @@ def server(make_server: Callable[..., Server]) -> Server:
     return make_server()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    name = f"jobsup_test_{uuid.uuid4().hex[:10]}"
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated once per session (per xdist worker), the template of each test's.
+
+    Copying it is quicker than migrating each test's database at its first
+    server start. It is migrated by ``jobsup migrate`` with the tests' job
+    modules, so it holds exactly the schema this checkout's code makes.
+    """
+    name = f"jobsup_test_template_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        env = {**os.environ, **FAST, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}"}
+        migrated = subprocess.run(
+            [sys.executable, "-m", "supervisor", "migrate"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        yield name
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_databases: list[str], pg_template: str) -> str:
+    """A PostgreSQL database for one test, already migrated, dropped after its servers stop."""
+    name = f"jobsup_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    pg_databases.append(name)
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"

@@ -167,13 +167,16 @@ def test_a_stalled_instance_wakes_to_a_removal_resumed_elsewhere(
     make_server: Callable[..., Server], pg_url: str
 ) -> None:
     """SIGSTOP of A's front mid-removal (its child runs on), B rescues and resumes, SIGCONT."""
-    a = make_server(DATABASE_URL=pg_url, **STALL)
-    response = a.client.put(f"/admin/groups/{CHAOS_GROUP}", json=group_body(inactive=20))
+    # Both are up before the job starts: a start of B after it would race the job's end.
+    first, second = (make_server(DATABASE_URL=pg_url, **STALL) for _ in range(2))
+    response = first.client.put(f"/admin/groups/{CHAOS_GROUP}", json=group_body(inactive=20))
     assert response.status_code == 200, response.text
-    job_id = a.start_job(removal(CHAOS_GROUP, batchSize=1, delayMs=300))
+    job_id = first.start_job(removal(CHAOS_GROUP, batchSize=1, delayMs=300))
     wait_until(lambda: len(_history(pg_url, job_id)) >= 4, timeout=30)
+    # A is the instance that claimed the job; B the other one.
+    owner = first.status(job_id)["owner"]
+    a, b = (first, second) if owner == _instance(first) else (second, first)
     child = a.status(job_id)["pid"]
-    b = make_server(DATABASE_URL=pg_url, **STALL)
     os.kill(a.pid, signal.SIGSTOP)
     try:
         job = b.wait_status(job_id, "completed", "failed", timeout=60)
@@ -190,6 +193,10 @@ def test_a_stalled_instance_wakes_to_a_removal_resumed_elsewhere(
     assert min(gaps) >= 300, gaps
     assert a.status(job_id)["status"] == "completed"  # A reads it from the store
     assert_removal_invariants(pg_url)
+
+
+def _instance(server: Server) -> str:
+    return str(server.client.get("/healthz").json()["instance"])
 
 
 def _history(url: str, job_id: str) -> list[dict[str, Any]]:
