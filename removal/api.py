@@ -146,9 +146,9 @@ async def list_removals(request: Request) -> Response:
 class PlanIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     """A removal plan: the removal_workflow's fields, without dryRun."""
 
-    batch_size: int
-    delay_ms: int
-    inactivity_window_ms: int
+    batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
+    delay_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
+    inactivity_window_ms: _Window
 
 
 class PlanAnswer(msgspec.Struct, rename="camel"):

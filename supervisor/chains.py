@@ -11,7 +11,7 @@ store's refusals to domain errors, and wakes the scheduler.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -33,7 +33,7 @@ MAX_STEPS = 100
 class ChainIn(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /admin/chains``: the start requests, in the order they run."""
 
-    steps: list[msgspec.Raw]
+    steps: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_STEPS)]
 
 
 class ChainView(msgspec.Struct, rename="camel"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -9,9 +11,10 @@ from starlette.routing import Route
 
 from supervisor.api.access import Role, audited, limited, needs
 from supervisor.api.common import json, parse
-from supervisor.api.contract import contract
+from supervisor.api.contract import Deferred, contract
 from supervisor.api.guard import caller_of, recorded
-from supervisor.chains import ChainIn, Chains, ChainView
+from supervisor.api.jobs import start_body
+from supervisor.chains import MAX_STEPS, ChainIn, Chains, ChainView
 from supervisor.job import Job
 from supervisor.state import JobStatus
 
@@ -22,6 +25,12 @@ class ChainStarted(msgspec.Struct, rename="camel"):
     statuses: list[JobStatus]
 
 
+def _chain_body() -> Any:
+    """The chain's body as documented: its steps are start bodies (``api.jobs``'s union)."""
+    steps = Annotated[list[start_body()], msgspec.Meta(min_length=1, max_length=MAX_STEPS)]  # type: ignore[misc]
+    return msgspec.defstruct("ChainBody", [("steps", steps)], forbid_unknown_fields=True)
+
+
 def _chains(request: Request) -> Chains:
     return Chains(request.app.state.jobs)
 
@@ -29,7 +38,7 @@ def _chains(request: Request) -> Chains:
 @needs(Role.OPERATOR)
 @audited("chain.start")
 @limited
-@contract(body=ChainIn, responses={202: ChainStarted}, errors=(404, 409, 429))
+@contract(body=Deferred(_chain_body), responses={202: ChainStarted}, errors=(404, 409, 429))
 async def start_chain(request: Request) -> Response:
     """Start jobs linked in order: each step waits for the one before it to complete."""
     chain = await parse(request, ChainIn)

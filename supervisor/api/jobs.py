@@ -74,7 +74,7 @@ class ResultPage(msgspec.Struct, rename="camel", kw_only=True):
     items: list[Any]
 
 
-def _configs() -> Any:
+def start_body() -> Any:
     """The start body: one of the job types' configs, told apart by ``type``."""
     types = tuple(registry.get(name).config for name in registry.names())
     return Union[types]  # noqa: UP007 (a union built at run time)
@@ -109,7 +109,9 @@ def _service(request: Request) -> JobService:
 @audited("job.start")
 @limited
 @contract(
-    body=Deferred(_configs), responses={200: StartAnswer, 202: StartAnswer}, errors=(404, 409, 429)
+    body=Deferred(start_body),
+    responses={200: StartAnswer, 202: StartAnswer},
+    errors=(404, 409, 429),
 )
 async def start(request: Request) -> Response:
     """Start a job: the body is the job type's config, its name in ``type``, and the

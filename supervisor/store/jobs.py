@@ -158,10 +158,7 @@ MIGRATIONS = [
         ALTER TABLE jobs ADD COLUMN rejected_at BIGINT;
         ALTER TABLE jobs ADD COLUMN expires_at BIGINT;
         ALTER TABLE jobs ADD COLUMN held_key TEXT;
-        CREATE INDEX jobs_waiting ON jobs (after_job_id) WHERE status = 'waiting';
         CREATE INDEX jobs_after ON jobs (after_job_id);
-        CREATE INDEX jobs_expiring ON jobs (expires_at)
-            WHERE status IN ('waiting', 'awaiting_approval');
         CREATE INDEX jobs_chain ON jobs (chain_id, chain_index)
         """,
     ),
@@ -204,6 +201,9 @@ MIGRATIONS = [
 # jobs_live_key is unique over non-NULL keys only (NULLs never collide in
 # SQLite or PostgreSQL): a key is set while a job is live and cleared when it
 # ends, so the database itself refuses two live jobs on one group.
+# Held jobs (waiting, awaiting_approval) are found through jobs_status_created
+# (the claim's sweep, expiry) and jobs_after (the jobs one job's end releases);
+# a chain's steps through jobs_chain.
 
 COLUMNS = (
     "id, type, status, config, progress, result, error, cancel, pid,"
