@@ -393,3 +393,14 @@ def test_the_event_stream_says_pausing_paused_resumed(server: Server) -> None:
     changes = [k for k in kinds if k not in ("snapshot", "progress", "partial")]
     assert changes == ["pausing", "paused", "resumed"], kinds
     assert post(server, job_id, "cancel").status_code in (200, 202)
+
+
+def test_pause_and_resume_are_audited(server: Server) -> None:
+    job_id = server.start_job(TICKER)
+    server.wait_status(job_id, "running")
+    pause(server, job_id)
+    post(server, job_id, "resume")
+    entries = server.client.get("/admin/audit").json()
+    seen = {(e["action"], e["target"], e["outcome"]) for e in entries}
+    assert ("job.resume", job_id, 200) in seen
+    assert {("job.pause", job_id, 200), ("job.pause", job_id, 202)} & seen
