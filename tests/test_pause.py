@@ -368,3 +368,39 @@ def test_a_job_paused_across_a_restart_times_out_unclaimed(
     job = again.wait_status(job_id, "cancelled")
     assert job["cancel"]["reason"] == "paused_timeout"
     assert job["pausedAt"] is None
+
+
+def test_the_event_stream_says_pausing_paused_resumed(server: Server) -> None:
+    from tests.test_client import client_for
+
+    job_id = server.start_job({"type": "ticker", "to": 100000, "stepMs": 20})
+    server.wait_status(job_id, "running")
+    kinds: list[str] = []
+
+    def follow() -> None:
+        with client_for(server) as client:
+            for event in client.events(job_id):
+                kinds.append(event.kind)
+                if event.kind in ("resumed", "finished"):
+                    return
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    wait_until(lambda: kinds)  # the snapshot: the stream is open
+    pause(server, job_id)
+    assert post(server, job_id, "resume").status_code == 200
+    follower.join(30)
+    changes = [k for k in kinds if k not in ("snapshot", "progress", "partial")]
+    assert changes == ["pausing", "paused", "resumed"], kinds
+    assert post(server, job_id, "cancel").status_code in (200, 202)
+
+
+def test_pause_and_resume_are_audited(server: Server) -> None:
+    job_id = server.start_job(TICKER)
+    server.wait_status(job_id, "running")
+    pause(server, job_id)
+    post(server, job_id, "resume")
+    entries = server.client.get("/admin/audit").json()
+    seen = {(e["action"], e["target"], e["outcome"]) for e in entries}
+    assert ("job.resume", job_id, 200) in seen
+    assert {("job.pause", job_id, 200), ("job.pause", job_id, 202)} & seen
