@@ -33,7 +33,8 @@ from supervisor.notify import (
     sign,
 )
 from supervisor.state import TERMINAL, JobStatus
-from supervisor.store import Store, outbox
+from supervisor.store import Store, claims, outbox
+from supervisor.store.jobs import insert_job
 from tests.conftest import FAST, ROOT, Server, free_port, wait_until
 from workers.db import connect
 
@@ -317,3 +318,24 @@ def test_a_notice_tells_the_same_receivers_about_another_job() -> None:
     held = notice.about(child, "job.awaiting_approval")
     assert (held.job_id, held.urls, held.retry_ms) == ("c", ("http://a/",), 60_000)
     assert json.loads(held.body)["event"] == "job.awaiting_approval"
+
+
+def test_a_pending_job_a_claim_cancels_is_notified_in_the_claims_transaction(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'claim.db'}"
+    Store(url).migrate()
+    db = connect(url)
+    try:
+        job = Job("j", "quick", JobStatus.PENDING, msgspec.Raw(b"{}"), Progress(), now())
+        insert_job(db, job, None, None, 1_000, 100)
+        # Asked to cancel while no instance held it (its owner stalled, say).
+        request = {"requestedAt": now().isoformat(), "reason": "user", "requestedBy": None}
+        assert claims.request_cancel(db, "j", request, 1_500)
+        notices = Notices(("http://a/",), 60)
+        assert claims.claim_jobs(db, "me", 4, 2_000, notices.notice) == []
+        [row] = outbox.list_rows(db, outbox.OutboxFilter())
+        sent = json.loads(row.body)
+        assert (row.job_id, row.event, sent["job"]["status"]) == ("j", "job.finished", "cancelled")
+    finally:
+        db.close()
