@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 import httpx
 
-from supervisor.events import Event, Kind, job_data
+from supervisor.events import Event, Kind
 from supervisor.job import Job
 from supervisor.settings import Settings
 from supervisor.state import TERMINAL, JobStatus
@@ -103,8 +103,7 @@ class Notices:
         event = event_of(job.status)
         if event is None or not self.urls:
             return None
-        body = b'{"event":"%s","job":%s}' % (event.encode(), job_data(job, with_result=True))
-        return outbox.Notice(job.id, event, body, self.urls, self.retry_ms)
+        return outbox.job_notice(job, event, self.urls, self.retry_ms)
 
 
 class Sender:

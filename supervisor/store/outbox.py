@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from supervisor.events import job_data
+from supervisor.job import Job
 from workers.db import Database
 
 MIGRATIONS = [
@@ -60,6 +62,20 @@ class Notice(msgspec.Struct, frozen=True):
     body: bytes
     urls: tuple[str, ...]
     retry_ms: int  # retries stop this long after the row is written
+
+    def about(self, job: Job, event: str) -> Notice:
+        """The same receivers told about another job: for a write that moves two
+        jobs in one transaction (a parent's end that releases a held child)."""
+        return job_notice(job, event, self.urls, self.retry_ms)
+
+
+def job_notice(job: Job, event: str, urls: tuple[str, ...], retry_ms: int) -> Notice:
+    """``{"event": <event>, "job": <the job as GET /status shows it>}`` for each URL.
+
+    A result over 64 KiB is left out (``"resultOmitted": true``), as in events.
+    """
+    body = b'{"event":"%s","job":%s}' % (event.encode(), job_data(job, with_result=True))
+    return Notice(job.id, event, body, urls, retry_ms)
 
 
 class Row(msgspec.Struct, frozen=True):
