@@ -88,6 +88,7 @@ class Chains:
                 now_ms(),
                 settings.max_pending_jobs,
                 int(settings.idempotency_ttl_s * 1000),
+                self.jobs.table.notices.notice_of,
                 write=True,
                 retry_for=5.0,
             )
@@ -141,7 +142,14 @@ class Chains:
     async def reject(self, job_id: str, caller: Caller | None = None) -> Job:
         by = None if caller is None else caller.who()
         try:
-            await self.jobs.table.store.call(chain_sql.reject, job_id, by, now_ms(), write=True)
+            await self.jobs.table.store.call(
+                chain_sql.reject,
+                job_id,
+                by,
+                now_ms(),
+                self.jobs.table.notices.notice_of,
+                write=True,
+            )
         except chain_sql.NotAwaiting as exc:
             raise _not_awaiting(job_id, exc.status) from None
         job = await self.jobs.get(job_id)

@@ -123,9 +123,8 @@ class Cluster:
             if new.status is JobStatus.SCHEDULED:  # a retry: it waits, in the claim order
                 rank = sql.queue_rank(new, self.scheduler.aging_ms)
                 self.scheduler.wake_at(new.run_at)
-            notice = self.notices.notice(new)
             if await self.store.call(
-                claims.rescue_job, job, new, now_ms(), rank, notice, write=True
+                claims.rescue_job, job, new, now_ms(), rank, self.notices.notice_of, write=True
             ):
                 log.warning("job %s of %s: %s -> %s", job.id, job.owner, job.status, new.status)
                 requeued = requeued or new.owner is None

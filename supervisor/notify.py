@@ -5,9 +5,10 @@ Two halves, joined by the outbox table (``store/outbox.py``):
 - ``Notices`` makes what a state write adds to the outbox: the body
   ``{"event": "job.finished", "job": {...}}`` (the job as ``GET /status``
   shows it; a result over 64 KiB is left out, ``"resultOmitted": true``)
-  for each configured URL. The job's final write inserts it in the same
-  transaction (``store.jobs.update_job``, ``claims.cancel_unclaimed``,
-  ``claims.rescue_job``), so a crash loses none.
+  for each configured URL. The write that moves a job inserts it in the
+  same transaction (``store.jobs.update_job``, ``claims.cancel_unclaimed``,
+  ``claims.rescue_job``, and the held jobs' moves in ``store.chains``,
+  given ``Notices.notice_of``), so a crash loses none.
 - ``Sender`` runs in the front process: it claims due rows (a lease, so two
   instances never send one row at the same time), POSTs each with
   httpx (no redirects followed, a deadline per attempt, at most
@@ -104,6 +105,13 @@ class Notices:
         if event is None or not self.urls:
             return None
         return outbox.job_notice(job, event, self.urls, self.retry_ms)
+
+    @property
+    def notice_of(self) -> outbox.NoticeOf | None:
+        """What the store's writes are given to build the notices of the jobs they move
+        (their own, and the held jobs a write releases, approves or ends); None
+        when no URL is configured, so the store reads no row for them."""
+        return self.notice if self.urls else None
 
 
 class Sender:

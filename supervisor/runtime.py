@@ -159,7 +159,13 @@ class Runtime:
         have no instance, so whichever sweeps first cancels them.
         """
         before = int((time.time() - self.settings.paused_timeout_s) * 1000)
-        ended = await self.store.call(claims.cancel_paused_too_long, before, now_ms(), write=True)
+        ended = await self.store.call(
+            claims.cancel_paused_too_long,
+            before,
+            now_ms(),
+            self.table.notices.notice_of,
+            write=True,
+        )
         for job in ended:
             log.warning("job %s paused too long while unclaimed: cancelled", job.id)
             self.table.events.publish(Kind.FINISHED, job)

@@ -201,7 +201,7 @@ class Scheduler:
                         self._settings.instance_id,
                         free,
                         now_ms(),
-                        self._table.notices.notice if self._table.notices.urls else None,
+                        self._table.notices.notice_of,
                         write=True,
                     )
                 finally:
@@ -377,9 +377,8 @@ class Scheduler:
             completed_at=now(),
             cancel=CancelInfo(requested_at=now(), reason=reason, requested_by=by),
         )
-        notice = self._table.notices.notice(cancelled)
         done = await self._store.call(
-            claims.cancel_unclaimed, cancelled, now_ms(), notice, write=True
+            claims.cancel_unclaimed, cancelled, now_ms(), self._table.notices.notice_of, write=True
         )
         if done:  # the one final state not applied through the table: announced here
             log.info("job %s stopped before it started", job.id, extra=about_job(job.id))

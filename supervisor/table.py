@@ -164,6 +164,7 @@ class JobTable:
                 rank,
                 idempotency_ttl_ms,
                 audit,
+                self.notices.notice_of,
                 write=True,
                 retry_for=5.0,
                 queue_timeout=5.0,
@@ -270,7 +271,7 @@ class JobTable:
         if job.id in self._saved and job.status not in TERMINAL:
             self._dirty.add(job.id)  # the state's write does not carry the saved place
         write = self._write(
-            sql.update_job, msgspec.structs.replace(job), now_ms(), self.notices.notice(job)
+            sql.update_job, msgspec.structs.replace(job), now_ms(), self.notices.notice_of
         )
         write.add_done_callback(lambda _: self._state_written(job.id, write))
         self._last_write[job.id] = write

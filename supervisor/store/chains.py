@@ -12,6 +12,11 @@ a rescue, a rejection, an expiry) calls ``release`` for it in the same
 transaction, and every claim sweeps (``release`` with no parent named) for
 what a lost write or a busy key left behind. So a chain goes on whichever
 instance ends the parent, across restarts.
+
+Every move here to a final state or to ``awaiting_approval`` adds its
+notifications to the outbox in its own transaction: the writes take
+``notice_of`` (the front's ``Notices.notice_of``; None: no URL configured)
+and build each notice from the row the move returns.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import msgspec
 
 from supervisor.job import CancelInfo, RequestedBy
 from supervisor.state import HELD, TERMINAL, JobStatus, job_error
+from supervisor.store import outbox
 from supervisor.store.jobs import COLUMNS, KeyTaken, row_to_job, to_json
+from supervisor.store.outbox import NoticeOf
 from workers.db import Database
 from workers.times import from_ms
 
@@ -39,7 +46,19 @@ assert frozenset({JobStatus.WAITING, JobStatus.AWAITING_APPROVAL}) == HELD
 _RANK_FROM_NOW = "queue_rank = queue_rank + (? - created_at)"
 
 
-def release(db: Database, now_ms: int, parents: list[str] | None = None) -> list[str]:
+def notify(
+    db: Database, rows: list[tuple[Any, ...]], now_ms: int, notice_of: NoticeOf | None
+) -> None:
+    """Add the notifications of the moved rows (``RETURNING COLUMNS``) to the outbox."""
+    for row in rows if notice_of is not None else ():
+        notice = notice_of(row_to_job(row))
+        if notice is not None:
+            outbox.enqueue(db, notice, now_ms)
+
+
+def release(
+    db: Database, now_ms: int, parents: list[str] | None = None, notice_of: NoticeOf | None = None
+) -> list[str]:
     """Move the waiting jobs whose parent (one of ``parents``; None: any) has ended.
 
     Each becomes pending (or awaiting_approval, an approval step) if its
@@ -52,7 +71,7 @@ def release(db: Database, now_ms: int, parents: list[str] | None = None) -> list
     while parents is None or parents:
         ended: list[str] = []
         for row in _released(db, parents):
-            status = _release_one(db, row, now_ms)
+            status = _release_one(db, row, now_ms, notice_of)
             if status is not None:
                 moved.append(row[0])
             if status is JobStatus.CANCELLED:
@@ -61,15 +80,18 @@ def release(db: Database, now_ms: int, parents: list[str] | None = None) -> list
     return moved
 
 
-def release_after(db: Database, now_ms: int, parent_id: str) -> None:
+def release_after(
+    db: Database, now_ms: int, parent_id: str, notice_of: NoticeOf | None = None
+) -> None:
     """``release`` for one parent's end, inside that end's write: never its undoing."""
-    _guarded(db, f"releasing the jobs after {parent_id}", release, db, now_ms, [parent_id])
+    what = f"releasing the jobs after {parent_id}"
+    _guarded(db, what, release, db, now_ms, [parent_id], notice_of)
 
 
-def sweep(db: Database, now_ms: int) -> None:
+def sweep(db: Database, now_ms: int, notice_of: NoticeOf | None = None) -> None:
     """A claim's look at the held jobs: expire the overdue, release what a write left."""
-    _guarded(db, "expiring held jobs", expire, db, now_ms)
-    _guarded(db, "releasing waiting jobs", release, db, now_ms)
+    _guarded(db, "expiring held jobs", expire, db, now_ms, notice_of)
+    _guarded(db, "releasing waiting jobs", release, db, now_ms, None, notice_of)
 
 
 def _guarded(db: Database, what: str, fn: Any, *args: Any) -> None:
@@ -104,24 +126,28 @@ def _released(db: Database, parents: list[str] | None) -> list[tuple[Any, ...]]:
     )
 
 
-def _release_one(db: Database, row: tuple[Any, ...], now_ms: int) -> JobStatus | None:
+def _release_one(
+    db: Database, row: tuple[Any, ...], now_ms: int, notice_of: NoticeOf | None
+) -> JobStatus | None:
     job_id, parent, when, passed, held_key, approval, config, parent_status, result = row
+    message = None
     if parent_status is None:
-        return _end(db, job_id, now_ms, "dependency", f"the job it runs after, {parent}, is gone")
-    if when == "completed" and parent_status != "completed":
+        message = f"the job it runs after, {parent}, is gone"
+    elif when == "completed" and parent_status != "completed":
         message = f"the job it runs after, {parent}, ended {parent_status}"
-        return _end(db, job_id, now_ms, "dependency", message)
-    if passed is not None:
+    elif passed is not None:
         config, missing = _passed_config(config, result, msgspec.json.decode(passed))
         if missing is not None:
             message = f"the result of {parent} has no {missing!r} for its config"
-            return _end(db, job_id, now_ms, "dependency", message)
+    if message is not None:
+        return _end(db, job_id, now_ms, "dependency", message, notice_of)
     if approval:
-        db.execute(
+        moved = db.query(
             "UPDATE jobs SET status = 'awaiting_approval', config = ?, updated_at = ?"
-            " WHERE id = ? AND status = 'waiting'",
+            f" WHERE id = ? AND status = 'waiting' RETURNING {COLUMNS}",
             (config, now_ms, job_id),
         )
+        notify(db, moved, now_ms, notice_of)  # job.awaiting_approval
         return JobStatus.AWAITING_APPROVAL
     try:
         _to_pending(db, job_id, held_key, now_ms, "waiting", config=config)
@@ -182,24 +208,28 @@ def _end(
     now_ms: int,
     reason: str,
     message: str,
+    notice_of: NoticeOf | None,
     by: RequestedBy | None = None,
     before: str = _HELD_SQL,
     extra: str = "",
     extra_values: tuple[Any, ...] = (),
 ) -> JobStatus | None:
-    """End a held job cancelled, saying why (``reason``: dependency, expired, rejected, user)."""
+    """End a held job cancelled, saying why (``reason``: dependency, expired, rejected, user),
+    with its notifications (job.finished)."""
     at = from_ms(now_ms)
     cancel = CancelInfo(requested_at=at, reason=reason, requested_by=by)
     error = job_error(reason, "NotRun", message) if reason in ("dependency", "expired") else None
-    changed = db.execute(
+    ended = db.query(
         "UPDATE jobs SET status = 'cancelled', cancel = ?, error = ?, completed_at = ?,"
-        f" updated_at = ?, held_key = NULL{extra} WHERE id = ? AND status IN {before}",
+        f" updated_at = ?, held_key = NULL{extra} WHERE id = ? AND status IN {before}"
+        f" RETURNING {COLUMNS}",
         (to_json(cancel), to_json(error), now_ms, now_ms, *extra_values, job_id),
     )
-    return JobStatus.CANCELLED if changed else None
+    notify(db, ended, now_ms, notice_of)
+    return JobStatus.CANCELLED if ended else None
 
 
-def expire(db: Database, now_ms: int) -> list[str]:
+def expire(db: Database, now_ms: int, notice_of: NoticeOf | None = None) -> list[str]:
     """End the held jobs whose approval came too late (reason ``expired``); ids ended."""
     rows = db.query(
         f"SELECT id FROM jobs WHERE status IN {_HELD_SQL} AND expires_at <= ?", (now_ms,)
@@ -207,10 +237,12 @@ def expire(db: Database, now_ms: int) -> list[str]:
     ended = [
         job_id
         for (job_id,) in rows
-        if _end(db, job_id, now_ms, "expired", "not approved in time (JOBSUP_PLAN_TTL_S)")
+        if _end(
+            db, job_id, now_ms, "expired", "not approved in time (JOBSUP_PLAN_TTL_S)", notice_of
+        )
     ]
     if ended:
-        release(db, now_ms, ended)
+        release(db, now_ms, ended, notice_of)
     return ended
 
 
@@ -236,7 +268,13 @@ def approve(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> N
         _to_pending(db, job_id, row[1], now_ms, "awaiting_approval", approved_by=by)
 
 
-def reject(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> None:
+def reject(
+    db: Database,
+    job_id: str,
+    by: RequestedBy | None,
+    now_ms: int,
+    notice_of: NoticeOf | None = None,
+) -> None:
     """An approval step ends cancelled (reason ``rejected``), and so do the steps after it."""
     with db.transaction():
         ended = _end(
@@ -245,6 +283,7 @@ def reject(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> No
             now_ms,
             "rejected",
             "rejected",
+            notice_of,
             by,
             before="('awaiting_approval')",
             extra=", rejected_by = ?, rejected_at = ?",
@@ -253,7 +292,7 @@ def reject(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> No
         if ended is None:
             row = db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
             raise NotAwaiting(None if row is None else JobStatus(row[0]))
-        release(db, now_ms, [job_id])
+        release(db, now_ms, [job_id], notice_of)
 
 
 # How many generations of followers an end's announcement reads (a chain's length).
@@ -283,6 +322,7 @@ def insert_chain(
     now_ms: int,
     max_pending: int,
     idempotency_ttl_ms: int,
+    notice_of: NoticeOf | None = None,
 ) -> None:
     """Insert a chain's steps (job, key, label, rank, audit entry) in one transaction."""
     from supervisor.store.jobs import insert_job
@@ -290,5 +330,15 @@ def insert_chain(
     with db.transaction():
         for job, key, label, rank, audit in steps:
             insert_job(
-                db, job, key, label, now_ms, max_pending, None, rank, idempotency_ttl_ms, audit
+                db,
+                job,
+                key,
+                label,
+                now_ms,
+                max_pending,
+                None,
+                rank,
+                idempotency_ttl_ms,
+                audit,
+                notice_of,
             )

@@ -7,7 +7,6 @@ rescue of a dead instance's jobs. ``jobs.py`` has the table and the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -24,7 +23,7 @@ from supervisor.store.jobs import (
     to_json,
     to_ms,
 )
-from supervisor.store.outbox import Notice
+from supervisor.store.outbox import NoticeOf
 from workers.db import Database
 from workers.times import from_ms
 
@@ -34,7 +33,7 @@ def claim_jobs(
     owner: str,
     limit: int,
     now_ms: int,
-    notice_of: Callable[[Job], Notice | None] | None = None,
+    notice_of: NoticeOf | None = None,
 ) -> list[tuple[Job, bytes | None]]:
     """Take up to ``limit`` unclaimed pending jobs, in claim order, for ``owner``.
 
@@ -62,12 +61,12 @@ def claim_jobs(
             (now_ms, now_ms),
         )
         if limit <= 0:
-            chains.sweep(db, now_ms)
+            chains.sweep(db, now_ms, notice_of)
             return []
         # Held jobs past their expiry, and chained jobs whose parent ended
         # without releasing them (a busy exclusive key, a child inserted while
         # its parent's end committed).
-        chains.sweep(db, now_ms)
+        chains.sweep(db, now_ms, notice_of)
         ids = _claimable(db, limit, now_ms, lock, notice_of)
         if not ids:
             return []
@@ -86,7 +85,7 @@ def _claimable(
     limit: int,
     now_ms: int,
     lock: str,
-    notice_of: Callable[[Job], Notice | None] | None = None,
+    notice_of: NoticeOf | None = None,
 ) -> list[str]:
     """The first ``limit`` unclaimed pending jobs in claim order, locked, without cancel requests.
 
@@ -112,11 +111,8 @@ def _claimable(
                 f" RETURNING {COLUMNS}",
                 (now_ms, now_ms, job_id),
             )
-            chains.release_after(db, now_ms, job_id)  # the jobs chained after it
-            for row in cancelled if notice_of is not None else ():
-                notice = notice_of(row_to_job(row))
-                if notice is not None:
-                    outbox.enqueue(db, notice, now_ms)
+            chains.release_after(db, now_ms, job_id, notice_of)  # the jobs chained after it
+            chains.notify(db, cancelled, now_ms, notice_of)
 
 
 def next_due(db: Database) -> int | None:
@@ -132,7 +128,7 @@ def claim_and_look_ahead(
     owner: str,
     limit: int,
     now_ms: int,
-    notice_of: Callable[[Job], Notice | None] | None = None,
+    notice_of: NoticeOf | None = None,
 ) -> tuple[list[tuple[Job, bytes | None]], int | None]:
     """``claim_jobs``, then when the next scheduled job is due: the scheduler's timer."""
     return claim_jobs(db, owner, limit, now_ms, notice_of), next_due(db)
@@ -238,11 +234,14 @@ def requeue_job(
     return changed == 1
 
 
-def cancel_unclaimed(db: Database, job: Job, now_ms: int, notice: Notice | None = None) -> bool:
+def cancel_unclaimed(
+    db: Database, job: Job, now_ms: int, notice_of: NoticeOf | None = None
+) -> bool:
     """Cancel a job no instance holds (scheduled, pending, paused or held); False if one does.
 
     The jobs chained after it are released (cancelled, most often) in the same
-    write; ``notice``: its notifications, added to the outbox in it too.
+    write; ``notice_of``: their notifications and its own, added to the outbox
+    in it too.
     """
     cancel = to_json(job.cancel)
     with db.transaction():
@@ -253,8 +252,9 @@ def cancel_unclaimed(db: Database, job: Job, now_ms: int, notice: Notice | None 
             " AND owner IS NULL",
             (job.status.value, cancel, to_ms(job.completed_at), now_ms, job.id),
         )
+        notice = None if notice_of is None or not changed else notice_of(job)
         if changed:
-            chains.release_after(db, now_ms, job.id)
+            chains.release_after(db, now_ms, job.id, notice_of)
             if notice is not None:
                 outbox.enqueue(db, notice, now_ms)
     if changed:
@@ -354,8 +354,14 @@ def resume_unclaimed(db: Database, job_id: str, now_ms: int) -> bool:
     return changed == 1
 
 
-def cancel_paused_too_long(db: Database, paused_before_ms: int, now_ms: int) -> list[Job]:
-    """Cancel unclaimed paused jobs paused before ``paused_before_ms`` (reason paused_timeout)."""
+def cancel_paused_too_long(
+    db: Database, paused_before_ms: int, now_ms: int, notice_of: NoticeOf | None = None
+) -> list[Job]:
+    """Cancel unclaimed paused jobs paused before ``paused_before_ms`` (reason paused_timeout).
+
+    Each end releases the jobs chained after it and adds its notifications
+    (``notice_of``) in its own transaction.
+    """
     rows = db.query(
         "SELECT id FROM jobs WHERE status = 'paused' AND owner IS NULL AND paused_at < ?",
         (paused_before_ms,),
@@ -364,16 +370,17 @@ def cancel_paused_too_long(db: Database, paused_before_ms: int, now_ms: int) -> 
     cancel = to_json(CancelInfo(requested_at=at, reason="paused_timeout", exited_at=at))
     ended: list[Job] = []
     for (job_id,) in rows:
-        changed = db.execute(
-            "UPDATE jobs SET status = 'cancelled', cancel = ?, completed_at = ?, updated_at = ?,"
-            " paused_at = NULL, exclusive_key = NULL"
-            " WHERE id = ? AND status = 'paused' AND owner IS NULL",
-            (cancel, now_ms, now_ms, job_id),
-        )
-        if changed:
-            row = db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-            if row is not None:
-                ended.append(row_to_job(row))
+        with db.transaction():
+            cancelled = db.query(
+                "UPDATE jobs SET status = 'cancelled', cancel = ?, completed_at = ?,"
+                " updated_at = ?, paused_at = NULL, exclusive_key = NULL"
+                f" WHERE id = ? AND status = 'paused' AND owner IS NULL RETURNING {COLUMNS}",
+                (cancel, now_ms, now_ms, job_id),
+            )
+            if cancelled:
+                chains.release_after(db, now_ms, job_id, notice_of)
+                chains.notify(db, cancelled, now_ms, notice_of)
+        ended.extend(row_to_job(row) for row in cancelled)
     return ended
 
 
@@ -416,12 +423,13 @@ def rescue_job(
     new: Job,
     now_ms: int,
     rank: int | None = None,
-    notice: Notice | None = None,
+    notice_of: NoticeOf | None = None,
 ) -> bool:
     """Write ``new`` over a dead instance's job, unless another rescuer did first.
 
     ``rank``: the claim order of a job rescued as ``scheduled`` (a retry).
-    ``notice``: the notifications of a final ``new``, in the same transaction.
+    ``notice_of``: the notifications of a final ``new`` (and of the jobs its
+    end releases), in the same transaction.
     """
     release = ", exclusive_key = NULL" if new.status in TERMINAL else ""
     release += ", pause_request = NULL"  # asked of the dead run; not of the next one
@@ -433,7 +441,8 @@ def rescue_job(
             (*state_values(new), now_ms, new.id, old.owner, old.status.value),
         )
         if changed == 1 and new.status in TERMINAL:
-            chains.release_after(db, now_ms, new.id)
-        if changed == 1 and notice is not None:
+            chains.release_after(db, now_ms, new.id, notice_of)
+        notice = None if notice_of is None or changed != 1 else notice_of(new)
+        if notice is not None:
             outbox.enqueue(db, notice, now_ms)
     return changed == 1

@@ -28,7 +28,7 @@ from supervisor.job import (
 from supervisor.state import HELD, LIVE, STORED_BEFORE, TERMINAL, JobStatus
 from supervisor.store import job_logs, outbox
 from supervisor.store.access import insert_audit
-from supervisor.store.outbox import Notice
+from supervisor.store.outbox import NoticeOf
 from workers.db import Database
 from workers.limits import Limits
 
@@ -409,6 +409,7 @@ def insert_job(
     rank: int | None = None,
     idempotency_ttl_ms: int = 0,
     audit: AuditEntry | None = None,
+    notice_of: NoticeOf | None = None,
 ) -> bool:
     """Insert a pending (or scheduled) job, unless the queue is full or its key is taken.
 
@@ -418,7 +419,9 @@ def insert_job(
     ``idempotency_ttl_ms`` carries is not inserted: ``IdempotentReplay``
     names that job (an older holder of the key gives it up). ``audit``: the
     start's audit entry, written in the same transaction, so that no job
-    exists without its entry.
+    exists without its entry. ``notice_of``: the notifications of the states
+    the insert writes (a job awaiting approval from the start, a follower of
+    an ended parent released at once), in the same transaction.
     """
     with db.transaction():
         stored = db.one("SELECT owner, attempts FROM jobs WHERE id = ?", (job.id,))
@@ -447,10 +450,13 @@ def insert_job(
         _insert(db, job, None if held else key, label, now_ms, rank, key if held else None)
         if audit is not None:
             insert_audit(db, audit)
+        notice = None if notice_of is None else notice_of(job)
+        if notice is not None:  # awaiting approval from the start
+            outbox.enqueue(db, notice, now_ms)
         if job.after is not None:  # its parent may have ended already
             from supervisor.store.chains import release_after
 
-            release_after(db, now_ms, job.after.job_id)
+            release_after(db, now_ms, job.after.job_id, notice_of)
     return claimed
 
 
@@ -540,14 +546,20 @@ assert frozenset(_LIVE_ORDER) == LIVE
 LIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in _LIVE_ORDER) + ")"
 
 
-def update_job(db: Database, job: Job, now_ms: int, notice: Notice | None = None) -> bool:
+def update_job(
+    db: Database,
+    job: Job,
+    now_ms: int,
+    notice_of: NoticeOf | None = None,
+) -> bool:
     """Write the job's state if this run still holds it; a terminal job releases its key.
 
     Fenced: the row must still carry this run's ``owner`` and ``attempts``
     and a state the new one can follow. False means it does not: another
     instance rescued the job (or it ended) and this instance must let go.
-    ``notice``: the notifications this state sends, added to the outbox in
-    the same transaction (only by the write that changes the row).
+    ``notice_of``: the notifications this state sends, and those of the
+    jobs its end releases (``chains``), added to the outbox in the same
+    transaction (only by the write that changes the row).
     """
     final = job.status in TERMINAL
     release = " , exclusive_key = NULL" if final else ""
@@ -556,6 +568,7 @@ def update_job(db: Database, job: Job, now_ms: int, notice: Notice | None = None
         f" AND status IN {_MAY_REPLACE[job.status]}"
     )
     values = (*state_values(job), now_ms, job.id, job.owner, job.attempts)
+    notice = None if notice_of is None else notice_of(job)
     # One statement needs no transaction of its own; an end releasing the jobs
     # chained after it, or a notice for the outbox, makes two.
     if not final and notice is None:
@@ -566,7 +579,7 @@ def update_job(db: Database, job: Job, now_ms: int, notice: Notice | None = None
             if changed == 1 and final:  # its end releases the jobs chained after it
                 from supervisor.store.chains import release_after
 
-                release_after(db, now_ms, job.id)
+                release_after(db, now_ms, job.id, notice_of)
             if changed == 1 and notice is not None:
                 outbox.enqueue(db, notice, now_ms)
     return changed == 1 or _already_written(db, job)

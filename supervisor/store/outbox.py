@@ -13,6 +13,7 @@ row again, with the same ``delivery`` id and a higher attempt.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -67,6 +68,11 @@ class Notice(msgspec.Struct, frozen=True):
         """The same receivers told about another job: for a write that moves two
         jobs in one transaction (a parent's end that releases a held child)."""
         return job_notice(job, event, self.urls, self.retry_ms)
+
+
+# What a store write is given to build the notices of the jobs it moves (the
+# front's ``Notices.notice_of``): None when a job's state sends none.
+NoticeOf = Callable[[Job], Notice | None]
 
 
 def job_notice(job: Job, event: str, urls: tuple[str, ...], retry_ms: int) -> Notice:
