@@ -10,8 +10,9 @@ import msgspec
 import pytest
 
 from supervisor.job import After, Approval, Job, RequestedBy, now
+from supervisor.notify import Notices
 from supervisor.state import JobStatus
-from supervisor.store import Store, chains, claims
+from supervisor.store import Store, chains, claims, outbox
 from supervisor.store import jobs as sql
 from tests.helpers import pending_job
 from workers.db import Database, connect
@@ -29,8 +30,11 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
+BUILD = Notices(("http://receiver/",), 60).notice_of
+
+
 def _insert(db: Database, job: Job, key: str | None = None) -> Job:
-    sql.insert_job(db, job, key, None, now_ms(), 1000)
+    sql.insert_job(db, job, key, None, now_ms(), 1000, notice_of=BUILD)
     return job
 
 
@@ -55,7 +59,7 @@ def _end(db: Database, job: Job, status: JobStatus, result: object = None) -> No
     mine = {j.id: j for j, _ in claimed}
     run = mine[job.id]
     run.status, run.result, run.completed_at = status, result, now()
-    assert sql.update_job(db, run, now_ms())
+    assert sql.update_job(db, run, now_ms(), BUILD)
 
 
 def _status(db: Database, job_id: str) -> JobStatus:
@@ -170,3 +174,51 @@ def test_cancelling_a_held_job_ends_its_followers(db: Database) -> None:
     assert claims.cancel_unclaimed(db, cancelled, now_ms())
     assert _status(db, follower.id) is JobStatus.CANCELLED
     assert [j.id for j in chains.followers(db, [step.id])] == [follower.id]
+
+
+def _notified(db: Database) -> dict[str, list[tuple[str, str, str | None]]]:
+    """Each job's outbox rows, oldest first: (event, the status it tells, its cancel reason)."""
+    told: dict[str, list[tuple[str, str, str | None]]] = {}
+    for row in reversed(outbox.list_rows(db, outbox.OutboxFilter(limit=100))):
+        job = msgspec.json.decode(row.body)["job"]
+        reason = (job.get("cancel") or {}).get("reason")
+        told.setdefault(row.job_id, []).append((row.event, job["status"], reason))
+    return told
+
+
+def test_every_held_job_s_move_is_notified_in_its_write(db: Database) -> None:
+    parent = _insert(db, pending_job())
+    step = _insert(db, _held(parent.id, approval=True))
+    gone = _insert(db, _held(parent.id, passed={"y": "absent"}))
+    released = _insert(db, _held(parent.id))
+    _end(db, parent, JobStatus.COMPLETED, {"x": 1})
+    from_start = _insert(db, _held(None, approval=True))
+    after_it = _insert(db, _held(from_start.id))
+    chains.reject(db, from_start.id, BY, now_ms(), BUILD)
+    late = _insert(db, _held(None, approval=True))
+    assert late.approval is not None
+    assert late.approval.expires_at is not None
+    past_both = int(late.approval.expires_at.timestamp() * 1000) + 1
+    claims.claim_jobs(db, "me", 0, past_both, BUILD)  # the claim's sweep expires step and late
+
+    awaits = ("job.awaiting_approval", "awaiting_approval", None)
+    assert _notified(db) == {
+        parent.id: [("job.finished", "completed", None)],
+        step.id: [awaits, ("job.finished", "cancelled", "expired")],
+        gone.id: [("job.finished", "cancelled", "dependency")],
+        # released: pending, which sends nothing; after_it: waiting, nothing either
+        from_start.id: [awaits, ("job.finished", "cancelled", "rejected")],
+        after_it.id: [("job.finished", "cancelled", "dependency")],
+        late.id: [awaits, ("job.finished", "cancelled", "expired")],
+    }
+    assert _status(db, released.id) is JobStatus.PENDING
+
+
+def test_without_a_url_the_held_jobs_moves_add_no_rows(db: Database) -> None:
+    parent = _insert(db, pending_job())
+    _insert(db, _held(parent.id, approval=True))
+    claimed = claims.claim_jobs(db, "me", 1, now_ms())
+    run = claimed[0][0]
+    run.status, run.completed_at = JobStatus.FAILED, now()
+    assert sql.update_job(db, run, now_ms(), Notices((), 60).notice_of)
+    assert outbox.list_rows(db, outbox.OutboxFilter()) == []

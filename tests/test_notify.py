@@ -196,6 +196,60 @@ def test_a_cancelled_pending_job_is_notified_too(make_server: Any, receiver: Rec
     assert len(delivered) == 1
 
 
+def _told(receiver: Receiver, job_id: str, event: str) -> dict[str, Any] | None:
+    """The job as the receiver was told it with ``event`` (checked signed), if it was."""
+    for headers, body in receiver.accepted():
+        sent = json.loads(body)
+        if sent["job"]["id"] == job_id and sent["event"] == event:
+            _verify(headers, body)
+            assert headers["X-Jobsup-Event"] == event
+            return dict(sent["job"])
+    return None
+
+
+def test_a_chain_cancelled_by_its_failed_parent_is_notified(make_server: Any) -> None:
+    receiver = Receiver()
+    try:
+        server = make_server(**_env(receiver.url))
+        started = server.client.post(
+            "/admin/chains",
+            json={"steps": [{"type": "crash", "how": "exception"}, {"type": "quick"}]},
+        )
+        assert started.status_code == 202, started.text
+        parent, follower = started.json()["jobIds"]
+        told = wait_until(lambda: _told(receiver, follower, "job.finished"), timeout=30)
+        assert told["status"] == "cancelled"
+        assert told["cancel"]["reason"] == "dependency"
+        assert wait_until(lambda: _told(receiver, parent, "job.finished"), timeout=30)
+    finally:
+        receiver.close()
+
+
+def test_approval_steps_notify_that_they_await_and_their_rejection(make_server: Any) -> None:
+    receiver = Receiver()
+    try:
+        server = make_server(**_env(receiver.url))
+        # An approval step released by its parent's end, in the store.
+        started = server.client.post(
+            "/admin/chains",
+            json={"steps": [{"type": "quick"}, {"type": "quick", "approval": True}]},
+        )
+        assert started.status_code == 202, started.text
+        step = started.json()["jobIds"][1]
+        told = wait_until(lambda: _told(receiver, step, "job.awaiting_approval"), timeout=30)
+        assert told["status"] == "awaiting_approval"
+        # One that awaits approval from its start; then rejected.
+        first = server.start_job({"type": "quick", "approval": True})
+        told = wait_until(lambda: _told(receiver, first, "job.awaiting_approval"), timeout=30)
+        assert told["status"] == "awaiting_approval"
+        assert server.client.post(f"/admin/jobs/{first}/reject").status_code == 200
+        told = wait_until(lambda: _told(receiver, first, "job.finished"), timeout=30)
+        assert (told["status"], told["cancel"]["reason"]) == ("cancelled", "rejected")
+        assert _told(receiver, step, "job.finished") is None  # still awaiting
+    finally:
+        receiver.close()
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
