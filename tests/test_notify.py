@@ -366,16 +366,6 @@ def test_a_claimed_row_is_leased_to_one_sender_then_failed_past_its_give_up_time
         db.close()
 
 
-def test_a_notice_tells_the_same_receivers_about_another_job() -> None:
-    parent = Job("p", "quick", JobStatus.COMPLETED, msgspec.Raw(b"{}"), Progress(), now())
-    child = Job("c", "quick", JobStatus.PENDING, msgspec.Raw(b"{}"), Progress(), now())
-    notice = Notices(("http://a/",), 60).notice(parent)
-    assert notice is not None
-    held = notice.about(child, "job.awaiting_approval")
-    assert (held.job_id, held.urls, held.retry_ms) == ("c", ("http://a/",), 60_000)
-    assert json.loads(held.body)["event"] == "job.awaiting_approval"
-
-
 def test_a_pending_job_a_claim_cancels_is_notified_in_the_claims_transaction(
     tmp_path: Path,
 ) -> None:

@@ -1,7 +1,8 @@
 """The notification outbox (component "notify"): one row per notification and URL.
 
 A row is written in the same transaction as the state it announces
-(``enqueue``, called from a job's final write), so a crash loses no
+(``enqueue``, called from the write that moves a job to a final state or
+to ``awaiting_approval``), so a crash loses no
 notification. The sender (``supervisor.notify``) claims due rows with a
 lease: the claim moves ``next_at`` past the lease and counts an attempt, so
 another instance (or this one, restarted) takes the row again only once the
@@ -63,11 +64,6 @@ class Notice(msgspec.Struct, frozen=True):
     body: bytes
     urls: tuple[str, ...]
     retry_ms: int  # retries stop this long after the row is written
-
-    def about(self, job: Job, event: str) -> Notice:
-        """The same receivers told about another job: for a write that moves two
-        jobs in one transaction (a parent's end that releases a held child)."""
-        return job_notice(job, event, self.urls, self.retry_ms)
 
 
 # What a store write is given to build the notices of the jobs it moves (the
