@@ -248,6 +248,7 @@ class ScheduleService:
             self.settings.max_pending_jobs,
             rank,
             int(self.settings.idempotency_ttl_s * 1000),
+            self.jobs.table.notices.notice_of,
             write=True,
             retry_for=5.0,
         )

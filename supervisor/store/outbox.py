@@ -2,13 +2,13 @@
 
 A row is written in the same transaction as the state it announces
 (``enqueue``, called from the write that moves a job to a final state or
-to ``awaiting_approval``), so a crash loses no
-notification. The sender (``supervisor.notify``) claims due rows with a
-lease: the claim moves ``next_at`` past the lease and counts an attempt, so
-another instance (or this one, restarted) takes the row again only once the
-lease has run out. Delivery is therefore at least once: a sender that dies
-after the receiver answered but before ``delivered`` is written sends the
-row again, with the same ``delivery`` id and a higher attempt.
+to ``awaiting_approval``), so a crash loses no notification. The sender
+(``supervisor.notify``) claims due rows with a lease: the claim moves
+``next_at`` past the lease and counts an attempt, so another instance (or
+this one, restarted) takes the row again only once the lease has run out.
+Delivery is therefore at least once: a sender that dies after the receiver
+answered but before ``delivered`` is written sends the row again, with the
+same ``delivery`` id and a higher attempt.
 """
 
 from __future__ import annotations

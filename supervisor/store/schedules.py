@@ -17,6 +17,7 @@ import msgspec
 from supervisor.job import Job
 from supervisor.store import claims
 from supervisor.store import jobs as sql
+from supervisor.store.outbox import NoticeOf
 from workers.db import Database
 
 MIGRATIONS = [
@@ -197,12 +198,14 @@ def fire(
     max_pending: int,
     rank: int | None = None,
     idempotency_ttl_ms: int = 0,
+    notice_of: NoticeOf | None = None,
 ) -> Fired:
     """Move the schedule past its tick and insert its job, in one transaction, or do neither.
 
     ``job`` None (with ``skipped``, the reason) only moves the tick on and
     records the skip. A job whose exclusive key a live job holds, or a full
     queue, is a skip too: recorded, the tick moved on, nothing piled up.
+    ``notice_of``: the insert's notifications (a job awaiting approval).
     """
     with db.transaction():
         if job is not None and sql.job_exists(db, job.id):
@@ -215,7 +218,9 @@ def fire(
         if moved != 1:
             return Fired(False)
         if job is not None:
-            skipped = _insert(db, job, key, label, now_ms, max_pending, rank, idempotency_ttl_ms)
+            skipped = _insert(
+                db, job, key, label, now_ms, max_pending, rank, idempotency_ttl_ms, notice_of
+            )
         job_id = None if skipped is not None or job is None else job.id
         _record(db, schedule.name, schedule.next_fire_at, now_ms, job_id, skipped)
     return Fired(True, job_id=job_id, skipped=skipped)
@@ -230,14 +235,27 @@ def _insert(
     max_pending: int,
     rank: int | None = None,
     idempotency_ttl_ms: int = 0,
+    notice_of: NoticeOf | None = None,
 ) -> str | None:
     """Insert the job unclaimed (any instance's claim starts it); the reason if it cannot be."""
     # insert_job's transaction nests as a savepoint: a refusal, or a rival's
     # insert of the same key (PostgreSQL's unique index), undoes the insert
     # alone, and the tick is still moved and the skip recorded.
     try:
-        # Positional: unclaimed (claim_for None), its rank, the key's lifetime.
-        sql.insert_job(db, job, key, label, now_ms, max_pending, None, rank, idempotency_ttl_ms)
+        # Positional: unclaimed (claim_for None), its rank, the key's lifetime, no audit entry.
+        sql.insert_job(
+            db,
+            job,
+            key,
+            label,
+            now_ms,
+            max_pending,
+            None,
+            rank,
+            idempotency_ttl_ms,
+            None,
+            notice_of,
+        )
     except sql.IdempotentReplay as exc:
         return f"job {exc.job_id} already holds its idempotencyKey"
     except sql.KeyTaken as exc:
