@@ -222,3 +222,15 @@ def test_without_a_url_the_held_jobs_moves_add_no_rows(db: Database) -> None:
     run.status, run.completed_at = JobStatus.FAILED, now()
     assert sql.update_job(db, run, now_ms(), Notices((), 60).notice_of)
     assert outbox.list_rows(db, outbox.OutboxFilter()) == []
+
+
+def test_an_unclaimed_paused_job_s_timeout_ends_its_followers_notified(db: Database) -> None:
+    paused = _insert(db, pending_job())
+    follower = _insert(db, _held(paused.id))
+    db.execute("UPDATE jobs SET status = 'paused', paused_at = 1 WHERE id = ?", (paused.id,))
+    [ended] = claims.cancel_paused_too_long(db, 2, now_ms(), BUILD)
+    assert (ended.id, ended.status) == (paused.id, JobStatus.CANCELLED)
+    assert _notified(db) == {
+        paused.id: [("job.finished", "cancelled", "paused_timeout")],
+        follower.id: [("job.finished", "cancelled", "dependency")],
+    }
