@@ -131,8 +131,9 @@ class Sender:
         )
 
     def on_event(self, event: Event) -> None:
-        """A bus listener: a job ended here, so rows were just written; look now."""
-        if event.kind is Kind.FINISHED:
+        """A bus listener: a job ended, or came to await an approval, here (a start,
+        or its parent's end): rows were just written; look now."""
+        if event.kind is Kind.FINISHED or event_of(event.status) == AWAITING_APPROVAL:
             self._wake.set()
 
     def wake(self) -> None:
