@@ -29,8 +29,8 @@ def test_quick_start_and_cancel_print_the_table(tmp_path: Path) -> None:
     rows = [line.split() for line in result.stdout.splitlines()]
     start = [r for r in rows if r[:2] == ["start", "latency"]]
     cancel = [r for r in rows if r[:2] == ["cancel", "latency"]]
-    assert [r[6] for r in start] == ["forkserver", "RQ", "Celery"]
-    assert [r[6] for r in cancel] == ["Event.set", "RQ", "Celery"]
+    assert [r[7] for r in start] == ["forkserver", "RQ", "Celery"]
+    assert [r[7] for r in cancel] == ["Event.set", "RQ", "Celery"]
     # Measured against the bare forkserver: numbers and a verdict, not "n/a".
     assert start[0][-1] in ("PASS", "FAIL")
     assert "unavailable: skipped: --no-redis" in result.stdout

@@ -22,7 +22,8 @@ class Figure:
 FIGURES = (
     Figure("start", latency.start, LATENCY_NEEDS),
     Figure("cancel", latency.cancel, LATENCY_NEEDS),
-    Figure("throughput", throughput.throughput, frozenset({"jobsup", "rq"})),
+    Figure("throughput", throughput.throughput, frozenset({"jobsup", "rq", "celery"})),
+    Figure("submit", throughput.submit, frozenset({"jobsup-submit", "rq", "celery"})),
     Figure("api", api.api, frozenset({"jobsup-api", "bare"})),
     Figure("auth", api.auth, frozenset({"jobsup-api", "jobsup-open"})),
     Figure("progress", api.progress, frozenset({"jobsup-api", "bare", "forkserver"})),
