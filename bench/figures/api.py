@@ -86,7 +86,7 @@ class Pauses:
         since = time.time()
         yield
         seen = self.server.pauses(since, time.time())
-        mine = self.longest.setdefault(kind, {"loop": 0.0, "gc": 0.0})
+        mine = self.longest.setdefault(kind, {"loop": 0.0, "loop_cpu": 0.0, "gc": 0.0})
         for what, seconds in seen.items():
             mine[what] = max(mine[what], seconds)
 
@@ -99,7 +99,8 @@ class Pauses:
             "jobsup idle",
             Summary.single(idle["loop"] * 1000),
             None,
-            f"longest GC pass {busy['gc'] * 1000:.1f} ms, idle {idle['gc'] * 1000:.1f} ms",
+            f"on CPU {busy['loop_cpu'] * 1000:.1f} ms, idle {idle['loop_cpu'] * 1000:.1f};"
+            f" GC {busy['gc'] * 1000:.1f}, idle {idle['gc'] * 1000:.1f}",
             extra={"longest_s": self.longest},
         )
 
