@@ -6,7 +6,7 @@ that runs each job in a fresh process on this machine. Run as
 ``python -m bench.forklimit COUNT [CONCURRENCY]`` in its own small process
 (the bench's own process holds far more memory, which every fork copies
 the page tables of); it prints one JSON line: jobs/s and CPU ms per child,
-the parent's and the children's.
+the parent's and the children's, and the children's minor page faults.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def run(count: int, concurrency: int = 2) -> dict[str, float]:
         "jobs_per_s": count / elapsed,
         "parent_ms": ms(own, own_after),
         "child_ms": ms(kids, kids_after),
+        "child_faults": (kids_after.ru_minflt - kids.ru_minflt) / count,
     }
 
 

@@ -78,20 +78,35 @@ def run_jobs(server: JobsupServer, count: int) -> None:
 
 def jobsup_drain(server: JobsupServer, count: int) -> float:
     """No-op jobs a second, from the first start to the last end, with all queued first."""
+    return drain_with_cpu(server, count)[0]
+
+
+def drain_with_cpu(server: JobsupServer, count: int) -> tuple[float, dict[str, float]]:
+    """A drain's rate, and the CPU milliseconds per job it cost each process.
+
+    "front" is the front process during the drain alone (from the release of
+    the held slots until idle), "front, submit" its CPU to accept the batch
+    over HTTP, beforehand.
+    """
     blockers = [server.submit({"type": "bench_wait", "stepMs": 600_000}) for _ in range(SLOTS)]
     for job_id in blockers:
         server.wait_status(job_id, ("running",))
+    before_submit = server.cpu_seconds()
     ids = asyncio.run(_submit(server.url, server.headers, count))
+    before = server.cpu_seconds()
     for job_id in blockers:
         server.cancel(job_id)
     server.wait_idle(count)
+    after = server.cpu_seconds()
     jobs = _jobs(server, ids)
     failed = [job for job in jobs if job["status"] != "completed"]
     if len(jobs) != count or failed:
         raise RuntimeError(f"{len(jobs)} of {count} jobs found, {len(failed)} not completed")
     first = min(timestamp(job["startedAt"]) for job in jobs)
     last = max(timestamp(job["completedAt"]) for job in jobs)
-    return count / (last - first)
+    ms = {name: (after[name] - before[name]) * 1000 / count for name in before}
+    ms["front, submit"] = (before["front"] - before_submit["front"]) * 1000 / count
+    return count / (last - first), ms
 
 
 def fork_limit(count: int) -> dict[str, float]:
@@ -107,14 +122,6 @@ def fork_limit(count: int) -> dict[str, float]:
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
-def _cpu_drain(server: JobsupServer, count: int) -> tuple[float, dict[str, float]]:
-    """A drain's rate, and the CPU milliseconds per job it cost each process."""
-    before = server.cpu_seconds()
-    rate = jobsup_drain(server, count)
-    after = server.cpu_seconds()
-    return rate, {name: (after[name] - before[name]) * 1000 / count for name in before}
-
-
 def throughput(session: Session) -> list[Row]:
     server = session.jobsup()
     count = session.count(2000, 100)
@@ -124,7 +131,7 @@ def throughput(session: Session) -> list[Row]:
     cpu: list[dict[str, float]] = []
     limits: list[dict[str, float]] = []
     for _ in range(ROUNDS):  # in turns, so drift on a shared machine hits all alike
-        rate, ms = _cpu_drain(server, share)
+        rate, ms = drain_with_cpu(server, share)
         rates["jobsup"].append(rate)
         cpu.append(ms)
         for name, baseline in ready.items():
@@ -158,16 +165,25 @@ def throughput(session: Session) -> list[Row]:
     bare_ms = {
         "front": statistics.median(x["parent_ms"] for x in limits),
         "children": statistics.median(x["child_ms"] for x in limits),
+        "child faults": statistics.median(x["child_faults"] for x in limits),
     }
-    for process, label in (("front", "front"), ("forkserver", "forkserver"), ("children", "child")):
+    processes = (
+        ("front", "front"),
+        ("forkserver", "forkserver"),
+        ("children", "child"),
+        ("front, submit", "front, submit over HTTP"),
+        ("child faults", "child page faults"),
+    )
+    for process, label in processes:
         ms = Summary.single(statistics.median(x[process] for x in cpu))
         base = bare_ms.get(process)
+        faults = process == "child faults"
         rows.append(
             Row(
-                f"CPU per no-op job, {label}",
-                "ms",
+                f"per no-op job, {label}" if faults else f"CPU per no-op job, {label}",
+                "faults" if faults else "ms",
                 ms,
-                "fork limit's " + ("parent" if process == "front" else label) if base else "-",
+                "fork limit's " + ("parent" if process == "front" else "child") if base else "-",
                 None if base is None else Summary.single(base),
                 None,
                 extra={"cpu_ms": cpu},
