@@ -33,6 +33,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, help="keep databases and server logs here (default: a temp dir)"
     )
+    parser.add_argument(
+        "--plot", type=Path, metavar="DIR", help="draw PNG charts here (needs matplotlib)"
+    )
     return parser.parse_args(argv)
 
 
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report = {"machine": machine, "rows": [r.as_dict() for r in rows]}
         args.json.write_text(json.dumps(report, indent=2, default=str))
+    if args.plot:
+        from bench.plot import plot
+
+        for path in plot([r.as_dict() for r in rows], args.plot):
+            print(f"bench: wrote {path}", file=sys.stderr)
     # Missed targets are the table's news; only a figure that could not run fails the command.
     return 1 if any("error" in r.extra for r in rows) else 0
 

@@ -19,3 +19,5 @@ app.conf.update(
 first_line = app.task(name="bench.first_line")(tasks.first_line)
 noop = app.task(name="bench.noop")(tasks.noop)
 wait = app.task(name="bench.wait")(tasks.wait)
+stamp = app.task(name="bench.stamp")(tasks.stamp)
+hold = app.task(name="bench.hold")(tasks.hold)

@@ -9,6 +9,7 @@ by the same generator in the same way.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -18,14 +19,15 @@ from pathlib import Path
 
 import httpx
 
-from bench.stats import Summary, percentile
+from bench.stats import Summary
 
 _WRK_REPORT = """
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+  io.write(string.format("BENCH %d %d %d %d %d %d %d\\n", summary.requests, summary.duration,
     e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency:percentile(99.9)))
 end
 """
 
@@ -44,20 +46,35 @@ class LoadResult:
 
 
 def generate(
-    url: str, seconds: int, connections: int = 50, headers: dict[str, str] | None = None
+    url: str,
+    seconds: int,
+    connections: int = 50,
+    headers: dict[str, str] | None = None,
+    body: dict[str, object] | None = None,
 ) -> LoadResult:
     """Load ``url`` for ``seconds`` (whole seconds: wrk takes no fractions), sending
-    ``headers`` (a server's token) with every request."""
+    ``headers`` (a server's token) with every request; with ``body``, POST it as JSON."""
     headers = headers or {}
     if shutil.which("wrk"):
-        return _wrk(url, seconds, connections, headers)
-    return asyncio.run(_httpx(url, seconds, connections, headers))
+        return _wrk(url, seconds, connections, headers, body)
+    return asyncio.run(_httpx(url, seconds, connections, headers, body))
 
 
-def _wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> LoadResult:
+def _wrk(
+    url: str,
+    seconds: int,
+    connections: int,
+    headers: dict[str, str],
+    body: dict[str, object] | None,
+) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "report.lua"
-        script.write_text(_WRK_REPORT)
+        post = ""
+        if body is not None:
+            # A Lua long string holds the JSON as it is.
+            post = f'wrk.method = "POST"\nwrk.body = [[{json.dumps(body)}]]\n'
+            headers = {**headers, "content-type": "application/json"}
+        script.write_text(post + _WRK_REPORT)
         command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
         for name, value in headers.items():
             command += ["-H", f"{name}: {value}"]
@@ -70,12 +87,18 @@ def _wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> L
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
     line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH "))
-    requests, duration_us, errors, p50, p95, p99 = (int(v) for v in line.split()[1:])
-    latency = Summary(p50 / 1000, p95 / 1000, p99 / 1000, requests)
+    requests, duration_us, errors, p50, p95, p99, p999 = (int(v) for v in line.split()[1:])
+    latency = Summary(p50 / 1000, p95 / 1000, p99 / 1000, requests, p999 / 1000)
     return LoadResult(requests, duration_us / 1e6, errors, latency, "wrk")
 
 
-async def _httpx(url: str, seconds: int, connections: int, headers: dict[str, str]) -> LoadResult:
+async def _httpx(
+    url: str,
+    seconds: int,
+    connections: int,
+    headers: dict[str, str],
+    body: dict[str, object] | None,
+) -> LoadResult:
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -88,8 +111,11 @@ async def _httpx(url: str, seconds: int, connections: int, headers: dict[str, st
             while time.perf_counter() < deadline:
                 before = time.perf_counter()
                 try:
-                    response = await client.get(url)
-                    if response.status_code != 200:
+                    if body is None:
+                        response = await client.get(url)
+                    else:
+                        response = await client.post(url, json=body)
+                    if response.status_code >= 400:
                         errors += 1
                 except httpx.HTTPError:
                     errors += 1
@@ -98,5 +124,5 @@ async def _httpx(url: str, seconds: int, connections: int, headers: dict[str, st
         await asyncio.gather(*(one_connection() for _ in range(connections)))
         elapsed = time.perf_counter() - start
     ms = [v * 1000 for v in latencies]
-    latency = Summary(percentile(ms, 50), percentile(ms, 95), percentile(ms, 99), len(ms))
+    latency = Summary.of(ms)
     return LoadResult(len(latencies), elapsed, errors, latency, "httpx")

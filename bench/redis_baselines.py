@@ -8,12 +8,14 @@ figures then report that baseline as unavailable instead of failing.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,12 @@ from bench import tasks
 from bench.servers import ROOT, poll
 
 WORKER_START_TIMEOUT_S = 30.0
+
+
+def _epoch(iso: str) -> float:
+    """A Celery ``date_done`` (ISO 8601, UTC when it names no zone) as epoch seconds."""
+    at = datetime.fromisoformat(iso)
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 class Unavailable(Exception):
@@ -158,6 +166,19 @@ class RqBaseline:
         last = max(j.ended_at for j in jobs if j.ended_at)
         return count / (last - first).total_seconds()
 
+    def submit_rate(self, seconds: float) -> float:
+        """``enqueue`` calls a second from one client, to a queue no worker reads."""
+        queue = self._rq.Queue(f"bench-submit-{uuid.uuid4().hex[:8]}", connection=self.redis)
+        sent = 0
+        deadline = time.perf_counter() + seconds
+        began = time.perf_counter()
+        while time.perf_counter() < deadline:
+            queue.enqueue(tasks.noop, result_ttl=600)
+            sent += 1
+        rate = sent / (time.perf_counter() - began)
+        _forget(self.redis, queue.name)
+        return rate
+
     def close(self) -> None:
         self.workers.stop()
         _forget(self.redis, self.queue.name)
@@ -206,6 +227,42 @@ class CeleryBaseline:
         self.celery.app.control.revoke(result.id, terminate=True)
         poll(lambda: not _alive(pid), 30, interval=0.0005)
         return time.perf_counter() - before
+
+    def drain(self, count: int) -> float:
+        """No-op tasks a second, from the first start to the last end, with all queued first.
+
+        Two ``hold`` tasks occupy both pool processes while the batch is sent
+        (``apply_async`` one by one, as a client would), then are released;
+        each ``stamp`` task reports its start, its result's ``date_done`` is
+        its end (the worker's clock, as RQ's ``ended_at``).
+        """
+        keys = [f"bench:celery:hold:{uuid.uuid4().hex}" for _ in range(2)]
+        holds = [self.celery.hold.apply_async((key, 120)) for key in keys]
+        poll(lambda: all(self.redis.exists(key) for key in keys), 30)
+        ids = [self.celery.stamp.apply_async().id for _ in range(count)]
+        self.redis.delete(*keys)
+        names = [f"celery-task-meta-{i}" for i in ids]
+        poll(lambda: self.redis.exists(*names) == count, timeout=600, interval=0.01)
+        metas = [json.loads(m) for m in self.redis.mget(names)]
+        self.redis.delete(*names, *(f"celery-task-meta-{h.id}" for h in holds))
+        if any(m["status"] != "SUCCESS" for m in metas):
+            raise RuntimeError("a Celery no-op task did not succeed")
+        first = min(float(m["result"]) for m in metas)
+        last = max(_epoch(m["date_done"]) for m in metas)
+        return count / (last - first)
+
+    def submit_rate(self, seconds: float) -> float:
+        """``apply_async`` calls a second from one client, to a queue no worker reads."""
+        queue = f"bench-submit-{uuid.uuid4().hex[:8]}"
+        sent = 0
+        deadline = time.perf_counter() + seconds
+        began = time.perf_counter()
+        while time.perf_counter() < deadline:
+            self.celery.noop.apply_async(queue=queue)
+            sent += 1
+        rate = sent / (time.perf_counter() - began)
+        self.redis.delete(queue)
+        return rate
 
     def _active(self, task_id: str) -> bool:
         inspect = self.celery.app.control.inspect([self.name], timeout=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -44,6 +45,40 @@ def uss_bytes(pid: int) -> int:
     return total
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[float, float, float, float, int]:
+    """utime, stime, cutime, cstime of ``pid`` in seconds, and its reaped children's
+    minor page faults."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b") ", 1)[1].split()
+    utime, stime, cutime, cstime = (int(v) / _TICK for v in fields[11:15])
+    return utime, stime, cutime, cstime, int(fields[8])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b") ", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
 class ServerProcess(testing.ServerProcess):
     """A server command in its own session, asked with the bench's lean client."""
 
@@ -70,7 +105,9 @@ class ServerProcess(testing.ServerProcess):
 class JobsupServer(ServerProcess):
     """``python -m supervisor serve`` on a fresh SQLite database, with bench.jobs loaded."""
 
-    def __init__(self, workdir: Path, name: str, **env: str) -> None:
+    def __init__(self, workdir: Path, name: str, traced: bool = False, **env: str) -> None:
+        # traced: served by ``bench.traced``, which logs the event loop's pauses here.
+        self.loop_log: Path | None = workdir / f"{name}.loop" if traced else None
         settings = {
             "DATABASE_URL": f"sqlite:///{workdir / name}.db",
             "JOBSUP_MIN_DELAY_MS": "0",
@@ -80,7 +117,11 @@ class JobsupServer(ServerProcess):
             "JOBSUP_MAX_BODY_BYTES": str(256 * 1024 * 1024),
             **env,
         }
-        command = [sys.executable, "-m", "supervisor", "serve"]
+        main = "supervisor"
+        if self.loop_log is not None:
+            settings["BENCH_LOOP_LOG"] = str(self.loop_log)
+            main = "bench.traced"
+        command = [sys.executable, "-m", main, "serve"]
         super().__init__(command, settings, workdir / f"{name}.log")
 
     def submit(self, body: dict[str, Any]) -> str:
@@ -109,6 +150,35 @@ class JobsupServer(ServerProcess):
             raise RuntimeError(f"cancel answered {response.status}: {response.body!r}")
         return dict(response.json())
 
+    def pauses(self, since: float, until: float) -> dict[str, float]:
+        """The longest event-loop pause and GC pass (seconds) between two wall times."""
+        from bench import traced
+
+        if self.loop_log is None:
+            raise RuntimeError("not a traced server")
+        return traced.read(str(self.loop_log), since, until)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of the front process, its forkserver, and the job children.
+
+        From /proc: utime + stime of the front and of the forkserver, and the
+        forkserver's cutime + cstime (every job child, spares included, is
+        the forkserver's child and reaped by it); "child faults", the
+        children's minor page faults, in thousands (so that per job, in the
+        figures' milliseconds, it reads as faults).
+        """
+        front = _stat(self.pid)
+        forkserver = [pid for pid in _children(self.pid) if b"forkserver" in _cmdline(pid)]
+        if not forkserver:
+            raise RuntimeError("the server has no forkserver child")
+        fs = _stat(forkserver[0])
+        return {
+            "front": front[0] + front[1],
+            "forkserver": fs[0] + fs[1],
+            "children": fs[2] + fs[3],
+            "child faults": fs[4] / 1000,  # per job: in thousands, as the times are in ms
+        }
+
     def health(self) -> dict[str, Any]:
         return dict(self.client.get("/healthz").json())
 
@@ -122,11 +192,16 @@ class JobsupServer(ServerProcess):
         """Nothing running here and nothing pending in the store."""
         return self.health()["runningJobs"] == 0 and self.count("pending") == 0
 
-    def wait_idle(self, jobs: int) -> None:
-        """Wait until ``jobs`` just submitted have run (at 50 jobs/s at worst, plus 30 s)."""
+    def wait_idle(self, jobs: int, interval: float = 0.1) -> None:
+        """Wait until ``jobs`` just submitted have run (at 50 jobs/s at worst, plus 30 s).
+
+        Polled every ``interval``: the polls are requests the front process
+        serves while it runs the jobs (every 10 ms, they took a sixth of its
+        CPU in a drain), and the drains are timed by the jobs' own stamps.
+        """
         timeout = 30 + jobs / 50
         try:
-            poll(self.idle, timeout, interval=0.01)
+            poll(self.idle, timeout, interval=interval)
         except TimeoutError:
             running = self.health()["runningJobs"]
             raise RuntimeError(

@@ -21,6 +21,7 @@ log = logging.getLogger("bench")
 # Each jobsup server the figures use, with its settings.
 SERVERS: dict[str, dict[str, str]] = {
     "jobsup": {"JOBSUP_MAX_CONCURRENT_JOBS": "2"},  # start, cancel, throughput
+    "jobsup-submit": {"JOBSUP_MAX_CONCURRENT_JOBS": "2"},  # submit (its slots held)
     "jobsup-api": {"JOBSUP_MAX_CONCURRENT_JOBS": "8"},  # api, progress
     "jobsup-bulk": {"JOBSUP_MAX_CONCURRENT_JOBS": "4"},  # memory, scale (list)
     "jobsup-order": {"JOBSUP_MAX_CONCURRENT_JOBS": "1"},  # scale (admission order)
@@ -30,6 +31,9 @@ SERVERS: dict[str, dict[str, str]] = {
     "jobsup-events": {"JOBSUP_MAX_CONCURRENT_JOBS": "8"},  # events (SSE subscribers)
     "jobsup-webhooks": {"JOBSUP_WEBHOOK_SECRET": "bench-webhook-secret"},  # webhooks
 }
+
+# Served by bench.traced, which logs the event loop's pauses (the API figures).
+TRACED = frozenset({"jobsup-api"})
 
 
 class Session:
@@ -64,7 +68,7 @@ class Session:
 
     def jobsup(self, name: str = "jobsup") -> JobsupServer:
         def make() -> JobsupServer:
-            server = JobsupServer(self.workdir, name, **SERVERS[name])
+            server = JobsupServer(self.workdir, name, name in TRACED, **SERVERS[name])
             server.start()
             return server
 

@@ -25,12 +25,17 @@ class Summary:
     p95: float | None = None
     p99: float | None = None
     n: int = 1
+    p999: float | None = None
 
     @classmethod
     def of(cls, values: Sequence[float], scale: float = 1.0) -> Summary:
         scaled = [v * scale for v in values]
         return cls(
-            percentile(scaled, 50), percentile(scaled, 95), percentile(scaled, 99), len(scaled)
+            percentile(scaled, 50),
+            percentile(scaled, 95),
+            percentile(scaled, 99),
+            len(scaled),
+            percentile(scaled, 99.9),
         )
 
     @classmethod
@@ -96,7 +101,19 @@ class Row:
         return data
 
 
-HEADERS = ("figure", "unit", "p50", "p95", "p99", "baseline", "base", "ratio", "target", "")
+HEADERS = (
+    "figure",
+    "unit",
+    "p50",
+    "p95",
+    "p99",
+    "p99.9",
+    "baseline",
+    "base",
+    "ratio",
+    "target",
+    "",
+)
 
 
 def _num(value: float | None) -> str:
@@ -120,6 +137,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         _num(j.p50 if j else None),
         _num(j.p95 if j else None),
         _num(j.p99 if j else None),
+        _num(j.p999 if j else None),
         row.baseline_name + (f" ({_short(row.note)})" if row.note else ""),
         _num(getattr(b, row.metric) if b else None),
         "-" if ratio is None else f"{ratio:.2f}x",

@@ -2,7 +2,8 @@
 
 Each task mirrors a bench job type: ``first_line`` reports when its first line
 ran, ``wait`` says it is running (its pid, in Redis) and then sleeps, ``noop``
-does nothing.
+does nothing, ``stamp`` says when it began, ``hold`` occupies a worker until
+released.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ def first_line() -> float:
 
 def noop() -> None:
     return None
+
+
+def stamp() -> float:
+    """A no-op that reports when it began (its end is the result's ``date_done``)."""
+    return time.time()
+
+
+def hold(key: str, seconds: float) -> None:
+    """Occupy a worker until ``key`` is deleted from Redis (or ``seconds`` pass)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.set(key, os.getpid(), ex=600)
+    deadline = time.monotonic() + seconds
+    while client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def wait(key: str, seconds: float) -> None:

@@ -83,7 +83,7 @@ class Chains:
         settings = self.jobs.settings
         try:
             await self.jobs.table.store.call(
-                chain_sql.insert_chain,
+                sql.insert_chain,
                 rows,
                 now_ms(),
                 settings.max_pending_jobs,

@@ -336,12 +336,7 @@ def _pages(client: Client, job_id: str, after: int) -> Any:
 
 
 def _cancel(client: Client, args: argparse.Namespace) -> int:
-    answer = client.cancel(args.job_id)
-    if args.json:
-        _out(answer)
-    else:
-        print(f"{answer.job_id}  {answer.status}")
-    return 0
+    return _acted(client.cancel(args.job_id), args)
 
 
 def _approve(client: Client, args: argparse.Namespace) -> int:
@@ -353,29 +348,24 @@ def _reject(client: Client, args: argparse.Namespace) -> int:
 
 
 def _answered(job: Job, args: argparse.Namespace) -> int:
+    return _acted(job, args, job.id)
+
+
+def _acted(answer: Any, args: argparse.Namespace, job_id: str | None = None) -> int:
+    """An action's answer: the job and its status now, or the answer as JSON."""
     if args.json:
-        _out(job)
+        _out(answer)
     else:
-        print(f"{job.id}  {job.status}")
+        print(f"{job_id or answer.job_id}  {answer.status}")
     return 0
 
 
 def _pause(client: Client, args: argparse.Namespace) -> int:
-    answer = client.pause(args.job_id, freeze=args.freeze)
-    if args.json:
-        _out(answer)
-    else:
-        print(f"{answer.job_id}  {answer.status}")
-    return 0
+    return _acted(client.pause(args.job_id, freeze=args.freeze), args)
 
 
 def _resume(client: Client, args: argparse.Namespace) -> int:
-    answer = client.resume(args.job_id)
-    if args.json:
-        _out(answer)
-    else:
-        print(f"{answer.job_id}  {answer.status}")
-    return 0
+    return _acted(client.resume(args.job_id), args)
 
 
 def _groups_put(client: Client, args: argparse.Namespace) -> int:

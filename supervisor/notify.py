@@ -71,7 +71,7 @@ def event_of(status: JobStatus) -> str | None:
     """The notification a state sends, if any: a final state, or awaiting an approval."""
     if status in TERMINAL:
         return FINISHED
-    if status.value == "awaiting_approval":
+    if status is JobStatus.AWAITING_APPROVAL:
         return AWAITING_APPROVAL
     return None
 

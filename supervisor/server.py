@@ -11,6 +11,7 @@ instance starts no job.
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 import socket
@@ -71,6 +72,8 @@ class StartupErrors:
                 self.failure = self._classify(sys.exc_info()[1])
                 if self.failure.code != EXIT_FAILED:  # a bug keeps its traceback
                     message = {**message, "message": ""}
+            elif message["type"] == "lifespan.startup.complete":
+                freeze_startup_objects()  # before the port opens: nobody waits on this pass
             await send(message)
 
         await self.app(scope, receive, quiet)
@@ -119,6 +122,21 @@ class Server(uvicorn.Server):
                 yield
             finally:
                 self._captured_signals.clear()  # handled: do not re-raise
+
+
+def freeze_startup_objects() -> None:
+    """Keep what startup made (modules, routes, settings: ~60,000 objects) out of the
+    garbage collector's full passes.
+
+    Those live as long as the process, yet a full pass walks them all, and
+    under load one comes every second or so: a request's objects that live
+    through two young collections count towards the next one, even once
+    freed. Each pass stopped the event loop for 20-50 ms on a busy 2-core
+    machine, the API's p99 tail. Frozen, a full pass walks only what came
+    since. Startup's cyclic garbage goes first, so none of it is kept.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def raise_file_limit() -> int:

@@ -36,7 +36,11 @@ BEGIN
     RETURN NEW;
 END $$ LANGUAGE plpgsql;
 CREATE TRIGGER audit_final_rewrite BEFORE UPDATE ON jobs FOR EACH ROW
-    WHEN (OLD.status IN ('completed', 'cancelled', 'failed'))
+    WHEN (OLD.status IN ('completed', 'cancelled', 'failed')
+          AND (OLD.status, OLD.owner, OLD.attempts, OLD.result, OLD.error, OLD.cancel,
+               OLD.completed_at, OLD.progress)
+              IS DISTINCT FROM (NEW.status, NEW.owner, NEW.attempts, NEW.result, NEW.error,
+                                NEW.cancel, NEW.completed_at, NEW.progress))
     EXECUTE FUNCTION audit_final_rewrite();
 """
 

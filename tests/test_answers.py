@@ -11,7 +11,7 @@ import msgspec
 
 from supervisor.api.common import json
 from supervisor.wire import wire
-from tests.conftest import Server
+from tests.conftest import Server, wait_until
 from tests.helpers import group_body, pending_job
 from workers.times import MAX_TIME, MIN_TIME, from_ms, iso
 
@@ -125,7 +125,9 @@ def test_times_have_milliseconds_and_read_the_same_from_memory_and_store(
     job_id = first.start_job({"type": "sleepy", "steps": 1, "stepMs": 30_000})
     first.wait_status(job_id, "running")
     first.client.post(f"/admin/jobs/{job_id}/cancel")
-    from_memory = first.wait_status(job_id, "cancelled")
+    first.wait_status(job_id, "cancelled")
+    # The end record (resources) follows the final state once the child is reaped.
+    from_memory = wait_until(lambda: (answer := first.status(job_id))["resources"] and answer)
     answers = [
         from_memory,
         first.client.get("/admin/jobs").json(),

@@ -319,7 +319,7 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
 
 def test_only_final_states_and_approvals_are_notified() -> None:
     notified = {s for s in JobStatus if event_of(s) is not None}
-    assert notified == set(TERMINAL) | {JobStatus.AWAITING_APPROVAL}
+    assert notified == {*TERMINAL, JobStatus.AWAITING_APPROVAL}
     assert event_of(JobStatus.AWAITING_APPROVAL) == "job.awaiting_approval"
     job = Job("j", "quick", JobStatus.COMPLETED, msgspec.Raw(b"{}"), Progress(), now(), {"v": 1})
     assert Notices((), 60).notice(job) is None  # no URL

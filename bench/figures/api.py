@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -55,7 +56,8 @@ def _median(results: list[load.LoadResult]) -> tuple[float, Summary]:
 
     rate = statistics.median(r.rate for r in results)
     n = sum(r.requests for r in results)
-    return rate, Summary(mid(lambda s: s.p50), mid(lambda s: s.p95), mid(lambda s: s.p99), n)
+    p999 = mid(lambda s: s.p999)
+    return rate, Summary(mid(lambda s: s.p50), mid(lambda s: s.p95), mid(lambda s: s.p99), n, p999)
 
 
 def _raw(results: list[load.LoadResult]) -> list[dict[str, object]]:
@@ -72,7 +74,40 @@ def _raw(results: list[load.LoadResult]) -> list[dict[str, object]]:
     ]
 
 
-def _rows(label: str, note: str, runs: dict[str, list[load.LoadResult]]) -> list[Row]:
+class Pauses:
+    """The longest event-loop pause and GC pass of a traced server, per kind of round."""
+
+    def __init__(self, server: JobsupServer) -> None:
+        self.server = server
+        self.longest: dict[str, dict[str, float]] = {}
+
+    @contextmanager
+    def window(self, kind: str) -> Iterator[None]:
+        since = time.time()
+        yield
+        seen = self.server.pauses(since, time.time())
+        mine = self.longest.setdefault(kind, {"loop": 0.0, "loop_cpu": 0.0, "gc": 0.0})
+        for what, seconds in seen.items():
+            mine[what] = max(mine[what], seconds)
+
+    def row(self, label: str) -> Row:
+        busy, idle = self.longest["busy"], self.longest["idle"]
+        return Row(
+            f"loop pause, {label}",
+            "ms",
+            Summary.single(busy["loop"] * 1000),
+            "jobsup idle",
+            Summary.single(idle["loop"] * 1000),
+            None,
+            f"on CPU {busy['loop_cpu'] * 1000:.1f} ms, idle {idle['loop_cpu'] * 1000:.1f};"
+            f" GC {busy['gc'] * 1000:.1f}, idle {idle['gc'] * 1000:.1f}",
+            extra={"longest_s": self.longest},
+        )
+
+
+def _rows(
+    label: str, note: str, runs: dict[str, list[load.LoadResult]], pauses: Pauses
+) -> list[Row]:
     busy_rate, busy = _median(runs["busy"])
     bare_rate, _ = _median(runs["bare"])
     _, idle = _median(runs["idle"])
@@ -91,11 +126,13 @@ def _rows(label: str, note: str, runs: dict[str, list[load.LoadResult]]) -> list
         Row(
             f"api latency, {label}", "ms", busy, "jobsup idle", idle, Target("<=", 2), metric="p99"
         ),
+        pauses.row(label),
     ]
 
 
 def api(session: Session) -> list[Row]:
     server = session.jobsup("jobsup-api")
+    pauses = Pauses(server)
     bare_url = f"{session.bare_server().url}/bare"
     seconds, rounds = session.count(3, 2), session.count(5, 1)
     idle_url = _status_url(server, _finished_job(server))
@@ -103,19 +140,21 @@ def api(session: Session) -> list[Row]:
     runs: dict[str, list[load.LoadResult]] = {"idle": [], "bare": [], "busy": []}
     sent = 0.0
     for _ in range(rounds):
-        runs["idle"].append(load.generate(idle_url, seconds, headers=server.headers))
+        with pauses.window("idle"):
+            runs["idle"].append(load.generate(idle_url, seconds, headers=server.headers))
         runs["bare"].append(load.generate(bare_url, seconds))
         ids = _running(server, chatty, CHATTY_JOBS)
         before = sum(server.status(i)["progress"]["processed"] for i in ids)
-        runs["busy"].append(
-            load.generate(_status_url(server, ids[0]), seconds, headers=server.headers)
-        )
+        with pauses.window("busy"):
+            runs["busy"].append(
+                load.generate(_status_url(server, ids[0]), seconds, headers=server.headers)
+            )
         sent += sum(server.status(i)["progress"]["processed"] for i in ids) - before
         for job_id in ids:
             server.cancel(job_id)
     rate = sent / sum(r.seconds for r in runs["busy"])
     note = f"{rate:,.0f} progress msg/s meanwhile, {runs['busy'][0].tool}"
-    return _rows(f"{CHATTY_JOBS} jobs x {CHATTY_RATE:,} msg/s", note, runs)
+    return _rows(f"{CHATTY_JOBS} jobs x {CHATTY_RATE:,} msg/s", note, runs, pauses)
 
 
 def auth(session: Session) -> list[Row]:
@@ -185,19 +224,22 @@ def _api_during_flood(session: Session, server: JobsupServer) -> list[Row]:
     core busy costs the API on this machine, with no jobsup in the way.
     """
     seconds, rounds = session.count(3, 2), session.count(3, 1)
+    pauses = Pauses(server)
     runs: dict[str, list[load.LoadResult]] = {"idle": [], "bare": [], "busy": [], "burner": []}
     bare_url = f"{session.bare_server().url}/bare"
     rates = []
     for _ in range(rounds):
         idle_url = _status_url(server, _finished_job(server))
-        runs["idle"].append(load.generate(idle_url, seconds, headers=server.headers))
+        with pauses.window("idle"):
+            runs["idle"].append(load.generate(idle_url, seconds, headers=server.headers))
         runs["bare"].append(load.generate(bare_url, seconds))
         with _cpu_burner():
             runs["burner"].append(load.generate(bare_url, seconds))
         (job_id,) = _running(server, {"type": "bench_flood", "seconds": seconds + 1}, 1)
-        runs["busy"].append(
-            load.generate(_status_url(server, job_id), seconds, headers=server.headers)
-        )
+        with pauses.window("busy"):
+            runs["busy"].append(
+                load.generate(_status_url(server, job_id), seconds, headers=server.headers)
+            )
         job = server.wait_status(job_id, ("completed",), timeout=seconds + 60)
         elapsed = timestamp(job["completedAt"]) - timestamp(job["startedAt"])
         rates.append(job["result"]["sent"] / elapsed)
@@ -213,7 +255,7 @@ def _api_during_flood(session: Session, server: JobsupServer) -> list[Row]:
         None,
         "a busy loop at the jobs' nice",
     )
-    return [*_rows("1 job flooding", note, runs), control]
+    return [*_rows("1 job flooding", note, runs, pauses), control]
 
 
 @contextmanager

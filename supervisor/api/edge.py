@@ -133,15 +133,15 @@ class Edge:
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-            return
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        # A refused WebSocket handshake is answered in HTTP too, with its own message type.
+        start = "http.response.start" if kind == "http" else "websocket.http.response.start"
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == start:
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
@@ -152,23 +152,8 @@ class Edge:
             response = error_response(exc.status, exc.code, exc.message, exc.field)
             await response(scope, receive, send_with_headers)
             return
-        await self.app(scope, _deadline(receive, self.body_timeout_s), send_with_headers)
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A WebSocket handshake: the same checks; a refusal is the handshake's HTTP answer."""
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "websocket.http.response.start":  # a refused handshake
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
-            await send(message)
-
-        try:
-            check_path(scope)
-            check_query(scope.get("query_string", b""))
-        except ApiError as exc:
-            response = error_response(exc.status, exc.code, exc.message, exc.field)
-            await response(scope, receive, send_with_headers)
-            return
+        if kind == "http":
+            receive = _deadline(receive, self.body_timeout_s)
         await self.app(scope, receive, send_with_headers)
 
 

@@ -29,8 +29,8 @@ import msgspec
 from supervisor.job import CancelInfo, RequestedBy
 from supervisor.state import HELD, TERMINAL, JobStatus, job_error
 from supervisor.store import outbox
-from supervisor.store.jobs import COLUMNS, KeyTaken, row_to_job, to_json
 from supervisor.store.outbox import NoticeOf
+from supervisor.store.rows import COLUMNS, KeyTaken, row_to_job, to_json
 from workers.db import Database
 from workers.times import from_ms
 
@@ -314,31 +314,3 @@ def chain_jobs(db: Database, chain_id: str) -> list[Any]:
         f"SELECT {columns} FROM jobs WHERE chain_id = ? ORDER BY chain_index", (chain_id,)
     )
     return [row_to_job(r) for r in rows]
-
-
-def insert_chain(
-    db: Database,
-    steps: list[tuple[Any, str | None, str | None, int, Any]],
-    now_ms: int,
-    max_pending: int,
-    idempotency_ttl_ms: int,
-    notice_of: NoticeOf | None = None,
-) -> None:
-    """Insert a chain's steps (job, key, label, rank, audit entry) in one transaction."""
-    from supervisor.store.jobs import insert_job
-
-    with db.transaction():
-        for job, key, label, rank, audit in steps:
-            insert_job(
-                db,
-                job,
-                key,
-                label,
-                now_ms,
-                max_pending,
-                None,
-                rank,
-                idempotency_ttl_ms,
-                audit,
-                notice_of,
-            )

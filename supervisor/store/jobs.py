@@ -6,7 +6,6 @@ runs them off the event loop.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -16,24 +15,16 @@ import msgspec
 from supervisor.audit import AuditEntry
 from supervisor.forensics import Resources
 from supervisor.job import (
-    After,
-    Approval,
-    AttemptError,
-    CancelInfo,
     Job,
-    Progress,
-    RequestedBy,
-    RetryPolicy,
 )
 from supervisor.state import HELD, LIVE, STORED_BEFORE, TERMINAL, JobStatus
-from supervisor.store import job_logs, outbox
+from supervisor.store import chains, job_logs, outbox
 from supervisor.store.access import insert_audit
 from supervisor.store.outbox import NoticeOf
+from supervisor.store.rows import COLUMNS, KeyTaken, row_to_job, to_json
 from workers.db import Database
-from workers.limits import Limits
 
 # Stored times: whole milliseconds, one rounding everywhere (workers.times).
-from workers.times import opt_from_ms as from_ms
 from workers.times import opt_to_ms as to_ms
 
 MIGRATIONS = [
@@ -205,125 +196,6 @@ MIGRATIONS = [
 # (the claim's sweep, expiry) and jobs_after (the jobs one job's end releases);
 # a chain's steps through jobs_chain.
 
-COLUMNS = (
-    "id, type, status, config, progress, result, error, cancel, pid,"
-    " created_at, started_at, completed_at, owner, attempts, saved_at, resumes, rerun_of,"
-    " run_at, priority, retry, attempt_errors, idempotency_key, requested_by,"
-    " after_job_id, after_when, after_pass, chain_id, chain_index, approval_required,"
-    " approved_by, approved_at, rejected_by, rejected_at, expires_at, paused_at,"
-    " limits, leftovers_killed, resources"
-)
-
-_json = msgspec.json.Encoder()
-_cancel_decoder = msgspec.json.Decoder(CancelInfo)
-_progress_decoder = msgspec.json.Decoder(Progress)
-_retry_decoder = msgspec.json.Decoder(RetryPolicy)
-_attempts_decoder = msgspec.json.Decoder(list[AttemptError])
-_requested_by_decoder = msgspec.json.Decoder(RequestedBy)
-_pass_decoder = msgspec.json.Decoder(dict[str, str])
-_limits_decoder = msgspec.json.Decoder(Limits)
-_resources_decoder = msgspec.json.Decoder(Resources)
-
-
-def to_json(value: Any) -> str | None:
-    """A JSON column's text; None stays NULL."""
-    return None if value is None else _json.encode(value).decode()
-
-
-def row_to_job(row: tuple[Any, ...]) -> Job:
-    (
-        id_,
-        type_,
-        status,
-        config,
-        progress,
-        result,
-        error,
-        cancel,
-        pid,
-        created,
-        started,
-        completed,
-        owner,
-        attempts,
-        saved_at,
-        resumes,
-        rerun_of,
-        run_at,
-        priority,
-        retry,
-        attempt_errors,
-        idempotency_key,
-        requested_by,
-        after_job_id,
-        after_when,
-        after_pass,
-        chain_id,
-        chain_index,
-        approval_required,
-        approved_by,
-        approved_at,
-        rejected_by,
-        rejected_at,
-        expires_at,
-        paused_at,
-        limits,
-        leftovers_killed,
-        resources,
-    ) = row
-    return Job(
-        id=id_,
-        type=sys.intern(type_),  # a few job types, shared by every job in memory
-        status=JobStatus(status),
-        config=msgspec.Raw(config.encode()),
-        progress=_progress_decoder.decode(progress),
-        created_at=from_ms(created),  # type: ignore[arg-type]
-        result=None if result is None else msgspec.json.decode(result),
-        error=None if error is None else msgspec.json.decode(error),
-        cancel=None if cancel is None else _cancel_decoder.decode(cancel),
-        pid=pid,
-        started_at=from_ms(started),
-        completed_at=from_ms(completed),
-        owner=owner,
-        attempts=attempts,
-        saved_at=from_ms(saved_at),
-        resumes=resumes,
-        rerun_of=rerun_of,
-        run_at=from_ms(run_at),
-        priority=priority,
-        retry=None if retry is None else _retry_decoder.decode(retry),
-        attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
-        idempotency_key=idempotency_key,
-        requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
-        after=None
-        if after_job_id is None
-        else After(
-            after_job_id,
-            after_when,
-            None if after_pass is None else _pass_decoder.decode(after_pass),
-        ),
-        chain_id=chain_id,
-        chain_index=chain_index,
-        approval=Approval(
-            expires_at=from_ms(expires_at),
-            approved_by=_by(approved_by),
-            approved_at=from_ms(approved_at),
-            rejected_by=_by(rejected_by),
-            rejected_at=from_ms(rejected_at),
-        )
-        if approval_required
-        else None,
-        paused_at=from_ms(paused_at),
-        limits=None if limits is None else _limits_decoder.decode(limits),
-        leftovers_killed=leftovers_killed,
-        resources=None if resources is None else _resources_decoder.decode(resources),
-    )
-
-
-def _by(text: str | None) -> RequestedBy | None:
-    return None if text is None else _requested_by_decoder.decode(text)
-
-
 # What a state change writes: state_values(job) then the time of the write.
 STATE_SET = (
     "status = ?, progress = ?, result = ?, error = ?, cancel = ?, pid = ?,"
@@ -379,15 +251,6 @@ def label_of(name: str, value: str) -> str:
 
 class QueueFull(Exception):
     pass
-
-
-class KeyTaken(Exception):
-    """A live job (``holder``, when known) already holds the exclusive key."""
-
-    def __init__(self, key: str, holder: str | None) -> None:
-        super().__init__(key)
-        self.key = key
-        self.holder = holder
 
 
 class IdempotentReplay(Exception):
@@ -454,9 +317,7 @@ def insert_job(
         if notice is not None:  # awaiting approval from the start
             outbox.enqueue(db, notice, now_ms)
         if job.after is not None:  # its parent may have ended already
-            from supervisor.store.chains import release_after
-
-            release_after(db, now_ms, job.after.job_id, notice_of)
+            chains.release_after(db, now_ms, job.after.job_id, notice_of)
     return claimed
 
 
@@ -577,9 +438,7 @@ def update_job(
         with db.transaction():
             changed = db.execute(sql, values)
             if changed == 1 and final:  # its end releases the jobs chained after it
-                from supervisor.store.chains import release_after
-
-                release_after(db, now_ms, job.id, notice_of)
+                chains.release_after(db, now_ms, job.id, notice_of)
             if changed == 1 and notice is not None:
                 outbox.enqueue(db, notice, now_ms)
     return changed == 1 or _already_written(db, job)
@@ -755,3 +614,29 @@ def foreign_live_jobs(db: Database, me: str, limit: int) -> list[Job]:
             (me, limit),
         )
     ]
+
+
+def insert_chain(
+    db: Database,
+    steps: list[tuple[Any, str | None, str | None, int, Any]],
+    now_ms: int,
+    max_pending: int,
+    idempotency_ttl_ms: int,
+    notice_of: NoticeOf | None = None,
+) -> None:
+    """Insert a chain's steps (job, key, label, rank, audit entry) in one transaction."""
+    with db.transaction():
+        for job, key, label, rank, audit in steps:
+            insert_job(
+                db,
+                job,
+                key,
+                label,
+                now_ms,
+                max_pending,
+                None,
+                rank,
+                idempotency_ttl_ms,
+                audit,
+                notice_of,
+            )
