@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.connection
 import os
+import select
 import signal
 import struct
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
@@ -37,8 +38,6 @@ _children: set[int] = set()
 
 
 def _forkserver_pid() -> int | None:
-    from multiprocessing import forkserver
-
     return getattr(forkserver._forkserver, "_forkserver_pid", None)  # type: ignore[attr-defined]
 
 
@@ -63,9 +62,14 @@ def forkserver_context(job_modules: tuple[str, ...]) -> ForkServerContext:
 
 def ensure_forkserver() -> None:
     """Start the forkserver now rather than on the first job (blocking: ~0.1-1 s)."""
-    from multiprocessing import forkserver
-
     forkserver.ensure_running()
+
+
+def _readable(fd: int) -> bool:
+    """``fd`` has bytes or EOF to read now (one poll(2), no selector object)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class FrameReader:
@@ -169,11 +173,7 @@ class JobProcess:
     @property
     def usable(self) -> bool:
         """Started, not yet given a job, and still alive."""
-        return (
-            self._spec_w is not None
-            and self.spec is None
-            and not multiprocessing.connection.wait([self.sentinel], 0)
-        )
+        return self._spec_w is not None and self.spec is None and not _readable(self.sentinel)
 
     def assign(self, spec: ChildSpec) -> None:
         """Give the waiting child its job. A spec fits the empty pipe: no wait."""
@@ -277,14 +277,24 @@ class JobProcess:
                 os.kill(pid, sig)
 
     def reap(self) -> int | None:
-        """The exit code once the sentinel is readable (negative: killed by that signal)."""
+        """The exit code once the sentinel is readable (negative: killed by that signal).
+
+        The sentinel is the forkserver's status pipe: the exit code, then what
+        the child used, in one write. They are read here straight off it, as
+        ``Popen.poll`` would but without the selector it builds per call.
+        """
         if self.exitcode is None:
-            self._process.join(0)
-            self.exitcode = self._process.exitcode
-            if self.exitcode is not None:
-                _children.discard(self._process.pid)
-            if self.exitcode is not None:  # what it used follows its exit code
-                self.usage = forensics.exit_usage(self.sentinel)
+            popen = self._process._popen
+            if popen.returncode is None:
+                if not _readable(self.sentinel):
+                    return None
+                try:
+                    popen.returncode = forkserver.read_signed(self.sentinel)
+                except (OSError, EOFError):  # the forkserver itself is gone
+                    popen.returncode = 255
+            self.exitcode = popen.returncode
+            _children.discard(self._process.pid)
+            self.usage = forensics.exit_usage(self.sentinel)  # it follows the exit code
         return self.exitcode
 
     def sweep_orphans(self) -> None:

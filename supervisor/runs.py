@@ -224,7 +224,10 @@ class Run:
         match message:
             case protocol.Started(pid, at):
                 self._started_at = at
-                log.info("job %s started (pid %d)", self.job_id, pid, extra=about_job(self.job_id))
+                if log.isEnabledFor(logging.DEBUG):  # its end line, at INFO, has the pid
+                    log.debug(
+                        "job %s started (pid %d)", self.job_id, pid, extra=about_job(self.job_id)
+                    )
                 started = as_stored(datetime.fromtimestamp(at, UTC))
                 if job.status is JobStatus.PENDING:
                     # Written at the end of this read, unless the job's end
@@ -619,10 +622,14 @@ class Run:
 
 
 def _log_end(job: Job, outcome: Outcome, exitcode: int | None, changes: dict[str, Any]) -> None:
-    """The job's end at INFO: completed, failed (its cause), or stopped (mode, latency)."""
+    """The job's end at INFO: completed, failed (its cause), or stopped (mode, latency),
+    with its child's pid and exit code when known: a run's one INFO line."""
     extra = {"extra": about_job(job.id)}
-    # None: it reported its end and the exit code is not in yet.
-    code = "" if exitcode is None else f"; exit {exitcode}"
+    # The child that ran it (none if it died before it began the job), and
+    # its exit code (none when it reported its end: the code is not in yet).
+    code = "" if job.pid is None else f"; pid {job.pid}"
+    if exitcode is not None:
+        code += f"; exit {exitcode}"
     if outcome.status is JobStatus.COMPLETED:
         log.info("job %s completed%s", job.id, code and f" ({code[2:]})", **extra)
     elif outcome.status is JobStatus.FAILED:

@@ -119,7 +119,9 @@ def test_json_log_lines_carry_the_request_and_the_job(
     assert len(accepted) == 1
     assert accepted[0]["requestId"] == "start-req.1"
     assert accepted[0]["level"] == "info"
-    assert any(line["message"].startswith(f"job {job_id} started (pid ") for line in lines)
+    # One INFO line for the run: its end, with the child's pid (the start is at DEBUG).
+    assert any(line["message"].startswith(f"job {job_id} completed (pid ") for line in lines)
+    assert not any(line["message"].startswith(f"job {job_id} started") for line in lines)
     # uvicorn's own lines go through the same formatter.
     assert any(line["logger"].startswith("uvicorn") for line in _json_lines(server))
 
