@@ -319,3 +319,97 @@ def test_an_approval_that_loses_its_row_to_a_rival_is_refused(pg_url: str) -> No
         assert row == ("cancelled", None)
     finally:
         db.close()
+
+
+@pytest.mark.postgres
+def test_chains_and_notifications_survive_dropped_connections_and_a_killed_worker(
+    pg_url: str, make_server: Callable[..., Server]
+) -> None:
+    """Web (no slots) + two workers; every backend of the database terminated again
+    and again, one worker kill -9'd and restarted, while chains run. Then every step
+    ends, a step ends only as its parent allows, and each end is notified under one
+    delivery id (sent again only with the same id)."""
+    import itertools
+    import json
+    import sys
+    import threading
+    import time
+    from collections import defaultdict
+
+    import psycopg
+
+    from tests.test_notify import Receiver, _env
+
+    receiver = Receiver()
+    try:
+        notify = {**CLUSTER, **_env(receiver.url)}
+        web = make_server(DATABASE_URL=pg_url, JOBSUP_MAX_CONCURRENT_JOBS="0", **notify)
+        command = [sys.executable, *WORKER[1:]]
+        workers = [make_server(command=command, DATABASE_URL=pg_url, **notify) for _ in range(2)]
+        chains = []
+        for i in range(6):
+            steps = [
+                {"type": "sleepy", "steps": 3, "stepMs": 100},
+                {"type": "quick", "value": i},
+                {"type": "sleepy", "steps": 2, "stepMs": 50},
+            ]
+            response = web.client.post("/admin/chains", json={"steps": steps})
+            assert response.status_code == 202, response.text
+            chains.append(response.json()["jobIds"])
+        name = pg_url.rsplit("/", 1)[1]
+        stop = threading.Event()
+        errors: list[str] = []
+
+        def terminate() -> None:
+            with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
+                while not stop.wait(0.4):
+                    c.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,),
+                    )
+
+        def poll() -> None:
+            while not stop.is_set():
+                for ids in chains:
+                    try:
+                        status = web.client.get(f"/admin/jobs/{ids[0]}/status").status_code
+                    except Exception:
+                        continue
+                    if status >= 500 and status != 503:
+                        errors.append(str(status))
+
+        threads = [threading.Thread(target=terminate), threading.Thread(target=poll)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        workers[0].kill()
+        time.sleep(3)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        # A start during the outage would exit (code 4): the platform restarts it later.
+        workers.append(make_server(command=command, DATABASE_URL=pg_url, **notify))
+        every = [job_id for ids in chains for job_id in ids]
+        for job_id in every:
+            web.wait_status(job_id, *FINAL, timeout=60)
+        for ids in chains:
+            statuses = [web.status(job_id)["status"] for job_id in ids]
+            for before, after in itertools.pairwise(statuses):
+                if before != "completed":
+                    assert after == "cancelled", statuses
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            undelivered = c.execute(
+                "SELECT count(*) FROM outbox WHERE state <> 'delivered'"
+            ).fetchone()[0]
+        wait_until(
+            lambda: len({json.loads(b)["job"]["id"] for _, b in receiver.accepted()}) == len(every),
+            timeout=90,
+        )
+        deliveries: dict[str, set[str]] = defaultdict(set)
+        for headers, body in receiver.accepted():
+            deliveries[json.loads(body)["job"]["id"]].add(headers["X-Jobsup-Delivery"])
+        assert all(len(d) == 1 for d in deliveries.values()), (deliveries, undelivered)
+    finally:
+        receiver.close()
