@@ -164,9 +164,9 @@ def log_lines(server: Server, job_id: str) -> list[dict[str, Any]]:
         assert response.status_code == 200, response.text
         page = response.json()
         lines += page["lines"]
-        if not page["lines"] or page.get("next") is None:
+        if not page["lines"]:
             return lines
-        after = page["next"]
+        after = page["nextAfter"]
 
 
 def test_a_printing_job_resumed_after_a_kill_9_keeps_one_numbered_log(
@@ -183,7 +183,7 @@ def test_a_printing_job_resumed_after_a_kill_9_keeps_one_numbered_log(
     assert post(again, job_id, "cancel").status_code in (200, 202)
     again.wait_status(job_id, "cancelled")
     lines = log_lines(again, job_id)
-    numbers = [line["lineNo"] if "lineNo" in line else line["line"] for line in lines]
+    numbers = [line["line"] for line in lines]
     assert numbers == sorted(set(numbers)), "numbers repeat or go back"
     assert "Traceback" not in again.log()
 
@@ -515,3 +515,17 @@ def test_a_frozen_job_does_not_stay_stopped_after_a_kill_9_of_the_front(
     finally:
         if alive(child):
             os.killpg(os.getpgid(child), signal.SIGKILL)
+
+
+def test_the_last_lines_of_a_job_stopped_by_a_shutdown_are_kept(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    job_id = server.start_job({"type": "print", "lines": 3000, "wait": True})
+    server.wait_status(job_id, "running")
+    wait_until(lambda: len(log_lines(server, job_id)) >= 1, timeout=20)
+    assert server.stop() == 0
+    again = make_server(DATABASE_URL=server.env["DATABASE_URL"])
+    assert again.status(job_id)["status"] == "cancelled"
+    texts = [line["text"] for line in log_lines(again, job_id)]
+    assert sum(text.startswith("line ") for text in texts) == 3000, texts[-3:]
