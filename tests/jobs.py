@@ -345,3 +345,86 @@ def print_lines(ctx: JobContext, config: PrintConfig) -> dict[str, Any]:
     if config.wait:
         ctx.sleep(600)
     return {"lines": config.lines}
+
+
+class RogueConfig(JobConfig, tag="rogue"):
+    """What a hostile job does to its own process: close its output descriptors
+    (``close_output``), flood stderr without a newline (``flood_bytes``), start a
+    setsid daemon that forks a second setsid daemon (``daemons``), or let a
+    grandchild allocate ``grandchild_mib`` past the memory limit. Then it ends
+    ``how``: return, wait (cooperatively, until cancelled) or crash (SIGKILL itself)."""
+
+    close_output: bool = False
+    flood_bytes: int = 0
+    daemons: bool = False
+    grandchild_mib: int = 0
+    how: Literal["return", "wait", "crash"] = "return"
+
+
+def _daemons(write: int) -> None:
+    """In a fork: leave the session, fork a second daemon that leaves again, both sleep."""
+    os.setsid()
+    second = os.fork()
+    if second == 0:
+        os.setsid()
+        os.write(write, f"{os.getpid()} ".encode())
+        while True:
+            time.sleep(60)
+    os.write(write, f"{os.getpid()} ".encode())
+    while True:
+        time.sleep(60)
+
+
+@job_type(RogueConfig)
+def rogue(ctx: JobContext, config: RogueConfig) -> dict[str, Any]:
+    result: dict[str, Any] = {"pid": os.getpid()}
+    if config.daemons:
+        read, write = os.pipe()
+        if os.fork() == 0:
+            os.close(read)
+            try:
+                _daemons(write)
+            finally:
+                os._exit(0)
+        os.close(write)
+        pids = b""
+        while pids.count(b" ") < 2:
+            pids += os.read(read, 64)
+        os.close(read)
+        result["daemons"] = [int(p) for p in pids.split()]
+    if config.grandchild_mib:
+        code = f"b = bytearray({config.grandchild_mib} * 1024 * 1024)"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True)
+        result["grandchildExit"] = done.returncode
+    if config.flood_bytes:
+        chunk = b"z" * 65536
+        left = config.flood_bytes
+        while left > 0:
+            left -= os.write(2, chunk[: min(left, len(chunk))])
+    if config.close_output:
+        os.close(1)
+        os.close(2)
+    ctx.partial(result)
+    if config.how == "wait":
+        ctx.sleep(600)
+    if config.how == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+class PrinterConfig(JobConfig, tag="printer"):
+    """Resumable: prints one numbered line per step and saves its place after it."""
+
+    to: int = 1000
+    step_ms: int = 20
+
+
+@job_type(PrinterConfig, resumable=True)
+def printer(ctx: JobContext, config: PrinterConfig) -> dict[str, Any]:
+    start = ctx.state["next"] if ctx.resumed else 0
+    for n in range(start, config.to):
+        print(f"printed {n}", flush=True)
+        ctx.save({"next": n + 1})
+        ctx.progress(processed=n + 1, total=config.to)
+        ctx.sleep(config.step_ms / 1000)
+    return {"printed": config.to}

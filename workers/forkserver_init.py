@@ -11,12 +11,13 @@ request to stop the server. Children replace this handler in
 front, and nothing is passed on.
 """
 
+import contextlib
 import os
 import signal
 import warnings
 from types import FrameType
 
-from workers.limits import make_subreaper
+from workers.limits import make_subreaper, signal_at_parent_death
 
 _FRONT = os.getppid()
 
@@ -38,6 +39,42 @@ signal.signal(signal.SIGTERM, _pass_on)
 # of each one it did not fork: expected here, so not worth a line each.
 make_subreaper()
 warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")
+
+
+# A job frozen by a pause (SIGSTOP to its process group) cannot see the
+# front die: it would stay stopped forever, holding its memory (and we with
+# it: each child holds our end-of-life pipe). So the kernel tells us of the
+# front's death (PR_SET_PDEATHSIG) and we send SIGCONT to every child's group
+# (nothing to one that is not stopped); a thawed child then reads its cancel
+# pipe's end and stops as any orphaned child does (SIGTERM to its group, then
+# SIGKILL). The signal also comes when the front's thread that started us
+# ends, so it acts only once our parent is no longer the front.
+_FORKSERVER = os.getpid()
+
+
+def _thaw_children() -> None:
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids = [int(pid) for pid in f.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                os.killpg(os.getpgid(pid), signal.SIGCONT)
+
+
+def _front_gone(signum: int, frame: FrameType | None) -> None:
+    # Children inherit this handler until child_main replaces it: only the
+    # forkserver thaws, and only once the front is really gone.
+    if os.getpid() == _FORKSERVER and os.getppid() != _FRONT:
+        _thaw_children()
+
+
+signal.signal(signal.SIGUSR1, _front_gone)
+signal_at_parent_death(signal.SIGUSR1)
+if os.getppid() != _FRONT:  # it died before we asked
+    _thaw_children()
 
 
 # -- what each child used, told with its exit code -----------------------------

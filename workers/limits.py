@@ -123,6 +123,18 @@ def make_subreaper() -> bool:
         return False
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def signal_at_parent_death(signum: int) -> bool:
+    """The kernel sends ``signum`` to this process when its parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def processes() -> dict[int, tuple[int, int, int]]:
     """Every live process (zombies left out: they are dead): pid -> (parent, group, session)."""
     found: dict[int, tuple[int, int, int]] = {}

@@ -260,9 +260,16 @@ class NotAwaiting(Exception):
 
 
 def approve(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> None:
-    """An approval step becomes pending; KeyTaken if a live job holds its key (it waits on)."""
+    """An approval step becomes pending; KeyTaken if a live job holds its key (it waits on).
+
+    The row is locked as it is read (SQLite's write transaction holds it
+    already): read unlocked on PostgreSQL, a rival's reject, expiry or
+    approval committed before our UPDATE would leave it matching nothing,
+    and the caller would be told "approved" for a job that is not.
+    """
+    lock = " FOR UPDATE" if db.dialect == "postgresql" else ""
     with db.transaction():
-        row = db.one("SELECT status, held_key FROM jobs WHERE id = ?", (job_id,))
+        row = db.one(f"SELECT status, held_key FROM jobs WHERE id = ?{lock}", (job_id,))
         if row is None or row[0] != JobStatus.AWAITING_APPROVAL:
             raise NotAwaiting(None if row is None else JobStatus(row[0]))
         _to_pending(db, job_id, row[1], now_ms, "awaiting_approval", approved_by=by)
