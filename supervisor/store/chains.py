@@ -148,12 +148,12 @@ def _release_one(
             (config, now_ms, job_id),
         )
         notify(db, moved, now_ms, notice_of)  # job.awaiting_approval
-        return JobStatus.AWAITING_APPROVAL
+        return JobStatus.AWAITING_APPROVAL if moved else None
     try:
-        _to_pending(db, job_id, held_key, now_ms, "waiting", config=config)
+        changed = _to_pending(db, job_id, held_key, now_ms, "waiting", config=config)
     except KeyTaken:
         return None  # waits on: the next claim tries again
-    return JobStatus.PENDING
+    return JobStatus.PENDING if changed else None  # None: a rival moved it first
 
 
 def _passed_config(config: str, result: str | None, fields: dict[str, str]) -> tuple[str, Any]:
@@ -175,8 +175,11 @@ def _to_pending(
     before: str,
     config: str | None = None,
     approved_by: RequestedBy | None = None,
-) -> None:
-    """Make a held job claimable, with the exclusive key it waited to take; KeyTaken if held."""
+) -> bool:
+    """Make a held job claimable, with the exclusive key it waited to take; KeyTaken if held.
+
+    False: the row was no longer ``before`` (a rival moved it first).
+    """
     if held_key is not None:
         holder = db.one("SELECT id FROM jobs WHERE exclusive_key = ?", (held_key,))
         if holder is not None:
@@ -188,7 +191,7 @@ def _to_pending(
         values = (to_json(approved_by), now_ms)
     try:
         with db.transaction():  # a savepoint: a rival's key, taken meanwhile, undoes this only
-            db.execute(
+            changed = db.execute(
                 f"UPDATE jobs SET status = 'pending', exclusive_key = held_key, held_key = NULL,"
                 f" config = COALESCE(?, config), updated_at = ?, {_RANK_FROM_NOW}{approved}"
                 " WHERE id = ? AND status = ?",
@@ -200,6 +203,7 @@ def _to_pending(
         if held_key is None or not is_unique_violation(exc):
             raise
         raise KeyTaken(held_key, None) from None
+    return changed == 1
 
 
 def _end(
@@ -272,7 +276,10 @@ def approve(db: Database, job_id: str, by: RequestedBy | None, now_ms: int) -> N
         row = db.one(f"SELECT status, held_key FROM jobs WHERE id = ?{lock}", (job_id,))
         if row is None or row[0] != JobStatus.AWAITING_APPROVAL:
             raise NotAwaiting(None if row is None else JobStatus(row[0]))
-        _to_pending(db, job_id, row[1], now_ms, "awaiting_approval", approved_by=by)
+        if not _to_pending(db, job_id, row[1], now_ms, "awaiting_approval", approved_by=by):
+            # Not with the row locked (SQLite's writer holds it too); said, never assumed.
+            now = db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
+            raise NotAwaiting(None if now is None else JobStatus(now[0]))
 
 
 def reject(
