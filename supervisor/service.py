@@ -55,8 +55,12 @@ REMOTE_POLL_S = 0.05
 UNCLAIMED = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.PAUSED, *HELD})
 
 
-def _after(given: timing.AfterIn | None, chain_parent: str | None) -> After | None:
+def _after(
+    given: timing.AfterIn | None, chain_parent: str | None, job_type: JobType
+) -> After | None:
     """What the job waits for: its ``after``, or in a chain the step before it."""
+    if given is not None and given.result_to_config:
+        _check_passed_fields(given.result_to_config, job_type)
     if chain_parent is not None:
         if given is not None and given.job_id is not None:
             raise Invalid(
@@ -70,6 +74,22 @@ def _after(given: timing.AfterIn | None, chain_parent: str | None) -> After | No
     if given.job_id is None:
         raise Invalid("after.jobId: required", "after.jobId")
     return After(given.job_id, given.when, given.result_to_config)
+
+
+def _check_passed_fields(fields: dict[str, str], job_type: JobType) -> None:
+    """``resultToConfig`` may fill only the type's own config fields, never ``type``.
+
+    The parent's result is copied in after every check ran: a name outside
+    the config (or ``type`` itself) would make a job whose config its type
+    cannot read, or one of another type than the one checked.
+    """
+    names = {f.encode_name for f in msgspec.structs.fields(job_type.config)} - {"type"}
+    for name in fields:
+        if name not in names:
+            raise Invalid(
+                f"after.resultToConfig: {name!r} is not a config field of {job_type.name}",
+                "after.resultToConfig",
+            )
 
 
 class _TypeOnly(msgspec.Struct):
@@ -222,7 +242,7 @@ class JobService:
                 if exc.status == 503:  # the type's check could not reach what it needs
                     raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
-        after = _after(options.after, chain_parent)
+        after = _after(options.after, chain_parent, job_type)
         approval = None
         if options.approval:
             ttl_ms = int(self.settings.plan_ttl_s * 1000)
