@@ -92,6 +92,13 @@ def _check_passed_fields(fields: dict[str, str], job_type: JobType) -> None:
             )
 
 
+def _paused_or_pausing(job: Job) -> Job:
+    """The job a pause answers with; one that ended (or began cancelling) first was not paused."""
+    if job.status in (JobStatus.PAUSED, JobStatus.PAUSING, JobStatus.RUNNING):
+        return job
+    raise NotRunning(f"job {job.id} is {job.status}: it ended before it could pause")
+
+
 class _TypeOnly(msgspec.Struct):
     type: str
 
@@ -426,13 +433,15 @@ class JobService:
         held = lambda j: j.status is not JobStatus.PAUSING  # noqa: E731
         if self.scheduler.pause_local(job_id, freeze):
             await self.table.wait(job_id, self.settings.cancel_wait_s, until=held)
-            return await self._answer(job_id)
+            return _paused_or_pausing(await self._answer(job_id))
         if job.owner is None:  # running, yet nobody holds it: its instance just ended
             raise NotRunning(f"job {job_id} is not running on any instance")
         action = "freeze" if freeze else "pause"
         await self.table.store.call(claims.request_pause, job_id, action, now_ms(), write=True)
-        return await self._wait_in_store(
-            job_id, lambda j: j.status not in (JobStatus.RUNNING, JobStatus.PAUSING)
+        return _paused_or_pausing(
+            await self._wait_in_store(
+                job_id, lambda j: j.status not in (JobStatus.RUNNING, JobStatus.PAUSING)
+            )
         )
 
     async def resume(self, job_id: str) -> Job:

@@ -5,7 +5,9 @@ Each test here is a defect found by attacking a real server from outside.
 
 from __future__ import annotations
 
-from tests.conftest import Server
+from collections.abc import Callable
+
+from tests.conftest import Server, wait_until
 
 
 def test_result_to_config_fills_only_the_types_own_fields(server: Server) -> None:
@@ -36,3 +38,18 @@ def test_result_to_config_fills_only_the_types_own_fields(server: Server) -> Non
         {"type": "quick", "after": {"jobId": parent, "resultToConfig": {"value": "value"}}}
     )
     assert server.wait_status(child, "completed")["result"] == {"value": 1}
+
+
+def test_a_pause_the_job_ends_before_holding_is_refused(
+    make_server: Callable[..., Server],
+) -> None:
+    # The pause waits for the job to hold; this one reaches no context call and
+    # completes instead: the answer says it was not paused, not 202 "completed".
+    server = make_server(JOBSUP_CANCEL_WAIT_S="60")
+    job_id = server.start_job({"type": "stubborn", "seconds": 1})
+    server.wait_status(job_id, "running")
+    wait_until(lambda: server.status(job_id)["progress"]["message"] == "stuck inside a batch")
+    answer = server.client.post(f"/admin/jobs/{job_id}/pause")
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "not_running"
+    assert server.status(job_id)["status"] == "completed"
