@@ -238,6 +238,13 @@ class JobService:
         """
         job_type = self._job_type(body)
         options, body = timing.split(body)
+        if chain_parent is not None:
+            for name, given in (("runAt", options.run_at), ("delayS", options.delay_s)):
+                if given is not None:
+                    raise Invalid(
+                        f"{name}: a chain's step runs after the step before it, not at a time",
+                        name,
+                    )
         created = now()
         run_at = timing.run_at(options, created)
         retry = timing.policy(job_type, options, self.settings.max_attempts)

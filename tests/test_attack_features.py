@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.conftest import Server, wait_until
+from tests.helpers import iso_days_ago
 
 
 def test_result_to_config_fills_only_the_types_own_fields(server: Server) -> None:
@@ -53,3 +54,15 @@ def test_a_pause_the_job_ends_before_holding_is_refused(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "not_running"
     assert server.status(job_id)["status"] == "completed"
+
+
+def test_a_chain_step_after_the_first_takes_no_time_of_its_own(server: Server) -> None:
+    # Its after is implicit: a runAt/delayS there was accepted, then ignored
+    # (the step ran at once, its record showing a runAt still to come).
+    for field, value in (("delayS", 300), ("runAt", iso_days_ago(-1))):
+        answer = server.client.post(
+            "/admin/chains", json={"steps": [{"type": "quick"}, {"type": "quick", field: value}]}
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["field"] == f"steps[1].{field}"
+    assert server.client.get("/admin/jobs").json() == []
