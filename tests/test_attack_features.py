@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.conftest import Server, wait_until
-from tests.helpers import iso_days_ago
+from tests.helpers import WINDOW_MS, group_body, iso_days_ago
 
 
 def test_result_to_config_fills_only_the_types_own_fields(server: Server) -> None:
@@ -66,3 +66,17 @@ def test_a_chain_step_after_the_first_takes_no_time_of_its_own(server: Server) -
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["field"] == f"steps[1].{field}"
     assert server.client.get("/admin/jobs").json() == []
+
+
+def test_a_removal_plan_answers_its_expiry_as_every_time_is_written(server: Server) -> None:
+    assert server.client.put("/admin/groups/g1@g.us", json=group_body(3)).status_code == 200
+    answer = server.client.post(
+        "/admin/groups/g1@g.us/removal-plans",
+        json={"batchSize": 3, "delayMs": 0, "inactivityWindowMs": WINDOW_MS},
+    )
+    assert answer.status_code == 202, answer.text
+    plan = answer.json()
+    held = server.status(plan["removalJobId"])
+    # The same text as the job's own approval.expiresAt: UTC, milliseconds, Z.
+    assert plan["expiresAt"] == held["approval"]["expiresAt"]
+    assert plan["expiresAt"].endswith("Z")
