@@ -80,3 +80,19 @@ def test_a_removal_plan_answers_its_expiry_as_every_time_is_written(server: Serv
     # The same text as the job's own approval.expiresAt: UTC, milliseconds, Z.
     assert plan["expiresAt"] == held["approval"]["expiresAt"]
     assert plan["expiresAt"].endswith("Z")
+
+
+def test_a_job_runs_and_is_heard_under_the_lowest_open_files_limit(server: Server) -> None:
+    # openFiles 1 and 2 are accepted (ints from 1): the child's output capture
+    # (dup2 onto fds 1 and 2) ran under the limit, failed, and every such job
+    # "exited with code 1 without reporting a result" before it began.
+    for open_files in (1, 2):
+        job_id = server.start_job(
+            {"type": "print", "lines": 3, "limits": {"openFiles": open_files}}
+        )
+        job = server.wait_status(job_id, "completed", "failed")
+        assert job["status"] == "completed", job["error"]
+        lines = server.client.get(f"/admin/jobs/{job_id}/logs").json()["lines"]
+        assert [line["text"] for line in lines if line["stream"] == "stdout"][:1] == [
+            "line 000001 xxxxxxxx"
+        ]
