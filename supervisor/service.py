@@ -99,6 +99,13 @@ def _paused_or_pausing(job: Job) -> Job:
     raise NotRunning(f"job {job.id} is {job.status}: it ended before it could pause")
 
 
+def _resumed(job: Job) -> Job:
+    """The job a resume answers with; one a cancel overtook (or that ended) was not resumed."""
+    if job.status in (JobStatus.RUNNING, JobStatus.PENDING, JobStatus.PAUSED):
+        return job
+    raise NotPaused(f"job {job.id} is {job.status}: it was not resumed")
+
+
 class _TypeOnly(msgspec.Struct):
     type: str
 
@@ -458,13 +465,15 @@ class JobService:
             raise NotPaused(f"job {job_id} is {job.status}: only a paused job can be resumed")
         log.info("job %s: resume requested", job_id, extra=about_job(job_id))
         if self.scheduler.resume_local(job_id):
-            return await self._answer(job_id)
+            return _resumed(await self._answer(job_id))
         if job.owner is None:  # paused across a restart: back to the queue
             if await self.table.store.call(claims.resume_unclaimed, job_id, now_ms(), write=True):
                 self.scheduler.wake()
-            return await self.get(job_id)
+            return _resumed(await self.get(job_id))
         await self.table.store.call(claims.request_pause, job_id, "resume", now_ms(), write=True)
-        return await self._wait_in_store(job_id, lambda j: j.status is not JobStatus.PAUSED)
+        return _resumed(
+            await self._wait_in_store(job_id, lambda j: j.status is not JobStatus.PAUSED)
+        )
 
     async def _answer(self, job_id: str) -> Job:
         """The job as this instance holds it, its latest state written first."""
