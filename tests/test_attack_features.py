@@ -96,3 +96,11 @@ def test_a_job_runs_and_is_heard_under_the_lowest_open_files_limit(server: Serve
         assert [line["text"] for line in lines if line["stream"] == "stdout"][:1] == [
             "line 000001 xxxxxxxx"
         ]
+
+
+def test_a_chain_step_that_is_no_object_is_named_readably(server: Server) -> None:
+    answer = server.client.post("/admin/chains", json={"steps": [{"type": "quick"}, None]})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "steps[1]"
+    assert error["message"] == "steps[1]: Expected `object`, got `null`"
