@@ -92,10 +92,13 @@ def test_a_job_runs_and_is_heard_under_the_lowest_open_files_limit(server: Serve
         )
         job = server.wait_status(job_id, "completed", "failed")
         assert job["status"] == "completed", job["error"]
-        lines = server.client.get(f"/admin/jobs/{job_id}/logs").json()["lines"]
-        assert [line["text"] for line in lines if line["stream"] == "stdout"][:1] == [
-            "line 000001 xxxxxxxx"
-        ]
+
+        def stdout(job_id: str = job_id) -> list[str]:
+            lines = server.client.get(f"/admin/jobs/{job_id}/logs").json()["lines"]
+            return [line["text"] for line in lines if line["stream"] == "stdout"]
+
+        # Lines are stored apart from the job's end (batched): wait for them.
+        assert wait_until(lambda: stdout()[:1])[0] == "line 000001 xxxxxxxx"
 
 
 def test_a_chain_step_that_is_no_object_is_named_readably(server: Server) -> None:
