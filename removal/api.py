@@ -22,6 +22,7 @@ from supervisor.api.guard import caller_of
 from supervisor.api.query import encode_cursor, query_bool, query_cursor, query_int
 from supervisor.chains import ChainIn, Chains
 from supervisor.errors import JobsupError
+from workers.times import iso
 
 MAX_PAGE = 1000
 
@@ -207,7 +208,7 @@ async def create_plan(request: Request) -> Response:
         raise
     expires = real.approval.expires_at if real.approval is not None else None
     answer = PlanAnswer(
-        dry.chain_id or "", dry.id, real.id, None if expires is None else expires.isoformat()
+        dry.chain_id or "", dry.id, real.id, None if expires is None else iso(expires)
     )
     return json(answer, 202)
 

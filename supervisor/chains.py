@@ -58,7 +58,8 @@ class Chains:
                 step = await self.jobs.prepare(bytes(body), caller=caller, chain_parent=parent)
             except JobsupError as exc:
                 field = f"steps[{index}]" + ("" if exc.field is None else f".{exc.field}")
-                exc.message, exc.field = f"steps[{index}].{exc.message}", field
+                joint = ": " if exc.field is None else "."  # "steps[1]: Expected `object`"
+                exc.message, exc.field = f"steps[{index}]{joint}{exc.message}", field
                 raise
             step.job.chain_id, step.job.chain_index = chain_id, index
             prepared.append(step)

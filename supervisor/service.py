@@ -55,8 +55,12 @@ REMOTE_POLL_S = 0.05
 UNCLAIMED = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.PAUSED, *HELD})
 
 
-def _after(given: timing.AfterIn | None, chain_parent: str | None) -> After | None:
+def _after(
+    given: timing.AfterIn | None, chain_parent: str | None, job_type: JobType
+) -> After | None:
     """What the job waits for: its ``after``, or in a chain the step before it."""
+    if given is not None and given.result_to_config:
+        _check_passed_fields(given.result_to_config, job_type)
     if chain_parent is not None:
         if given is not None and given.job_id is not None:
             raise Invalid(
@@ -70,6 +74,36 @@ def _after(given: timing.AfterIn | None, chain_parent: str | None) -> After | No
     if given.job_id is None:
         raise Invalid("after.jobId: required", "after.jobId")
     return After(given.job_id, given.when, given.result_to_config)
+
+
+def _check_passed_fields(fields: dict[str, str], job_type: JobType) -> None:
+    """``resultToConfig`` may fill only the type's own config fields, never ``type``.
+
+    The parent's result is copied in after every check ran: a name outside
+    the config (or ``type`` itself) would make a job whose config its type
+    cannot read, or one of another type than the one checked.
+    """
+    names = {f.encode_name for f in msgspec.structs.fields(job_type.config)} - {"type"}
+    for name in fields:
+        if name not in names:
+            raise Invalid(
+                f"after.resultToConfig: {name!r} is not a config field of {job_type.name}",
+                "after.resultToConfig",
+            )
+
+
+def _paused_or_pausing(job: Job) -> Job:
+    """The job a pause answers with; one that ended (or began cancelling) first was not paused."""
+    if job.status in (JobStatus.PAUSED, JobStatus.PAUSING, JobStatus.RUNNING):
+        return job
+    raise NotRunning(f"job {job.id} is {job.status}: it ended before it could pause")
+
+
+def _resumed(job: Job) -> Job:
+    """The job a resume answers with; one a cancel overtook (or that ended) was not resumed."""
+    if job.status in (JobStatus.RUNNING, JobStatus.PENDING, JobStatus.PAUSED):
+        return job
+    raise NotPaused(f"job {job.id} is {job.status}: it was not resumed")
 
 
 class _TypeOnly(msgspec.Struct):
@@ -211,6 +245,13 @@ class JobService:
         """
         job_type = self._job_type(body)
         options, body = timing.split(body)
+        if chain_parent is not None:
+            for name, given in (("runAt", options.run_at), ("delayS", options.delay_s)):
+                if given is not None:
+                    raise Invalid(
+                        f"{name}: a chain's step runs after the step before it, not at a time",
+                        name,
+                    )
         created = now()
         run_at = timing.run_at(options, created)
         retry = timing.policy(job_type, options, self.settings.max_attempts)
@@ -222,7 +263,7 @@ class JobService:
                 if exc.status == 503:  # the type's check could not reach what it needs
                     raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
-        after = _after(options.after, chain_parent)
+        after = _after(options.after, chain_parent, job_type)
         approval = None
         if options.approval:
             ttl_ms = int(self.settings.plan_ttl_s * 1000)
@@ -406,13 +447,15 @@ class JobService:
         held = lambda j: j.status is not JobStatus.PAUSING  # noqa: E731
         if self.scheduler.pause_local(job_id, freeze):
             await self.table.wait(job_id, self.settings.cancel_wait_s, until=held)
-            return await self._answer(job_id)
+            return _paused_or_pausing(await self._answer(job_id))
         if job.owner is None:  # running, yet nobody holds it: its instance just ended
             raise NotRunning(f"job {job_id} is not running on any instance")
         action = "freeze" if freeze else "pause"
         await self.table.store.call(claims.request_pause, job_id, action, now_ms(), write=True)
-        return await self._wait_in_store(
-            job_id, lambda j: j.status not in (JobStatus.RUNNING, JobStatus.PAUSING)
+        return _paused_or_pausing(
+            await self._wait_in_store(
+                job_id, lambda j: j.status not in (JobStatus.RUNNING, JobStatus.PAUSING)
+            )
         )
 
     async def resume(self, job_id: str) -> Job:
@@ -422,13 +465,15 @@ class JobService:
             raise NotPaused(f"job {job_id} is {job.status}: only a paused job can be resumed")
         log.info("job %s: resume requested", job_id, extra=about_job(job_id))
         if self.scheduler.resume_local(job_id):
-            return await self._answer(job_id)
+            return _resumed(await self._answer(job_id))
         if job.owner is None:  # paused across a restart: back to the queue
             if await self.table.store.call(claims.resume_unclaimed, job_id, now_ms(), write=True):
                 self.scheduler.wake()
-            return await self.get(job_id)
+            return _resumed(await self.get(job_id))
         await self.table.store.call(claims.request_pause, job_id, "resume", now_ms(), write=True)
-        return await self._wait_in_store(job_id, lambda j: j.status is not JobStatus.PAUSED)
+        return _resumed(
+            await self._wait_in_store(job_id, lambda j: j.status is not JobStatus.PAUSED)
+        )
 
     async def _answer(self, job_id: str) -> Job:
         """The job as this instance holds it, its latest state written first."""

@@ -6,6 +6,7 @@ Variables are ``JOBSUP_*`` plus ``PORT`` and ``DATABASE_URL``. Tests build
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -317,7 +318,20 @@ def _modules(value: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in value.split(",") if m.strip())
 
 
-_SCALARS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _bool}
+def _finite(value: str) -> float:
+    """A number of seconds (or a rate): nan and inf pass every bound check, so none is one."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+_SCALARS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": _finite,
+    "str": str,
+    "bool": _bool,
+}
 _PARSERS: dict[str, Callable[[str], Any]] = {
     f.name: _SCALARS.get(str(f.type), _modules) for f in fields(Settings)
 }

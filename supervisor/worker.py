@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from supervisor.app import healthz, readyz
+from supervisor.app import handle_http, healthz, readyz
 from supervisor.runtime import Runtime
 from supervisor.settings import Settings
 from supervisor.startup import EXIT_USAGE, StartupFailed
@@ -56,4 +57,7 @@ def create_worker_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
         ],
         lifespan=lifespan,
+        # A probe sent to the wrong path or with the wrong method gets the
+        # error envelope every jobsup answer has, not Starlette's plain text.
+        exception_handlers={HTTPException: handle_http},
     )

@@ -43,6 +43,12 @@ def test_a_web_instance_may_run_no_job_on_postgresql() -> None:
         ({"JOBSUP_LOG_LEVEL": "trace"}, "JOBSUP_LOG_LEVEL"),
         ({"JOBSUP_HEARTBEAT_S": "10", "JOBSUP_NODE_TIMEOUT_S": "15"}, "JOBSUP_NODE_TIMEOUT_S"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        # nan and inf pass every "> 0" check: the server then failed at its
+        # startup (JOBSUP_NOTIFY_RETRY_S) or at a start's expiry (PLAN_TTL_S).
+        ({"JOBSUP_NOTIFY_RETRY_S": "nan"}, "JOBSUP_NOTIFY_RETRY_S"),
+        ({"JOBSUP_PLAN_TTL_S": "inf"}, "JOBSUP_PLAN_TTL_S"),
+        ({"JOBSUP_PAUSED_TIMEOUT_S": "nan"}, "JOBSUP_PAUSED_TIMEOUT_S"),
+        ({"JOBSUP_MAX_TIMEOUT_S": "inf"}, "JOBSUP_MAX_TIMEOUT_S"),
     ],
 )
 def test_bad_values_name_their_variable(env: dict[str, str], named: str) -> None:

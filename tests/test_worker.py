@@ -189,3 +189,24 @@ def test_worker_refuses_no_slots() -> None:
     done = subprocess.run(WORKER, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "a worker with no job slot would run nothing" in done.stderr
+
+
+def test_the_worker_port_answers_errors_in_the_envelope() -> None:
+    # No lifespan (no runtime): only the router and its error handlers answer.
+    import asyncio
+
+    from supervisor.settings import Settings
+    from supervisor.worker import create_worker_app
+
+    async def ask(method: str, path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_worker_app(Settings()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
+            return await client.request(method, path)
+
+    for method, path, status, code in (
+        ("POST", "/healthz", 405, "method_not_allowed"),
+        ("GET", "/admin/jobs", 404, "not_found"),
+    ):
+        answer = asyncio.run(ask(method, path))
+        assert answer.status_code == status
+        assert answer.json()["error"]["code"] == code

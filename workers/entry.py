@@ -136,11 +136,13 @@ def child_main(
     signal.signal(signal.SIGTERM, state.on_sigterm)
     signal.signal(signal.SIGXCPU, state.on_sigxcpu)
     spec_conn.close()
+    # Output first: dup2 onto fds 1 and 2 fails (EBADF) once an openFiles
+    # limit of 1 or 2 holds, and the child would die before its job began.
+    if outputs is not None:
+        _capture_output(*outputs)
     if spec.limits_json is not None:
         state.limits = limits_.decoder.decode(spec.limits_json)
     limits_.apply(state.limits)  # rlimits, and a subreaper for every descendant
-    if outputs is not None:
-        _capture_output(*outputs)
     channel = Channel(progress_conn, cancel)
     ctx = JobContext(
         spec.job_id,
