@@ -128,14 +128,16 @@ def _operations(server: Server) -> list[tuple[Any, list[Any]]]:
 def _sent_as_generated(case: Any) -> bool:
     """Whether an invalid case reaches the server as invalid as it was generated.
 
-    A query parameter whose value is null is dropped by the HTTP client, so
-    a case whose only fault was such a parameter (or the missing
-    Authorization, which every request here carries) arrives valid and is
-    rightly answered 200; schemathesis would call that accepting invalid data.
+    A query parameter whose value is null, or an empty list, is dropped by
+    the HTTP client, so a case whose only fault was such a parameter (or the
+    missing Authorization, which every request here carries) arrives valid
+    and is rightly answered 200; schemathesis would call that accepting
+    invalid data.
     """
     query = case.query or {}
     return not any(
-        value is None or (isinstance(value, list) and None in value) for value in query.values()
+        value is None or (isinstance(value, list) and (not value or None in value))
+        for value in query.values()
     )
 
 
