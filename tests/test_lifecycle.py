@@ -117,6 +117,9 @@ def test_a_cancelled_child_that_hangs_is_killed_after_kill_after_s(make_server: 
     server = make_server(JOBSUP_CANCEL_GRACE_S="30", JOBSUP_KILL_AFTER_S="1")
     job_id = server.start_job({"type": "linger", "waitMs": 60_000})
     pid = wait_until(partial(_pid, server, job_id), timeout=10)
+    # Cancelled once its partial result is in: a cancel before the job's
+    # first context call ends it there, with no result to keep.
+    wait_until(lambda: server.status(job_id)["result"] == {"pid": pid}, timeout=10)
     server.client.post(f"/admin/jobs/{job_id}/cancel")
     assert server.wait_status(job_id, "cancelled")["result"] == {"pid": pid}
     wait_until(lambda: not alive(pid), timeout=10)
