@@ -430,12 +430,14 @@ def _walk(
             ctx.partial(result.as_dict())
             if resume.after_batch is not None:
                 resume.after_batch(number)
+        tally = f"batch {number}/{last}: {_tally(result)}"
         ctx.progress(
             processed=min(before + (number - done) * batch_size, total),
             total=total,
-            message=f"batch {number}/{last}: {_tally(result)}",
+            message=tally,
             phase="removal",
         )
+        ctx.log(tally)  # the job's own log (GET /admin/jobs/{id}/logs) keeps every batch
     return result.as_dict()
 
 

@@ -308,11 +308,18 @@ def test_removal_queue_checks_each_member_again(db: Database, make_job: Any) -> 
     assert result["queued"] == 0
     assert history(db) == [("idle-5", "SUCCESS", "inactive for 100 days", "job-8")]
     assert queued_ids(db) == []
-    assert job.logs() == [
+    logs = job.logs()
+    assert [line for line in logs if line.startswith("skipped")] == [
         "skipped idle-1: admin",
         "skipped idle-2: whitelisted",
         "skipped idle-3: active again",
         "skipped idle-4: not a member",
+    ]
+    # Each batch leaves its tally in the job's own log, as its progress says it.
+    assert [line for line in logs if line.startswith("batch")] == [
+        "batch 1/3: 0 removed, 0 failed, 2 skipped",
+        "batch 2/3: 0 removed, 0 failed, 4 skipped",
+        "batch 3/3: 1 removed, 0 failed, 4 skipped",
     ]
 
 
