@@ -336,7 +336,6 @@ def test_chains_and_notifications_survive_dropped_connections_and_a_killed_worke
     import json
     import sys
     import threading
-    import time
     from collections import defaultdict
 
     import psycopg
@@ -363,6 +362,8 @@ def test_chains_and_notifications_survive_dropped_connections_and_a_killed_worke
         stop = threading.Event()
         errors: list[str] = []
 
+        outages: list[int] = []  # one entry per round of terminated connections
+
         def terminate() -> None:
             with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
                 while not stop.wait(0.4):
@@ -371,6 +372,7 @@ def test_chains_and_notifications_survive_dropped_connections_and_a_killed_worke
                         " WHERE datname = %s AND pid <> pg_backend_pid()",
                         (name,),
                     )
+                    outages.append(1)
 
         def poll() -> None:
             while not stop.is_set():
@@ -385,9 +387,10 @@ def test_chains_and_notifications_survive_dropped_connections_and_a_killed_worke
         threads = [threading.Thread(target=terminate), threading.Thread(target=poll)]
         for thread in threads:
             thread.start()
-        time.sleep(1.5)
+        # A worker killed a few outages in, then as many outages again.
+        wait_until(lambda: len(outages) >= 4, timeout=30)
         workers[0].kill()
-        time.sleep(3)
+        wait_until(lambda: len(outages) >= 11, timeout=30)
         stop.set()
         for thread in threads:
             thread.join()
