@@ -15,6 +15,7 @@ from supervisor.store import Store
 from tests.conftest import Server, wait_until
 from tests.fake_evolution import FakeEvolution, Fault, running
 from tests.helpers import removal, rows
+from tests.test_durability import stored
 from tests.test_evolution import (
     GROUP,
     IDLE,
@@ -219,6 +220,10 @@ def test_a_job_interrupted_by_its_instance_dying_is_retried(server: Server, tmp_
     body = {"type": "flaky", "path": str(tmp_path / "runs"), "crashes": 1, "hangs": True}
     job_id = server.start_job(body | {"retry": {"maxAttempts": 2, "backoffS": 0}})
     server.wait_status(job_id, "running")
+    # Killed once its start is stored: a job stored pending (its running
+    # write still on its way) never began, and is handed back untried.
+    url = server.env["DATABASE_URL"]
+    wait_until(lambda: stored(url, job_id)["status"] == "running")
     server.kill()  # SIGKILL: the next start rescues the job
     server.start()
     job = server.wait_status(job_id, "completed", timeout=20)
