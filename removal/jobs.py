@@ -251,15 +251,16 @@ def _against_directory(ctx: JobContext, config: Any, run: Callable[..., Any]) ->
 def run_workflow(
     ctx: JobContext, db: Database, gateway: Gateway, config: RemovalWorkflowConfig
 ) -> dict[str, Any]:
-    result = _begin(ctx, config)
     place = _resumed_place(ctx, config)
     if place is not None:  # synced before it was interrupted: the queue is its plan
-        result.queued = place.queued
         # A call in flight when it was interrupted left intents: settle them first,
         # or their members (perhaps already removed) stay queued and unrecorded.
-        if settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id):
+        interrupted = settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
+        result = _begin(ctx, db, config, queued=place.queued)
+        if interrupted:
             _after_a_call(place, config)
         return _remove_queued(ctx, db, gateway, config, result, place)
+    result = _begin(ctx, db, config)
     group, window = config.group_wa_id, config.inactivity_window_ms
     ctx.progress(message="fetching members", phase="sync")
     fetched = gateway.fetch_members(group)
@@ -281,11 +282,12 @@ def run_workflow(
 def run_queue(
     ctx: JobContext, db: Database, gateway: Gateway, config: RemovalQueueConfig
 ) -> dict[str, Any]:
-    result = _begin(ctx, config)
     if config.dry_run:
+        result = _begin(ctx, db, config)
         plan = queue.preview(db, config.group_wa_id, current_ms())
         return _walk(ctx, plan.entries, _dry_step(plan, result), result, config.batch_size, 0)
     interrupted = settle_leftovers(db, gateway, _writer(ctx), config.group_wa_id)
+    result = _begin(ctx, db, config)
     place = _resumed_place(ctx, config) or Place()
     if interrupted:
         _after_a_call(place, config)
@@ -312,9 +314,18 @@ def _writer(ctx: JobContext) -> Writer:
     return Writer(ctx.job_id, ctx.attempt, ctx.fence)
 
 
-def _begin(ctx: JobContext, config: RemovalQueueConfig) -> RemovalResult:
-    result = RemovalResult(config.group_wa_id, config.dry_run)
-    # Even a job cancelled before doing anything shows the shape of its result.
+def _begin(
+    ctx: JobContext, db: Database, config: RemovalQueueConfig, queued: int = 0
+) -> RemovalResult:
+    """The result as it stands before this run acts, shown at once; then the first cancel point.
+
+    Even a job cancelled before doing anything shows the shape of its result,
+    and a job run again (rescued after its instance died) what its earlier
+    runs removed: a cancel here must not hide them.
+    """
+    result = RemovalResult(config.group_wa_id, config.dry_run, queued=queued)
+    if not config.dry_run:
+        _carry_over(db, ctx.job_id, (), result)
     ctx.partial(result.as_dict())
     ctx.checkpoint()
     return result
@@ -361,13 +372,15 @@ def _processed(result: RemovalResult) -> int:
 
 
 def _carry_over(
-    db: Database, job_id: str, entries: list[QueueEntry], result: RemovalResult
+    db: Database, job_id: str, entries: Sequence[QueueEntry], result: RemovalResult
 ) -> int | None:
     """A job run again (rescued after its instance died) reports its earlier runs too.
 
     Its history rows are what those runs did: every member they removed, and
     every failure not retried now (a member still queued gets this run's outcome).
-    Returns when the last of those rows was written (epoch ms), None if none was.
+    Sets the result's removals and failures to those (called again once the
+    queue is read). Returns when the last of those rows was written (epoch
+    ms), None if none was.
     """
     retried = {entry.whatsapp_id for entry in entries}
     latest: dict[str, tuple[str, str | None]] = {}
@@ -376,11 +389,13 @@ def _carry_over(
         latest.pop(wid, None)  # ordered by each member's last outcome
         latest[wid] = (outcome, reason)
         last_ms = at
-    for wid, (outcome, reason) in latest.items():
-        if outcome == "SUCCESS":
-            result.removed_whatsapp_ids.append(wid)
-        elif wid not in retried:
-            result.failed.append(Failure(wid, reason or ""))
+    removed = [wid for wid, (outcome, _) in latest.items() if outcome == "SUCCESS"]
+    result.removed_whatsapp_ids = removed
+    result.failed = [
+        Failure(wid, reason or "")
+        for wid, (outcome, reason) in latest.items()
+        if outcome != "SUCCESS" and wid not in retried
+    ]
     return last_ms
 
 

@@ -426,6 +426,32 @@ def test_cancel_between_batches_keeps_what_was_done(db: Database, make_job: Any)
     assert len(history(db)) == 5
 
 
+@pytest.mark.parametrize("kind", ["workflow", "queue"])
+def test_a_job_run_again_and_cancelled_at_once_still_lists_its_earlier_removals(
+    db: Database, make_job: Any, kind: str
+) -> None:
+    """Rescued after its instance died, then cancelled before its first batch: nothing is hidden."""
+    garden(db)
+    first = make_job("job-c", cancel_when=lambda r: len(r["removedWhatsappIds"]) >= 2)
+    with pytest.raises(JobCancelled):
+        removal_workflow(first.ctx, workflow(batch_size=2, delay_ms=60_000))
+    assert first.ctx.last_partial["removedWhatsappIds"] == ["idle-1", "idle-2"]
+
+    again = make_job("job-c")  # the same job, its next run
+    if kind == "workflow":  # it resumes from the place its first run saved
+        again.ctx.state, again.ctx.resumed = {"queued": 5, "batchesDone": 1}, True
+    again.cancel.set()
+    run, config = (
+        (removal_workflow, workflow(batch_size=2))
+        if kind == "workflow"
+        else (removal_queue_job, queue_job(batch_size=2))
+    )
+    with pytest.raises(JobCancelled):
+        run(again.ctx, config)
+    assert again.ctx.last_partial["removedWhatsappIds"] == ["idle-1", "idle-2"]
+    assert queued_ids(db) == ["idle-3", "idle-4", "idle-5"]  # and it did nothing more
+
+
 def test_cancel_during_a_dry_run(db: Database, make_job: Any) -> None:
     garden(db)
     before = snapshot(db)
