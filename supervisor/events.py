@@ -123,18 +123,27 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     job_type: str
     status: JobStatus
     label: str | None  # "name=value" (``store.jobs.label_of``), or None
-    data: bytes  # the JSON of the SSE ``data:`` line
-    # The whole SSE event (event:, id:, data: lines), made once for every stream.
-    frame: bytes = b""
+    # The whole SSE event (event:, id:, data: lines), made once for every
+    # stream. The replay buffer holds thousands: the data line's JSON is read
+    # off it (``data``), not kept a second time.
+    frame: bytes
+
+    @property
+    def data(self) -> bytes:
+        """The JSON of the SSE ``data:`` line (JSON has no raw newline: the first is the id's)."""
+        return self.frame[self.frame.index(b"\ndata: ") + 7 : -2]
 
 
-def _framed(event: Event) -> Event:
-    frame = b"event: %s\nid: %s\ndata: %s\n\n" % (
-        event.kind.value.encode(),
-        event.id.encode(),
-        event.data,
-    )
-    return msgspec.structs.replace(event, frame=frame)
+def _event(
+    event_id: str,
+    seq: int,
+    kind: Kind,
+    job: Job,
+    label: str | None,
+    data: bytes,
+) -> Event:
+    frame = b"event: %s\nid: %s\ndata: %s\n\n" % (kind.value.encode(), event_id.encode(), data)
+    return Event(event_id, seq, kind, job.id, job.type, job.status, label, frame)
 
 
 def _label(job: Job) -> str | None:
@@ -320,18 +329,7 @@ class EventBus:
 
     def _emit(self, kind: Kind, job: Job, data: bytes) -> Event:
         self.seq += 1
-        event = _framed(
-            Event(
-                f"{self.epoch}-{self.seq}",
-                self.seq,
-                kind,
-                job.id,
-                job.type,
-                job.status,
-                self.label(job),
-                data,
-            )
-        )
+        event = _event(f"{self.epoch}-{self.seq}", self.seq, kind, job, self.label(job), data)
         self._buffer.append(event)
         self._buffered_bytes += len(event.frame)
         while self._buffer and (
@@ -356,22 +354,14 @@ class EventBus:
         Not buffered, not broadcast; its id is the latest event's, so a
         client resuming from it gets what follows.
         """
-        return _framed(
-            Event(
-                self.last_id,
-                self.seq,
-                Kind.SNAPSHOT,
-                job.id,
-                job.type,
-                job.status,
-                self.label(job),
-                job_data(job, with_result),
-            )
+        return _event(
+            self.last_id, self.seq, Kind.SNAPSHOT, job, self.label(job), job_data(job, with_result)
         )
 
     def finished_copy(self, snapshot: Event) -> Event:
         """The ``finished`` event a stream ends with when its snapshot is final already."""
-        return _framed(msgspec.structs.replace(snapshot, kind=Kind.FINISHED))
+        frame = b"event: %s\n%s" % (Kind.FINISHED.value.encode(), snapshot.frame.split(b"\n", 1)[1])
+        return msgspec.structs.replace(snapshot, kind=Kind.FINISHED, frame=frame)
 
     # -- subscribing ---------------------------------------------------------
 

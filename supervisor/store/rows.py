@@ -7,6 +7,7 @@ through it.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -118,7 +119,7 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
         retry=None if retry is None else _retry_decoder.decode(retry),
         attempt_errors=None if attempt_errors is None else _attempts_decoder.decode(attempt_errors),
         idempotency_key=idempotency_key,
-        requested_by=None if requested_by is None else _requested_by_decoder.decode(requested_by),
+        requested_by=_by(requested_by),
         after=None
         if after_job_id is None
         else After(
@@ -145,7 +146,14 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
 
 
 def _by(text: str | None) -> RequestedBy | None:
-    return None if text is None else _requested_by_decoder.decode(text)
+    return None if text is None else _requested_by(text)
+
+
+# A few callers start most jobs: each job in memory shares its caller's one
+# (frozen) value rather than holding a copy of the same three strings.
+@functools.lru_cache(maxsize=256)
+def _requested_by(text: str) -> RequestedBy:
+    return _requested_by_decoder.decode(text)
 
 
 class KeyTaken(Exception):
