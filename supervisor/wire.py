@@ -8,6 +8,8 @@ always present.
 
 from __future__ import annotations
 
+import functools
+import typing
 from datetime import datetime
 from typing import Any
 
@@ -28,13 +30,33 @@ def _holds_times(value: Any) -> bool:
     return isinstance(value, datetime | msgspec.Struct)
 
 
+@functools.cache
+def _walked(cls: type) -> tuple[str, ...]:
+    """The fields of a struct class whose type lets them hold a time; the rest are skipped.
+
+    Every answer goes through here (a status GET is mostly this), so a job's
+    thirty fields are not looked at one by one when a dozen can hold a time.
+    """
+    return tuple(f.name for f in msgspec.structs.fields(cls) if _may_hold(f.type))
+
+
+def _may_hold(kind: Any) -> bool:
+    if kind is Any:
+        return True
+    if isinstance(kind, type) and not typing.get_args(kind):
+        if issubclass(kind, msgspec.Struct):
+            return bool(_walked(kind))  # a struct with no time in it is left as it is
+        return issubclass(kind, datetime)
+    return any(_may_hold(arg) for arg in typing.get_args(kind))
+
+
 def _field(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, msgspec.Struct):
         changes = {
             name: _field(v)
-            for name in value.__struct_fields__
+            for name in _walked(type(value))
             if _holds_times(v := getattr(value, name))
         }
         return msgspec.structs.replace(value, **changes) if changes else value

@@ -153,3 +153,32 @@ def test_one_text_form_for_every_time() -> None:
     job = pending_job()
     encoded = msgspec.json.decode(json(wire([job])).body)  # type: ignore[arg-type]
     assert encoded[0]["createdAt"] == iso(job.created_at)
+
+
+class _Inner(msgspec.Struct):
+    at: datetime
+
+
+class _NoTimes(msgspec.Struct):
+    name: str
+    count: int
+
+
+class _Outer(msgspec.Struct):
+    plain: _NoTimes
+    nested: _Inner | None
+    many: list[_Inner]
+    loose: Any  # a field typed Any is looked at as it is
+    text: str
+
+
+def test_times_are_found_wherever_a_struct_may_hold_one() -> None:
+    """Only fields whose type can hold a time are walked, and every such time is converted."""
+    moment = from_ms(1_795_938_113_300)
+    plain = _NoTimes("n", 1)
+    value = _Outer(plain, _Inner(moment), [_Inner(moment), _Inner(moment)], moment, "t")
+    walked = wire(value)
+    assert walked.plain is plain  # a struct that cannot hold a time is not copied
+    assert walked.nested.at == walked.many[1].at == walked.loose == "2026-11-29T07:41:53.300Z"
+    assert value.nested is not None
+    assert value.nested.at == moment  # the original is untouched
