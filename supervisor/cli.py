@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import sys
 import textwrap
@@ -282,6 +283,20 @@ COMMANDS: list[Register] = [
 ]
 
 
+def _main_is_the_package() -> None:
+    """Tell multiprocessing that the ``jobsup`` command is ``python -m supervisor``.
+
+    The command is a script whose only code calls this function. Seen as a
+    script, multiprocessing has the forkserver import it (and so this whole
+    CLI, httpx included) into the template every job child forks from; seen
+    as the module ``supervisor.__main__``, which it is, it imports nothing
+    (children skip a package's ``__main__``).
+    """
+    script = sys.modules.get("__main__")
+    if script is not None and script.__spec__ is None and getattr(script, "main", None) is main:
+        script.__spec__ = importlib.util.find_spec("supervisor.__main__")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobsup",
@@ -301,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    _main_is_the_package()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":

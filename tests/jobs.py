@@ -428,3 +428,14 @@ def printer(ctx: JobContext, config: PrinterConfig) -> dict[str, Any]:
         ctx.progress(processed=n + 1, total=config.to)
         ctx.sleep(config.step_ms / 1000)
     return {"printed": config.to}
+
+
+class ModulesConfig(JobConfig, tag="modules"):
+    """Which of ``names`` the child has imported (it inherits the forkserver's)."""
+
+    names: list[str] = []
+
+
+@job_type(ModulesConfig)
+def modules(ctx: JobContext, config: ModulesConfig) -> dict[str, Any]:
+    return {name: sys.modules.get(name) is not None for name in config.names}

@@ -33,6 +33,33 @@ def test_web_line_serves_on_port(make_server: Any) -> None:
     assert server.stop() == 0
 
 
+def test_web_line_forks_jobs_from_a_lean_template(make_server: Any) -> None:
+    """Under the ``jobsup`` command, jobs fork from the job code alone.
+
+    Neither the command line (run as a script, multiprocessing would have the
+    forkserver import it, and all it imports) nor httpx's own command-line
+    client (rich, click, pygments) is in the template every job child copies.
+    """
+    server = make_server(
+        start=False,
+        command=["sh", "-c", _line("web")],
+        PATH=PATH,
+        PYTHONPATH=str(ROOT),  # tests.jobs
+    )
+    server.start()
+    names = ["removal.jobs", "httpx", "supervisor.cli", "httpx._main", "rich", "click"]
+    job = server.wait_status(server.start_job({"type": "modules", "names": names}), "completed")
+    assert job["result"] == {
+        "removal.jobs": True,  # the job code is there, imported once
+        "httpx": True,
+        "supervisor.cli": False,
+        "httpx._main": False,
+        "rich": False,
+        "click": False,
+    }
+    assert server.stop() == 0
+
+
 def test_release_line_migrates(sqlite_url: str) -> None:
     def release() -> str:
         env = {"DATABASE_URL": sqlite_url, "PATH": PATH}
