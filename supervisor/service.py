@@ -56,11 +56,11 @@ UNCLAIMED = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.PAUSED,
 
 
 def _after(
-    given: timing.AfterIn | None, chain_parent: str | None, job_type: JobType
+    given: timing.AfterIn | None, chain_parent: str | None, job_type: JobType, config: Any
 ) -> After | None:
     """What the job waits for: its ``after``, or in a chain the step before it."""
     if given is not None and given.result_to_config:
-        _check_passed_fields(given.result_to_config, job_type)
+        _check_passed_fields(given.result_to_config, job_type, config)
     if chain_parent is not None:
         if given is not None and given.job_id is not None:
             raise Invalid(
@@ -76,20 +76,44 @@ def _after(
     return After(given.job_id, given.when, given.result_to_config)
 
 
-def _check_passed_fields(fields: dict[str, str], job_type: JobType) -> None:
-    """``resultToConfig`` may fill only the type's own config fields, never ``type``.
+def _check_passed_fields(fields: dict[str, str], job_type: JobType, config: Any) -> None:
+    """``resultToConfig`` may fill only the type's own config fields, never ``type``,
+    and never one its exclusive key is made of.
 
     The parent's result is copied in after every check ran: a name outside
     the config (or ``type`` itself) would make a job whose config its type
-    cannot read, or one of another type than the one checked.
+    cannot read, or one of another type than the one checked; a field of
+    the key would let the job run holding the key it was started with (one
+    group's) while it works on another group, beside that group's own job.
     """
-    names = {f.encode_name for f in msgspec.structs.fields(job_type.config)} - {"type"}
+    attrs = {f.encode_name: f.name for f in msgspec.structs.fields(job_type.config)}
+    attrs.pop("type", None)
     for name in fields:
-        if name not in names:
+        if name not in attrs:
             raise Invalid(
                 f"after.resultToConfig: {name!r} is not a config field of {job_type.name}",
                 "after.resultToConfig",
             )
+        if _feeds_key(job_type, config, attrs[name]):
+            raise Invalid(
+                f"after.resultToConfig: {name!r} is part of {job_type.name}'s exclusive key;"
+                " it must be given in the start request itself",
+                "after.resultToConfig",
+            )
+
+
+_PROBE = object()  # a value no config holds: a key made with it differs if it reads the field
+
+
+def _feeds_key(job_type: JobType, config: Any, attr: str) -> bool:
+    """Whether the type's exclusive key changes with the field (asked with a probe value)."""
+    if job_type.exclusive_key is None:
+        return False
+    try:
+        probed = job_type.exclusive_key(msgspec.structs.replace(config, **{attr: _PROBE}))
+    except Exception:
+        return True  # it reads the field as only a real value can be read
+    return bool(probed != job_type.exclusive_key(config))
 
 
 def _paused_or_pausing(job: Job) -> Job:
@@ -263,7 +287,7 @@ class JobService:
                 if exc.status == 503:  # the type's check could not reach what it needs
                     raise Unavailable(exc.message) from None
                 raise Rejected(exc.message, exc.field, exc.status) from None
-        after = _after(options.after, chain_parent, job_type)
+        after = _after(options.after, chain_parent, job_type, config)
         approval = None
         if options.approval:
             ttl_ms = int(self.settings.plan_ttl_s * 1000)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.conftest import Server, wait_until
-from tests.helpers import WINDOW_MS, group_body, iso_days_ago
+from tests.helpers import WINDOW_MS, group_body, iso_days_ago, removal
 
 
 def test_result_to_config_fills_only_the_types_own_fields(server: Server) -> None:
@@ -39,6 +39,25 @@ def test_result_to_config_fills_only_the_types_own_fields(server: Server) -> Non
         {"type": "quick", "after": {"jobId": parent, "resultToConfig": {"value": "value"}}}
     )
     assert server.wait_status(child, "completed")["result"] == {"value": 1}
+
+
+def test_result_to_config_never_fills_a_field_of_the_exclusive_key(server: Server) -> None:
+    """A removal's group is its key: copied in after the checks, the job would hold the
+    key of the group it was started for while removing from another, beside that
+    group's own removal."""
+    for group in ("g-started", "g-other"):
+        assert server.client.put(f"/admin/groups/{group}", json=group_body(3)).status_code == 200
+    parent = server.start_job({"type": "quick", "value": 1})
+    into_key = {"jobId": parent, "resultToConfig": {"groupWaId": "group"}}
+    answer = server.client.post("/admin/jobs/start", json=removal("g-started", after=into_key))
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "after.resultToConfig"
+    assert "exclusive key" in error["message"]
+    # A field outside the key still passes the parent's result on (a plan's pinned members).
+    pinned = {"jobId": parent, "resultToConfig": {"onlyWhatsappIds": "ids"}}
+    answer = server.client.post("/admin/jobs/start", json=removal("g-started", after=pinned))
+    assert answer.status_code == 202, answer.text
 
 
 def test_a_pause_the_job_ends_before_holding_is_refused(
