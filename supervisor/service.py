@@ -222,12 +222,12 @@ class JobService:
     async def rerun(self, job_id: str, caller: Caller | None = None) -> Job:
         """A new job with the original's config, checked again as a new start is."""
         original = await self.get(job_id)
-        body = bytes(original.config)
+        fields = msgspec.json.decode(bytes(original.config))
         if original.limits is not None:  # its limits, as if the start had asked for them
-            fields = msgspec.json.decode(body)
             fields["limits"] = original.limits
-            body = msgspec.json.encode(fields)
-        return await self.submit(body, caller, rerun_of=original.id)
+        if original.approval is not None:  # an approval step's copy waits for its own
+            fields["approval"] = True
+        return await self.submit(msgspec.json.encode(fields), caller, rerun_of=original.id)
 
     async def delete(self, job_id: str) -> JobStatus:
         """Delete a finished job, whichever instance ran it; a live one is refused."""

@@ -60,6 +60,20 @@ def test_result_to_config_never_fills_a_field_of_the_exclusive_key(server: Serve
     assert answer.status_code == 202, answer.text
 
 
+def test_a_rerun_of_an_approval_step_waits_for_its_own_approval(server: Server) -> None:
+    gated = server.start_job({"type": "quick", "value": 7, "approval": True})
+    assert server.status(gated)["status"] == "awaiting_approval"
+    answer = server.client.post(f"/admin/jobs/{gated}/rerun")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "awaiting_approval"  # not run unapproved
+    assert server.client.post(f"/admin/jobs/{gated}/reject").status_code == 200
+    answer = server.client.post(f"/admin/jobs/{gated}/rerun")  # rejected: still gated
+    copy = answer.json()["jobId"]
+    assert server.status(copy)["status"] == "awaiting_approval"
+    assert server.client.post(f"/admin/jobs/{copy}/approve").status_code == 200
+    assert server.wait_status(copy, "completed")["result"] == {"value": 7}
+
+
 def test_a_pause_the_job_ends_before_holding_is_refused(
     make_server: Callable[..., Server],
 ) -> None:
