@@ -139,6 +139,7 @@ class Run:
         self.timed_out = False  # stopped by its timeout (the cancel ladder): it fails
         self.limit: str | None = None  # the limit that stopped it: timeout, cpu_limit, memory_limit
         self._deadline: asyncio.TimerHandle | None = None  # its timeout, if it has one
+        self._timeout_left: float | None = None  # of its timeout while paused (not counted)
         self.leftovers = 0  # descendants the child swept at its end (protocol.Swept)
         # Which limit stopped it, if one did (set by whoever enforces it): ended = limit.
         self.limit: str | None = None
@@ -172,6 +173,19 @@ class Run:
         job = self._table.get(self.job_id)
         if job is not None and job.limits is not None and job.limits.timeout_s is not None:
             self._deadline = self._loop.call_later(job.limits.timeout_s, self._on_timeout)
+
+    def _hold_timeout(self) -> None:
+        """Paused: the timeout stops counting (it bounds the time a job runs)."""
+        if self._deadline is not None:
+            self._timeout_left = max(0.0, self._deadline.when() - self._loop.time())
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _release_timeout(self) -> None:
+        """Resumed: the timeout counts on from where the pause held it."""
+        if self._timeout_left is not None:
+            self._deadline = self._loop.call_later(self._timeout_left, self._on_timeout)
+            self._timeout_left = None
 
     # -- messages from the child ---------------------------------------------
 
@@ -240,6 +254,7 @@ class Run:
                 if job.status is JobStatus.PAUSING:  # not cancelled or ended meanwhile
                     log.info("job %s paused", self.job_id, extra=about_job(self.job_id))
                     self._table.move(job, JobStatus.PAUSED)
+                    self._hold_timeout()
                     self._arm_paused_timeout()
             case protocol.Log(level, text):
                 log.log(
@@ -294,6 +309,7 @@ class Run:
             self.process.freeze()
             self.frozen = True
             self._table.move(job, JobStatus.PAUSED, paused_at=now())
+            self._hold_timeout()
             self._arm_paused_timeout()
         else:
             log.info("job %s: pause requested", self.job_id, extra=about_job(self.job_id))
@@ -313,6 +329,7 @@ class Run:
             self.process.resume()
         log.info("job %s resumed", self.job_id, extra=about_job(self.job_id))
         self._table.move(job, JobStatus.RUNNING, paused_at=None)
+        self._release_timeout()
 
     def _arm_paused_timeout(self) -> None:
         self._disarm_paused_timeout()

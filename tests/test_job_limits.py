@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -56,6 +57,24 @@ def test_a_job_past_its_timeout_fails_with_its_partial_result(server: Server) ->
     assert job["error"]["message"] == "ran longer than its 0.5 s timeout"
     assert job["result"] == {"started": True}
     assert job["cancel"] is None  # nobody cancelled it
+
+
+@pytest.mark.parametrize("mode", ["cooperative", "freeze"])
+def test_a_timeout_counts_running_time_not_paused_time(server: Server, mode: str) -> None:
+    timeout_s = 2
+    job_id = server.start_job({"type": "ticker", "limits": {"timeoutS": timeout_s}})
+    server.wait_status(job_id, "running")
+    answer = server.client.post(f"/admin/jobs/{job_id}/pause", json={"mode": mode})
+    assert answer.status_code in (200, 202), answer.text  # paused, or still pausing
+    ticks = server.wait_status(job_id, "paused")["progress"]["processed"]
+    held_until = time.monotonic() + timeout_s + 1
+    while time.monotonic() < held_until:  # paused past its whole timeout, and still paused
+        assert server.status(job_id)["status"] == "paused"
+        time.sleep(0.1)
+    assert server.client.post(f"/admin/jobs/{job_id}/resume").status_code == 200
+    job = server.wait_status(job_id, *FINAL, timeout=30)
+    assert (job["status"], job["error"]["reason"]) == ("failed", "timeout")  # it still binds
+    assert job["progress"]["processed"] > ticks  # after running on from where it held
 
 
 def test_a_stubborn_job_past_its_timeout_is_killed_and_still_reads_timeout(server: Server) -> None:
