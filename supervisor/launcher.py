@@ -133,6 +133,9 @@ class JobProcess:
         self.peak_rss_kib: int | None = None
         # (peak RSS KiB, user s, system s) as the forkserver's wait4 saw them.
         self.usage: tuple[int, float, float] | None = None
+        # The forkserver died before telling this child's exit: no status will
+        # come on the sentinel, and the child may still be running.
+        self.server_lost = False
 
     def start(self) -> None:
         """Fork the child (blocking, a few ms: the launcher thread calls this)."""
@@ -286,16 +289,24 @@ class JobProcess:
         if self.exitcode is None:
             popen = self._process._popen
             if popen.returncode is None:
-                if not _readable(self.sentinel):
+                if self.server_lost or not _readable(self.sentinel):
                     return None
                 try:
                     popen.returncode = forkserver.read_signed(self.sentinel)
-                except (OSError, EOFError):  # the forkserver itself is gone
-                    popen.returncode = 255
+                except (OSError, EOFError):  # the forkserver is gone: no status will come
+                    self.server_lost = True
+                    return None
             self.exitcode = popen.returncode
             _children.discard(self._process.pid)
             self.usage = forensics.exit_usage(self.sentinel)  # it follows the exit code
         return self.exitcode
+
+    def ended_unreaped(self, code: int) -> int:
+        """The child is gone and its reaper with it: ``code`` stands for its exit status."""
+        self._process._popen.returncode = code
+        self.exitcode = code
+        _children.discard(self._process.pid)
+        return code
 
     def sweep_orphans(self) -> None:
         """The child died without sweeping its descendants (a crash, a SIGKILL from outside).

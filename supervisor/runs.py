@@ -49,6 +49,18 @@ def log_level(name: str) -> int:
     return level if isinstance(level, int) else logging.INFO
 
 
+def _told_exit(final: protocol.Message | None) -> int:
+    """The exit code a child's final message stands for (its reaper being gone)."""
+    match final:
+        case protocol.Done():
+            return protocol.EXIT_OK
+        case protocol.Cancelled():
+            return protocol.EXIT_CANCELLED
+        case protocol.Failed():
+            return protocol.EXIT_FAILED
+    return 255  # it said nothing: it died, how is not known
+
+
 def _pidfd_open(pid: int | None) -> int | None:
     """A descriptor readable once ``pid`` terminates (Linux 5.3+), else None."""
     if pid is None or not hasattr(os, "pidfd_open"):
@@ -465,19 +477,39 @@ class Run:
         """The child has terminated; its parent, the forkserver, has yet to reap it.
 
         When it said how it ended, that is all the job's final state needs,
-        so the run ends now; the exit code follows on the sentinel.
+        so the run ends now; the exit code follows on the sentinel. With the
+        forkserver gone there is no exit code to follow: its own word is all.
         """
         self._close_pidfd()
         self._consume(budget=1 << 62)  # what it wrote before exiting is all there
-        if self.phase is RunPhase.SETTLED:
+        if self.process.server_lost:
+            self._reaped(self.process.ended_unreaped(_told_exit(self.final)))
+        elif self.phase is RunPhase.SETTLED:
             self._end(None)
 
     def _on_sentinel(self) -> None:
         exitcode = self.process.reap()
-        if exitcode is None:
+        if exitcode is None and not self.process.server_lost:
             return  # woken without an exit status: keep watching
         self._loop.remove_reader(self.process.sentinel)
+        if exitcode is None:
+            if self._pidfd is not None:
+                # The forkserver died (killed, OOM) before the child: the child
+                # runs on, reparented, its pipes to us intact, its cancel heard.
+                # Its end comes on its pidfd; how it ended, in its own word.
+                log.warning(
+                    "job %s: the forkserver is gone; its child %s runs on",
+                    self.job_id,
+                    self.process.pid,
+                    extra=about_job(self.job_id),
+                )
+                return
+            exitcode = self.process.ended_unreaped(_told_exit(self.final))
         self._close_pidfd()
+        self._reaped(exitcode)
+
+    def _reaped(self, exitcode: int) -> None:
+        """The child is gone, its exit code known: end the run, record how it ended."""
         self._consume(budget=1 << 62)
         self._loop.remove_reader(self.process.progress_fd)
         if self.phase is not RunPhase.ENDED:

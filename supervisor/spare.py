@@ -90,5 +90,7 @@ class SparePool:
         spare.discard()
         if code == -signal.SIGTERM:
             self._on_sigterm("the spare child got SIGTERM")
+        elif spare.server_lost:  # the spare itself exits at its spec pipe's EOF
+            log.warning("the forkserver is gone; the next child starts a new one")
         else:
             log.warning("the spare child exited with %s", code)
