@@ -286,14 +286,19 @@ COMMANDS: list[Register] = [
 def _main_is_the_package() -> None:
     """Tell multiprocessing that the ``jobsup`` command is ``python -m supervisor``.
 
-    The command is a script whose only code calls this function. Seen as a
-    script, multiprocessing has the forkserver import it (and so this whole
-    CLI, httpx included) into the template every job child forks from; seen
-    as the module ``supervisor.__main__``, which it is, it imports nothing
-    (children skip a package's ``__main__``).
+    The command is the installer's script, whose only code calls this
+    function. Seen as a script, multiprocessing has the forkserver import
+    it (and so this whole CLI, httpx included) into the template every job
+    child forks from; seen as the module ``supervisor.__main__``, which it
+    is, it imports nothing (children skip a package's ``__main__``).
     """
     script = sys.modules.get("__main__")
-    if script is not None and script.__spec__ is None and getattr(script, "main", None) is main:
+    if script is None or script.__spec__ is not None or getattr(script, "main", None) is not main:
+        return  # run as a module, or not through a script that calls this
+    # Only the installer's wrapper (``re``, ``sys`` and ``main``): a launcher
+    # of one's own that imports more (job types, a logging set-up) stays a
+    # script, which multiprocessing runs again in each job child.
+    if {name for name in vars(script) if not name.startswith("__")} <= {"re", "sys", "main"}:
         script.__spec__ = importlib.util.find_spec("supervisor.__main__")
 
 

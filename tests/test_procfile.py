@@ -60,6 +60,36 @@ def test_web_line_forks_jobs_from_a_lean_template(make_server: Any) -> None:
     assert server.stop() == 0
 
 
+def test_a_launcher_of_ones_own_keeps_what_it_imports_for_its_jobs(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """A script that registers job types, then calls ``supervisor.cli.main``, is
+    not the ``jobsup`` command: each job child runs it again, and its types run."""
+    (tmp_path / "launched_jobs.py").write_text(
+        "from workers.registry import JobConfig, job_type\n"
+        "class LaunchedConfig(JobConfig, tag='launched'):\n"
+        "    n: int = 1\n"
+        "@job_type(LaunchedConfig)\n"
+        "def launched(ctx, config):\n"
+        "    return {'n': config.n}\n"
+    )
+    (tmp_path / "launch.py").write_text(
+        "import launched_jobs  # registers its job type\n"
+        "from supervisor.cli import main\n"
+        "if __name__ == '__main__':\n"
+        "    main()\n"
+    )
+    server = make_server(
+        start=False,
+        command=[sys.executable, str(tmp_path / "launch.py"), "serve"],
+        PYTHONPATH=f"{tmp_path}:{ROOT}",
+    )
+    server.start()
+    job = server.wait_status(server.start_job({"type": "launched", "n": 5}), "completed")
+    assert job["result"] == {"n": 5}
+    assert server.stop() == 0
+
+
 def test_release_line_migrates(sqlite_url: str) -> None:
     def release() -> str:
         env = {"DATABASE_URL": sqlite_url, "PATH": PATH}
