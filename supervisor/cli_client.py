@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
+from supervisor import wire
 from supervisor.job import Job
 from workers.times import iso
 
@@ -187,7 +188,7 @@ class Usage(Exception):
 
 
 def _out(value: Any) -> None:
-    print(_encoder.encode(value).decode())
+    print(wire.encode(value).decode())  # times as the server writes them
 
 
 def _start(client: Client, args: argparse.Namespace) -> int:
@@ -460,7 +461,7 @@ class _Watcher:
             if event.id is not None:
                 self.last_id = event.id
             if self.args.json:
-                data = _encoder.encode(event.data).decode()
+                data = wire.encode(event.data).decode()
                 print(f'{{"event": "{event.kind}", "id": {json.dumps(event.id)}, "data": {data}}}')
                 sys.stdout.flush()
             else:

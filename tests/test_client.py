@@ -202,9 +202,17 @@ def test_cli_json_list_status_and_groups(server: Server, tmp_path: Path) -> None
     job_id = jobsup(server, "start", "quick", "--json").stdout
     job_id = json.loads(job_id)["jobId"]
     server.wait_status(job_id, "completed")
+    wait_until(lambda: server.status(job_id)["resources"])  # the last write a job gets
     listed = json.loads(jobsup(server, "list", "--json", "--type", "quick").stdout)
     assert [j["id"] for j in listed] == [job_id]
-    assert json.loads(jobsup(server, "status", job_id, "--json").stdout)["status"] == "completed"
+    status = json.loads(jobsup(server, "status", job_id, "--json").stdout)
+    assert status["status"] == "completed"
+    assert status == server.status(job_id)  # as the server says it, times included
+    watched = jobsup(server, "start", "quick", "--json", "--watch").stdout.splitlines()
+    finished = json.loads(watched[-1])
+    assert finished["event"] == "finished"
+    assert finished["data"]["completedAt"].endswith("Z")
+    assert len(finished["data"]["completedAt"]) == len("2026-01-01T00:00:00.000Z")
     table = jobsup(server, "list", "--status", "completed")
     assert job_id in table.stdout
 
