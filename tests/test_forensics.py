@@ -159,3 +159,20 @@ def test_metrics_count_endings_cpu_and_peak_memory_by_type(fast: Server) -> None
     assert _value(samples, "jobsup_job_cpu_seconds_sum", type="end") > 0
     assert _value(samples, "jobsup_job_peak_rss_bytes_count", type="end") == 2
     assert _value(samples, "jobsup_job_peak_rss_bytes_sum", type="end") >= 2 * ALLOC_MIB << 20
+
+
+def test_a_graceful_shutdown_keeps_how_each_stopped_job_ended(
+    make_server: Callable[..., Server],
+) -> None:
+    """The runs a shutdown stops end on the way out: their resources are stored before it exits."""
+    server = make_server(JOBSUP_MAX_CONCURRENT_JOBS="4")
+    jobs = [server.start_job({"type": "ticker"}) for _ in range(4)]
+    for job_id in jobs:
+        server.wait_status(job_id, "running")
+    assert server.stop() == 0
+    again = make_server(DATABASE_URL=server.env["DATABASE_URL"])
+    for job_id in jobs:
+        job = again.status(job_id)
+        assert job["status"] == "cancelled", job
+        assert job["resources"] is not None, job
+        assert job["resources"]["ended"] == "cooperative"
