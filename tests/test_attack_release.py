@@ -81,7 +81,8 @@ def test_a_job_in_pausing_at_a_sigterm_is_stopped(make_server: Callable[..., Ser
     server = make_server()
     job_id = server.start_job({"type": "stubborn", "seconds": 600})
     server.wait_status(job_id, "running")
-    wait_until(lambda: server.status(job_id)["result"])
+    # Past its last context call (its progress line): a pause asked before it would hold there.
+    wait_until(lambda: server.status(job_id)["progress"]["message"] == "stuck inside a batch")
     assert post(server, job_id, "pause").status_code in (200, 202)
     server.wait_status(job_id, "pausing")
     others = job_children(server)

@@ -99,7 +99,8 @@ def test_cancel_from_paused_and_from_pausing(server: Server) -> None:
     assert job["cancel"]["mode"] == "cooperative"  # the hold woke on the cancel
     # A job that never reaches a context call stays pausing; a cancel still stops it.
     stuck = server.start_job({"type": "stubborn", "seconds": 60})
-    server.wait_status(stuck, "running")
+    # Past its last context call (its progress line): a pause asked before it would hold there.
+    wait_until(lambda: server.status(stuck)["progress"]["message"] == "stuck inside a batch")
     response = post(server, stuck, "pause")
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "pausing"
