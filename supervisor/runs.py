@@ -160,6 +160,9 @@ class Run:
         self._started_at: float | None = None  # its Started message's time (epoch seconds)
         # Resolved when the scheduler drops the run: the child is gone (or never came).
         self.gone: asyncio.Future[None] = self._loop.create_future()
+        # Resolved once the child is reaped and how it ended recorded (_record_end),
+        # moments after it is gone; or when the run had no child to reap.
+        self.reaped: asyncio.Future[None] = self._loop.create_future()
 
     @property
     def settled(self) -> bool:
@@ -520,6 +523,8 @@ class Run:
             )
         self._record_end(exitcode)
         self.process.close()
+        if not self.reaped.done():
+            self.reaped.set_result(None)
 
     def _record_end(self, exitcode: int) -> None:
         """The child is reaped: keep its output's last lines and how it ended (forensics)."""

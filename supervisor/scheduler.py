@@ -31,7 +31,7 @@ from supervisor.logs import about_job
 from supervisor.runs import Run, resumable
 from supervisor.settings import Settings
 from supervisor.spare import SparePool
-from supervisor.state import TERMINAL, JobStatus, check_transition, job_error
+from supervisor.state import TERMINAL, JobStatus, RunPhase, check_transition, job_error
 from supervisor.store import claims
 from supervisor.table import JobTable
 from workers.entry import ChildSpec
@@ -43,6 +43,9 @@ SPARE_REFILL_DELAY_S = 0.1
 PAUSE_STATES = frozenset({JobStatus.PAUSING, JobStatus.PAUSED})
 # The scheduled-job timer sleeps at most this long; the poll runs meanwhile anyway.
 MAX_TIMER_S = 3600.0
+# At shutdown, how long at least the ended runs' exit statuses are awaited
+# (they follow the children's ends by a millisecond or so).
+REAP_WAIT_S = 1.0
 
 
 class Scheduler:
@@ -56,6 +59,7 @@ class Scheduler:
         self._launcher = ThreadPoolExecutor(1, thread_name_prefix="jobsup-launch")
         self._idle = asyncio.Event()
         self._idle.set()
+        self._reaping: set[Run] = set()  # ended, their exit status not yet read
         self._tasks: set[asyncio.Future[None]] = set()
         self._claiming = False
         self._claim_again = False
@@ -308,6 +312,11 @@ class Scheduler:
         if self.runs.get(run.job_id) is run:
             del self.runs[run.job_id]
         run.gone.set_result(None)
+        if run.phase is RunPhase.STARTING:  # no child was ever watched: nothing to reap
+            run.reaped.set_result(None)
+        elif not run.reaped.done():  # its exit status follows on the sentinel
+            self._reaping.add(run)
+            run.reaped.add_done_callback(lambda _: self._reaping.discard(run))
         if not self.runs:
             self._idle.set()
         if not run.settled:  # never started: its slot is free only now
@@ -428,4 +437,7 @@ class Scheduler:
             for run in list(self.runs.values()):
                 run.kill_now()
             await self._idle.wait()
+        if self._reaping:  # their end records go with the shutdown's last write
+            reaps = [run.reaped for run in self._reaping]
+            await asyncio.wait(reaps, timeout=max(REAP_WAIT_S, deadline - time.monotonic()))
         self._launcher.shutdown(wait=True)
