@@ -135,9 +135,21 @@ def test_sigterm_to_one_child_pauses_admissions(make_server: Any, sqlite_url: st
     assert server.wait_status(waiting, "completed")["result"] == {"value": 7}
 
 
+def _sigterm_left_to_kill(pid: int) -> bool:
+    """Whether the process no longer catches SIGTERM: a spare in child_main, waiting for
+    its job (before, it still has the forkserver's handler, which passes nothing on)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return not int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1))
+
+
 def test_sigterm_to_the_spare_pauses_admissions(make_server: Any, sqlite_url: str) -> None:
     server = make_server(JOBSUP_SIGTERM_HOLD_S="3")
     (spare,) = wait_until(lambda: forked(server))
+    wait_until(lambda: _sigterm_left_to_kill(spare))
     os.kill(spare, signal.SIGTERM)
     wait_until(lambda: "the spare child got SIGTERM: starting no job" in server.log())
     job_id = server.start_job({"type": "quick", "value": 1})

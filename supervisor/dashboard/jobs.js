@@ -92,6 +92,7 @@ export function noteStatus(job) {
 }
 
 function setJob(job) {
+  if (state.deleted.has(job.id)) return; // an event or answer that left before the delete
   const known = jobOf(job.id);
   // A final state is final: an answer read before it arrived never undoes it.
   if (known && !LIVE.includes(known.status) && LIVE.includes(job.status)) return;
@@ -110,6 +111,7 @@ function setJob(job) {
 
 // A deleted job leaves the page.
 export function forget(id) {
+  state.deleted.add(id);
   state.jobs.delete(id);
   state.order = state.order.filter((other) => other !== id);
   renderJobs();

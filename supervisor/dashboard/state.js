@@ -10,6 +10,7 @@ export const state = {
   openJob: null, // id of the job in the panel
   openDetail: null, // that job, whole (with its result)
   trail: new Map(), // id -> statuses seen, in order
+  deleted: new Set(), // ids deleted here: a late event or answer never brings one back
   jobTypes: null, // [{name, description, schema}] when the API offers them
   stream: null,
   jobStream: null,
