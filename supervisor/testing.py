@@ -13,6 +13,7 @@ whatever client the caller makes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -42,6 +43,20 @@ def wait_until(condition: Callable[[], T | None], timeout: float, interval: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+async def wait_until_async(
+    condition: Callable[[], T | None], within: float, interval: float = 0.001
+) -> T:
+    """``wait_until`` on a running event loop (``within`` seconds): the loop runs between looks."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {within} s")
+        await asyncio.sleep(interval)
 
 
 def admin_token(tokens: str) -> str | None:

@@ -34,6 +34,7 @@ from supervisor.state import (
 )
 from supervisor.store import Store
 from supervisor.table import JobTable
+from supervisor.testing import wait_until_async
 from tests.helpers import pending_job
 from workers import protocol
 from workers.db import Database, DatabaseUnavailable
@@ -286,11 +287,7 @@ def test_a_run_attaches_settles_on_its_final_message_and_ends_on_its_sentinel(
 
 async def _until(condition: Any) -> None:
     """Poll ``condition`` on the loop, for 5 s at most."""
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("not reached in time")
+    await wait_until_async(condition, within=5)
 
 
 class FakeSpare:

@@ -14,6 +14,7 @@ from supervisor.runtime import Runtime
 from supervisor.settings import Settings
 from supervisor.state import JobStatus
 from supervisor.store import Store, is_unique_violation
+from supervisor.testing import wait_until_async
 from workers.db import Database, connect
 
 pytestmark = pytest.mark.postgres
@@ -42,13 +43,10 @@ def test_a_dead_listen_loop_does_not_stop_the_shutdown(
     async def scenario() -> str:
         runtime = await Runtime.start(settings)
         job = await runtime.service.submit(b'{"type": "sleepy", "steps": 1000, "stepMs": 50}')
-        for _ in range(500):  # started within 10 s
-            live = runtime.table.get(job.id)
-            if live is not None and live.status is JobStatus.RUNNING:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the job never ran")
+        await wait_until_async(  # started within 10 s
+            lambda: (live := runtime.table.get(job.id)) and live.status is JobStatus.RUNNING,
+            within=10,
+        )
         # The listen task dies at its first look: wait for that, with a deadline.
         await asyncio.wait_for(asyncio.wait(runtime._tasks[-1:]), timeout=10)
         assert all(t.done() for t in runtime._tasks[-1:])
