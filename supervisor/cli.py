@@ -98,12 +98,18 @@ def prepare_to_serve(args: argparse.Namespace) -> Settings:
 
 def serve(args: argparse.Namespace) -> int:
     settings = prepare_to_serve(args)
-    from supervisor import logs
     from supervisor.app import create_app
+
+    return _run(create_app, settings)
+
+
+def _run(create: Callable[[Settings], Any], settings: Settings) -> int:
+    """Serve the app ``create`` makes, logging set up first, until a stop."""
+    from supervisor import logs
     from supervisor.server import make_server
 
     logs.setup(settings.log_level, settings.log_format)
-    make_server(create_app(settings), settings, log_config=None).run()
+    make_server(create(settings), settings, log_config=None).run()
     return 0
 
 
@@ -123,13 +129,9 @@ def prepare_worker(args: argparse.Namespace) -> Settings:
 
 def worker(args: argparse.Namespace) -> int:
     settings = prepare_worker(args)
-    from supervisor import logs
-    from supervisor.server import make_server
     from supervisor.worker import create_worker_app
 
-    logs.setup(settings.log_level, settings.log_format)
-    make_server(create_worker_app(settings), settings, log_config=None).run()
-    return 0
+    return _run(create_worker_app, settings)
 
 
 def demo(args: argparse.Namespace) -> int:
