@@ -49,7 +49,7 @@ def log_level(name: str) -> int:
     return level if isinstance(level, int) else logging.INFO
 
 
-def _told_exit(final: protocol.Message | None) -> int:
+def _told_exit(final: protocol.Message | None, escalation: Escalation | None) -> int:
     """The exit code a child's final message stands for (its reaper being gone)."""
     match final:
         case protocol.Done():
@@ -58,6 +58,8 @@ def _told_exit(final: protocol.Message | None) -> int:
             return protocol.EXIT_CANCELLED
         case protocol.Failed():
             return protocol.EXIT_FAILED
+    if escalation is Escalation.KILL:
+        return -signal.SIGKILL  # it said nothing, and we had sent it SIGKILL
     return 255  # it said nothing: it died, how is not known
 
 
@@ -486,7 +488,7 @@ class Run:
         self._close_pidfd()
         self._consume(budget=1 << 62)  # what it wrote before exiting is all there
         if self.process.server_lost:
-            self._reaped(self.process.ended_unreaped(_told_exit(self.final)))
+            self._reaped(self.process.ended_unreaped(_told_exit(self.final, self.escalation)))
         elif self.phase is RunPhase.SETTLED:
             self._end(None)
 
@@ -500,6 +502,8 @@ class Run:
                 # The forkserver died (killed, OOM) before the child: the child
                 # runs on, reparented, its pipes to us intact, its cancel heard.
                 # Its end comes on its pidfd; how it ended, in its own word.
+                if self.frozen:  # orphaned while stopped, its group got SIGCONT
+                    self.process.freeze()
                 log.warning(
                     "job %s: the forkserver is gone; its child %s runs on",
                     self.job_id,
@@ -507,7 +511,7 @@ class Run:
                     extra=about_job(self.job_id),
                 )
                 return
-            exitcode = self.process.ended_unreaped(_told_exit(self.final))
+            exitcode = self.process.ended_unreaped(_told_exit(self.final, self.escalation))
         self._close_pidfd()
         self._reaped(exitcode)
 

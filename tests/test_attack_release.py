@@ -120,6 +120,32 @@ def test_a_killed_forkserver_loses_no_running_job_and_stops_no_next_one(
     assert resources["exitCode"] == 0
 
 
+def test_a_killed_forkserver_leaves_a_frozen_job_frozen_and_a_killed_one_killed(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    frozen = server.start_job({"type": "ticker", "to": 60, "stepMs": 20})
+    stubborn = server.start_job({"type": "stubborn", "seconds": 60, "ignoreTerm": True})
+    wait_until(lambda: ticks(server, frozen) >= 3)
+    wait_until(lambda: server.status(stubborn)["progress"]["message"] == "stuck inside a batch")
+    assert post(server, frozen, "pause", {"mode": "freeze"}).status_code == 200
+    child = server.status(frozen)["pid"]
+    wait_until(lambda: state_of(child) == "T")
+    os.kill(proc_stat(child)[0], signal.SIGKILL)  # the forkserver
+    # Orphaned while stopped, its group got SIGHUP and SIGCONT from the kernel:
+    # it lives on, and is frozen again.
+    wait_until(lambda: "the forkserver is gone" in server.log())
+    wait_until(lambda: state_of(child) == "T")
+    assert server.status(frozen)["status"] == "paused"
+    # A child past its forkserver that must be SIGKILLed ends killed, as any other.
+    post(server, stubborn, "cancel")
+    job = server.wait_status(stubborn, *FINAL, timeout=30)
+    assert (job["status"], job["cancel"]["mode"]) == ("cancelled", "killed"), job
+    assert post(server, frozen, "resume").status_code == 200
+    job = server.wait_status(frozen, *FINAL, timeout=30)
+    assert (job["status"], job["result"]) == ("completed", {"ticks": 60}), job
+
+
 def test_a_job_that_closes_its_output_ends_normally(server: Server) -> None:
     job_id = server.start_job({"type": "rogue", "closeOutput": True})
     job = server.wait_status(job_id, *FINAL)

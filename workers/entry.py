@@ -87,6 +87,10 @@ class _SignalState:
         self.on_sigterm(signum, frame)
 
 
+def _hung_up(signum: int, frame: FrameType | None) -> None:
+    pass
+
+
 def _watch_parent(cancel_conn: Connection, cancel: CancelPipe) -> None:
     # Reads the pipe beside the job's sleepers (CancelPipe.read: whoever
     # reads a byte acts on it); _parent_alive only looks for POLLHUP.
@@ -118,6 +122,11 @@ def child_main(
     # killpg, and signals meant for the front process's group miss the job.
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # If the forkserver dies while the job is frozen, the job's process group
+    # is orphaned with a stopped member, and the kernel sends it SIGHUP (then
+    # SIGCONT): a job lives on past its forkserver, so SIGHUP must not kill
+    # it. A handler, not SIG_IGN, so that what the job executes gets the default.
+    signal.signal(signal.SIGHUP, _hung_up)
     if nice:
         os.nice(nice)  # jobs yield the CPU to the API when both want it
     cancel = CancelPipe(cancel_conn.fileno())
